@@ -1,0 +1,235 @@
+"""Loading done right once, for every stage: hardware -> precision, tokenizer fixes, policy and reward models.
+
+* :func:`detect_hardware` / :func:`precision_kwargs`: bf16 where the GPU supports it, fp16 on older CUDA
+  GPUs, fp32 on MPS and CPU -- so no TRL config (which defaults to ``bf16=True``) fails on a CPU.
+* :func:`prepare_tokenizer`: a pad token distinct from EOS (a model trained with pad == eos never learns
+  to stop, and PPO cannot tell padding from the end of a response), the padding side a stage needs
+  (right for training, left for generation), and a chat template when the tokenizer has none.
+* :func:`load_policy`, :func:`load_reward_model`: ``from_pretrained`` on a hub id or local path, with
+  the method preset's quantisation, ``trust_remote_code`` off unless asked, safetensors weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rlhfkit.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN = "<|pad|>"
+# Used when a tokenizer has no chat template: the HH-RLHF transcript format ("Human: ... Assistant: ..."),
+# with EOS closing each assistant turn and {% generation %} marks so TRL's assistant_only_loss works.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Assistant:' }}"
+    "{% generation %}{{ ' ' + message['content'] + eos_token }}{% endgeneration %}{{ '\n\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this process trains on.
+
+    Attributes:
+        device: ``cuda``, ``mps`` or ``cpu``.
+        bf16: bf16 mixed precision is supported (Ampere or newer CUDA GPUs).
+        fp16: fp16 mixed precision should be used (CUDA GPUs without bf16).
+        num_gpus: visible CUDA devices.
+        gpu_memory_gb: memory of GPU 0 in GB, or None.
+    """
+
+    device: str
+    bf16: bool
+    fp16: bool
+    num_gpus: int = 0
+    gpu_memory_gb: float | None = None
+
+
+def detect_hardware() -> Hardware:
+    """Detect CUDA (with or without bf16), MPS or CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        mem = torch.cuda.get_device_properties(0).total_memory / 1e9
+        return Hardware("cuda", bf16=bf16, fp16=not bf16, num_gpus=torch.cuda.device_count(), gpu_memory_gb=mem)
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        # Mixed precision on MPS is not reliable across torch versions: train in fp32 there.
+        return Hardware("mps", bf16=False, fp16=False)
+    return Hardware("cpu", bf16=False, fp16=False)
+
+
+def precision_kwargs(hardware: Hardware | None = None) -> dict[str, bool]:
+    """``bf16`` / ``fp16`` / ``use_cpu`` for any ``TrainingArguments`` (TRL configs included)."""
+    hw = hardware or detect_hardware()
+    return {"bf16": hw.bf16, "fp16": hw.fp16, "use_cpu": hw.device == "cpu"}
+
+
+def compute_dtype(hardware: Hardware | None = None):
+    """The dtype models are loaded and computed in: bf16, else fp16 on CUDA, else fp32."""
+    import torch
+
+    hw = hardware or detect_hardware()
+    if hw.bf16:
+        return torch.bfloat16
+    if hw.fp16:
+        return torch.float16
+    return torch.float32
+
+
+# ------------------------------------------------------------------------------------------ tokenizers
+def prepare_tokenizer(tokenizer, padding_side: str = "right"):
+    """Fix a tokenizer in place for RLHF and return it.
+
+    * adds a pad token distinct from EOS when it has none or when pad == eos (the model's embeddings must
+      then be resized: :func:`sync_model_with_tokenizer`);
+    * sets the padding side: ``right`` for training, ``left`` for generation;
+    * installs :data:`DEFAULT_CHAT_TEMPLATE` when it has no chat template.
+    """
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+    if tokenizer.eos_token is None:
+        raise ConfigError(
+            f"tokenizer {tokenizer.name_or_path!r} has no EOS token; set tokenizer.eos_token before training "
+            "(responses need an end marker)"
+        )
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if PAD_TOKEN in tokenizer.get_vocab():
+            tokenizer.pad_token = PAD_TOKEN
+        else:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+            logger.info("added pad token %s (id %d) distinct from EOS", PAD_TOKEN, tokenizer.pad_token_id)
+    tokenizer.padding_side = padding_side
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
+
+
+def sync_model_with_tokenizer(model, tokenizer) -> None:
+    """Resize the embeddings when the tokenizer grew, and set ``pad_token_id`` in the model's configs."""
+    embeddings = model.get_input_embeddings()
+    if embeddings is not None and len(tokenizer) > embeddings.weight.shape[0]:
+        # Mean-initialise new rows (transformers' default) so the added pad token does not skew outputs.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config.eos_token_id is None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike,
+    padding_side: str = "right",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """``AutoTokenizer.from_pretrained`` + :func:`prepare_tokenizer`."""
+    from transformers import AutoTokenizer
+
+    _check_source(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(name_or_path), trust_remote_code=trust_remote_code, revision=revision
+    )
+    return prepare_tokenizer(tokenizer, padding_side=padding_side)
+
+
+# ------------------------------------------------------------------------------------------ models
+def _check_source(name_or_path: str | os.PathLike) -> None:
+    """A path-looking source that does not exist gets a clear error instead of a hub lookup."""
+    s = str(name_or_path)
+    looks_local = s.startswith((".", "/", "~")) or s.rstrip("/").count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(s)):
+        raise ConfigError(f"model path {s!r} does not exist; give an existing folder or a hub id like 'org/name'")
+
+
+def _model_kwargs(preset, hardware, trust_remote_code: bool, revision: str | None) -> dict[str, Any]:
+    from rlhfkit.presets import MethodPreset, method_preset
+
+    hw = hardware or detect_hardware()
+    if not isinstance(preset, MethodPreset):
+        preset = method_preset(preset, hw)
+    kwargs: dict[str, Any] = {
+        "dtype": compute_dtype(hw),
+        "trust_remote_code": trust_remote_code,
+        "revision": revision,
+        "use_safetensors": None,  # safetensors when present (transformers prefers them); .bin only as fallback
+    }
+    if preset.quantization is not None:
+        kwargs["quantization_config"] = preset.quantization
+        if hw.device == "cuda":
+            from accelerate import PartialState
+
+            kwargs["device_map"] = {"": PartialState().local_process_index}
+    return kwargs
+
+
+def load_policy(
+    name_or_path: str | os.PathLike,
+    preset="full",
+    *,
+    hardware: Hardware | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    adapter: str | os.PathLike | None = None,
+    padding_side: str = "right",
+    is_trainable: bool = True,
+):
+    """Load a causal-LM policy and its fixed tokenizer.
+
+    Args:
+        name_or_path: hub id or local folder.
+        preset: ``full`` | ``lora`` | ``qlora`` or a :class:`~rlhfkit.presets.MethodPreset`. The base is
+            loaded 4-bit for ``qlora``; LoRA adapters are *not* added here (TRL trainers add them from
+            ``preset.lora``), except that ``adapter`` loads a trained one on top.
+        adapter: folder of a trained peft adapter (e.g. an SFT LoRA) to load onto the base.
+        is_trainable: whether a loaded ``adapter`` stays trainable.
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(name_or_path, padding_side, trust_remote_code, revision)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(name_or_path), **_model_kwargs(preset, hardware, trust_remote_code, revision)
+    )
+    sync_model_with_tokenizer(model, tokenizer)
+    if adapter is not None:
+        from peft import PeftModel
+
+        _check_source(adapter)
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+    return model, tokenizer
+
+
+def load_reward_model(
+    name_or_path: str | os.PathLike,
+    preset="full",
+    *,
+    hardware: Hardware | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    padding_side: str = "right",
+):
+    """Load a scalar reward model (sequence classification, one label) and its fixed tokenizer.
+
+    From an SFT checkpoint (InstructGPT initialises the reward model from the SFT model) the ``score``
+    head is new and randomly initialised; from a trained reward model it is loaded. ``pad_token_id`` is
+    set in the config so the score is read at the last real token.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_tokenizer(name_or_path, padding_side, trust_remote_code, revision)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(name_or_path), num_labels=1, **_model_kwargs(preset, hardware, trust_remote_code, revision)
+    )
+    sync_model_with_tokenizer(model, tokenizer)
+    return model, tokenizer
