@@ -1,0 +1,98 @@
+"""``rlhfkit plan``: will this model, stage and preset fit on my GPU? (No torch import: it answers in ~0.1 s.)
+
+rlhfkit plan --model Qwen/Qwen2.5-1.5B-Instruct --stage ppo --preset qlora --gpu 12
+rlhfkit plan --model ./runs/sft/model --stage grpo --preset lora --gpu 24 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="memory plan of a model x stage x preset on a GPU, with fixes when it won't fit (exit 1)"
+    )
+    p.add_argument("--model", required=True, help="hub id (offline table or HF cache) or local model folder")
+    p.add_argument("--stage", required=True, choices=["sft", "reward", "ppo", "grpo"])
+    p.add_argument("--preset", default="qlora", choices=["full", "lora", "qlora"], help="method (default qlora)")
+    p.add_argument("--gpu", type=float, default=24, help="GPU memory in GB (default 24)")
+    p.add_argument("--layout", choices=["separate", "shared"], help="PPO: separate models or one shared base")
+    p.add_argument("--batch-size", type=int, help="per_device_train_batch_size (default: the GPU preset's)")
+    p.add_argument("--grad-accum", type=int, help="gradient_accumulation_steps (default: the GPU preset's)")
+    p.add_argument(
+        "--seq-len", type=int, help="max_length (sft, reward) or response length (ppo, grpo); default: GPU preset's"
+    )
+    p.add_argument("--prompt-length", type=int, help="RL stages: prompt tokens (default 256)")
+    p.add_argument("--num-generations", type=int, help="GRPO: completions per prompt")
+    ckpt = p.add_mutually_exclusive_group()
+    ckpt.add_argument("--checkpointing", dest="gradient_checkpointing", action="store_true", default=None)
+    ckpt.add_argument("--no-checkpointing", dest="gradient_checkpointing", action="store_false")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rlhfkit.planner import plan
+
+    result = plan(
+        args.model,
+        args.stage,
+        args.preset,
+        args.gpu,
+        layout=args.layout,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        seq_len=args.seq_len,
+        prompt_length=args.prompt_length,
+        num_generations=args.num_generations,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_plan(result)
+    return 0 if result.verdict != "does not fit" else 1
+
+
+def print_plan(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlhfkit.planner import GIB
+
+    def gb(n: int) -> str:
+        return f"{n / GIB:.2f}"
+
+    s = result.settings
+    title = f"{result.model} · {result.stage} · {result.preset} · {result.gpu_gb:g} GB"
+    if s.get("layout"):
+        title += f" · {s['layout']} layout"
+    table = Table(title=title)
+    table.add_column("memory")
+    table.add_column("GiB", justify="right")
+    ckpt = s["gradient_checkpointing"]
+    for key, b in result.breakdown.items():
+        label = key.replace("_", " ")
+        if key == "activations":
+            other = result.activations_full if ckpt else result.activations_checkpointed
+            label += f" (checkpointing {'on' if ckpt else 'off'}; {'off' if ckpt else 'on'}: {gb(other)})"
+        table.add_row(label, gb(b))
+        if key == "weights" and len(result.copies) > 1:
+            for name, copy_bytes in result.copies:
+                table.add_row(f"  {name}", gb(copy_bytes), style="dim")
+    table.add_row("total", gb(result.total_bytes), style="bold")
+    table.add_row("GPU", gb(result.capacity_bytes))
+    console = Console()
+    console.print(table)
+    shown = {k: v for k, v in s.items() if v is not None and k not in ("fused_lm_head", "precision")}
+    console.print("settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    for note in result.notes:
+        console.print(f"note: {note}")
+    colour = {"fits": "green", "tight": "yellow"}.get(result.verdict, "red")
+    console.print(
+        f"verdict: [{colour}]{result.verdict}[/] ({result.total_bytes / result.capacity_bytes:.0%} of the GPU)"
+    )
+    for sug in result.suggestions:
+        console.print(f"  fix: {sug.change}  -> {gb(sug.total_bytes)} GiB ({sug.verdict})")
