@@ -129,8 +129,9 @@ class ModelDims:
     def count_params(self) -> int:
         h = self.hidden_size
         layer = sum(a * b for a, b in self.linear_shapes()) + self.norms_per_layer * h
-        if self.attention_bias:
+        if self.attention_bias:  # Qwen2: q/k/v biases; Llama-style attention_bias=True: o_proj's too
             layer += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+            layer += h if self.model_type != "qwen2" else 0
         if self.model_type.startswith(("qwen3", "gemma3")):
             layer += 2 * self.head_dim  # q_norm, k_norm
         embed = self.vocab_size * h
@@ -568,7 +569,9 @@ def plan(
     if suggest and not result.fits:
         result.suggestions = _suggestions(result)
         if not result.suggestions:
-            notes.append("no change the planner knows makes it fit; use a larger GPU or a smaller model")
+            notes.append(
+                f"no change the planner knows makes it fit in {gpu_gb:g} GB; use a larger GPU or a smaller model"
+            )
     return result
 
 
