@@ -1,0 +1,303 @@
+"""The InstructGPT pipeline: SFT -> preference data (+ agreement filtering) -> reward model ->
+evaluation + gate -> RL (PPO or GRPO, with monitors) -> final evaluation.
+
+One YAML config describes the run (sections below); every stage writes into ``<output_dir>/<stage>/``
+and records its status, config hash, outputs and key metrics in ``<output_dir>/manifest.json``
+(:mod:`rlhfkit.manifest`). Running the same command again skips finished stages and resumes an
+interrupted one from its last checkpoint; ``from_stage`` redoes a stage and everything after it; a
+finished stage whose config changed is reported (with the changed keys), never silently reused.
+
+Config sections (TRL's dataclasses where TRL has one)::
+
+    output_dir: runs/lab
+    seed: 0
+    model:     ModelArguments   (model_name_or_path, preset, gpu, model_revision)
+    lab:       LabArguments     (sizes and labeler pool of the built-in lab, when data is 'lab')
+    data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
+    agreement: AgreementArguments (min_agreement, drop_unreliable, enabled)
+    sft:       trl.SFTConfig fields
+    reward:    trl.RewardConfig fields
+    gate:      GateArguments    (min_accuracy, override)
+    rl:        RLArguments      (algorithm: ppo | grpo, eval_prompts)
+    ppo:       rlhfkit.ppo.PPOConfig fields
+    grpo:      trl.GRPOConfig fields
+    monitor:   rlhfkit.monitors.MonitorConfig fields
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhfkit.configs import ModelArguments
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.manifest import Manifest, changed_keys, config_hash
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("sft", "preferences", "reward", "rm_eval", "rl", "final_eval")
+
+
+@dataclass
+class LabArguments:
+    """The built-in lab's data sizes and labeler pool (used where a data source is ``lab``)."""
+
+    demonstrations: int = field(default=2000, metadata={"help": "SFT demonstrations generated."})
+    comparisons: int = field(default=4000, metadata={"help": "Pairwise comparisons, each voted on by the pool."})
+    labelers: int = field(default=5, metadata={"help": "Simulated labelers in the pool."})
+    noise: Any = field(
+        default_factory=lambda: [0.1, 0.15, 0.2, 0.25, 0.45],
+        metadata={"help": "Flip rate, one for all labelers or one per labeler (the last one is unreliable)."},
+    )
+    length_bias: Any = field(default=0.0, metadata={"help": "Chance a labeler just picks the longer answer."})
+    labelers_per_item: int | None = field(default=None, metadata={"help": "Votes per comparison (None: all)."})
+    eval_comparisons: int = field(default=600, metadata={"help": "Held-out comparisons labelled by the gold reward."})
+    rl_prompts: int = field(default=512, metadata={"help": "Prompts for the RL stage."})
+
+
+@dataclass
+class DataSources:
+    """Where each stage's data comes from: ``lab`` or a file / hub dataset."""
+
+    sft: str = field(default="lab", metadata={"help": "SFT rows: prompt/completion, messages or text."})
+    preferences: str = field(default="lab", metadata={"help": "Preference data (see rlhfkit.data formats)."})
+    preference_format: str = field(
+        default="auto", metadata={"help": "auto | hh | columns | rankings | scores | votes"}
+    )
+    prompts: str = field(default="lab", metadata={"help": "RL prompts: rows with a 'prompt' column."})
+    eval_fraction: float = field(default=0.05, metadata={"help": "Share of SFT / preference rows held out."})
+
+
+@dataclass
+class AgreementArguments:
+    """Labeler-agreement filtering of preference votes (only for data with per-labeler votes)."""
+
+    enabled: bool = field(default=True, metadata={"help": "Filter pairs by labeler agreement."})
+    min_agreement: float = field(default=0.6, metadata={"help": "Drop pairs whose majority share is below this."})
+    drop_unreliable: bool = field(default=True, metadata={"help": "Drop flagged labelers' votes first."})
+
+
+@dataclass
+class GateArguments:
+    """The reward-model gate before RL."""
+
+    min_accuracy: float = field(default=0.60, metadata={"help": "Held-out accuracy the reward model must reach."})
+    override: bool = field(default=False, metadata={"help": "Run RL even when the gate fails (not advised)."})
+
+
+@dataclass
+class RLArguments:
+    """The RL stage."""
+
+    algorithm: str = field(default="ppo", metadata={"help": "ppo | grpo"})
+    eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts for the final evaluation."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Response length in the final evaluation."})
+
+    def __post_init__(self):
+        if self.algorithm not in ("ppo", "grpo"):
+            raise ConfigError(f"rl.algorithm={self.algorithm!r} must be 'ppo' or 'grpo'")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelArguments,
+    "lab": LabArguments,
+    "data": DataSources,
+    "agreement": AgreementArguments,
+    "gate": GateArguments,
+    "rl": RLArguments,
+}
+TRL_SECTIONS = ("sft", "reward", "ppo", "grpo", "monitor")
+
+
+@dataclass
+class PipelineConfig:
+    """A parsed, validated pipeline config. ``raw`` keeps the YAML sections for hashing."""
+
+    output_dir: Path
+    seed: int
+    model: ModelArguments
+    lab: LabArguments
+    data: DataSources
+    agreement: AgreementArguments
+    gate: GateArguments
+    rl: RLArguments
+    trl: dict[str, dict[str, Any]]
+    raw: dict[str, Any]
+
+    def stage_config(self, stage: str):
+        """The TRL / rlhfkit config object of a training stage, with presets and precision applied."""
+        from rlhfkit.stages import stage_config
+
+        section = dict(self.trl.get(stage, {}))
+        section.setdefault("seed", self.seed)
+        section.setdefault("report_to", "none")
+        out = self.output_dir / stage
+        if stage == "sft":
+            from trl import SFTConfig as cls
+        elif stage == "reward":
+            from trl import RewardConfig as cls
+        elif stage == "grpo":
+            from trl import GRPOConfig as cls
+        elif stage == "ppo":
+            from rlhfkit.ppo import PPOConfig as cls
+        else:
+            raise ConfigError(f"unknown training stage {stage!r}")
+        preset = self.model.preset
+        try:
+            return stage_config(cls, stage, out, preset=preset, gpu=self.model.gpu, **section)
+        except ConfigError as e:
+            raise ConfigError(f"{stage}: {e}") from e
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{stage}: {str(e).splitlines()[0]}") from e
+
+
+def _section(cls: type, name: str, values: dict[str, Any] | None):
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"section '{name}' must be a mapping of keys to values, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; valid keys: {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{name}: {e}") from e
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Parse and validate a pipeline config (a YAML path or a dict) -- everything, before anything starts.
+
+    ``overrides`` are dotted keys (``{"sft.max_steps": 10, "output_dir": "runs/x"}``).
+    """
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r} must be a YAML mapping of sections")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    allowed = {"output_dir", "seed", *SECTIONS, *TRL_SECTIONS}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; valid keys: {sorted(allowed)}")
+    if "output_dir" not in raw:
+        raise ConfigError("output_dir is missing; set output_dir: runs/NAME in the config")
+    sections = {name: _section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
+    trl = {name: dict(raw.get(name) or {}) for name in TRL_SECTIONS}
+    cfg = PipelineConfig(
+        output_dir=Path(raw["output_dir"]), seed=int(raw.get("seed", 0)), trl=trl, raw=raw, **sections
+    )
+    # Build every training config now, so a bad key or value is reported before any stage starts.
+    for stage in ("sft", "reward", cfg.rl.algorithm):
+        cfg.stage_config(stage)
+    if trl["monitor"]:
+        from rlhfkit.monitors import MonitorConfig
+
+        _section(MonitorConfig, "monitor", trl["monitor"])
+    return cfg
+
+
+# Which config sections each stage depends on (its hash also covers the stages before it).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "sft": ("model", "sft", "seed", "data.sft", "lab.demonstrations"),
+    "preferences": ("data.preferences", "data.preference_format", "lab", "agreement", "seed"),
+    "reward": ("reward",),
+    "rm_eval": ("gate",),
+    "rl": ("rl", "ppo", "grpo", "monitor", "data.prompts"),
+    "final_eval": ("rl.eval_prompts", "rl.max_new_tokens"),
+}
+
+
+def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    """The slice of the raw config a stage depends on, plus the hashes of the stages before it."""
+    out: dict[str, Any] = {}
+    for key in STAGE_SECTIONS[stage]:
+        node: Any = cfg.raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    if stage == "rl":  # only the chosen algorithm's section matters
+        out.pop("grpo" if cfg.rl.algorithm == "ppo" else "ppo")
+    return out
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, the manifest, earlier stages' outputs, a progress hook."""
+
+    cfg: PipelineConfig
+    manifest: Manifest
+    outputs: dict[str, dict[str, Any]]
+    say: Callable[[str], None]
+
+    def dir(self, stage: str) -> Path:
+        return self.cfg.output_dir / stage
+
+
+class GateFailed(RlhfkitError):
+    """The reward model is too weak to steer RL (override with gate.override: true)."""
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    from_stage: str | None = None,
+    until: str | None = None,
+    say: Callable[[str], None] = logger.info,
+) -> Manifest:
+    """Run (or resume) the pipeline. Returns the manifest with every stage's outputs and metrics."""
+    from rlhfkit import pipeline_stages
+
+    if from_stage is not None and from_stage not in STAGES:
+        raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(STAGES)}")
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"--until {until!r} is not a stage; choose one of {list(STAGES)}")
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(cfg.output_dir)
+    if from_stage is not None:
+        manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
+    ctx = StageContext(cfg=cfg, manifest=manifest, outputs={}, say=say)
+    upstream = ""
+    for stage in STAGES:
+        inputs = stage_inputs(cfg, stage)
+        digest = config_hash({"inputs": inputs, "upstream": upstream})
+        upstream = digest
+        entry = manifest.stage(stage)
+        if entry.get("status") == "done":
+            if entry.get("config_hash") != digest:
+                keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage's config"]
+                raise ConfigError(
+                    f"stage '{stage}' finished with a different config (changed: {', '.join(keys)}); "
+                    f"rerun with --from {stage} to redo it and every stage after it"
+                )
+            say(f"[{stage}] done earlier, skipping")
+            ctx.outputs[stage] = {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
+        else:
+            say(f"[{stage}] {'resuming' if entry.get('status') == 'running' else 'starting'}")
+            manifest.start(stage, inputs, digest)
+            try:
+                outputs, metrics = getattr(pipeline_stages, f"stage_{stage}")(ctx)
+            except BaseException:  # SIGKILL skips this: the stage then stays "running" and resumes
+                manifest.update(stage, status="failed")
+                raise
+            manifest.finish(stage, outputs, metrics)
+            ctx.outputs[stage] = {**outputs, "metrics": metrics}
+        if stage == until:
+            break
+    return manifest

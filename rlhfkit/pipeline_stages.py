@@ -1,0 +1,229 @@
+"""The pipeline's stage functions. Each takes a :class:`~rlhfkit.pipeline.StageContext` and returns
+``(outputs, metrics)``: paths it wrote and the numbers the report shows. Stages read only their
+predecessors' recorded outputs, so any stage can be rerun on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhfkit.io import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+LAB = "lab"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _uses_lab(ctx) -> bool:
+    return ctx.cfg.model.model_name_or_path.startswith("lab:")
+
+
+def _rl_prompts(ctx, n: int, seed: int) -> list[str]:
+    from rlhfkit.configs import load_table
+
+    src = ctx.cfg.data.prompts
+    if src == LAB:
+        from rlhfkit.lab import make_prompts
+
+        return make_prompts(n, seed=seed)
+    table = load_table(src)
+    if "prompt" not in table.column_names:
+        from rlhfkit.errors import DataError
+
+        raise DataError(f"data.prompts={src!r} has no 'prompt' column; it has {table.column_names}")
+    return list(table.shuffle(seed=seed)["prompt"][:n])
+
+
+# ------------------------------------------------------------------------------------------ SFT
+def stage_sft(ctx) -> tuple[dict, dict]:
+    from datasets import Dataset
+
+    from rlhfkit.configs import DataArguments, load_sft_data, resolve_model, split_eval
+    from rlhfkit.stages import run_sft
+
+    cfg = ctx.cfg
+    base = resolve_model(cfg.model.model_name_or_path, cache_dir=cfg.output_dir / "base_model", seed=cfg.seed)
+    if cfg.data.sft == LAB:
+        from rlhfkit.lab import demonstrations
+
+        table = Dataset.from_list(demonstrations(cfg.lab.demonstrations, seed=cfg.seed))
+        train, held_out = split_eval(table, cfg.data.eval_fraction, cfg.seed)
+    else:
+        train, held_out = load_sft_data(DataArguments(dataset=cfg.data.sft, eval_fraction=cfg.data.eval_fraction))
+    ctx.say(f"[sft] {len(train)} demonstrations, {0 if held_out is None else len(held_out)} held out")
+    result = run_sft(base, train, cfg.stage_config("sft"), eval_dataset=held_out, preset=cfg.model.preset)
+    write_json(ctx.dir("sft") / "log_history.json", result.log_history)
+    keep = ("eval_loss_before", "eval_loss", "train_loss", "train_runtime", "eval_mean_token_accuracy")
+    metrics = {k: result.metrics[k] for k in keep if k in result.metrics}
+    return {"model_dir": str(result.model_dir), "base_model": base}, metrics
+
+
+# ------------------------------------------------------------------------------------------ preferences
+def _pairs_from_votes(rows: list[dict], keep: np.ndarray, label: np.ndarray, agreement: np.ndarray) -> list[dict]:
+    out = []
+    for row, k, lab_, agr in zip(rows, keep, label, agreement):
+        if not k:
+            continue
+        a_wins = lab_ == 1
+        out.append(
+            {
+                "prompt": row["prompt"],
+                "chosen": row["response_a"] if a_wins else row["response_b"],
+                "rejected": row["response_b"] if a_wins else row["response_a"],
+                "agreement": float(agr),
+            }
+        )
+    return out
+
+
+def _gold_eval_pairs(rows: list[dict]) -> list[dict]:
+    """Held-out lab pairs labelled by the gold reward (ties in gold dropped): accuracy here is vs the truth."""
+    return [
+        {
+            "prompt": r["prompt"],
+            "chosen": r["response_a"] if r["gold_a"] > r["gold_b"] else r["response_b"],
+            "rejected": r["response_b"] if r["gold_a"] > r["gold_b"] else r["response_a"],
+        }
+        for r in rows
+        if r["gold_a"] != r["gold_b"]
+    ]
+
+
+def stage_preferences(ctx) -> tuple[dict, dict]:
+    cfg = ctx.cfg
+    out_dir = ctx.dir("preferences")
+    if cfg.data.preferences == LAB:
+        train, held_out, metrics = _lab_preferences(ctx)
+    else:
+        from rlhfkit.configs import split_eval
+        from rlhfkit.data import load_preferences
+
+        loaded = load_preferences(cfg.data.preferences, format=cfg.data.preference_format)
+        table, held = split_eval(loaded.dataset, cfg.data.eval_fraction, cfg.seed)
+        train, held_out = table.to_list(), [] if held is None else held.to_list()
+        metrics = {"n_pairs": len(train), "n_held_out": len(held_out), **loaded.summary()}
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "eval.jsonl", held_out)
+    ctx.say(f"[preferences] {len(train)} training pairs, {len(held_out)} held out")
+    return {"train": str(out_dir / "train.jsonl"), "eval": str(out_dir / "eval.jsonl")}, metrics
+
+
+def _lab_preferences(ctx) -> tuple[list[dict], list[dict], dict]:
+    from rlhfkit import lab
+    from rlhfkit.agreement import filter_votes, item_stats
+
+    cfg, la = ctx.cfg, ctx.cfg.lab
+    pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
+    rows = lab.comparison_dataset(la.comparisons, pool, seed=cfg.seed + 1, labelers_per_item=la.labelers_per_item)
+    votes = np.array([r["votes"] for r in rows], dtype=np.int8)
+    gold_pref = np.array([1 if r["gold_a"] > r["gold_b"] else 0 for r in rows])
+    decided = np.array([r["gold_a"] != r["gold_b"] for r in rows])
+
+    raw = item_stats(votes)
+    unfiltered = ~raw.tie
+    ag = cfg.agreement
+    if ag.enabled:
+        result = filter_votes(votes, min_agreement=ag.min_agreement, drop_unreliable=ag.drop_unreliable)
+        keep, stats, report = result.keep, result.stats, result.report
+        dropped_labelers = list(result.dropped_labelers)
+    else:
+        from rlhfkit.agreement import analyze
+
+        keep, stats, report, dropped_labelers = unfiltered, raw, analyze(votes), []
+
+    def gold_share(mask, label):
+        m = mask & decided
+        return float((label[m] == gold_pref[m]).mean()) if m.any() else float("nan")
+
+    train = _pairs_from_votes(rows, keep, stats.label, stats.agreement)
+    held_out = _gold_eval_pairs(lab.comparison_dataset(la.eval_comparisons, pool, seed=cfg.seed + 2))
+    metrics = {
+        "n_comparisons": len(rows),
+        "n_pairs": len(train),
+        "kept_share": float(keep.mean()),
+        "mean_agreement": report.mean_agreement,
+        "fleiss_kappa": report.fleiss_kappa,
+        "krippendorff_alpha": report.krippendorff_alpha,
+        "flagged_labelers": [int(i) for i in np.flatnonzero(report.labelers.flagged)],
+        "dropped_labelers": [int(i) for i in dropped_labelers],
+        "gold_agreement_unfiltered": gold_share(unfiltered, raw.label),
+        "gold_agreement_filtered": gold_share(keep, stats.label),
+        "n_held_out": len(held_out),
+    }
+    ctx.say(
+        f"[preferences] majority label agrees with gold: {metrics['gold_agreement_unfiltered']:.3f} unfiltered -> "
+        f"{metrics['gold_agreement_filtered']:.3f} after agreement filtering ({metrics['kept_share']:.0%} kept)"
+    )
+    return train, held_out, metrics
+
+
+# ------------------------------------------------------------------------------------------ reward model
+def stage_reward(ctx) -> tuple[dict, dict]:
+    from rlhfkit.stages import run_reward
+
+    cfg, prefs = ctx.cfg, ctx.outputs["preferences"]
+    train = read_jsonl(prefs["train"])
+    held_out = read_jsonl(prefs["eval"]) or None
+    train = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train]
+    held_out = None if held_out is None else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in held_out]
+    result = run_reward(
+        ctx.outputs["sft"]["model_dir"],
+        train,
+        cfg.stage_config("reward"),
+        eval_dataset=held_out,
+        preset=cfg.model.preset,
+    )
+    write_json(ctx.dir("reward") / "log_history.json", result.log_history)
+    keep = ("eval_accuracy_before", "eval_accuracy", "train_loss", "train_runtime")
+    return {"model_dir": str(result.model_dir)}, {k: result.metrics[k] for k in keep if k in result.metrics}
+
+
+def stage_rm_eval(ctx) -> tuple[dict, dict]:
+    from rlhfkit.models import load_reward_model
+    from rlhfkit.pipeline import GateFailed
+    from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
+
+    cfg = ctx.cfg
+    pairs = read_jsonl(ctx.outputs["preferences"]["eval"])
+    if not pairs:
+        from rlhfkit.errors import DataError
+
+        raise DataError("no held-out preference pairs to evaluate the reward model on; set data.eval_fraction > 0")
+    model, tokenizer = load_reward_model(ctx.outputs["reward"]["model_dir"])
+    report = evaluate_reward_model(model, tokenizer, pairs)
+    verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy)
+    write_report(report, ctx.dir("rm_eval"), verdict=verdict)
+    metrics = {
+        "accuracy": report.accuracy,
+        "auc": report.auc,
+        "ece": report.ece,
+        "reward_mean": report.reward_mean,
+        "reward_std": report.reward_std,
+        "length_spearman": report.length_spearman,
+        "gate_passed": verdict.passed,
+        "gate_reasons": verdict.reasons,
+    }
+    ctx.say(f"[rm_eval] accuracy {report.accuracy:.3f} on {len(pairs)} held-out pairs; gate: {verdict.summary}")
+    if not verdict.passed and not cfg.gate.override:
+        write_json(ctx.dir("rm_eval") / "metrics.json", metrics)
+        raise GateFailed(f"reward-model gate failed: {verdict.summary}; set gate.override: true to run RL anyway")
+    return {"report_dir": str(ctx.dir("rm_eval"))}, metrics
