@@ -674,12 +674,13 @@ def fit_table(
     stages: tuple[str, ...] = STAGES,
     gpus: tuple[int, ...] = GPU_SIZES,
     preset_for=None,
+    **plan_kwargs: Any,
 ) -> list[FitRow]:
     """What fits where: for each model x stage x GPU, plan with the GPU-size preset's batch and lengths.
 
     ``preset_for(model, stage, gpu)`` returns the presets to try, most preferred first (default: full, lora,
     qlora -- the cell shows the least compressed method that fits). PPO uses its default layout (shared base
-    with lora/qlora).
+    with lora/qlora). ``plan_kwargs`` go to every :func:`plan` (e.g. ``gradient_checkpointing=True``).
     """
     rows = []
     for model in models:
@@ -689,7 +690,7 @@ def fit_table(
                 tried = preset_for(model, stage, gpu) if preset_for else METHODS
                 chosen, total = None, 0.0
                 for preset in tried:
-                    p = plan(dims, stage, preset, gpu, suggest=False)
+                    p = plan(dims, stage, preset, gpu, suggest=False, **plan_kwargs)
                     total = p.total_bytes / GIB
                     if p.fits:
                         chosen = preset
