@@ -188,7 +188,7 @@ def read_rows(source: Any) -> tuple[str, Iterator[tuple[int, Any]], list[str] | 
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DataError(
-                    f"{path}: not valid JSON ({e}); for one object per line name the file .jsonl"
+                    f"{path}: not valid JSON ({e}); a file with one object per line must be named .jsonl"
                 ) from None
             if not isinstance(data, list):
                 raise DataError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}")
@@ -206,10 +206,8 @@ def read_rows(source: Any) -> tuple[str, Iterator[tuple[int, Any]], list[str] | 
         return name, enumerate(rows, start=1), columns, True
     if isinstance(source, list):
         return "rows", enumerate(source, start=1), None, False
-    try:
-        from datasets import Dataset, DatasetDict
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        Dataset = DatasetDict = ()  # noqa: N806
+    from datasets import Dataset, DatasetDict
+
     if isinstance(source, DatasetDict):
         raise DataError(f"got a DatasetDict with splits {list(source)}; pass one split, e.g. dataset['train']")
     if isinstance(source, Dataset):
@@ -262,11 +260,11 @@ def _convert(
                 raise record
             if not isinstance(record, dict):
                 raise _BadRow("wrong type", f"expected an object with columns, got {type(record).__name__}")
-            for col, flag in required.items():
+            for col, arg in required.items():
                 if col not in record:
                     present = ", ".join(map(str, record)) or "none"
                     raise _BadRow(
-                        "missing column", f"missing column {col!r} (columns present: {present})", _name_it(flag)
+                        "missing column", f"missing column {col!r} (columns present: {present})", _name_it(arg)
                     )
             pairs.extend(row_fn(record, row_no, from_csv))
         except _BadRow as bad:
@@ -295,15 +293,16 @@ def _decode(value: Any, from_csv: bool) -> Any:
     return value
 
 
-def _text(record: dict, col: str, from_csv: bool = False, allow_empty: bool = False) -> str | list[dict]:
+def _text(record: dict, col: str, from_csv: bool = False) -> str | list[dict]:
     """A text field: a non-empty string or a non-empty list of {"role", "content"} messages."""
-    value = _decode(record[col], from_csv)
-    return _check_text(value, f"column {col!r}", allow_empty)
+    return _check_text(_decode(record[col], from_csv), f"column {col!r}")
 
 
-def _check_text(value: Any, where: str, allow_empty: bool = False) -> str | list[dict]:
+def _check_text(value: Any, where: str) -> str | list[dict]:
+    if value is None:
+        raise _BadRow("empty text", f"{where} is null", "remove the row or fill in the text")
     if isinstance(value, str):
-        if not allow_empty and not value.strip():
+        if not value.strip():
             raise _BadRow("empty text", f"{where} is empty", "remove the row or fill in the text")
         return value
     if isinstance(value, list) and value:
@@ -314,7 +313,7 @@ def _check_text(value: Any, where: str, allow_empty: bool = False) -> str | list
                     f"{where} is a list but not of {{'role': str, 'content': str}} messages: {str(m)[:60]!r}",
                     "give a string or a list of chat messages",
                 )
-        if not allow_empty and not any(m["content"].strip() for m in value):
+        if not any(m["content"].strip() for m in value):
             raise _BadRow("empty text", f"{where} has only empty messages", "remove the row or fill in the text")
         return [{"role": m["role"], "content": m["content"]} for m in value]
     shown = "an empty list" if value == [] else f"{type(value).__name__} {str(value)[:40]!r}"
@@ -398,11 +397,11 @@ def from_hh(
         _distinct(c_rest, r_rest)
         return [{"prompt": chosen[:k], "chosen": c_rest, "rejected": r_rest}]
 
-    flags = {
+    required = {
         chosen_col: "chosen_col",
         rejected_col: "rejected_col",
     }
-    return _convert(source, "hh", flags, row, on_bad_row)
+    return _convert(source, "hh", required, row, on_bad_row)
 
 
 # ----------------------------------------------------------------------------- columns
@@ -432,12 +431,12 @@ def from_columns(
         kind[:] = [conversational]
         return [pair]
 
-    flags = {
+    required = {
         prompt_col: "prompt_col",
         chosen_col: "chosen_col",
         rejected_col: "rejected_col",
     }
-    return _convert(source, "columns", flags, row, on_bad_row)
+    return _convert(source, "columns", required, row, on_bad_row)
 
 
 # ----------------------------------------------------------------------------- rankings and scores
@@ -517,12 +516,12 @@ def from_rankings(
             _same_kind({"prompt": prompt, "response": r})
         return _ordered_pairs(prompt, responses, utility, groups(prompt), report)
 
-    flags = {
+    required = {
         prompt_col: "prompt_col",
         responses_col: "responses_col",
         order_col: "scores_col" if scores_col else "ranking_col",
     }
-    return _convert(source, "rankings", flags, row, on_bad_row, report)
+    return _convert(source, "rankings", required, row, on_bad_row, report)
 
 
 def from_scores(
@@ -591,13 +590,13 @@ def from_scores(
             for i in lower
         ]
 
-    flags = {
+    required = {
         prompt_col: "prompt_col",
         responses_col: "responses_col",
     }
     if scores_col is not None:
-        flags[scores_col] = "scores_col"
-    return _convert(source, "scores", flags, row, on_bad_row, report)
+        required[scores_col] = "scores_col"
+    return _convert(source, "scores", required, row, on_bad_row, report)
 
 
 # ----------------------------------------------------------------------------- votes
@@ -644,13 +643,13 @@ def read_votes(
         votes.append(v)
         return [item]
 
-    flags = {
+    required = {
         prompt_col: "prompt_col",
         response_a_col: "response_a_col",
         response_b_col: "response_b_col",
         votes_col: "votes_col",
     }
-    data = _convert(source, "votes", flags, row, on_bad_row)
+    data = _convert(source, "votes", required, row, on_bad_row)
     return data.pairs, np.asarray(votes, dtype=np.int8), data.report
 
 
