@@ -353,3 +353,14 @@ def test_cli_agreement_report_and_filtered_output(tmp_path, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response_a": "a", "response_b": "b"}])
     assert main(["data", "agreement", str(bad), "--out", str(tmp_path / "none.jsonl")]) == 2
     assert "missing column 'votes'" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
+
+
+def test_null_cells_from_a_dataset_are_empty_text():
+    from datasets import Dataset
+
+    ds = Dataset.from_list(
+        [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": None, "rejected": "b"}]
+    )
+    with pytest.raises(DataError, match="dataset: row 2: column 'chosen' is null"):
+        data.from_columns(ds)
+    assert data.from_columns(ds, on_bad_row="skip").report.skipped == {"empty text": 1}
