@@ -203,7 +203,7 @@ def test_stage_layouts_hold_the_right_model_copies():
         ("meta-llama/Llama-3.1-8B-Instruct", "ppo", "lora", 24),
         ("Qwen/Qwen2.5-7B-Instruct", "grpo", "lora", 24),
         ("Qwen/Qwen2.5-3B-Instruct", "reward", "lora", 8),
-        ("Qwen/Qwen2.5-0.5B-Instruct", "sft", "full", 80),
+        ("Qwen/Qwen2.5-1.5B-Instruct", "sft", "full", 12),
     ],
 )
 def test_suggestions_fit_when_replanned(model, stage, preset, gpu):
