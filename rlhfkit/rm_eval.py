@@ -1,0 +1,807 @@
+"""Reward-model evaluation: how well a scalar reward model ranks held-out preference pairs, and whether it is
+good enough to steer RL.
+
+Scoring and statistics are split, so the statistics are pure functions of numbers:
+
+* :func:`tokenize_pair` formats a pair exactly as TRL 1.16's ``RewardTrainer`` does at training time
+  (``trl/trainer/reward_trainer.py``, ``_prepare_dataset``): explicit-prompt strings are ``prompt + chosen`` with
+  the tokenizer's EOS appended when missing, tokenized with ``tokenizer(text=...)`` (so BOS is added where the
+  tokenizer adds it); conversational pairs are ``prompt + chosen`` messages rendered by the chat template
+  (``apply_chat_template(tokenize=True)``, with the row's ``tools`` / ``chat_template_kwargs``), no extra EOS.
+* :func:`score_token_ids` / :func:`score_texts` run the model in length-sorted batches and return one score per
+  sequence. The score is the model's own pooled logit, read at the rightmost non-pad token (what
+  ``RewardTrainer.compute_loss`` trains): with right padding (the default, as in TRL's collator) or left padding
+  (positions are then counted from the first real token), batched scores equal one-at-a-time scores. If pad ==
+  EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.prepare_tokenizer`
+  avoids pad == EOS.
+* :func:`report_from_scores` turns ``r_chosen`` / ``r_rejected`` into a :class:`RewardModelReport`;
+  :func:`evaluate_reward_model` does all three.
+* :func:`rm_gate` judges a report (:class:`GateVerdict`); :func:`write_report` writes ``report.json``,
+  ``report.md``, ``reliability.png`` and ``rewards_hist.png`` atomically.
+
+Conventions: a pair is *correct* when ``r_chosen > r_rejected`` strictly; equal scores are *ties* (counted, and
+wrong for accuracy). Calibration treats ``sigmoid(r_chosen - r_rejected)`` as the Bradley-Terry probability that
+chosen is preferred (the reward-model loss is ``-log sigmoid(margin)``). Response length is counted in
+**characters** of the response (chosen / rejected text, not the prompt), so it does not depend on the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhfkit.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+# Accuracy landmarks from common RLHF practice (InstructGPT's 6B reward model reached ~72% on held-out labels):
+GOOD_ACCURACY = 0.70  # 70-80%: a reward model RL can follow
+DATA_PROBLEM_ACCURACY = 0.65  # below this, look at the data (noisy or low-agreement labels) before training more
+# Warning thresholds of the gate (failures are its arguments).
+WARN_LENGTH_BIAS = 0.3  # |Spearman(reward, length)| above this: RL may learn to pad responses
+WARN_LENGTH_ACCURACY_GAP = 0.2  # accuracy when chosen is longer minus when it is shorter
+WARN_ECE = 0.10  # sigmoid(margin) is far from the observed win rate
+WARN_TIE_RATE = 0.05  # identical scores for chosen and rejected
+QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+AGREEMENT_EDGES = (0.6, 0.7, 0.8, 0.9)  # agreement bins: < 0.6, [0.6, 0.7), ..., >= 0.9
+HIST_BINS = 20
+
+
+# ----------------------------------------------------------------------------- formatting and scoring
+def encode(tokenizer, text: str | list[dict], **chat_template_kwargs: Any) -> list[int]:
+    """Token ids of one full sequence (prompt + response) as ``RewardTrainer`` builds them.
+
+    A string gets ``tokenizer.eos_token`` appended unless it already ends with it; a list of messages is rendered
+    with the chat template (which places its own end-of-turn tokens) and gets nothing appended.
+    """
+    if isinstance(text, str):
+        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+            text = text + tokenizer.eos_token
+        return list(tokenizer(text=text)["input_ids"])
+    out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True, **chat_template_kwargs)
+    return list(out["input_ids"])
+
+
+def tokenize_pair(tokenizer, pair: dict) -> tuple[list[int], list[int]]:
+    """``(chosen_ids, rejected_ids)`` of an explicit-prompt pair, identical to ``RewardTrainer``'s preprocessing."""
+    from trl.data_utils import is_conversational
+
+    kwargs: dict[str, Any] = {}
+    if is_conversational(pair):
+        import json
+
+        tools = pair.get("tools")
+        kwargs = {
+            "tools": json.loads(tools) if isinstance(tools, str) else tools,
+            **(pair.get("chat_template_kwargs") or {}),
+        }
+    prompt = pair["prompt"]
+    return encode(tokenizer, prompt + pair["chosen"], **kwargs), encode(tokenizer, prompt + pair["rejected"], **kwargs)
+
+
+def resolve_pad_token_id(model, tokenizer) -> int:
+    """The pad id the model's score pooling skips; set from the tokenizer (pad, else EOS) when the config has none.
+
+    This is what ``RewardTrainer`` does before training, so the score is read at the same token as in training.
+    """
+    config = model.config.get_text_config()
+    if config.pad_token_id is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ConfigError(
+                "the reward model's config has no pad_token_id and the tokenizer has neither pad nor EOS token; "
+                "load it with rlhfkit.models.load_reward_model or set model.config.pad_token_id"
+            )
+        config.pad_token_id = pad
+        logger.info("model.config.pad_token_id was unset; using %d as RewardTrainer does", pad)
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != config.pad_token_id:
+        logger.warning(
+            "tokenizer pad id %s != model.config.pad_token_id %s; padding with the model's (its pooling skips it)",
+            tokenizer.pad_token_id,
+            config.pad_token_id,
+        )
+    if config.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("pad == EOS: scores are read at the token before the final EOS (as RewardTrainer trained it)")
+    return int(config.pad_token_id)
+
+
+def score_token_ids(
+    model,
+    ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    padding_side: str = "right",
+    device=None,
+) -> np.ndarray:
+    """Scores (float64, shape ``(len(ids),)``) of token sequences, in the order given.
+
+    Sequences are sorted by length (longest first, so an out-of-memory error shows in the first batch) and padded
+    to the longest of their batch only. ``padding_side="left"`` passes ``position_ids`` counted from each
+    sequence's first real token, so positions match an unpadded pass. ``device``: where the model and inputs go
+    (default: the model's device; the model is moved when ``device`` is given).
+    """
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    scores = np.empty(len(ids), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                seqs = [torch.tensor(ids[i], dtype=torch.long) for i in idx]
+                input_ids = pad_sequence(seqs, batch_first=True, padding_value=pad_token_id, padding_side=padding_side)
+                mask = pad_sequence(
+                    [torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0, padding_side=padding_side
+                )
+                kwargs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+                if padding_side == "left":
+                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+                logits = model(**kwargs).logits
+                if logits.shape[-1] != 1:
+                    raise ConfigError(
+                        f"the reward model outputs {logits.shape[-1]} logits per sequence; a reward model has one "
+                        "(load it with num_labels=1, e.g. rlhfkit.models.load_reward_model)"
+                    )
+                scores[idx] = logits[:, 0].float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def score_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str | list[dict]],
+    batch_size: int = 16,
+    *,
+    padding_side: str = "right",
+    device=None,
+) -> np.ndarray:
+    """Scores of full texts (strings, or message lists for the chat template), formatted by :func:`encode`."""
+    ids = [encode(tokenizer, t) for t in texts]
+    pad = resolve_pad_token_id(model, tokenizer)
+    return score_token_ids(
+        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
+    )
+
+
+def response_length(response: str | list[dict]) -> int:
+    """Length of a response in characters (message lists: the sum over their contents)."""
+    if isinstance(response, str):
+        return len(response)
+    return sum(len(m.get("content") or "") for m in response)
+
+
+# ----------------------------------------------------------------------------- report
+@dataclass
+class RewardModelReport:
+    """Everything :func:`report_from_scores` measures (``None`` where a statistic is undefined).
+
+    Headline: ``n_pairs``, ``accuracy`` (strict ``r_chosen > r_rejected``), ``accuracy_ci95`` (Wilson),
+    ``n_correct``, ``n_ties``, ``tie_rate``, ``auc`` (ROC AUC of the margin, each pair labelled both ways),
+    ``ece`` (expected calibration error of ``sigmoid(margin)``, ``n_bins`` equal-width bins), ``brier``.
+    ``reliability``: one dict per bin (``lo``, ``hi``, ``count``, ``confidence``, ``accuracy``) over the 2n
+    predictions ``P(chosen wins) = sigmoid(margin)`` and ``P(rejected wins) = 1 - sigmoid(margin)``.
+    Margins: ``margin_*`` over all pairs, ``margin_correct_mean`` / ``margin_incorrect_mean`` (ties count as
+    incorrect) and ``margin_separation`` = their difference / pooled standard deviation (Cohen's d).
+    Rewards: ``reward_mean`` / ``reward_std`` over all 2n scored responses (population std; normalise RL rewards
+    with them), ``chosen_quantiles`` / ``rejected_quantiles``, histograms on shared ``hist_edges``.
+    Length (``length_unit``): ``length_spearman`` of reward vs length over all responses,
+    ``length_margin_spearman`` of margin vs (chosen - rejected) length, ``longer_preferred_rate`` (how often the
+    longer response scores higher), ``chosen_longer_rate`` (how often the data's chosen is longer: the accuracy a
+    pure length counter would get), ``accuracy_chosen_longer`` / ``accuracy_chosen_shorter``.
+    ``subsets`` / ``agreement``: ``{label: {"n", "accuracy", "ties"}}``. ``worst_pairs``: the ``n_worst`` lowest
+    margins. ``n_dropped``: pairs not scored because longer than ``max_length`` (as ``RewardTrainer`` filters).
+    """
+
+    n_pairs: int
+    accuracy: float
+    accuracy_ci95: tuple[float, float]
+    n_correct: int
+    n_ties: int
+    tie_rate: float
+    auc: float
+    ece: float
+    brier: float
+    reliability: list[dict]
+    margin_mean: float
+    margin_std: float
+    margin_median: float
+    margin_correct_mean: float | None
+    margin_incorrect_mean: float | None
+    margin_separation: float | None
+    reward_mean: float
+    reward_std: float
+    chosen_mean: float
+    rejected_mean: float
+    chosen_quantiles: dict[str, float]
+    rejected_quantiles: dict[str, float]
+    hist_edges: list[float]
+    chosen_hist: list[int]
+    rejected_hist: list[int]
+    length_unit: str = "characters"
+    length_spearman: float | None = None
+    length_spearman_pvalue: float | None = None
+    length_margin_spearman: float | None = None
+    longer_preferred_rate: float | None = None
+    chosen_longer_rate: float | None = None
+    accuracy_chosen_longer: float | None = None
+    accuracy_chosen_shorter: float | None = None
+    n_chosen_longer: int = 0
+    n_chosen_shorter: int = 0
+    n_same_length: int = 0
+    subsets: dict[str, dict] = field(default_factory=dict)
+    agreement: dict[str, dict] = field(default_factory=dict)
+    worst_pairs: list[dict] = field(default_factory=list)
+    n_dropped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (NaN / inf become None, numpy scalars become Python numbers)."""
+        return _json_safe(asdict(self))
+
+    def to_markdown(self, verdict: GateVerdict | None = None) -> str:
+        """A human-readable report (``verdict`` adds the gate's decision at the top)."""
+        return _markdown(self, verdict)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _f(x) -> float | None:
+    """A finite Python float, or None."""
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def _group_stats(correct: np.ndarray, ties: np.ndarray, labels: Sequence[str]) -> dict[str, dict]:
+    out = {}
+    labels = np.asarray(labels, dtype=object)
+    for label in sorted(set(labels.tolist()), key=str):
+        sel = labels == label
+        out[str(label)] = {"n": int(sel.sum()), "accuracy": float(correct[sel].mean()), "ties": int(ties[sel].sum())}
+    return out
+
+
+def _agreement_label(value: float) -> str:
+    edges = AGREEMENT_EDGES
+    k = int(np.searchsorted(edges, value, side="right"))
+    if k == 0:
+        return f"< {edges[0]:g}"
+    if k == len(edges):
+        return f">= {edges[-1]:g}"
+    return f"[{edges[k - 1]:g}, {edges[k]:g})"
+
+
+def report_from_scores(
+    r_chosen: Sequence[float],
+    r_rejected: Sequence[float],
+    *,
+    chosen_lengths: Sequence[int] | None = None,
+    rejected_lengths: Sequence[int] | None = None,
+    subsets: Sequence[Any] | None = None,
+    agreement: Sequence[float | None] | None = None,
+    pairs: Sequence[dict] | None = None,
+    n_bins: int = 10,
+    n_worst: int = 10,
+    length_unit: str = "characters",
+    n_dropped: int = 0,
+) -> RewardModelReport:
+    """Compute a :class:`RewardModelReport` from the scores of n pairs (pure: no model involved).
+
+    Args:
+        r_chosen, r_rejected: scores of the chosen and rejected response of each pair.
+        chosen_lengths, rejected_lengths: response lengths (in ``length_unit``); omit to skip length bias.
+        subsets: a label per pair (e.g. RewardBench's ``subset``) for per-subset accuracy.
+        agreement: labeler agreement per pair (None = unknown), binned by :data:`AGREEMENT_EDGES`.
+        pairs: the pairs themselves, so that ``worst_pairs`` carries their texts.
+    """
+    from scipy.special import expit
+    from scipy.stats import binomtest, spearmanr
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    rc = np.asarray(r_chosen, dtype=np.float64)
+    rr = np.asarray(r_rejected, dtype=np.float64)
+    n = len(rc)
+    if n == 0 or rr.shape != rc.shape:
+        raise DataError(f"need the same, non-zero number of chosen and rejected scores (got {n} and {len(rr)})")
+    if n_bins < 1:
+        raise ConfigError(f"n_bins={n_bins} must be >= 1")
+    margin = rc - rr
+    correct, ties = margin > 0, margin == 0
+    n_correct = int(correct.sum())
+    ci = binomtest(n_correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+
+    # Each pair labelled both ways: (margin, chosen wins) and (-margin, rejected wins), so both classes exist.
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    p_chosen = expit(margin)
+    prob = np.concatenate([p_chosen, 1.0 - p_chosen])
+    auc = roc_auc_score(y, np.concatenate([margin, -margin]))
+    brier = brier_score_loss(y, prob)
+    # Bins exactly as sklearn's calibration_curve(strategy="uniform") forms them; it returns non-empty bins only.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=n_bins)
+    observed, predicted = calibration_curve(y, prob, n_bins=n_bins, strategy="uniform")
+    reliability, ece, j = [], 0.0, 0
+    for b in range(n_bins):
+        row = {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(counts[b])}
+        row["confidence"] = row["accuracy"] = None
+        if counts[b]:
+            row["confidence"], row["accuracy"] = float(predicted[j]), float(observed[j])
+            ece += counts[b] / (2 * n) * abs(observed[j] - predicted[j])
+            j += 1
+        reliability.append(row)
+
+    good, bad = margin[correct], margin[~correct]
+    separation = None
+    if len(good) >= 2 and len(bad) >= 2:  # Cohen's d with the pooled standard deviation
+        pooled = math.sqrt(((len(good) - 1) * good.var(ddof=1) + (len(bad) - 1) * bad.var(ddof=1)) / (n - 2))
+        separation = _f((good.mean() - bad.mean()) / pooled) if pooled > 0 else None
+
+    rewards = np.concatenate([rc, rr])
+    hist_edges = np.histogram_bin_edges(rewards, bins=HIST_BINS)
+    report = RewardModelReport(
+        n_pairs=n,
+        accuracy=n_correct / n,
+        accuracy_ci95=(float(ci.low), float(ci.high)),
+        n_correct=n_correct,
+        n_ties=int(ties.sum()),
+        tie_rate=float(ties.mean()),
+        auc=float(auc),
+        ece=float(ece),
+        brier=float(brier),
+        reliability=reliability,
+        margin_mean=float(margin.mean()),
+        margin_std=float(margin.std()),
+        margin_median=float(np.median(margin)),
+        margin_correct_mean=_f(good.mean()) if len(good) else None,
+        margin_incorrect_mean=_f(bad.mean()) if len(bad) else None,
+        margin_separation=separation,
+        reward_mean=float(rewards.mean()),
+        reward_std=float(rewards.std()),
+        chosen_mean=float(rc.mean()),
+        rejected_mean=float(rr.mean()),
+        chosen_quantiles={k: float(np.quantile(rc, q)) for k, q in QUANTILES.items()},
+        rejected_quantiles={k: float(np.quantile(rr, q)) for k, q in QUANTILES.items()},
+        hist_edges=hist_edges.tolist(),
+        chosen_hist=np.histogram(rc, hist_edges)[0].tolist(),
+        rejected_hist=np.histogram(rr, hist_edges)[0].tolist(),
+        length_unit=length_unit,
+        n_dropped=n_dropped,
+    )
+
+    if chosen_lengths is not None and rejected_lengths is not None:
+        lc = np.asarray(chosen_lengths, dtype=np.float64)
+        lr = np.asarray(rejected_lengths, dtype=np.float64)
+        if lc.shape != rc.shape or lr.shape != rc.shape:
+            raise DataError(f"got {len(lc)} chosen and {len(lr)} rejected lengths for {n} pairs")
+        lengths = np.concatenate([lc, lr])
+        if np.ptp(lengths) > 0 and np.ptp(rewards) > 0:
+            rho = spearmanr(rewards, lengths)
+            report.length_spearman, report.length_spearman_pvalue = _f(rho.statistic), _f(rho.pvalue)
+        diff = lc - lr
+        longer, shorter = diff > 0, diff < 0
+        if np.ptp(diff) > 0 and np.ptp(margin) > 0:
+            report.length_margin_spearman = _f(spearmanr(margin, diff).statistic)
+        differ = diff != 0
+        if differ.any():
+            report.longer_preferred_rate = float((np.sign(margin[differ]) == np.sign(diff[differ])).mean())
+            report.chosen_longer_rate = float(longer[differ].mean())
+        report.n_chosen_longer, report.n_chosen_shorter = int(longer.sum()), int(shorter.sum())
+        report.n_same_length = int((~differ).sum())
+        report.accuracy_chosen_longer = float(correct[longer].mean()) if longer.any() else None
+        report.accuracy_chosen_shorter = float(correct[shorter].mean()) if shorter.any() else None
+
+    if subsets is not None:
+        if len(subsets) != n:
+            raise DataError(f"got {len(subsets)} subset labels for {n} pairs")
+        report.subsets = _group_stats(correct, ties, ["(none)" if s is None else str(s) for s in subsets])
+    if agreement is not None:
+        if len(agreement) != n:
+            raise DataError(f"got {len(agreement)} agreement values for {n} pairs")
+        known = np.array([a is not None and not (isinstance(a, float) and math.isnan(a)) for a in agreement])
+        if known.any():
+            labels = [_agreement_label(float(a)) for a, k in zip(agreement, known) if k]
+            stats = _group_stats(correct[known], ties[known], labels)
+            order = [_agreement_label(e) for e in (-math.inf, *AGREEMENT_EDGES)]
+            report.agreement = {k: stats[k] for k in order if k in stats}
+
+    for i in np.argsort(margin, kind="stable")[:n_worst]:
+        row = {"index": int(i), "margin": float(margin[i]), "r_chosen": float(rc[i]), "r_rejected": float(rr[i])}
+        if pairs is not None:
+            row.update({k: pairs[i][k] for k in ("prompt", "chosen", "rejected") if k in pairs[i]})
+        report.worst_pairs.append(row)
+    return report
+
+
+# ----------------------------------------------------------------------------- end to end
+def _as_rows(pairs) -> list[dict]:
+    if isinstance(pairs, list):
+        return pairs
+    if hasattr(pairs, "to_list"):  # datasets.Dataset
+        return pairs.to_list()
+    return list(pairs)
+
+
+def evaluate_reward_model(
+    model,
+    tokenizer,
+    pairs,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    device=None,
+    padding_side: str = "right",
+    subset_column: str | None = "subset",
+    agreement_column: str | None = "agreement",
+    n_bins: int = 10,
+    n_worst: int = 10,
+) -> RewardModelReport:
+    """Score held-out pairs with a reward model and report how well it ranks them.
+
+    Args:
+        model: a sequence-classification model with one label (e.g. from :func:`rlhfkit.models.load_reward_model`).
+        tokenizer: its tokenizer (chat template for conversational pairs).
+        pairs: list of dicts or ``datasets.Dataset`` in TRL's explicit-prompt preference format: ``prompt``,
+            ``chosen``, ``rejected``, all strings or all message lists.
+        batch_size: sequences per forward pass (chosen and rejected are scored together, length-sorted).
+        max_length: drop pairs whose chosen or rejected sequence is longer, in tokens (as ``RewardTrainer``
+            filters with ``RewardConfig.max_length``); counted in ``report.n_dropped``.
+        device: run on this device (default: where the model is).
+        padding_side: ``right`` (as in training) or ``left``; scores are the same.
+        subset_column, agreement_column: per-subset / per-agreement accuracy when the pairs have these columns.
+        n_bins: reliability bins; n_worst: lowest-margin pairs kept with their texts.
+    """
+    rows = _as_rows(pairs)
+    for i, row in enumerate(rows):
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise DataError(
+                f"pair {i}: missing {', '.join(missing)}; evaluate explicit-prompt pairs (prompt/chosen/rejected), "
+                "e.g. converted with `rlhfkit data convert --format hh`"
+            )
+    encoded = [tokenize_pair(tokenizer, row) for row in rows]
+    if max_length is not None:
+        keep = [i for i, (c, r) in enumerate(encoded) if len(c) <= max_length and len(r) <= max_length]
+    else:
+        keep = list(range(len(rows)))
+    n_dropped = len(rows) - len(keep)
+    if not keep:
+        raise DataError(f"all {len(rows)} pairs are longer than max_length={max_length} tokens; raise max_length")
+    if n_dropped:
+        logger.warning(
+            "%d of %d pairs are longer than max_length=%d tokens and were not scored", n_dropped, len(rows), max_length
+        )
+    rows = [rows[i] for i in keep]
+    ids = [encoded[i][0] for i in keep] + [encoded[i][1] for i in keep]
+    pad = resolve_pad_token_id(model, tokenizer)
+    scores = score_token_ids(
+        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
+    )
+    n = len(rows)
+
+    def has(column: str | None) -> bool:
+        return column is not None and any(column in row for row in rows)
+
+    return report_from_scores(
+        scores[:n],
+        scores[n:],
+        chosen_lengths=[response_length(row["chosen"]) for row in rows],
+        rejected_lengths=[response_length(row["rejected"]) for row in rows],
+        subsets=[row.get(subset_column) for row in rows] if has(subset_column) else None,
+        agreement=[row.get(agreement_column) for row in rows] if has(agreement_column) else None,
+        pairs=rows,
+        n_bins=n_bins,
+        n_worst=n_worst,
+        length_unit="characters",
+        n_dropped=n_dropped,
+    )
+
+
+# ----------------------------------------------------------------------------- gate
+@dataclass
+class GateVerdict:
+    """The gate's decision. ``reasons``: why it failed, each saying what to do; ``warnings``: worth a look."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: str = ""  # one line, fit for an error message: "passed (...)" or the failed checks joined by "; "
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "summary": self.summary, "reasons": self.reasons, "warnings": self.warnings}
+
+
+def rm_gate(
+    report: RewardModelReport,
+    min_accuracy: float = 0.60,
+    *,
+    max_length_bias: float | None = 0.6,
+    min_pairs: int = 30,
+) -> GateVerdict:
+    """Decide whether a reward model is good enough to steer RL.
+
+    Common RLHF guidance: held-out pairwise accuracy of 70-80% is good (InstructGPT's reward model: ~72%); below
+    65% usually points to data problems (noisy or low-agreement labels); around 60% the reward model is too weak
+    to steer RL -- the policy mostly optimises its noise. Fails when:
+
+    * ``accuracy < min_accuracy`` (strict wins; ties count as wrong);
+    * ``|length_spearman| > max_length_bias`` (the reward is mostly a length counter; RL would learn to pad);
+      ``None`` disables;
+    * fewer than ``min_pairs`` pairs were evaluated (the accuracy is too uncertain to decide on).
+
+    Warns on accuracy below 65% / 70%, a 95% interval reaching below ``min_accuracy``, moderate length bias
+    (:data:`WARN_LENGTH_BIAS`, :data:`WARN_LENGTH_ACCURACY_GAP`), miscalibration (:data:`WARN_ECE`), ties
+    (:data:`WARN_TIE_RATE`) and pairs dropped for length.
+    """
+    if not 0.0 <= min_accuracy <= 1.0:
+        raise ConfigError(f"min_accuracy={min_accuracy} must be in [0, 1], e.g. 0.6")
+    acc, n = report.accuracy, report.n_pairs
+    lo, hi = report.accuracy_ci95
+    short, reasons, warnings = [], [], []
+    if n < min_pairs:
+        short.append(f"only {n} pairs evaluated (min_pairs={min_pairs})")
+        reasons.append(
+            f"only {n} pairs were evaluated (min_pairs={min_pairs}): the accuracy's 95% interval is "
+            f"{lo:.2f}-{hi:.2f}, too wide to decide on; evaluate on at least {min_pairs} held-out pairs"
+        )
+    if acc < min_accuracy:
+        short.append(f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs")
+        if acc < 0.4:
+            hint = "; accuracy well below chance often means chosen and rejected are swapped in the data"
+        elif report.tie_rate > WARN_TIE_RATE:
+            hint = f"; {report.tie_rate:.0%} of pairs got identical scores: check truncation and the score head"
+        else:
+            hint = ""
+        reasons.append(
+            f"accuracy {acc:.3f} (95% CI {lo:.2f}-{hi:.2f}) is below min_accuracy {min_accuracy:.2f}: a reward model "
+            f"near 60% is too weak to steer RL (70-80% is good; below 65% usually points to data problems). "
+            "What to do: collect more or cleaner preference data, drop low-agreement pairs with "
+            "`rlhfkit data agreement --min-agreement 0.7`, train the reward model longer or from a stronger SFT "
+            "checkpoint, and check that evaluation pairs use the training chat format" + hint
+        )
+    rho = report.length_spearman
+    if max_length_bias is not None and rho is not None and abs(rho) > max_length_bias:
+        short.append(f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})")
+        reasons.append(
+            f"the reward tracks response length (Spearman {rho:.2f} with {report.length_unit}, above "
+            f"max_length_bias {max_length_bias:g}; longer response preferred in {_pct(report.longer_preferred_rate)} "
+            f"of pairs vs chosen longer in {_pct(report.chosen_longer_rate)} of the data): RL would learn to pad "
+            "responses. What to do: add pairs where the shorter response is chosen (length-balance the preference "
+            "data), filter length-driven labels, and retrain"
+        )
+
+    if not reasons:
+        if acc < DATA_PROBLEM_ACCURACY:
+            warnings.append(
+                f"accuracy {acc:.3f} passes min_accuracy but is below {DATA_PROBLEM_ACCURACY:.0%}, which usually "
+                "points to data problems (noisy or low-agreement labels): consider `rlhfkit data agreement` filtering "
+                "before relying on this reward model for RL"
+            )
+        elif acc < GOOD_ACCURACY:
+            warnings.append(
+                f"accuracy {acc:.3f} is usable but below the {GOOD_ACCURACY:.0%}-80% usually considered good; "
+                "more or cleaner data or a longer reward-model run should help"
+            )
+        if lo < min_accuracy <= acc:
+            warnings.append(
+                f"the 95% interval of the accuracy ({lo:.2f}-{hi:.2f}) reaches below min_accuracy "
+                f"{min_accuracy:.2f}: evaluate on more pairs to be sure"
+            )
+    if (
+        rho is not None
+        and WARN_LENGTH_BIAS < abs(rho)
+        and not (max_length_bias is not None and abs(rho) > max_length_bias)
+    ):
+        warnings.append(
+            f"reward correlates with response length (Spearman {rho:.2f}): watch response length during RL "
+            "and consider length-balanced preference data"
+        )
+    a_long, a_short = report.accuracy_chosen_longer, report.accuracy_chosen_shorter
+    if (
+        a_long is not None
+        and a_short is not None
+        and min(report.n_chosen_longer, report.n_chosen_shorter) >= 10
+        and a_long - a_short > WARN_LENGTH_ACCURACY_GAP
+    ):
+        warnings.append(
+            f"accuracy is {a_long:.2f} when the chosen response is longer but {a_short:.2f} when it is shorter: "
+            "the reward model leans on length"
+        )
+    if report.ece > WARN_ECE:
+        warnings.append(
+            f"sigmoid(margin) is miscalibrated (ECE {report.ece:.3f}): do not read margins as probabilities; "
+            f"normalise RL rewards with reward_mean {report.reward_mean:.3g} / reward_std {report.reward_std:.3g}"
+        )
+    if report.tie_rate > WARN_TIE_RATE and acc >= min_accuracy:
+        warnings.append(
+            f"{report.tie_rate:.0%} of pairs have identical chosen and rejected scores: check truncation "
+            "(max_length) and padding"
+        )
+    if report.n_dropped:
+        warnings.append(
+            f"{report.n_dropped} pairs longer than max_length were not scored; the accuracy describes shorter pairs"
+        )
+    if reasons:
+        return GateVerdict(False, reasons, warnings, "; ".join(short))
+    headline = f"passed (accuracy {acc:.3f} >= {min_accuracy:.2f} on {n} pairs"
+    headline += f"; {len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else ")"
+    return GateVerdict(True, reasons, warnings, headline)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+# ----------------------------------------------------------------------------- outputs
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    if isinstance(text, list):
+        text = " | ".join(f"{m.get('role')}: {m.get('content')}" for m in text)
+    text = str(text).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def headline_rows(report: RewardModelReport) -> list[tuple[str, str]]:
+    """``(metric, value)`` rows shared by the markdown report and the CLI's table."""
+    r = report
+    return [
+        ("pairs", f"{r.n_pairs}" + (f" ({r.n_dropped} too long, not scored)" if r.n_dropped else "")),
+        ("accuracy (strict)", f"{r.accuracy:.3f} (95% CI {r.accuracy_ci95[0]:.3f}-{r.accuracy_ci95[1]:.3f})"),
+        ("ties", f"{r.n_ties} ({r.tie_rate:.1%})"),
+        ("ROC AUC", _num(r.auc)),
+        ("ECE (sigmoid of margin)", _num(r.ece)),
+        ("Brier score", _num(r.brier)),
+        ("margin mean / std", f"{r.margin_mean:.3f} / {r.margin_std:.3f}"),
+        (
+            "margin correct / incorrect (separation)",
+            f"{_num(r.margin_correct_mean)} / {_num(r.margin_incorrect_mean)} ({_num(r.margin_separation, 2)})",
+        ),
+        ("reward_mean / reward_std", f"{r.reward_mean:.4f} / {r.reward_std:.4f}"),
+        ("chosen / rejected mean", f"{r.chosen_mean:.3f} / {r.rejected_mean:.3f}"),
+        (f"Spearman(reward, length in {r.length_unit})", _num(r.length_spearman)),
+        ("accuracy chosen longer / shorter", f"{_num(r.accuracy_chosen_longer)} / {_num(r.accuracy_chosen_shorter)}"),
+        (
+            "longer preferred / chosen longer in data",
+            f"{_pct(r.longer_preferred_rate)} / {_pct(r.chosen_longer_rate)}",
+        ),
+    ]
+
+
+def _markdown(r: RewardModelReport, verdict: GateVerdict | None) -> str:
+    lines = ["# Reward-model evaluation", ""]
+    if verdict is not None:
+        lines += [f"**Gate: {'PASSED' if verdict.passed else 'FAILED'}** — {verdict.summary}", ""]
+        lines += [f"- reason: {x}" for x in verdict.reasons] + [f"- warning: {x}" for x in verdict.warnings]
+        lines += [""]
+    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in headline_rows(r)]
+    lines += ["", "## Calibration (reliability bins of P(chosen wins) = sigmoid(margin))", ""]
+    lines += ["| bin | count | mean confidence | observed |", "|---|---|---|---|"]
+    lines += [
+        f"| {b['lo']:.1f}-{b['hi']:.1f} | {b['count']} | {_num(b['confidence'])} | {_num(b['accuracy'])} |"
+        for b in r.reliability
+    ]
+    lines += [
+        "",
+        "## Reward distributions",
+        "",
+        "| | " + " | ".join(QUANTILES) + " |",
+        "|---" * (len(QUANTILES) + 1) + "|",
+    ]
+    for name, q in (("chosen", r.chosen_quantiles), ("rejected", r.rejected_quantiles)):
+        lines.append(f"| {name} | " + " | ".join(f"{q[k]:.3f}" for k in QUANTILES) + " |")
+    lines += [
+        "",
+        f"Length ({r.length_unit}): chosen longer in {r.n_chosen_longer} pairs, shorter in {r.n_chosen_shorter}, "
+        f"equal in {r.n_same_length}; Spearman(margin, length difference) {_num(r.length_margin_spearman)}.",
+    ]
+    for title, groups in (("Accuracy by subset", r.subsets), ("Accuracy by labeler agreement", r.agreement)):
+        if groups:
+            lines += ["", f"## {title}", "", "| group | pairs | accuracy | ties |", "|---|---|---|---|"]
+            lines += [f"| {k} | {g['n']} | {g['accuracy']:.3f} | {g['ties']} |" for k, g in groups.items()]
+    if r.worst_pairs:
+        lines += ["", "## Worst-scored pairs (lowest margin)", "", "| # | margin | prompt | chosen | rejected |"]
+        lines += ["|---|---|---|---|---|"]
+        for w in r.worst_pairs:
+            texts = " | ".join(_short(w.get(k, ""), 200) for k in ("prompt", "chosen", "rejected"))
+            lines.append(f"| {w['index']} | {w['margin']:.3f} | {texts} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save_figure(fig, path: Path) -> None:
+    from rlhfkit.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def write_report(report: RewardModelReport, out_dir, verdict: GateVerdict | None = None) -> dict[str, Path]:
+    """Write ``reliability.png``, ``rewards_hist.png``, ``report.md`` and ``report.json`` (last) into ``out_dir``.
+
+    Each file is written to a temporary name and renamed (:mod:`rlhfkit.io`), so none is ever half-written;
+    ``report.json`` is written last, so its presence means the whole report is there.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlhfkit.io import write_json, write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("reliability.png", "rewards_hist.png", "report.md", "report.json")}
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    try:
+        bins = [b for b in report.reliability if b["count"]]
+        mids = [(b["lo"] + b["hi"]) / 2 for b in report.reliability]
+        width = 1.0 / max(len(report.reliability), 1)
+        ax.bar(
+            mids,
+            [b["accuracy"] or 0.0 for b in report.reliability],
+            width=width,
+            edgecolor="k",
+            alpha=0.6,
+            label="observed",
+        )
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin mean")
+        ax.set(xlabel="predicted P(win) = sigmoid(margin)", ylabel="observed win rate", xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(f"reliability (ECE {report.ece:.3f}, n={report.n_pairs})")
+        ax.legend(loc="upper left", fontsize=8)
+        _save_figure(fig, paths["reliability.png"])
+    finally:
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        edges = report.hist_edges
+        ax.stairs(report.chosen_hist, edges, fill=True, alpha=0.5, label=f"chosen (mean {report.chosen_mean:.2f})")
+        ax.stairs(
+            report.rejected_hist, edges, fill=True, alpha=0.5, label=f"rejected (mean {report.rejected_mean:.2f})"
+        )
+        ax.set(xlabel="reward", ylabel="responses", title=f"rewards (accuracy {report.accuracy:.3f})")
+        ax.legend(fontsize=8)
+        _save_figure(fig, paths["rewards_hist.png"])
+    finally:
+        plt.close(fig)
+
+    write_text(paths["report.md"], report.to_markdown(verdict))
+    data = report.to_dict()
+    if verdict is not None:
+        data["gate"] = verdict.to_dict()
+    write_json(paths["report.json"], data)
+    return paths
