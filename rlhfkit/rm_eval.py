@@ -574,8 +574,8 @@ def rm_gate(
         )
     if acc < min_accuracy:
         short.append(f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs")
-        if acc < 0.4:
-            hint = "; accuracy well below chance often means chosen and rejected are swapped in the data"
+        if hi < 0.5:  # significantly below chance
+            hint = "; accuracy significantly below chance often means chosen and rejected are swapped in the data"
         elif report.tie_rate > WARN_TIE_RATE:
             hint = f"; {report.tie_rate:.0%} of pairs got identical scores: check truncation and the score head"
         else:
