@@ -363,7 +363,8 @@ def report_from_scores(
     separation = None
     if len(good) >= 2 and len(bad) >= 2:  # Cohen's d with the pooled standard deviation
         pooled = math.sqrt(((len(good) - 1) * good.var(ddof=1) + (len(bad) - 1) * bad.var(ddof=1)) / (n - 2))
-        separation = _f((good.mean() - bad.mean()) / pooled) if pooled > 0 else None
+        gap = good.mean() - bad.mean()
+        separation = _f(gap / pooled) if pooled > 1e-9 * abs(gap) else None  # no spread: undefined
 
     rewards = np.concatenate([rc, rr])
     hist_edges = np.histogram_bin_edges(rewards, bins=HIST_BINS)
