@@ -28,7 +28,7 @@ consecutive logged steps meet its condition, and fires again only after it has c
 * ``reward_variance``: GRPO's ``frac_reward_zero_std`` above ``reward_zero_std_fraction``, or the reward std below
   ``reward_std_fraction`` x its baseline (no learning signal left, or collapse onto a reward-model optimum).
 * ``reward_kl_race``: over the last ``trend_window`` logged steps the reward rises while the KL grows faster than
-  ``reward_kl_slope`` nats per sequence per step (least-squares slopes against the global step).
+  ``reward_kl_slope`` nats per sequence per step (Theil-Sen slopes against the global step).
 * ``clipping``: clip fraction above ``clip_fraction_max`` or approx-KL above ``approx_kl_max`` (updates too big).
 * ``truncation``: the share of responses with no EOS rose more than ``truncation_rise`` above its baseline.
 
@@ -40,8 +40,9 @@ rlhfkit's PPOTrainer (log, then save) then write ``checkpoint-N`` -- the weights
 end training before update N + 1, whatever ``save_strategy`` says. The metrics of step N were measured on
 completions sampled *before* update N, so checkpoint-N is the policy one update past the first unhealthy
 measurement: the last state training reached, not a rollback. The monitor records ``last_healthy_step`` (the
-last logged step with no active signal) and names the newest ``checkpoint-M`` with M <= that step if one exists;
-set ``save_steps`` equal to ``logging_steps`` when you need a checkpoint of every healthy step to fall back to.
+last logged step where no signal's condition held, confirmed or not) and names the newest ``checkpoint-M`` with
+M <= that step if one exists; set ``save_steps`` equal to ``logging_steps`` when you need a checkpoint of every
+healthy step to fall back to.
 
 Distributed runs
 ----------------
@@ -54,6 +55,7 @@ of :class:`FrozenModelCheck` are taken on the main process only (with ZeRO-3 / F
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -329,9 +331,14 @@ class Alert:
 
 
 def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    """Theil-Sen slope (median of the pairwise slopes): one noisy batch in the window does not make a trend."""
+    slopes = sorted(
+        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
+    )
+    if not slopes:
+        return 0.0
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -346,7 +353,7 @@ class HealthMonitor(TrainerCallback):
             ``active`` signal names, new ``alerts``), also written to ``output_dir/health.jsonl`` on rank 0.
         alerts: every :class:`Alert` fired, in order.
         stop_step: global step at which a ``stop`` alert ended training (its checkpoint is ``checkpoint-{stop_step}``).
-        last_healthy_step: last logged step with no active signal (None before the first healthy log).
+        last_healthy_step: last logged step where no signal's condition held (None before the first such log).
     """
 
     def __init__(self, config: MonitorConfig | None = None):
@@ -394,6 +401,7 @@ class HealthMonitor(TrainerCallback):
                 self.stop_step = state.global_step
                 record["stop"] = True
                 alert.message += self._stop_note(args, state.global_step)
+                record["alerts"] = [asdict(a) for a in new]
             if main:
                 logger.warning("monitor: %s", alert.message)
         if main:
@@ -405,9 +413,9 @@ class HealthMonitor(TrainerCallback):
         self._write()
         from rich.console import Console
 
-        console = Console(width=119, record=True, file=open(os.devnull, "w"))  # noqa: SIM115 (rendered to text)
-        console.print(health_table(self.timeline, self.config))
-        logger.info("monitor: RL health summary\n%s", console.export_text())
+        text = io.StringIO()
+        Console(file=text, width=119, no_color=True).print(health_table(self.timeline, self.config))
+        logger.info("monitor: RL health summary\n%s", text.getvalue())
         if self.config.health_plots:
             try:
                 plot_health(self.timeline, args.output_dir)
@@ -417,11 +425,12 @@ class HealthMonitor(TrainerCallback):
     # ------------------------------------------------------------------ logic
     def _replay(self, record: dict[str, Any]) -> None:
         """Re-add a saved record (resume): recompute streaks, keep its stored alerts."""
-        stored = record.pop("alerts", [])
-        for name in ("active", "stop"):
-            record.pop(name, None)
+        stored, stop = record.pop("alerts", []), record.pop("stop", None)
+        record.pop("active", None)
         self._observe(record)
         record["alerts"] = stored
+        if stop:
+            record["stop"] = True
         self.alerts[:] = [a for a in self.alerts if a.step < record["step"]] + [Alert(**a) for a in stored]
 
     def _observe(self, record: dict[str, Any]) -> list[Alert]:
@@ -443,7 +452,7 @@ class HealthMonitor(TrainerCallback):
                 new.append(Alert(record["step"], signal, action, value, threshold, message))
         record["active"] = active
         record["alerts"] = [asdict(a) for a in new]
-        if not active:
+        if not any(self._streak.values()):
             self.last_healthy_step = record["step"]
         self.alerts.extend(new)
         return new

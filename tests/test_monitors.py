@@ -1,0 +1,342 @@
+"""Monitors: each signal fires on a synthetic log sequence showing it (PPO and GRPO key names) and stays quiet on
+a healthy one; the stop action ends a real tiny run with a checkpoint; the frozen-reference check."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from rlhfkit.errors import ConfigError
+from rlhfkit.monitors import (
+    SIGNALS,
+    FrozenModelCheck,
+    FrozenModelError,
+    HealthMonitor,
+    MonitorConfig,
+    build_monitors,
+    fingerprint,
+    health_table,
+    load_timeline,
+    plot_health,
+    read_metrics,
+)
+
+STEPS, ONSET, BATCH = 20, 10, 64  # synthetic runs: 20 logged steps, the symptom from step 10 on
+
+
+def _args(tmp_path, **kw):
+    return TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, report_to=[], disable_tqdm=True, **kw
+    )
+
+
+def _healthy(style: str, t: int) -> dict[str, float]:
+    """One log of a healthy run at step t: KL creeps up to ~2 nats/seq, reward rises slowly, the rest is steady."""
+    wobble = 0.02 * math.sin(t)
+    if style == "ppo":
+        return {
+            "objective/kl": 0.1 * t,
+            "objective/entropy": 40.0,
+            "objective/scores": 0.02 * t + wobble,
+            "objective/rlhf_reward": 0.01 * t,
+            "objective/non_score_reward": -0.01 * t,
+            "policy/approxkl_avg": 0.01,
+            "policy/clipfrac_avg": 0.05 + wobble,
+            "policy/entropy_avg": 2.0 - 0.01 * t,
+            "loss/policy_avg": -0.01,
+            "loss/value_avg": 0.2,
+            "val/ratio": 1.0,
+            "val/num_eos_tokens": 60.0,
+            "completions/mean_length": 20.0 + 10 * wobble,
+        }
+    return {
+        "loss": 0.0,
+        "kl": 0.005 * t,
+        "entropy": 1.5 - 0.005 * t,
+        "reward": 0.02 * t + wobble,
+        "reward_std": 0.5 + wobble,
+        "frac_reward_zero_std": 0.05,
+        "clip_ratio/region_mean": 0.01,
+        "completions/mean_length": 20.0 + 10 * wobble,
+        "completions/clipped_ratio": 0.05,
+    }
+
+
+# signal -> style -> how the symptom changes a healthy log from ONSET on (t: step, logs: the healthy log)
+SYMPTOMS = {
+    "kl_caution": {"ppo": lambda t, g: {"objective/kl": 10.0}, "grpo": lambda t, g: {"kl": 0.5}},  # 0.5 x 20 tokens
+    "kl_limit": {"ppo": lambda t, g: {"objective/kl": 20.0}, "grpo": lambda t, g: {"kl": 1.0}},
+    "negative_kl": {"ppo": lambda t, g: {"objective/kl": -1.0}, "grpo": lambda t, g: {"kl": -0.05}},
+    "length_drift": {
+        "ppo": lambda t, g: {"completions/mean_length": 45.0},
+        "grpo": lambda t, g: {"completions/mean_length": 6.0},  # collapse to short answers counts too
+    },
+    "entropy_collapse": {
+        "ppo": lambda t, g: {"policy/entropy_avg": 0.5},
+        "grpo": lambda t, g: {"entropy": 0.4},
+    },
+    "reward_variance": {
+        "grpo": lambda t, g: {"frac_reward_zero_std": 0.8},
+        "grpo_std": lambda t, g: {"reward_std": 0.01, "frac_reward_zero_std": 0.1},
+    },
+    "reward_kl_race": {
+        "ppo": lambda t, g: {"objective/kl": 1.0 + 0.9 * (t - ONSET), "objective/scores": 0.3 * t},
+        "grpo": lambda t, g: {"kl": (1.0 + 0.9 * (t - ONSET)) / 20, "reward": 0.3 * t},
+    },
+    "clipping": {
+        "ppo": lambda t, g: {"policy/clipfrac_avg": 0.5},
+        "ppo_approxkl": lambda t, g: {"policy/approxkl_avg": 0.3},
+        "grpo": lambda t, g: {"clip_ratio/region_mean": 0.45},
+    },
+    "truncation": {
+        "ppo": lambda t, g: {"val/num_eos_tokens": 20.0},  # 20 of 64 responses end: 69% truncated
+        "grpo": lambda t, g: {"completions/clipped_ratio": 0.6},
+    },
+}
+
+
+def _run(logs_by_step, tmp_path, config=None, monitor=None, start=0):
+    args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
+    state.global_step, state.train_batch_size = start, BATCH
+    monitor = monitor or HealthMonitor(config or MonitorConfig(health_plots=False))
+    monitor.on_train_begin(args, state, control)
+    for step, logs in logs_by_step:
+        state.global_step = step
+        monitor.on_log(args, state, control, logs=dict(logs))
+        if control.should_training_stop:
+            break
+    return monitor, control
+
+
+def _series(style: str, symptom=None):
+    base = "grpo" if style.startswith("grpo") else "ppo"
+    out = []
+    for t in range(1, STEPS + 1):
+        logs = _healthy(base, t)
+        if symptom is not None and t >= ONSET:
+            logs.update(symptom(t, logs))
+        out.append((t, logs))
+    return out
+
+
+@pytest.mark.parametrize("style", ["ppo", "grpo"])
+def test_healthy_run_stays_quiet(style, tmp_path):
+    monitor, control = _run(_series(style), tmp_path)
+    assert monitor.alerts == []
+    assert not control.should_training_stop
+    assert monitor.last_healthy_step == STEPS and len(monitor.timeline) == STEPS
+
+
+@pytest.mark.parametrize(
+    ("signal", "style"), [(signal, style) for signal, styles in SYMPTOMS.items() for style in styles]
+)
+def test_each_signal_fires_on_its_symptom(signal, style, tmp_path):
+    monitor, _ = _run(_series(style, SYMPTOMS[signal][style]), tmp_path)
+    fired = [a for a in monitor.alerts if a.signal == signal]
+    assert fired, f"{signal} did not fire; alerts: {[a.signal for a in monitor.alerts]}"
+    assert ONSET <= fired[0].step <= ONSET + 5
+    assert signal in fired[0].message and len(fired[0].message) > 80  # explains and advises
+
+
+def test_grpo_kl_is_put_on_the_per_sequence_scale():
+    metrics = read_metrics({"kl": 0.1, "reward": 1.0, "completions/mean_length": 30.0})
+    assert metrics["stage"] == "grpo" and metrics["kl"] == pytest.approx(3.0)
+    ppo = read_metrics({"objective/kl": 3.0, "objective/scores": 1.0, "val/num_eos_tokens": 48.0}, batch_size=64)
+    assert ppo["kl"] == 3.0 and ppo["truncation"] == pytest.approx(0.25)
+    assert read_metrics({"loss": 1.0, "train_runtime": 3.0}) is None  # not an RL log (e.g. the final summary)
+    assert read_metrics({"eval_kl": 1.0, "eval_reward": 1.0}) is None
+
+
+def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
+    spike = _series("ppo")
+    spike[ONSET][1]["objective/kl"] = 30.0  # one batch only: alert_patience=2 ignores it
+    monitor, control = _run(spike, tmp_path)
+    assert monitor.alerts == [] and not control.should_training_stop
+
+    monitor, control = _run(_series("ppo", SYMPTOMS["kl_limit"]["ppo"]), tmp_path)
+    assert control.should_training_stop and control.should_save
+    assert monitor.stop_step == ONSET + 1 and monitor.last_healthy_step == ONSET - 1
+    assert "checkpoint-11 is saved" in monitor.alerts[-1].message
+
+
+def test_actions_are_configurable(tmp_path):
+    symptom = SYMPTOMS["length_drift"]["ppo"]
+    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="stop"))
+    assert control.should_training_stop and monitor.stop_step is not None
+    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="off"))
+    assert monitor.alerts == [] and not control.should_training_stop
+    with pytest.raises(ConfigError, match="kl_limit_action='halt'"):
+        MonitorConfig(kl_limit_action="halt")
+
+
+def test_timeline_table_plots_and_resume(tmp_path):
+    config = MonitorConfig(health_extra_keys=["rewards/gold/mean"])
+    series = _series("grpo", SYMPTOMS["kl_limit"]["grpo"])
+    logs = [(t, {**g, "rewards/gold/mean": 0.5 - 0.01 * (t - 12) ** 2}) for t, g in series]
+    monitor, _ = _run(logs, tmp_path, config)
+    timeline = load_timeline(tmp_path)
+    assert [r["step"] for r in timeline] == list(range(1, ONSET + 2))  # stopped at step 11
+    assert timeline[-1]["stop"] and {a["signal"] for a in timeline[-1]["alerts"]} == {"kl_caution", "kl_limit"}
+    assert "rewards/gold/mean" in timeline[0]
+    assert monitor.summary()["stop_step"] == ONSET + 1
+
+    from rich.console import Console
+
+    console = Console(record=True, width=140, file=io.StringIO())
+    console.print(health_table(timeline, config))
+    text = console.export_text()
+    assert "stop at step 11" in text and "warn at step 11" in text and "truncation" in text
+
+    paths = plot_health(timeline, tmp_path, series={"gold (offline)": {5: 0.1, 10: 0.2}})
+    assert [p.name for p in paths] == ["health_reward_kl.png", "health_length_entropy.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+    # resuming from step 6 keeps the first 6 records (and so the baselines) and continues the file
+    resumed, _ = _run([(t, g) for t, g in logs if t > 6][:2], tmp_path, config, start=6)
+    assert [r["step"] for r in load_timeline(tmp_path)] == list(range(1, 9))
+    assert resumed.last_healthy_step == 8
+
+
+def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
+    from trl import GRPOConfig, TrlParser
+
+    from rlhfkit.ppo import PPOConfig
+
+    clash = {f for f in MonitorConfig.__dataclass_fields__} & (
+        set(GRPOConfig.__dataclass_fields__) | set(PPOConfig.__dataclass_fields__)
+    )
+    assert not clash
+    yaml = tmp_path / "grpo.yaml"
+    yaml.write_text("output_dir: out\nuse_cpu: true\nbf16: false\nkl_limit: 12\nkl_limit_action: warn\n")
+    grpo, monitor = TrlParser((GRPOConfig, MonitorConfig)).parse_args_and_config(
+        ["--config", str(yaml), "--health_extra_keys", "rewards/gold/mean"]
+    )
+    assert monitor.kl_limit == 12.0 and monitor.kl_limit_action == "warn"
+    assert monitor.health_extra_keys == ["rewards/gold/mean"] and grpo.output_dir == "out"
+
+
+# ============================================================================================== real runs
+class _InjectRLMetrics(TrainerCallback):
+    """Adds PPO-style metrics to each log of a plain Trainer run; the KL jumps to 20 nats from step 4."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs.update(_healthy("ppo", state.global_step))
+            if state.global_step >= 4:
+                logs["objective/kl"] = 20.0
+
+
+def _tiny_llama(seed=0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def test_stop_ends_a_trainer_run_with_a_checkpoint_of_the_alert_step(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
+    model, ref = _tiny_llama(), _tiny_llama().requires_grad_(False)
+    args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_strategy="no")
+    callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False), frozen={"reference": ref})]
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+    trainer.train()
+    assert trainer.state.global_step == 5  # KL > 15 at steps 4 and 5 (alert_patience=2): stop at 5 of 20
+    assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-5"]
+    assert json.loads((tmp_path / "health.jsonl").read_text().splitlines()[-1])["stop"]
+
+
+def test_stop_ends_a_tiny_grpo_run_and_the_reference_stays_frozen(nano_model, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlhfkit.lab import make_prompts
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, max_steps=6, per_device_train_batch_size=4,
+        num_generations=4, max_completion_length=8, learning_rate=1e-2, beta=0.04, logging_steps=1,
+        save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(nano_model),
+        reward_funcs=lambda completions, **kw: [len(c) / 10 for c in completions],
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": make_prompts(8)}),
+        processing_class=AutoTokenizer.from_pretrained(nano_model),
+    )
+    # KL is exactly 0 at step 1 (policy == reference) and positive after the first update: stop at step 2.
+    callbacks = build_monitors(MonitorConfig(kl_limit=1e-6, alert_patience=1), trainer=trainer)
+    assert isinstance(callbacks[1], FrozenModelCheck) and list(callbacks[1].models) == ["reference"]
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train()  # the frozen check verifies the reference at the end (it raises otherwise)
+    assert trainer.state.global_step == 2 and (tmp_path / "checkpoint-2").is_dir()
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())  # TRL builds it with grads on
+    timeline = load_timeline(tmp_path)
+    assert timeline[0]["stage"] == "grpo" and timeline[0]["kl"] == 0.0 and timeline[1]["kl"] > 0
+    assert (tmp_path / "health_reward_kl.png").is_file()
+
+
+# ============================================================================================== frozen check
+def _frozen_run(ref, tmp_path, optimizer=None, mutate=None):
+    args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
+    check = FrozenModelCheck({"reference": ref}, every_n_steps=0)
+    check.on_train_begin(args, state, control, optimizer=optimizer)
+    if mutate:
+        mutate(ref)
+    check.on_train_end(args, state, control)
+
+
+def test_frozen_check_passes_an_untouched_reference(tmp_path):
+    _frozen_run(_tiny_llama().requires_grad_(False), tmp_path)
+
+
+def test_frozen_check_catches_an_unfrozen_modified_reference(tmp_path):
+    def train_one_tensor(ref):
+        ref.model.layers[1].mlp.up_proj.weight.requires_grad_(True)
+        with torch.no_grad():
+            ref.model.layers[1].mlp.up_proj.weight[0, 0] += 1e-6  # one float, one ulp-ish change
+
+    with pytest.raises(FrozenModelError, match=r"1 of \d+ tensors changed \(model\.layers\.1\.mlp\.up_proj\.weight\)"):
+        _frozen_run(_tiny_llama().requires_grad_(False), tmp_path, mutate=train_one_tensor)
+
+
+def test_frozen_check_refuses_a_reference_in_the_optimizer(tmp_path):
+    policy = _tiny_llama()
+    optimizer = torch.optim.AdamW(policy.parameters())
+    with pytest.raises(FrozenModelError, match="in the optimizer.*policy object itself"):
+        _frozen_run(policy, tmp_path, optimizer=optimizer)  # ref_model = model, the classic mistake
+
+
+def test_fingerprint_is_bit_exact_for_4bit_weights():
+    bnb = pytest.importorskip("bitsandbytes")
+    layer = bnb.nn.Linear4bit(32, 32, quant_type="nf4", compute_dtype=torch.float32).to("cpu")
+    before = fingerprint(layer)
+    assert fingerprint(layer) == before
+    with torch.no_grad():
+        layer.weight.data[0, 0] ^= 1  # one bit of the packed NF4 weights
+    assert fingerprint(layer)["weight"] != before["weight"]
+    layer.weight.data[0, 0] ^= 1
+    layer.weight.quant_state.absmax.view(-1).view(torch.uint8)[0] ^= 1  # the quantisation scale is hashed too
+    assert fingerprint(layer)["weight"] != before["weight"]
+
+
+def test_signal_table_covers_every_signal():
+    assert set(SIGNALS) == set(SYMPTOMS)
