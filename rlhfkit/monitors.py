@@ -690,8 +690,8 @@ def frozen_models(trainer) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
     if isinstance(ref, nn.Module):
         models["reference"] = ref
     else:
-        policy = getattr(trainer, "policy", None) or trainer.model
-        policy = getattr(policy, "model", policy) if getattr(trainer, "shared", None) is not None else policy
+        policy = getattr(trainer, "policy", None)  # rlhfkit PPO: the PEFT model (also with a shared base)
+        policy = trainer.model if policy is None else policy
         if hasattr(policy, "peft_config"):
             models["reference"] = policy
             exclude["reference"] = tuple(f"^{re.escape(n)}$" for n, p in policy.named_parameters() if p.requires_grad)
@@ -833,13 +833,13 @@ def plot_health(
             first_alerts.setdefault(alert["signal"], record)
     paths = []
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     kl_by_step = {r["step"]: r["kl"] for r in timeline if r.get("kl") is not None}
     pts = [(r["kl"], r["reward"], r["step"]) for r in timeline if r.get("kl") is not None and "reward" in r]
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color="tab:blue", alpha=0.4)
         sc = ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], cmap="viridis", s=18)
-        fig.colorbar(sc, ax=ax, label="step")
+        fig.colorbar(sc, ax=ax, label="global step", orientation="horizontal", pad=0.15, aspect=40)
     ax.set_xlabel("KL to reference (nats / sequence)")
     ax.set_ylabel("proxy reward", color="tab:blue")
     if extras:

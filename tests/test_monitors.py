@@ -213,7 +213,7 @@ def test_timeline_table_plots_and_resume(tmp_path):
 def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
     from trl import GRPOConfig, TrlParser
 
-    from rlhfkit.ppo import PPOConfig
+    PPOConfig = pytest.importorskip("rlhfkit.ppo").PPOConfig
 
     clash = {f for f in MonitorConfig.__dataclass_fields__} & (
         set(GRPOConfig.__dataclass_fields__) | set(PPOConfig.__dataclass_fields__)
@@ -340,3 +340,26 @@ def test_fingerprint_is_bit_exact_for_4bit_weights():
 
 def test_signal_table_covers_every_signal():
     assert set(SIGNALS) == set(SYMPTOMS)
+
+
+def test_peft_reference_is_the_frozen_base(tmp_path):
+    """With LoRA the reference is the policy with its adapter disabled: the base must not move, the adapter may."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(_tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    trainer = SimpleNamespace(model=policy, ref_model=None, reward_funcs=[lambda **kw: [0.0]])
+    args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
+    health, check = build_monitors(MonitorConfig(), trainer=trainer)
+    assert list(check.models) == ["reference"] and all("lora_" in p for p in check.exclude["reference"])
+    check.on_train_begin(
+        args, state, control, optimizer=torch.optim.AdamW(p for p in policy.parameters() if p.requires_grad)
+    )
+    with torch.no_grad():
+        next(p for n, p in policy.named_parameters() if "lora_B" in n).add_(1.0)  # training the adapter is fine
+    check.on_train_end(args, state, control)
+    with torch.no_grad():
+        policy.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight[0, 0] += 1.0
+    with pytest.raises(FrozenModelError, match=r"layers\.0\.self_attn\.q_proj\.base_layer\.weight"):
+        check.on_train_end(args, state, control)
