@@ -8,9 +8,11 @@ Both sides score the same pairs with the same model and the same token ids (``rl
 i.e. RewardTrainer's formatting), and tokenization is timed on both sides. The loop is the way most tutorials
 write it: for each pair, run chosen, then rejected, each as a batch of one, and compare. rm_eval scores all 2n
 sequences in batches sorted by length (``evaluate_reward_model``, which also computes the full report). The two
-accuracies are asserted equal (scores agree to 1e-4). Without ``--model`` a random nano lab model is built in a
-temporary folder: its accuracy is chance, which does not matter for throughput. ``--data hh`` reads the
-HH-RLHF harmless-base test split in ../shared/data; ``--data lab`` uses short synthetic lab pairs.
+accuracies are asserted equal (scores agree to 1e-4). The sides run alternately ``--repeats`` times and the best
+time of each is reported, so that other load on the machine does not decide the ratio. Without ``--model`` a
+random nano lab model is built in a temporary folder: its accuracy is chance, which does not matter for
+throughput. ``--data hh`` reads the HH-RLHF harmless-base test split in ../shared/data; ``--data lab`` uses short
+synthetic lab pairs.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ def main() -> None:
     parser.add_argument("--data", choices=["hh", "lab"], default="hh", help="HH-RLHF test pairs or lab pairs")
     parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each side; the best counts")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (default 1: on a busy machine, OpenMP threads waiting for descheduled peers "
+        "make multi-threaded timings erratic, up to 100x per forward pass); 0 = torch's default",
+    )
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     args = parser.parse_args()
 
@@ -74,6 +84,8 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.data == "hh":
         from rlhfkit.data import from_hh
 
@@ -90,14 +102,19 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
 
-    one_at_a_time(model, tokenizer, pairs[:4], device)  # warm-up (kernels, allocator)
-    t0 = time.perf_counter()
-    loop_chosen, loop_rejected = one_at_a_time(model, tokenizer, pairs, device)
-    loop_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    report = evaluate_reward_model(model, tokenizer, pairs, batch_size=args.batch_size, device=device)
-    batched_s = time.perf_counter() - t0
+    one_at_a_time(model, tokenizer, pairs[:4], device)  # warm-up (kernels, allocator, lazy imports)
+    evaluate_reward_model(model, tokenizer, pairs[:4], batch_size=args.batch_size, device=device)
+    loop_times, batched_times = [], []
+    for _ in range(args.repeats):  # alternate, so a change in machine load hits both sides alike
+        t0 = time.perf_counter()
+        loop_chosen, loop_rejected = one_at_a_time(model, tokenizer, pairs, device)
+        loop_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        report = evaluate_reward_model(model, tokenizer, pairs, batch_size=args.batch_size, device=device)
+        batched_times.append(time.perf_counter() - t0)
+    loop_s, batched_s = min(loop_times), min(batched_times)
+    print("runs (s): loop " + ", ".join(f"{t:.2f}" for t in loop_times), end="; ")
+    print("rm_eval " + ", ".join(f"{t:.2f}" for t in batched_times) + "; the best of each is shown")
 
     loop_accuracy = float(np.mean(loop_chosen > loop_rejected))
     n = len(pairs)
