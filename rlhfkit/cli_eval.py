@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", help="preference pairs: .jsonl, .jsonl.gz, .json, .parquet or .csv")
     p.add_argument("--out", default="rm_eval", help="folder for the report files (default: ./rm_eval)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
-    p.add_argument("--max-pairs", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--max-pairs", type=int, help="evaluate only the first N pairs (the gate needs at least 30)")
     p.add_argument(
         "--format",
         choices=FORMATS,

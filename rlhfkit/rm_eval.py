@@ -200,7 +200,8 @@ class RewardModelReport:
     ``reliability``: one dict per bin (``lo``, ``hi``, ``count``, ``confidence``, ``accuracy``) over the 2n
     predictions ``P(chosen wins) = sigmoid(margin)`` and ``P(rejected wins) = 1 - sigmoid(margin)``.
     Margins: ``margin_*`` over all pairs, ``margin_correct_mean`` / ``margin_incorrect_mean`` (ties count as
-    incorrect) and ``margin_separation`` = their difference / pooled standard deviation (Cohen's d).
+    incorrect) and ``margin_separation`` = their difference / pooled standard deviation (Cohen's d; positive by
+    construction, since the groups are split at 0: it says how decisively the model scores, not whether it is right).
     Rewards: ``reward_mean`` / ``reward_std`` over all 2n scored responses (population std; normalise RL rewards
     with them), ``chosen_quantiles`` / ``rejected_quantiles``, histograms on shared ``hist_edges``.
     Length (``length_unit``): ``length_spearman`` of reward vs length over all responses,

@@ -290,6 +290,18 @@ def test_cli_on_real_hh_slice(reward_dir, hh_file, tmp_path, capsys):
     assert "reward_mean / reward_std" in capsys.readouterr().out
 
 
+def test_cli_explicit_columns_keep_subset_and_agreement(reward_dir, tmp_path):
+    from rlhfkit.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    rows = [dict(r, subset=s, agreement=a) for r, s, a in zip(ROWS, ["x", "y", "x"], [1.0, 0.6, 0.8])]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval-rm", str(reward_dir), str(data), "--out", str(tmp_path / "out"), "--min-accuracy", "0"]) == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["gate"]["summary"].startswith("only 3 pairs evaluated (min_pairs=30)")
+    assert set(report["subsets"]) == {"x", "y"} and sum(g["n"] for g in report["agreement"].values()) == 3
+
+
 def test_cli_errors_are_one_line_and_write_nothing(reward_dir, hh_file, tmp_path, capsys):
     from rlhfkit.cli import main
 
