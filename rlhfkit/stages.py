@@ -249,3 +249,209 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
     """Delete ``checkpoint-N`` folders once a stage's final model is saved (they can be large)."""
     for path in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ GRPO
+# The KL coefficient rlhfkit's GRPO recipes and configs start from. TRL's GRPOConfig defaults to beta=0.0, which
+# drops the reference model and with it the KL leash to the SFT model that the InstructGPT recipe relies on to keep
+# the policy where the reward model is still accurate. 0.04 is DeepSeekMath's GRPO value (and TRL's default before
+# 0.15); smaller values (DeepSeek-R1: 0.001) suit verifiable rewards, which cannot be over-optimised the way a
+# learned reward model can.
+DEFAULT_BETA = 0.04
+GRPO_DEFAULTS: dict[str, Any] = {"beta": DEFAULT_BETA}
+REWARD_MODEL_NAME = "reward_model"  # TRL logs its scores as rewards/reward_model/mean and /std
+
+
+def grpo_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs):
+    """A ``trl.GRPOConfig`` via :func:`stage_config` with rlhfkit's GRPO defaults (``beta=0.04``) under ``kwargs``."""
+    from trl import GRPOConfig
+
+    return stage_config(GRPOConfig, "grpo", output_dir, preset=preset, gpu=gpu, **{**GRPO_DEFAULTS, **kwargs})
+
+
+class RewardModelScorer:
+    """A GRPO reward function that scores completions with a trained reward model exactly as it was trained.
+
+    TRL's ``RewardTrainer`` trains on ``prompt + chosen + eos_token`` tokenized with the tokenizer's special
+    tokens (``add_special_tokens=True``) for text rows, and on the chat template applied to ``prompt + chosen``
+    messages for conversational rows. ``GRPOTrainer``'s built-in reward-model path scores text rows as
+    ``prompt + completion`` *without* EOS (its completions are decoded with ``skip_special_tokens=True``) and
+    with ``add_special_tokens=False``, so the score is read at a different token than in training, and a BOS
+    token a Llama-style tokenizer adds in training is missing. This scorer rebuilds the training format:
+
+    * text prompts: ``tokenizer(prompt + completion + eos_token)`` (EOS appended unless already there);
+    * conversational prompts: ``tokenizer.apply_chat_template(prompt + completion, tokenize=True)``.
+
+    Sequences are right-padded with a pad token distinct from EOS, so the sequence-classification head reads
+    the score at the last real token (the EOS), as in training. A completion cut off by ``max_completion_length``
+    is scored as if it ended there (EOS appended); set ``mask_truncated_completions=True`` in the GRPOConfig to
+    keep those out of the loss.
+
+    Args:
+        model: an ``AutoModelForSequenceClassification`` with one label (frozen here: eval mode, no gradients).
+        tokenizer: the reward model's tokenizer (with a pad token distinct from EOS).
+        mean, std: optional normalisation ``(score - mean) / std`` with the reward model's score statistics
+            (e.g. from its evaluation); it matters when the reward model is combined with other reward
+            functions by ``reward_weights``; GRPO's group normalisation makes it irrelevant alone.
+        batch_size: completions scored per forward pass.
+    """
+
+    def __init__(self, model, tokenizer, *, mean: float | None = None, std: float | None = None, batch_size=64):
+        if std is not None and not std > 0:
+            raise ConfigError(f"reward_std={std} must be > 0; pass the reward model's score standard deviation")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise ConfigError(
+                "reward tokenizer: pad token must exist and differ from EOS (the score is read at the last non-pad "
+                "token); load it with rlhfkit.models.load_tokenizer"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.model.config.pad_token_id = tokenizer.pad_token_id
+        self.tokenizer = tokenizer
+        self.mean = 0.0 if mean is None else float(mean)
+        self.std = 1.0 if std is None else float(std)
+        self.batch_size = batch_size
+        self.__name__ = REWARD_MODEL_NAME  # TRL names the reward function's metrics after it
+
+    def encode(self, prompt, completion) -> list[int]:
+        """Token ids of one (prompt, completion), as ``RewardTrainer`` tokenizes ``(prompt, chosen)``."""
+        if isinstance(prompt, str):
+            text = prompt + completion
+            if not text.endswith(self.tokenizer.eos_token):
+                text += self.tokenizer.eos_token
+            return self.tokenizer(text=text)["input_ids"]
+        ids = self.tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)
+        return list(ids["input_ids"])
+
+    def score_ids(self, sequences: list[list[int]]):
+        """Raw scores (before normalisation) of token-id sequences, shape ``(len(sequences),)`` float32 on CPU."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            width = max(len(s) for s in batch)
+            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, s in enumerate(batch):  # right padding: the last real token is the EOS the score is read at
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(logits[:, 0].float().cpu())
+        return torch.cat(out)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        scores = self.score_ids([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)])
+        return ((scores - self.mean) / self.std).tolist()
+
+
+def run_grpo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    reward_model=None,
+    reward_tokenizer=None,
+    reward_funcs=None,
+    reward_weights: Sequence[float] | None = None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+) -> StageResult:
+    """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
+
+    Args:
+        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        train_dataset: rows with a ``prompt`` column (text, or a list of chat messages); a plain list of
+            prompt strings is accepted too. Other columns are passed to ``reward_funcs`` as keyword arguments.
+        config: a ``trl.GRPOConfig``; build it with :func:`grpo_config` (presets, precision, ``beta=0.04``).
+            ``beta == 0`` logs a warning: no reference model, no KL leash.
+        reward_model: folder of a trained reward model (``run_reward``'s ``model_dir``) or a loaded
+            ``AutoModelForSequenceClassification``; scored by :class:`RewardModelScorer` exactly as
+            ``RewardTrainer`` trained it. With the ``qlora`` preset a folder is loaded in 4 bits.
+        reward_tokenizer: the reward model's tokenizer; loaded from ``reward_model`` when it is a folder.
+        reward_funcs: one or a list of extra rule-based reward functions, TRL's signature
+            ``f(prompts, completions, completion_ids, **columns) -> list[float]``.
+        reward_weights: one weight per reward function, the reward model first; replaces
+            ``config.reward_weights`` (default: all 1.0).
+        preset: ``full`` | ``lora`` | ``qlora``. With LoRA the reference is the policy with its adapter
+            disabled (TRL does this), so no second copy of the model is loaded.
+        callbacks: extra ``TrainerCallback``s; rlhfkit's KL-health / reward-hacking monitors are always added.
+        monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
+        reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
+    Returns:
+        a :class:`StageResult` whose ``model_dir`` holds the (merged) policy.
+    """
+    from trl import GRPOTrainer
+
+    from rlhfkit.models import load_policy, load_reward_model
+    from rlhfkit.presets import method_preset
+
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    if reward_model is None and not reward_funcs:
+        raise ConfigError("run_grpo needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
+    if config.beta == 0:
+        logger.warning(
+            "grpo: beta=0 removes the KL penalty to the SFT model, so nothing keeps the policy where the reward model "
+            "is accurate (reward hacking); set beta > 0 (rlhfkit's default %s)",
+            DEFAULT_BETA,
+        )
+    train_dataset = _prompt_dataset(train_dataset)
+
+    funcs: list = []
+    if reward_model is not None:
+        if isinstance(reward_model, str | os.PathLike):
+            rm_preset = method_preset("qlora") if method.quantization is not None else "full"
+            reward_model, loaded_tokenizer = load_reward_model(
+                reward_model, rm_preset, trust_remote_code=trust_remote_code
+            )
+            reward_tokenizer = reward_tokenizer or loaded_tokenizer
+        elif reward_tokenizer is None:
+            raise ConfigError("reward_tokenizer is required when reward_model is a loaded model; pass its tokenizer")
+        funcs.append(RewardModelScorer(reward_model, reward_tokenizer, mean=reward_mean, std=reward_std))
+    funcs.extend([reward_funcs] if callable(reward_funcs) else list(reward_funcs or []))
+    if reward_weights is not None:
+        config.reward_weights = [float(w) for w in reward_weights]
+    if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
+        raise ConfigError(
+            f"reward_weights={config.reward_weights} has {len(config.reward_weights)} weight(s) for {len(funcs)} "
+            "reward function(s); give one per function, the reward model first"
+        )
+
+    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=config,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=method.lora,
+        callbacks=list(callbacks or []),
+    )
+    scorer = funcs[0] if isinstance(funcs[0], RewardModelScorer) else None
+    if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
+        scorer.model.to(trainer.accelerator.device)
+    for callback in _monitor_callbacks(trainer, monitor_config, scorer):
+        trainer.add_callback(callback)
+    return _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
+
+
+def _prompt_dataset(data):
+    """A Dataset with a ``prompt`` column from a Dataset, a list of row dicts or a list of prompt strings."""
+    if isinstance(data, Sequence) and data and isinstance(data[0], str):
+        data = [{"prompt": p} for p in data]
+    return as_dataset(data, "train_dataset", ("prompt",))
+
+
+def _monitor_callbacks(trainer, monitor_config, scorer) -> list:
+    """rlhfkit's monitors for this run (always on), or none while ``rlhfkit.monitors`` is not installed."""
+    try:
+        from rlhfkit import monitors
+    except ImportError:
+        logger.warning("grpo: rlhfkit.monitors is not available; training without KL-health monitors")
+        return []
+    return monitors.build_monitors(monitor_config or monitors.MonitorConfig(), trainer=trainer)
