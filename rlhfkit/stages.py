@@ -380,15 +380,20 @@ def run_grpo(
             ``config.reward_weights`` (default: all 1.0).
         preset: ``full`` | ``lora`` | ``qlora``. With LoRA the reference is the policy with its adapter
             disabled (TRL does this), so no second copy of the model is loaded.
-        callbacks: extra ``TrainerCallback``s; rlhfkit's KL-health / reward-hacking monitors are always added.
+        callbacks: extra ``TrainerCallback``s; rlhfkit's KL-health / reward-hacking monitors are always added
+            (:func:`rlhfkit.monitors.build_monitors`): alerts are logged, ``stop`` alerts end training with a
+            checkpoint, the timeline is saved to ``<output_dir>/health.jsonl`` with PNG plots, and the reference
+            and reward models are checked bit-identical at the end.
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
         reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
     Returns:
-        a :class:`StageResult` whose ``model_dir`` holds the (merged) policy.
+        a :class:`StageResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]`` counts
+        the monitor's alerts.
     """
     from trl import GRPOTrainer
 
     from rlhfkit.models import load_policy, load_reward_model
+    from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
     from rlhfkit.presets import method_preset
 
     method = method_preset(preset) if isinstance(preset, str) else preset
@@ -435,9 +440,14 @@ def run_grpo(
     scorer = funcs[0] if isinstance(funcs[0], RewardModelScorer) else None
     if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
         scorer.model.to(trainer.accelerator.device)
-    for callback in _monitor_callbacks(trainer, monitor_config, scorer):
+    # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
+    monitors = build_monitors(monitor_config or MonitorConfig(), trainer=trainer)
+    for callback in monitors:
         trainer.add_callback(callback)
-    return _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
+    result = _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    result.metrics["monitor_alerts"] = len(health.alerts)
+    return result
 
 
 def _prompt_dataset(data):
@@ -445,13 +455,3 @@ def _prompt_dataset(data):
     if isinstance(data, Sequence) and data and isinstance(data[0], str):
         data = [{"prompt": p} for p in data]
     return as_dataset(data, "train_dataset", ("prompt",))
-
-
-def _monitor_callbacks(trainer, monitor_config, scorer) -> list:
-    """rlhfkit's monitors for this run (always on), or none while ``rlhfkit.monitors`` is not installed."""
-    try:
-        from rlhfkit import monitors
-    except ImportError:
-        logger.warning("grpo: rlhfkit.monitors is not available; training without KL-health monitors")
-        return []
-    return monitors.build_monitors(monitor_config or monitors.MonitorConfig(), trainer=trainer)

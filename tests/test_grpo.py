@@ -216,6 +216,8 @@ def test_rule_reward_combined_with_reward_model_by_weights(nano_model, tmp_path)
         reward_weights=[1.0, 0.5],
     )
     assert sum(calls) == 2 * 16  # two steps of 16 completions
+    assert (tmp_path / "health.jsonl").exists() and result.metrics["monitor_alerts"] >= 0  # monitors always on
+    assert (tmp_path / "health_reward_kl.png").exists()
     for h in (h for h in result.log_history if "reward" in h):
         rm, rule = h["rewards/reward_model/mean"], h["rewards/ends_with_period_counted/mean"]
         assert h["reward"] == pytest.approx(1.0 * rm + 0.5 * rule, abs=1e-5)
