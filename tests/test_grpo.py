@@ -1,6 +1,9 @@
 """GRPO stage on the lab: the reward model scored as it was trained, KL default, rule rewards, gold-reward gain."""
 
+import importlib.util
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +13,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import RewardConfig, RewardTrainer, SFTConfig
 
 from rlhfkit import lab
+from rlhfkit.configs import parse_recipe
 from rlhfkit.errors import ConfigError
 from rlhfkit.models import load_reward_model
+from rlhfkit.monitors import MonitorConfig
 from rlhfkit.stages import (
     DEFAULT_BETA,
     RewardModelScorer,
@@ -22,6 +27,7 @@ from rlhfkit.stages import (
     stage_config,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 COMMON = {"report_to": [], "seed": 0, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000}
 
 
@@ -239,3 +245,37 @@ def test_grpo_errors_name_the_field(nano_model, tmp_path):
     model, _ = load_reward_model(nano_model)
     with pytest.raises(ConfigError, match="reward_tokenizer is required"):
         run_grpo(nano_model, lab.make_prompts(8), _grpo_config(tmp_path), reward_model=model)
+
+
+# ------------------------------------------------------------------------------------------ recipe and configs
+def _recipe():
+    spec = importlib.util.spec_from_file_location("grpo_recipe", REPO / "recipes" / "grpo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["grpo_recipe"] = module  # Trainer pickles the config (a recipe class) into each checkpoint
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("config", ["configs/lab/grpo.yaml", "configs/qwen2.5-0.5b-instruct/grpo.yaml"])
+def test_grpo_configs_parse_with_a_kl_leash(config):
+    recipe = _recipe()
+    types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.GRPOConfig)
+    path = REPO / config
+    assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
+    model, data, reward, monitor, training = parse_recipe("grpo", types, ["--config", str(path)])
+    assert training.beta > 0 and training.bf16 is False  # CPU here: precision from the hardware, never bf16
+    assert reward.reward_model_path.endswith("reward/model") and isinstance(monitor, MonitorConfig)
+    _, _, _, _, overridden = parse_recipe("grpo", types, ["--config", str(path), "--beta", "0.1"])
+    assert overridden.beta == 0.1
+
+
+def test_grpo_recipe_runs_on_the_lab(nano_model, tmp_path):
+    recipe = _recipe()
+    types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.GRPOConfig)
+    (tmp_path / "no_beta.yaml").write_text(f"model_name_or_path: {nano_model}\nreward_model_path: {nano_model}\n")
+    argv = ["--config", str(tmp_path / "no_beta.yaml"), "--output_dir", str(tmp_path / "out"), "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "16", "--max_completion_length", "8", "--lab_samples", "64"]
+    args = parse_recipe("grpo", types, argv + ["--report_to", "none", "--gradient_checkpointing", "false"])
+    assert args[-1].beta == DEFAULT_BETA  # the recipe's GRPOConfig defaults to the KL leash, TRL's to 0
+    metrics = recipe.main(*args)
+    assert metrics["monitor_alerts"] == 0 and (tmp_path / "out" / "model" / "model.safetensors").exists()

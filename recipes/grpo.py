@@ -1,0 +1,102 @@
+"""Step 3 of InstructGPT, with GRPO: RL against the trained reward model, KL-leashed to the SFT model.
+
+    accelerate launch recipes/grpo.py --config configs/lab/grpo.yaml
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/grpo.py \
+        --config configs/qwen2.5-0.5b-instruct/grpo.yaml
+
+TRL's GRPOTrainer samples `num_generations` completions per prompt, scores them with the reward model
+(formatted exactly as RewardTrainer trained it: see rlhfkit.stages.RewardModelScorer), and uses each
+completion's reward relative to its group as the advantage; no value model. `beta` is the KL coefficient
+to the SFT model: this recipe defaults it to 0.04 where TRL defaults to 0 (no reference model, no leash).
+The monitors (rlhfkit.monitors) are always on: alerts in the log, `health.jsonl` and plots in `output_dir`,
+and any `MonitorConfig` field can be set in the YAML or on the command line (`--kl_limit 10`).
+
+Data rows need a `prompt` column (text, or chat messages for a chat model); `dataset: lab` uses the
+lab's prompts. Deliberately left out: rule-based reward functions (pass them to rlhfkit.stages.run_grpo
+from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import trl
+
+from rlhfkit.configs import DataArguments, ModelArguments, load_table, parse_recipe, resolve_model
+from rlhfkit.errors import ConfigError
+from rlhfkit.monitors import MonitorConfig
+from rlhfkit.stages import DEFAULT_BETA, run_grpo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOConfig(trl.GRPOConfig):
+    """TRL's GRPOConfig with rlhfkit's KL default (see ``rlhfkit.stages.DEFAULT_BETA`` for the reasoning)."""
+
+    beta: float = field(
+        default=DEFAULT_BETA,
+        metadata={"help": "KL coefficient to the SFT model (rlhfkit: 0.04, as DeepSeekMath); 0 removes the leash."},
+    )
+
+
+@dataclass
+class RewardArguments:
+    """The reward model GRPO optimises."""
+
+    reward_model_path: str = field(
+        default="runs/lab/reward/model", metadata={"help": "Folder (or hub id) of the trained reward model."}
+    )
+    reward_mean: float | None = field(
+        default=None, metadata={"help": "Scores become (score - mean) / std: reward_mean of the RM eval report."}
+    )
+    reward_std: float | None = field(default=None, metadata={"help": "reward_std of the reward model's eval report."})
+
+
+def load_prompts(data_args: DataArguments, seed: int):
+    """Prompt rows: the lab's prompts, or a table's ``prompt`` column (text or chat messages)."""
+    from datasets import Dataset
+
+    if data_args.dataset == "lab":
+        from rlhfkit.lab import make_prompts
+
+        return Dataset.from_dict({"prompt": make_prompts(data_args.lab_samples, seed=seed)})
+    table = load_table(data_args.dataset, data_args.dataset_split)
+    if "prompt" not in table.column_names:
+        cols = table.column_names
+        raise ConfigError(f"dataset={data_args.dataset!r} has columns {cols}; GRPO needs a prompt column")
+    table = table.shuffle(seed=seed)
+    if data_args.max_samples is not None:
+        table = table.select(range(min(data_args.max_samples, len(table))))
+    return table
+
+
+def main(model_args, data_args, reward_args, monitor_config, training_args) -> dict:
+    # ---------------------------------------------------------------- data
+    prompts = load_prompts(data_args, seed=training_args.seed)
+    logger.info("GRPO prompts: %d", len(prompts))
+
+    # ---------------------------------------------------------------- model + reward + training
+    result = run_grpo(
+        resolve_model(model_args.model_name_or_path),
+        prompts,
+        training_args,
+        reward_model=reward_args.reward_model_path,
+        reward_mean=reward_args.reward_mean,
+        reward_std=reward_args.reward_std,
+        preset=model_args.preset,
+        trust_remote_code=training_args.trust_remote_code,
+        monitor_config=monitor_config,
+    )
+
+    # ---------------------------------------------------------------- report
+    if training_args.process_index == 0:
+        last = next((h for h in reversed(result.log_history) if "reward" in h), {})
+        summary = {k: last.get(k) for k in ("reward", "kl", "completions/mean_length", "entropy")}
+        print(json.dumps({"model_dir": str(result.model_dir), **summary, **result.metrics}, indent=2, default=str))
+    return result.metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(*parse_recipe("grpo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, GRPOConfig)))
