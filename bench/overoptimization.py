@@ -20,7 +20,7 @@ lets the default one end the run), so the whole curve is seen. The script prints
 gold reward, KL in nats per sequence, mean tokens and list items, new alerts of each monitor), the gold peak and
 where each monitor first fired relative to it, and saves ``overoptimization.png``, ``overoptimization.json`` and
 the monitor's ``health.jsonl`` and plots in the run folder under ``--out``. Gold and proxy are measured on the
-training samples (temperature 1): each point is the mean over one step's 8 prompts x 8 completions.
+training samples (temperature 1): each point averages the logging interval (10 steps x 64 completions).
 
 Deliberately left out: PPO (rlhfkit.ppo was not committed when this was written; its trainer logs the same
 metric names, so the same recorders and monitors apply), and evaluation on held-out prompts.
