@@ -441,13 +441,33 @@ def run_grpo(
     if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
         scorer.model.to(trainer.accelerator.device)
     # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
-    monitors = build_monitors(monitor_config or MonitorConfig(), trainer=trainer)
+    frozen, frozen_exclude = _frozen_check_targets(trainer)
+    monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
         trainer.add_callback(callback)
     result = _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
     result.metrics["monitor_alerts"] = len(health.alerts)
     return result
+
+
+def _frozen_check_targets(trainer) -> tuple[dict, dict]:
+    """The monitors' frozen models and the parameters to skip in them, for :func:`rlhfkit.monitors.build_monitors`.
+
+    On the CPU, bitsandbytes repacks 4-bit weights in place (same values, another layout) on their first forward
+    and back whenever a checkpoint is saved, so their bytes change without training; they are skipped there. They
+    cannot be trained anyway (packed integers without gradients); the model's other parameters are still checked.
+    """
+    import re
+
+    from rlhfkit.monitors import frozen_models
+
+    models, exclude = frozen_models(trainer)
+    if trainer.accelerator.device.type == "cpu":
+        for label, module in models.items():
+            packed = [f"^{re.escape(n)}$" for n, p in module.named_parameters() if hasattr(p, "quant_state")]
+            exclude[label] = (*exclude.get(label, ()), *packed)
+    return models, exclude
 
 
 def _prompt_dataset(data):
