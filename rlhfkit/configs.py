@@ -178,3 +178,21 @@ def load_sft_data(data: DataArguments, seed: int = 0):
                 f"dataset={data.dataset!r} has columns {sorted(cols)}; SFT needs prompt+completion, messages or text"
             )
     return split_eval(table, data.eval_fraction, seed, data.max_samples)
+
+
+def load_preference_data(data: DataArguments, seed: int = 0, min_agreement: float = 0.0):
+    """Preference pairs (``prompt``/``chosen``/``rejected`` [+ ``agreement``]) as ``(train, eval)`` datasets.
+
+    ``dataset: lab`` asks the lab's simulated labeler pool (5 labelers, noise 0.2) to vote on
+    ``lab_samples`` comparisons and keeps the majority label, dropping pairs below ``min_agreement``.
+    """
+    from rlhfkit.data import from_votes, load_preferences
+
+    if data.dataset == "lab":
+        from rlhfkit.lab import LabelerPool, comparison_dataset
+
+        rows = comparison_dataset(data.lab_samples, LabelerPool(5, noise=0.2, seed=seed), seed=seed + 1)
+        loaded = from_votes(rows, min_agreement=min_agreement)
+    else:
+        loaded = load_preferences(data.dataset, data.dataset_format)
+    return split_eval(loaded.to_dataset(), data.eval_fraction, seed, data.max_samples)

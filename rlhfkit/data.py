@@ -704,8 +704,37 @@ FORMATS: dict[str, Callable[..., PreferenceData]] = {
 }
 
 
-def load_preferences(source: Any, format: str, **options: Any) -> PreferenceData:
-    """Convert ``source`` with the converter of ``format`` (a key of :data:`FORMATS`), passing ``options`` on."""
+# Column sets that identify a format, most specific first (used by format="auto").
+_SIGNATURES = (
+    ("votes", {"response_a", "response_b", "votes"}),
+    ("rankings", {"prompt", "responses", "ranking"}),
+    ("rankings", {"prompt", "responses", "scores"}),
+    ("scores", {"prompt", "completions"}),
+    ("columns", {"prompt", "chosen", "rejected"}),
+    ("hh", {"chosen", "rejected"}),
+)
+
+
+def detect_format(source: Any) -> str:
+    """The format of ``source`` from its columns (first row for JSON/JSONL), for ``format="auto"``."""
+    name, rows, columns, _ = read_rows(source)
+    if columns is None:
+        first = next((record for _, record in rows if isinstance(record, dict)), {})
+        columns = list(first)
+    for fmt, needed in _SIGNATURES:
+        if needed <= set(columns):
+            return fmt
+    raise DataError(
+        f"{name}: cannot tell the preference format from columns {sorted(columns)}; "
+        f"set the format explicitly (one of {', '.join(FORMATS)}) and name the columns"
+    )
+
+
+def load_preferences(source: Any, format: str = "auto", **options: Any) -> PreferenceData:
+    """Convert ``source`` with the converter of ``format`` (a key of :data:`FORMATS`, or ``auto`` to detect it
+    from the columns), passing ``options`` on."""
+    if format == "auto":
+        format = detect_format(source)
     if format not in FORMATS:
-        raise DataError(f"format={format!r} is unknown; choose one of {', '.join(FORMATS)}")
+        raise DataError(f"format={format!r} is unknown; choose one of auto, {', '.join(FORMATS)}")
     return FORMATS[format](source, **options)

@@ -118,9 +118,9 @@ def stage_preferences(ctx) -> tuple[dict, dict]:
         from rlhfkit.data import load_preferences
 
         loaded = load_preferences(cfg.data.preferences, format=cfg.data.preference_format)
-        table, held = split_eval(loaded.dataset, cfg.data.eval_fraction, cfg.seed)
+        table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)
         train, held_out = table.to_list(), [] if held is None else held.to_list()
-        metrics = {"n_pairs": len(train), "n_held_out": len(held_out), **loaded.summary()}
+        metrics = {"n_pairs": len(train), "n_held_out": len(held_out), "data": loaded.report.summary()}
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "eval.jsonl", held_out)
     ctx.say(f"[preferences] {len(train)} training pairs, {len(held_out)} held out")

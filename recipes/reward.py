@@ -1,0 +1,63 @@
+"""Step 2 of InstructGPT: a reward model trained on preference pairs, evaluated and gated before RL.
+
+    accelerate launch recipes/reward.py --config configs/lab/reward.yaml
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/reward.py \
+        --config configs/qwen2.5-0.5b-instruct/reward.yaml
+
+The model starts from the SFT checkpoint with a new one-output head (InstructGPT). Data: any format
+rlhfkit.data reads (HH-RLHF transcripts, prompt/chosen/rejected columns, K-wise rankings, scored
+completions, per-labeler votes), detected from the columns or set with `dataset_format`. After training,
+the held-out pairs are scored by rlhfkit.rm_eval (accuracy, AUC, calibration, length bias) and the gate
+says whether the model is strong enough to steer RL; the report lands in `output_dir/eval/`.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from trl import RewardConfig
+
+from rlhfkit.configs import DataArguments, ModelArguments, load_preference_data, parse_recipe, resolve_model
+from rlhfkit.stages import run_reward
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GateArguments:
+    min_agreement: float = field(default=0.0, metadata={"help": "Drop voted pairs below this labeler agreement."})
+    min_accuracy: float = field(default=0.60, metadata={"help": "Gate: held-out accuracy needed to go on to RL."})
+
+
+def main(model_args: ModelArguments, data_args: DataArguments, gate_args: GateArguments, training_args: RewardConfig):
+    # ---------------------------------------------------------------- data
+    train, held_out = load_preference_data(data_args, seed=training_args.seed, min_agreement=gate_args.min_agreement)
+    logger.info("preference pairs: %d train, %d held out", len(train), 0 if held_out is None else len(held_out))
+
+    # ---------------------------------------------------------------- model + training
+    result = run_reward(
+        resolve_model(model_args.model_name_or_path),
+        train,
+        training_args,
+        eval_dataset=held_out,
+        preset=model_args.preset,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+
+    # ---------------------------------------------------------------- evaluation + gate
+    if held_out is not None and training_args.process_index == 0:
+        from rlhfkit.models import load_reward_model
+        from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
+
+        model, tokenizer = load_reward_model(result.model_dir)
+        report = evaluate_reward_model(model, tokenizer, held_out)
+        verdict = rm_gate(report, min_accuracy=gate_args.min_accuracy)
+        write_report(report, f"{training_args.output_dir}/eval", verdict=verdict)
+        print(json.dumps({"model_dir": str(result.model_dir), "accuracy": report.accuracy, "auc": report.auc}))
+        print(f"gate: {verdict.summary}")
+    return result.metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(*parse_recipe("reward", (ModelArguments, DataArguments, GateArguments, RewardConfig)))
