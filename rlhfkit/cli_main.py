@@ -117,7 +117,12 @@ def _execute(cfg, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)])
     start = time.perf_counter()
     console.rule(f"rlhfkit pipeline -> {cfg.output_dir}")
-    manifest = run_pipeline(cfg, from_stage=args.from_stage, until=args.until, say=console.print)
+    manifest = run_pipeline(
+        cfg,
+        from_stage=args.from_stage,
+        until=args.until,
+        say=lambda msg: console.print(msg, markup=False, highlight=False),
+    )
     paths = write_pipeline_report(cfg, manifest)
     print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
     console.print(f"report: {paths['markdown']}")

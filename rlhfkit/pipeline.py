@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,13 +139,17 @@ class PipelineConfig:
         section = dict(self.trl.get(stage, {}))
         section.setdefault("seed", self.seed)
         section.setdefault("report_to", "none")
-        out = self.output_dir / stage
+        out = self.output_dir / ("rl" if stage in ("ppo", "grpo") else stage)  # the pipeline stage's folder
         if stage == "sft":
             from trl import SFTConfig as cls
         elif stage == "reward":
             from trl import RewardConfig as cls
         elif stage == "grpo":
             from trl import GRPOConfig as cls
+
+            from rlhfkit.stages import GRPO_DEFAULTS
+
+            section = {**GRPO_DEFAULTS, **section}  # beta=0.04: TRL's default 0 removes the KL leash
         elif stage == "ppo":
             from rlhfkit.ppo import PPOConfig as cls
         else:
@@ -289,7 +294,10 @@ def run_pipeline(
             say(f"[{stage}] done earlier, skipping")
             ctx.outputs[stage] = {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
         else:
-            say(f"[{stage}] {'resuming' if entry.get('status') == 'running' else 'starting'}")
+            resuming = entry.get("status") in ("running", "failed")
+            if not resuming and ctx.dir(stage).exists():  # a fresh start (or --from): no stale checkpoints
+                shutil.rmtree(ctx.dir(stage))
+            say(f"[{stage}] {'resuming' if resuming else 'starting'}")
             manifest.start(stage, inputs, digest)
             try:
                 outputs, metrics = getattr(pipeline_stages, f"stage_{stage}")(ctx)

@@ -227,3 +227,149 @@ def stage_rm_eval(ctx) -> tuple[dict, dict]:
         write_json(ctx.dir("rm_eval") / "metrics.json", metrics)
         raise GateFailed(f"reward-model gate failed: {verdict.summary}; set gate.override: true to run RL anyway")
     return {"report_dir": str(ctx.dir("rm_eval"))}, metrics
+
+
+# ------------------------------------------------------------------------------------------ RL
+def _gold_reward_func():
+    """A weight-0 GRPO reward function logging the lab's gold reward beside the proxy (``rewards/lab_gold/mean``)."""
+    from rlhfkit.lab import gold_reward
+
+    def lab_gold(prompts, completions, **_):
+        return [gold_reward(p, c) for p, c in zip(prompts, completions)]
+
+    return lab_gold
+
+
+def stage_rl(ctx) -> tuple[dict, dict]:
+    from rlhfkit.monitors import MonitorConfig
+
+    cfg = ctx.cfg
+    prompts = _rl_prompts(ctx, cfg.lab.rl_prompts, seed=cfg.seed + 3)
+    rm = ctx.outputs["rm_eval"]["metrics"]
+    monitor = MonitorConfig(**cfg.trl["monitor"])
+    if cfg.rl.algorithm == "grpo":
+        from rlhfkit.stages import run_grpo
+
+        lab_task = cfg.data.prompts == LAB
+        if lab_task:  # log gold beside proxy so over-optimisation shows in the health timeline
+            monitor = dataclasses_replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+        result = run_grpo(
+            ctx.outputs["sft"]["model_dir"],
+            [{"prompt": p} for p in prompts],
+            cfg.stage_config("grpo"),
+            reward_model=ctx.outputs["reward"]["model_dir"],
+            reward_funcs=[_gold_reward_func()] if lab_task else None,
+            reward_weights=[1.0, 0.0] if lab_task else None,
+            preset=cfg.model.preset,
+            monitor_config=monitor,
+            reward_mean=rm.get("reward_mean"),
+            reward_std=rm.get("reward_std"),
+        )
+    else:
+        from rlhfkit.stages import run_ppo
+
+        result = run_ppo(
+            ctx.outputs["sft"]["model_dir"],
+            [{"prompt": p} for p in prompts],
+            cfg.stage_config("ppo"),
+            reward_model=ctx.outputs["reward"]["model_dir"],
+            preset=cfg.model.preset,
+            monitor_config=monitor,
+            reward_mean=rm.get("reward_mean"),
+            reward_std=rm.get("reward_std"),
+        )
+    log = [row for row in result.log_history if "train_runtime" not in row]
+    write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
+    kl_key = "objective/kl" if cfg.rl.algorithm == "ppo" else "kl"
+    kls = [row[kl_key] for row in log if kl_key in row]
+    lengths = [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
+    if cfg.rl.algorithm == "grpo" and kls and lengths:  # GRPO logs KL per token: put it per sequence
+        kls = [k * n for k, n in zip(kls, lengths)]
+    health = _read_health(ctx.dir("rl"))
+    metrics = {
+        "final_kl": kls[-1] if kls else None,
+        "alerts": result.metrics.get("monitor_alerts", len(health)),
+        "alert_messages": health,
+        "train_runtime": result.metrics.get("train_runtime"),
+    }
+    return {"model_dir": str(result.model_dir)}, metrics
+
+
+GOLD_KEY = "rewards/lab_gold/mean"
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def _rename_gold(row: dict) -> dict:
+    return {("lab/gold" if k == GOLD_KEY else k): v for k, v in row.items()}
+
+
+def _read_health(run_dir: Path) -> list[str]:
+    """Alert messages from the monitor's health timeline, in order."""
+    path = run_dir / "health.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for row in read_jsonl(path):
+        for alert in row.get("alerts", []):
+            out.append(f"step {row.get('step')}: {alert.get('message', alert) if isinstance(alert, dict) else alert}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ final evaluation
+def sample_responses(model_dir: str, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 64):
+    """Sample one response per prompt (temperature 1, top_k 0, top_p 1: the policy itself)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhfkit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                temperature=1.0,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def stage_final_eval(ctx) -> tuple[dict, dict]:
+    from rlhfkit.models import load_reward_model
+    from rlhfkit.rm_eval import score_texts
+
+    cfg = ctx.cfg
+    prompts = _rl_prompts(ctx, cfg.rl.eval_prompts, seed=cfg.seed + 10_000)
+    rm, rm_tok = load_reward_model(ctx.outputs["reward"]["model_dir"])
+    metrics: dict[str, Any] = {"n_prompts": len(prompts)}
+    samples = {}
+    for name, stage in (("sft", "sft"), ("rl", "rl")):
+        responses = sample_responses(ctx.outputs[stage]["model_dir"], prompts, cfg.rl.max_new_tokens, cfg.seed)
+        samples[name] = responses
+        texts = [p + r + rm_tok.eos_token for p, r in zip(prompts, responses)]
+        metrics[f"proxy_{name}"] = float(np.mean(score_texts(rm, rm_tok, texts)))
+        metrics[f"length_{name}"] = float(np.mean([len(r) for r in responses]))
+        if cfg.data.prompts == LAB:
+            from rlhfkit.lab import gold_rewards
+
+            metrics[f"gold_{name}"] = float(gold_rewards(prompts, responses).mean())
+    if "gold_rl" in metrics:
+        metrics["gold_gain"] = metrics["gold_rl"] - metrics["gold_sft"]
+        ctx.say(f"[final_eval] gold reward: SFT {metrics['gold_sft']:.3f} -> RL {metrics['gold_rl']:.3f}")
+    rows = [{"prompt": p, "sft": s, "rl": r} for p, s, r in zip(prompts, samples["sft"], samples["rl"])]
+    write_jsonl(ctx.dir("final_eval") / "samples.jsonl", rows)
+    return {"samples": str(ctx.dir("final_eval") / "samples.jsonl")}, metrics
