@@ -598,9 +598,9 @@ class PPOTrainer(Trainer):
         )
 
         # ---- optimiser, scheduler, devices
-        if args.gradient_checkpointing:
+        if args.activation_checkpointing:  # transformers 5's name; `gradient_checkpointing` is its alias
             for m in _pretrained_models(wrapper):
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs=_checkpointing_kwargs(args))
         self.create_optimizer_and_scheduler(num_training_steps=self.num_total_batches)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -671,9 +671,11 @@ class PPOTrainer(Trainer):
         args, tok, device = self.args, self.processing_class, self.accelerator.device
         queries, query_mask = _left_pad([self.prompt_ids[i] for i in indices], tok.pad_token_id, device)
         P, chunk = queries.shape[1], args.local_rollout_forward_batch_size
-        self.model.eval()  # dropout is off anyway; eval() lets generate use its KV cache under grad checkpointing
         generated = []
-        with self.accelerator.autocast():
+        # Stay in train mode (dropout is off anyway): bitsandbytes repacks CPU 4-bit weights for inference in
+        # eval mode, and backprop through repacked weights is wrong. Gradient checkpointing is paused instead, so
+        # that generate can use its KV cache.
+        with self.accelerator.autocast(), _no_gradient_checkpointing(self.model, _checkpointing_kwargs(args)):
             for s in range(0, len(indices), chunk):
                 with self._as_policy():
                     out = self.policy.generate(
@@ -699,7 +701,6 @@ class PPOTrainer(Trainer):
                 if self.reward_fn is None and self.reward_processing_class is None:
                     last = P + mask[sl].sum(1) - 1
                     model_scores.append(self._reward_per_token(inputs)[torch.arange(len(last), device=device), last])
-        self.model.train()
 
         completions = tok.batch_decode(responses.masked_fill(~mask, tok.pad_token_id), skip_special_tokens=True)
         prompts = [self.prompt_texts[i] for i in indices]
@@ -993,6 +994,23 @@ def _pretrained_models(wrapper: nn.Module) -> list[nn.Module]:
     if isinstance(wrapper, SharedBase):
         return [wrapper.model.get_base_model()]
     return [m.get_base_model() if hasattr(m, "get_base_model") else m for m in (wrapper.policy, wrapper.value_model)]
+
+
+@contextlib.contextmanager
+def _no_gradient_checkpointing(wrapper: nn.Module, checkpointing_kwargs: dict[str, Any]) -> Iterator[None]:
+    paused = [m for m in _pretrained_models(wrapper) if m.is_activation_checkpointing]
+    for m in paused:
+        m.activation_checkpointing_disable()
+    try:
+        yield
+    finally:
+        for m in paused:
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+
+
+def _checkpointing_kwargs(args) -> dict[str, Any]:
+    # Non-reentrant checkpointing: works with frozen inputs (LoRA on a frozen base) without enable_input_require_grads.
+    return {"use_reentrant": False, **(args.activation_checkpointing_kwargs or {})}
 
 
 def _tokenize_prompts(dataset, tokenizer) -> tuple[list[list[int]], list[str]]:
