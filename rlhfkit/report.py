@@ -136,7 +136,10 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
         out / "plots" / "rl.png",
         [
             ("reward-model score", [("proxy", *_series(rl_log, reward_key)), ("gold", *_series(rl_log, "lab/gold"))]),
-            ("KL to SFT", [("kl", *_series(rl_log, kl_key))]),
+            (
+                "KL to SFT, nats/" + ("sequence" if kl_key == "objective/kl" else "token"),
+                [("kl", *_series(rl_log, kl_key))],
+            ),
             ("response length", [("length", *_series(rl_log, length_key))]),
         ],
         f"RL ({cfg.rl.algorithm})",
