@@ -461,6 +461,74 @@ def _load_adapter_weights(model, weights: dict[str, torch.Tensor], adapter_name:
         )
 
 
+def load_ppo_models(
+    sft_model: str | os.PathLike,
+    reward_model: str | os.PathLike,
+    *,
+    preset="full",
+    layout: str | None = None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Load the models of either layout from the SFT folder and the reward stage's output, for :class:`PPOTrainer`.
+
+    ``PPOTrainer(args, train_dataset=prompts, **load_ppo_models(sft, rm, preset="qlora"))``
+
+    Args:
+        sft_model: the SFT model folder (or hub id): the policy's start and the reference.
+        reward_model: the reward model folder. With the shared layout, the LoRA adapter the reward stage saved
+            beside it (``<reward output>/adapter``, or this folder itself if it is an adapter) becomes the reward
+            adapter; without one the reward model is loaded separately (4-bit under ``qlora``).
+        preset: ``full`` | ``lora`` | ``qlora`` (or a :class:`rlhfkit.presets.MethodPreset`).
+        layout: ``separate`` | ``shared``; default: ``separate`` for ``full``, ``shared`` with LoRA.
+    Returns:
+        keyword arguments for :class:`PPOTrainer`: ``processing_class``, ``model``, ``ref_model``,
+        ``reward_model``, ``value_model``, ``reward_processing_class``.
+    """
+    from peft import get_peft_model
+
+    from rlhfkit.models import load_policy, load_reward_model
+    from rlhfkit.presets import MethodPreset, method_preset
+
+    method = preset if isinstance(preset, MethodPreset) else method_preset(preset)
+    layout = layout or ("separate" if method.lora is None else "shared")
+    if layout not in ("separate", "shared"):
+        raise ConfigError(f"layout={layout!r} must be 'separate' or 'shared'")
+    if layout == "shared" and method.lora is None:
+        raise ConfigError("layout=shared keeps policy and value as LoRA adapters; use preset lora or qlora")
+    if layout == "separate" and method.quantization is not None:
+        raise ConfigError("layout=separate trains a full value model, which cannot be 4-bit; use layout=shared")
+    kw = {"trust_remote_code": trust_remote_code}
+    policy, tokenizer = load_policy(sft_model, method, **kw)
+    out: dict[str, Any] = {"processing_class": tokenizer, "ref_model": None, "value_model": None}
+    if layout == "separate":
+        if method.lora is None:
+            out["ref_model"] = load_policy(sft_model, "full", **kw)[0].requires_grad_(False)
+        else:
+            policy = get_peft_model(policy, method.lora)  # reference: the same weights with the adapter off
+        rm, rm_tokenizer = load_reward_model(reward_model, "full", **kw)
+        out["value_model"] = load_reward_model(reward_model, "full", **kw)[0]  # InstructGPT: V starts as the RM
+        out.update(model=policy, reward_model=rm.requires_grad_(False))
+    else:
+        adapter = next(
+            (
+                d
+                for d in (os.path.join(reward_model, os.pardir, "adapter"), str(reward_model))
+                if os.path.isfile(os.path.join(d, "adapter_config.json"))
+            ),
+            None,
+        )
+        rm, rm_tokenizer = None, tokenizer
+        if adapter is None:
+            logger.info("no reward adapter beside %s: loading the reward model separately", reward_model)
+            rm_preset = method_preset("qlora") if method.quantization is not None else "full"
+            rm, rm_tokenizer = load_reward_model(reward_model, rm_preset, **kw)
+            rm.requires_grad_(False)
+        out.update(model=build_shared_base(policy, method.lora, reward_adapter=adapter), reward_model=rm)
+    same_vocab = rm_tokenizer.get_vocab() == tokenizer.get_vocab()
+    out["reward_processing_class"] = None if same_vocab else rm_tokenizer
+    return out
+
+
 # ============================================================================================== trainer
 RewardFunction = Callable[..., Sequence[float]]
 
@@ -922,7 +990,6 @@ class PPOTrainer(Trainer):
         """Checkpoints (internal calls): every trainable tensor, for exact resume. Otherwise: the final policy
         (the full model, or the policy LoRA adapter for peft policies) + tokenizer, as safetensors."""
         output_dir = output_dir or self.args.output_dir
-        self.accelerator.wait_for_everyone()
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)

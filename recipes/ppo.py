@@ -1,0 +1,137 @@
+"""Step 3 of InstructGPT, with PPO: RL against the trained reward model, KL-penalised towards the SFT model.
+
+    accelerate launch recipes/ppo.py --config configs/lab/ppo.yaml
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/ppo.py \
+        --config configs/qwen2.5-0.5b-instruct/ppo.yaml
+
+rlhfkit's PPOTrainer (TRL removed its own in 1.13; names, defaults and metrics follow TRL 1.12): each update
+samples responses, scores them with the reward model at their last token, subtracts a per-token KL penalty
+(``kl_coef``; adaptive with ``target_kl``), and takes ``num_ppo_epochs`` clipped steps for the policy and a value
+model. Two layouts (``layout``): ``separate`` models (preset full) or one ``shared`` base (preset lora / qlora)
+holding the policy, value and reward adapters, whose reference is the base with adapters disabled.
+The monitors (rlhfkit.monitors) are always on; any ``MonitorConfig`` field can be set in the YAML.
+
+A rerun resumes from the newest ``checkpoint-N`` in ``output_dir``. The final policy is written to
+``output_dir/model`` (a full model; a LoRA policy is merged, its adapter kept in ``output_dir/adapter``).
+With ``dataset: lab`` the lab's gold reward of SFT and PPO answers (sampled at ``temperature``) to held-out
+prompts is reported.
+Deliberately left out: rule-based rewards (pass a function to PPOTrainer from Python) and PPO-ptx.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhfkit.configs import DataArguments, ModelArguments, load_table, parse_recipe, resolve_model
+from rlhfkit.errors import ConfigError
+from rlhfkit.monitors import MonitorConfig
+from rlhfkit.ppo import PPOConfig, PPOTrainer, load_ppo_models
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PPOScriptArguments:
+    """The reward model PPO optimises, and how the models share memory."""
+
+    reward_model_path: str = field(
+        default="runs/lab/reward/model", metadata={"help": "Folder of the trained reward model (reward stage)."}
+    )
+    layout: str | None = field(
+        default=None, metadata={"help": "separate | shared (one base + adapters); default from the preset."}
+    )
+    eval_prompts: int = field(default=200, metadata={"help": "Lab only: held-out prompts for the gold-reward report."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub (off by default)."})
+
+
+def load_prompts(data_args: DataArguments, seed: int):
+    """Prompt rows: the lab's prompts, or a table's ``prompt`` column (text or chat messages)."""
+    from datasets import Dataset
+
+    if data_args.dataset == "lab":
+        from rlhfkit.lab import make_prompts
+
+        return Dataset.from_dict({"prompt": make_prompts(data_args.lab_samples, seed=seed)})
+    table = load_table(data_args.dataset, data_args.dataset_split)
+    if "prompt" not in table.column_names:
+        raise ConfigError(f"dataset={data_args.dataset!r} has columns {table.column_names}; PPO needs a prompt column")
+    table = table.shuffle(seed=seed)
+    if data_args.max_samples is not None:
+        table = table.select(range(min(data_args.max_samples, len(table))))
+    return table
+
+
+def lab_gold(model_dir: str, prompts: list[str], max_new_tokens: int, temperature: float, seed: int = 0) -> float:
+    """Mean lab gold reward of answers sampled as in training (``temperature``, no top-k / top-p) from a model."""
+    import torch
+
+    from rlhfkit.lab import gold_rewards
+    from rlhfkit.models import load_policy
+
+    model, tok = load_policy(model_dir, padding_side="left")
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0
+        )
+    answers = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return float(gold_rewards(prompts, answers).mean())
+
+
+def main(model_args, data_args, script_args, monitor_config, training_args) -> dict:
+    from rlhfkit.io import atomic_path
+    from rlhfkit.monitors import build_monitors
+    from rlhfkit.stages import ADAPTER_SUBDIR, MODEL_SUBDIR, last_checkpoint, merge_adapter
+
+    # ---------------------------------------------------------------- data
+    prompts = load_prompts(data_args, seed=training_args.seed)
+    logger.info("PPO prompts: %d", len(prompts))
+
+    # ---------------------------------------------------------------- models
+    sft = resolve_model(model_args.model_name_or_path)
+    models = load_ppo_models(
+        sft,
+        script_args.reward_model_path,
+        preset=model_args.preset,
+        layout=script_args.layout,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+
+    # ---------------------------------------------------------------- train
+    trainer = PPOTrainer(training_args, train_dataset=prompts, **models)
+    for callback in build_monitors(monitor_config, trainer=trainer):
+        trainer.add_callback(callback)
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir))
+
+    # ---------------------------------------------------------------- save
+    out, tok = Path(training_args.output_dir), models["processing_class"]
+    if trainer.accelerator.is_main_process:
+        is_lora = trainer.shared is not None or hasattr(trainer.policy, "peft_config")
+        with atomic_path(out / (ADAPTER_SUBDIR if is_lora else MODEL_SUBDIR)) as tmp:
+            trainer.save_model(str(tmp))
+        if is_lora:  # model/ always holds a full model (merged into an unquantised copy of the SFT weights)
+            with atomic_path(out / MODEL_SUBDIR) as tmp:
+                merge_adapter(out / ADAPTER_SUBDIR, sft, tok).save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
+
+    # ---------------------------------------------------------------- evaluate
+    last = next((h for h in reversed(trainer.state.log_history) if "objective/scores" in h), {})
+    summary = {k: last.get(k) for k in ("objective/scores", "objective/kl", "completions/mean_length")}
+    if data_args.dataset == "lab" and trainer.accelerator.is_main_process:
+        from rlhfkit.lab import make_prompts
+
+        held_out = make_prompts(script_args.eval_prompts, seed=training_args.seed + 10_000)
+        n, temp = training_args.response_length, training_args.temperature
+        summary["gold_sft"] = lab_gold(sft, held_out, n, temp)  # PPO optimises the sampled policy: sample it
+        summary["gold_ppo"] = lab_gold(str(out / MODEL_SUBDIR), held_out, n, temp)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"model_dir": str(out / MODEL_SUBDIR), **summary}, indent=2, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(*parse_recipe("ppo", (ModelArguments, DataArguments, PPOScriptArguments, MonitorConfig, PPOConfig)))
