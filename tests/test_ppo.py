@@ -7,6 +7,7 @@ near 0.1 and the maximum is 1.0.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from transformers import TrainerCallback
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, SharedBase, build_shared_base, use_adapter
 
+REPO = Path(__file__).resolve().parents[1]
 WORDS = ["<eos>", "<pad>"] + [f"w{i}" for i in range(30)] + ["Q:", "say", "A:"]
 GOOD = {"w1", "w2", "w3"}
 PROMPTS = [f"Q: say w{i % 30} A:" for i in range(64)]
@@ -446,3 +448,81 @@ def test_shared_base_trains_on_a_4bit_nf4_base(tmp_path):
     # bitsandbytes repacks CPU 4-bit weights for inference in eval mode; the trainer must never trigger it
     states = [m.weight.quant_state for m in base.modules() if type(m).__name__ == "Linear4bit"]
     assert states and not any(getattr(s, "packing_format_for_cpu", False) for s in states)
+
+
+# ----------------------------------------------------------------------------------------- recipe and configs
+def _recipe():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ppo_recipe", REPO / "recipes" / "ppo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ppo_recipe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _types(recipe):
+    from rlhfkit.monitors import MonitorConfig
+
+    return (recipe.ModelArguments, recipe.DataArguments, recipe.PPOScriptArguments, MonitorConfig, recipe.PPOConfig)
+
+
+@pytest.mark.parametrize("config", ["configs/lab/ppo.yaml", "configs/qwen2.5-0.5b-instruct/ppo.yaml"])
+def test_ppo_configs_parse_with_their_recipe(config):
+    from rlhfkit.configs import parse_recipe
+
+    path = REPO / config
+    assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
+    model, data, script, monitor, training = parse_recipe("ppo", _types(_recipe()), ["--config", str(path)])
+    assert training.bf16 is False and training.stop_token == "eos"  # CPU here: precision from the hardware
+    assert script.reward_model_path.endswith("reward/model") and training.kl_coef > 0
+    _, _, _, _, overridden = parse_recipe("ppo", _types(_recipe()), ["--config", str(path), "--kl_coef", "0.1"])
+    assert overridden.kl_coef == 0.1
+
+
+def _reward_stage_output(nano_model, out):
+    """A reward stage's output folder: model/ (merged) and adapter/ (SEQ_CLS LoRA + score head)."""
+    import shutil
+
+    from peft import get_peft_model
+
+    from rlhfkit.models import load_reward_model
+
+    shutil.copytree(nano_model, out / "model")
+    rm, tok = load_reward_model(nano_model)
+    get_peft_model(rm, lora_config("SEQ_CLS", modules_to_save=["score"])).save_pretrained(out / "adapter")
+    return out / "model"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["full", "lora"])
+def test_ppo_recipe_runs_on_the_lab(nano_model, tmp_path, preset):
+    from rlhfkit.configs import parse_recipe
+
+    recipe = _recipe()
+    reward = _reward_stage_output(nano_model, tmp_path / "reward")
+    argv = ["--config", str(REPO / "configs/lab/ppo.yaml"), "--model_name_or_path", str(nano_model)]
+    argv += ["--reward_model_path", str(reward), "--output_dir", str(tmp_path / "out"), "--preset", preset]
+    argv += ["--total_episodes", "32", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2"]
+    argv += ["--response_length", "8", "--lab_samples", "64", "--eval_prompts", "8", "--save_steps", "1"]
+    args = parse_recipe("ppo", _types(recipe), argv)
+    summary = recipe.main(*args)
+    assert (tmp_path / "out/model/model.safetensors").exists() and {"gold_sft", "gold_ppo"} <= set(summary)
+    assert (tmp_path / "out/adapter/adapter_model.safetensors").exists() == (preset == "lora")
+    assert (tmp_path / "out/checkpoint-2/trainable.safetensors").exists()
+
+
+def test_load_ppo_models_picks_the_layout_from_the_preset(nano_model, tmp_path):
+    from rlhfkit.ppo import load_ppo_models
+
+    reward = _reward_stage_output(nano_model, tmp_path / "reward")
+    separate = load_ppo_models(nano_model, reward, preset="full")
+    assert not isinstance(separate["model"], SharedBase)
+    assert not any(p.requires_grad for m in ("ref_model", "reward_model") for p in separate[m].parameters())
+    assert all(p.requires_grad for p in separate["value_model"].parameters())
+    shared = load_ppo_models(nano_model, reward, preset="lora")
+    assert isinstance(shared["model"], SharedBase) and shared["model"].reward_adapter == "reward"
+    assert shared["reward_model"] is None and shared["ref_model"] is None
+    with pytest.raises(ConfigError, match="layout=shared"):
+        load_ppo_models(nano_model, reward, preset="full", layout="shared")
