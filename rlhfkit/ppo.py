@@ -267,15 +267,17 @@ class PolicyAndValue(nn.Module):
         self.policy = policy
         self.value_model = value_model
 
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
-        out = self.policy(
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0, part: str = "policy"):
+        """``part="policy"``: the policy's logits (the last ``logits_to_keep`` positions); ``"value"``: values."""
+        if part == "value":
+            return self.values(input_ids, attention_mask, position_ids)
+        return self.policy(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             logits_to_keep=logits_to_keep,
             use_cache=False,
-        )
-        return out.logits, self.values(input_ids, attention_mask, position_ids)
+        ).logits
 
     def values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         return per_token_scores(*_backbone_and_head(self.value_model), input_ids, attention_mask, position_ids)
@@ -316,16 +318,19 @@ class SharedBase(nn.Module):
         inner = self.model.get_base_model()
         return getattr(inner, inner.base_model_prefix)
 
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0, part: str = "policy"):
+        """As :meth:`PolicyAndValue.forward`. Run backward inside ``use_adapter`` of the same adapter: activation
+        checkpointing recomputes the forward during backward, with whichever adapter is active then."""
+        if part == "value":
+            return self.values(input_ids, attention_mask, position_ids)
         with use_adapter(self.model, self.policy_adapter):
-            logits = self.model(
+            return self.model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 logits_to_keep=logits_to_keep,
                 use_cache=False,
             ).logits
-        return logits, self.values(input_ids, attention_mask, position_ids)
 
     def values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         with use_adapter(self.model, self.value_adapter):
@@ -794,6 +799,11 @@ class PPOTrainer(Trainer):
             return use_adapter(self.shared.model, self.shared.policy_adapter)
         return contextlib.nullcontext()
 
+    def _as_value(self):
+        if self.shared is not None:
+            return use_adapter(self.shared.model, self.shared.value_adapter)
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def _as_reference(self):
         if self.ref_model is not None:
@@ -856,24 +866,27 @@ class PPOTrainer(Trainer):
             for m0 in range(0, self.local_batch_size, mini):
                 for j, u0 in enumerate(range(m0, m0 + mini, micro)):
                     idx = order[u0 : u0 + micro].to(self.accelerator.device)
-                    sync = j == n_micro - 1
-                    ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model_wrapped)
-                    with ctx:
-                        mask = batch["mask"][idx]
-                        inputs = self._forward_inputs(
-                            batch["queries"][idx], batch["query_mask"][idx], batch["responses"][idx], mask
-                        )
-                        logits, vpred = self.model_wrapped(**inputs, logits_to_keep=R + 1)
-                        logits = logits[:, :-1] / (args.temperature + 1e-7)
-                        new_logprobs = core.logprobs_from_logits(logits, batch["responses"][idx])
+                    mask, responses = batch["mask"][idx], batch["responses"][idx]
+                    inputs = self._forward_inputs(batch["queries"][idx], batch["query_mask"][idx], responses, mask)
+                    # Policy and value: separate forward + backward, each with its adapter active (shared base).
+                    # Gradients are synchronised across processes once, at the last backward of the mini-batch.
+                    with self._as_policy(), self.accelerator.no_sync(self.model_wrapped):
+                        logits = self.model_wrapped(**inputs, logits_to_keep=R + 1, part="policy")[:, :-1]
+                        logits = logits / (args.temperature + 1e-7)
+                        new_logprobs = core.logprobs_from_logits(logits, responses)
                         pg_loss, clipfrac, approxkl = core.clipped_policy_loss(
                             new_logprobs, batch["logprobs"][idx], adv["advantages"][idx], mask, args.cliprange
                         )
+                        self.accelerator.backward(pg_loss / n_micro)
+                    sync = (
+                        contextlib.nullcontext() if j == n_micro - 1 else self.accelerator.no_sync(self.model_wrapped)
+                    )
+                    with self._as_value(), sync:
+                        vpred = self.model_wrapped(**inputs, part="value")[:, P - 1 : -1]
                         vf_loss, vclip = core.clipped_value_loss(
-                            vpred[:, P - 1 : -1], batch["values"][idx], adv["returns"][idx], mask, args.cliprange_value
+                            vpred, batch["values"][idx], adv["returns"][idx], mask, args.cliprange_value
                         )
-                        loss = pg_loss + args.vf_coef * vf_loss
-                        self.accelerator.backward(loss / n_micro)
+                        self.accelerator.backward(args.vf_coef * vf_loss / n_micro)
                     with torch.no_grad():
                         ratio = core.masked_mean(torch.exp(new_logprobs - batch["logprobs"][idx]), mask)
                         entropy = core.masked_mean(core.entropy_from_logits(logits), mask)

@@ -526,3 +526,14 @@ def test_load_ppo_models_picks_the_layout_from_the_preset(nano_model, tmp_path):
     assert shared["reward_model"] is None and shared["ref_model"] is None
     with pytest.raises(ConfigError, match="layout=shared"):
         load_ppo_models(nano_model, reward, preset="full", layout="shared")
+
+
+def test_activation_checkpointing_does_not_change_the_shared_base_update(tmp_path):
+    """Checkpointing recomputes the forward during backward: the right adapter must be active then too."""
+    weights = []
+    for ckpt in (False, True):
+        trainer = shared_trainer(tmp_path / str(ckpt), total_episodes=32, activation_checkpointing=ckpt)
+        trainer.train()
+        weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+    for name, p in weights[0].items():
+        assert torch.allclose(p, weights[1][name], atol=1e-6), name
