@@ -632,18 +632,19 @@ class PPOTrainer(Trainer):
                         "AutoModelForSequenceClassification.from_pretrained(sft_path, num_labels=1)"
                     )
                 value_model = copy.deepcopy(self.reward_model).requires_grad_(True)  # InstructGPT: V init from RM
-            for what, scorer in (("value_model", value_model), ("reward_model", self.reward_model)):
-                labels = getattr(getattr(scorer, "config", None), "num_labels", 1)
-                if labels != 1:
-                    raise ConfigError(
-                        f"{what} has num_labels={labels}; PPO needs one scalar per token: load it with "
-                        "AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)"
-                    )
             self.ref_model, self.policy = ref_model, model
             wrapper = PolicyAndValue(model, value_model)
-            for what, frozen in (("ref_model", ref_model), ("reward_model", self.reward_model)):
-                if frozen is not None:
-                    _require_frozen(frozen, what)
+            if ref_model is not None:
+                _require_frozen(ref_model, "ref_model")
+        for what, scorer in (("value_model", value_model), ("reward_model", self.reward_model)):
+            labels = getattr(getattr(scorer, "config", None), "num_labels", 1)
+            if labels != 1:
+                raise ConfigError(
+                    f"{what} has num_labels={labels}; PPO needs one scalar per token: load it with "
+                    "AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)"
+                )
+        if self.reward_model is not None:
+            _require_frozen(self.reward_model, "reward_model")
         for module in (wrapper, self.ref_model, self.reward_model):
             if module is not None:
                 _disable_dropout(module)
