@@ -13,24 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _pairs(n):
     from rlhfkit import lab
+    from rlhfkit.data import from_votes
 
     rows = lab.comparison_dataset(n, lab.LabelerPool(5, noise=0.2, seed=0), seed=1)
-    out = []
-    for r in rows:
-        a = (np.array(r["votes"]) == 1).sum() >= 3
-        out.append(
-            {
-                "prompt": r["prompt"],
-                "chosen": r["response_a" if a else "response_b"],
-                "rejected": r["response_b" if a else "response_a"],
-            }
-        )
-    return out
+    return [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in from_votes(rows).pairs]
 
 
 def main():

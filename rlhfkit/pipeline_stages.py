@@ -5,6 +5,7 @@ predecessors' recorded outputs, so any stage can be rerun on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -252,7 +253,7 @@ def stage_rl(ctx) -> tuple[dict, dict]:
 
         lab_task = cfg.data.prompts == LAB
         if lab_task:  # log gold beside proxy so over-optimisation shows in the health timeline
-            monitor = dataclasses_replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+            monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
         result = run_grpo(
             ctx.outputs["sft"]["model_dir"],
             [{"prompt": p} for p in prompts],
@@ -296,12 +297,6 @@ def stage_rl(ctx) -> tuple[dict, dict]:
 
 
 GOLD_KEY = "rewards/lab_gold/mean"
-
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def _rename_gold(row: dict) -> dict:
