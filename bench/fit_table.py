@@ -17,6 +17,7 @@ from rlhfkit import planner
 MODELS = [
     "HuggingFaceTB/SmolLM2-360M-Instruct",
     "Qwen/Qwen2.5-0.5B-Instruct",
+    "meta-llama/Llama-3.2-1B-Instruct",
     "Qwen/Qwen2.5-1.5B-Instruct",
     "meta-llama/Llama-3.2-3B-Instruct",
     "Qwen/Qwen2.5-7B-Instruct",

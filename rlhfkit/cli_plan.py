@@ -2,6 +2,7 @@
 
 rlhfkit plan --model Qwen/Qwen2.5-1.5B-Instruct --stage ppo --preset qlora --gpu 12
 rlhfkit plan --model ./runs/sft/model --stage grpo --preset lora --gpu 24 --json
+rlhfkit plan --config configs/qwen2.5-7b-instruct/pipeline.yaml      # every training stage of a config, on its GPU
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan", help="memory plan of a model x stage x preset on a GPU, with fixes when it won't fit (exit 1)"
     )
-    p.add_argument("--model", required=True, help="hub id (offline table or HF cache) or local model folder")
-    p.add_argument("--stage", required=True, choices=["sft", "reward", "ppo", "grpo"])
+    p.add_argument("--model", help="hub id (offline table or HF cache) or local model folder")
+    p.add_argument("--stage", choices=["sft", "reward", "ppo", "grpo"])
+    p.add_argument(
+        "--config",
+        help="plan a recipe config (configs/<model>/<stage>.yaml) or a pipeline config (every training stage) "
+        "with its preset, GPU and batch / length fields; --model replaces its model (e.g. the hub id of runs/.../sft)",
+    )
     p.add_argument("--preset", default="qlora", choices=["full", "lora", "qlora"], help="method (default qlora)")
     p.add_argument("--gpu", type=float, default=24, help="GPU memory in GB (default 24)")
     p.add_argument("--layout", choices=["separate", "shared"], help="PPO: separate models or one shared base")
@@ -34,8 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from rlhfkit.planner import plan
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.planner import plan, plan_config
 
+    if args.config:
+        plans = list(plan_config(args.config, args.model).values())
+        if args.json:
+            print(json.dumps([p.to_dict() for p in plans], indent=2, default=str))
+        else:
+            for p in plans:
+                print_plan(p)
+        return 0 if all(p.verdict != "does not fit" for p in plans) else 1
+    if not args.model or not args.stage:
+        raise ConfigError("rlhfkit plan needs --model and --stage (or --config FILE)")
     result = plan(
         args.model,
         args.stage,

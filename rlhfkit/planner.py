@@ -718,27 +718,47 @@ def fit_table_markdown(rows: list[FitRow]) -> str:
 # YAML keys (TRL / rlhfkit config fields) -> plan() arguments.
 _CONFIG_KEYS = {
     "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-    "gradient_checkpointing": "gradient_checkpointing", "max_prompt_length": "prompt_length",
+    "gradient_checkpointing": "gradient_checkpointing", "activation_checkpointing": "gradient_checkpointing",
+    "max_prompt_length": "prompt_length",
     "num_generations": "num_generations", "generation_batch_size": "generation_batch_size",
     "local_rollout_forward_batch_size": "rollout_batch_size", "beta": "beta", "lora_r": "lora_r",
     "layout": "layout",
 }  # fmt: skip
 
 
-def check_config_fits(path: str | os.PathLike) -> Plan:
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {str(path)!r}: {e}".splitlines()[0]) from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of keys to values, got {type(cfg).__name__}")
+    return cfg
+
+
+def _plan_kwargs(stage: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """:func:`plan` arguments from a stage's config fields (TRL / rlhfkit names); absent fields keep the preset's."""
+    kwargs = {arg: fields[key] for key, arg in _CONFIG_KEYS.items() if fields.get(key) is not None}
+    if fields.get(_SEQ_FIELD[stage]) is not None:
+        kwargs["seq_len"] = fields[_SEQ_FIELD[stage]]
+    return kwargs
+
+
+def check_config_fits(path: str | os.PathLike, model: str | os.PathLike | None = None) -> Plan:
     """Plan the run a ``configs/<model>/<stage>.yaml`` describes, on the GPU it names.
 
     The YAML needs ``model_name_or_path``, ``preset`` and ``gpu`` (GB); the stage is its ``stage`` key or the
     file name. TRL fields (``per_device_train_batch_size``, ``max_length``, ``response_length``,
     ``max_completion_length``, ...) override the GPU-size preset's values. ``plan.fits`` says whether it fits.
+    ``model`` replaces ``model_name_or_path`` (plan a later stage on the hub model before ``runs/.../sft/model``
+    exists: the SFT model has the same dimensions).
     """
-    import yaml
-
     path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {str(path)!r}: {e}".splitlines()[0]) from e
+    cfg = _read_yaml(path)
+    if model is not None:
+        cfg["model_name_or_path"] = str(model)
     for key in ("model_name_or_path", "preset", "gpu"):
         if key not in cfg:
             raise ConfigError(f"{path}: field {key!r} is missing; add it (the planner needs model, preset and gpu)")
@@ -747,11 +767,49 @@ def check_config_fits(path: str | os.PathLike) -> Plan:
         raise ConfigError(
             f"{path}: stage={stage!r} is unknown; name the file <stage>.yaml or set stage: {list(STAGES)}"
         )
-    kwargs = {arg: cfg[key] for key, arg in _CONFIG_KEYS.items() if cfg.get(key) is not None}
-    seq_key = _SEQ_FIELD[stage]
-    if cfg.get(seq_key) is not None:
-        kwargs["seq_len"] = cfg[seq_key]
-    return plan(cfg["model_name_or_path"], stage, cfg["preset"], float(cfg["gpu"]), **kwargs)
+    return plan(cfg["model_name_or_path"], stage, cfg["preset"], float(cfg["gpu"]), **_plan_kwargs(stage, cfg))
+
+
+def check_pipeline_fits(path: str | os.PathLike, model: str | os.PathLike | None = None) -> dict[str, Plan]:
+    """Plan every training stage of a pipeline config (``rlhfkit run FILE``) on the GPU its ``model`` section names.
+
+    Returns ``{"sft": Plan, "reward": Plan, <rl.algorithm>: Plan}``: each stage with ``model.preset`` on
+    ``model.gpu``, its section's fields (``sft:``, ``reward:``, ``ppo:`` / ``grpo:``) overriding the GPU-size
+    preset's batch sizes and lengths, and PPO in ``rl.layout`` (default: shared with LoRA). Reads the YAML only
+    (no torch, no TRL), so it does not validate the config: ``rlhfkit.pipeline.load_config`` does. ``model``
+    replaces ``model.model_name_or_path``.
+    """
+    path = Path(path)
+    cfg = _read_yaml(path)
+    section = dict(cfg.get("model") or {})
+    if model is not None:
+        section["model_name_or_path"] = str(model)
+    for key in ("model_name_or_path", "preset", "gpu"):
+        if section.get(key) is None:
+            raise ConfigError(
+                f"{path}: model.{key} is missing; the planner needs the model name, preset and gpu in section model"
+            )
+    rl = cfg.get("rl") or {}
+    algorithm = rl.get("algorithm", "grpo")
+    if algorithm not in ("ppo", "grpo"):
+        raise ConfigError(f"{path}: rl.algorithm={algorithm!r} must be 'ppo' or 'grpo'")
+    dims = model_dims(section["model_name_or_path"])
+    plans = {}
+    for stage in ("sft", "reward", algorithm):
+        kwargs = _plan_kwargs(stage, cfg.get(stage) or {})
+        if stage == "ppo" and rl.get("layout") is not None:
+            kwargs["layout"] = rl["layout"]
+        plans[stage] = plan(dims, stage, section["preset"], float(section["gpu"]), **kwargs)
+    return plans
+
+
+def plan_config(path: str | os.PathLike, model: str | os.PathLike | None = None) -> dict[str, Plan]:
+    """Plan a recipe config (``{stage: Plan}``, :func:`check_config_fits`) or a pipeline config (one plan per
+    training stage, :func:`check_pipeline_fits`); a pipeline config is one with a ``model:`` section."""
+    if isinstance(_read_yaml(Path(path)).get("model"), dict):
+        return check_pipeline_fits(path, model)
+    p = check_config_fits(path, model)
+    return {p.stage: p}
 
 
 def gib(n: int) -> float:
@@ -760,6 +818,6 @@ def gib(n: int) -> float:
 
 __all__ = [
     "KNOWN_MODELS", "ModelDims", "Plan", "Suggestion", "FitRow", "model_dims", "plan", "fit_table",
-    "fit_table_markdown", "check_config_fits", "weight_bytes", "activation_bytes", "logits_bytes",
-    "kv_cache_bytes", "gib",
+    "fit_table_markdown", "check_config_fits", "check_pipeline_fits", "plan_config", "weight_bytes",
+    "activation_bytes", "logits_bytes", "kv_cache_bytes", "gib",
 ]  # fmt: skip

@@ -17,6 +17,7 @@ from rlhfkit.planner import (
     ModelDims,
     activation_bytes,
     check_config_fits,
+    check_pipeline_fits,
     fit_table,
     fit_table_markdown,
     model_dims,
@@ -298,3 +299,53 @@ def test_check_config_fits(tmp_path):
     with pytest.raises(ConfigError, match="'gpu' is missing"):
         check_config_fits(tmp_path / "sft.yaml")
     assert p.total_bytes < 12 * GIB
+
+
+PIPELINE = """
+output_dir: runs/x
+model: {model_name_or_path: Qwen/Qwen2.5-7B-Instruct, preset: qlora, gpu: 24}
+rl: {algorithm: ppo, layout: shared}
+sft: {per_device_train_batch_size: 8, gradient_accumulation_steps: 2, max_length: 512}
+reward: {per_device_train_batch_size: 2, activation_checkpointing: false}
+ppo: {per_device_train_batch_size: 4, response_length: 128, local_rollout_forward_batch_size: 8}
+grpo: {per_device_train_batch_size: 64}
+"""
+
+
+def test_check_pipeline_fits_plans_each_training_stage_with_its_section(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    plans = check_pipeline_fits(path)
+    assert list(plans) == ["sft", "reward", "ppo"]  # the rl algorithm's section only: grpo's is not planned
+    assert all((p.preset, p.gpu_gb, p.model) == ("qlora", 24, "Qwen/Qwen2.5-7B-Instruct") for p in plans.values())
+    sft, reward, ppo = plans.values()
+    assert (sft.settings["batch_size"], sft.settings["grad_accum"], sft.settings["seq_len"]) == (8, 2, 512)
+    assert (
+        sft.total_bytes == plan("Qwen/Qwen2.5-7B-Instruct", "sft", "qlora", 24, batch_size=8, seq_len=512).total_bytes
+    )
+    assert reward.settings["batch_size"] == 2 and reward.settings["gradient_checkpointing"] is False  # the alias
+    assert reward.settings["grad_accum"] == 4 and reward.settings["seq_len"] == 1024  # the 24 GB preset's values
+    assert ppo.settings == {**ppo.settings, "layout": "shared", "seq_len": 128, "rollout_batch_size": 8}
+    assert not reward.fits and sft.fits and ppo.fits  # 4 x 1024-token pairs without checkpointing: too big
+    # --model replaces the model (a later stage's runs/.../sft/model before it exists); a missing field is named
+    assert check_pipeline_fits(path, model="Qwen/Qwen2.5-0.5B-Instruct")["reward"].fits
+    path.write_text(PIPELINE.replace(" gpu: 24}", "}"))
+    with pytest.raises(ConfigError, match="model.gpu is missing"):
+        check_pipeline_fits(path)
+
+
+def test_cli_plan_config(tmp_path, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    assert main(["plan", "--config", str(path)]) == 1  # the reward stage does not fit: exit 1, like a single plan
+    out = capsys.readouterr().out
+    assert out.count("verdict:") == 3 and "does not fit" in out
+    assert main(["plan", "--config", str(path), "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--json"]) == 0
+    assert [p["stage"] for p in json.loads(capsys.readouterr().out)] == ["sft", "reward", "ppo"]
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text("model_name_or_path: runs/x/sft/model\npreset: qlora\ngpu: 12\nmax_completion_length: 128\n")
+    assert main(["plan", "--config", str(recipe), "--model", "Qwen/Qwen2.5-1.5B-Instruct", "--json"]) == 0
+    (grpo,) = json.loads(capsys.readouterr().out)
+    assert grpo["stage"] == "grpo" and grpo["settings"]["seq_len"] == 128
+    assert main(["plan", "--stage", "sft"]) == 2
+    assert "--model" in capsys.readouterr().err
