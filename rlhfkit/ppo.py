@@ -111,6 +111,8 @@ class PPOConfig(TrainingArguments):
         logging_steps (`float`, defaults to `1`): log every update: updates are few and monitors read each one.
         bf16 / fp16 (`bool`, *optional*): None picks them from the hardware
             (:func:`rlhfkit.models.precision_kwargs`): bf16 only on GPUs that support it, never on CPU.
+        use_cpu (`bool`, *optional*): None picks it from the hardware: True on a machine without a GPU, which is
+            also what makes ``torchrun`` start real (gloo) DDP there rather than independent copies.
     """
 
     learning_rate: float = field(default=3e-6, metadata={"help": "AdamW learning rate (TRL 1.12's PPO default)."})
@@ -122,6 +124,9 @@ class PPOConfig(TrainingArguments):
     )
     fp16: bool | None = field(
         default=None, metadata={"help": "fp16 mixed precision; None: chosen from the hardware (never on CPU)."}
+    )
+    use_cpu: bool | None = field(
+        default=None, metadata={"help": "Train on the CPU; None: chosen from the hardware (True without a GPU)."}
     )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch (TRL 1.12)."})
     num_mini_batches: int = field(default=1, metadata={"help": "Optimiser steps per PPO epoch (TRL 1.12)."})
@@ -178,12 +183,13 @@ class PPOConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.bf16 is None or self.fp16 is None:
+        if self.bf16 is None or self.fp16 is None or self.use_cpu is None:
             from rlhfkit.models import precision_kwargs
 
             hw = precision_kwargs()
             self.bf16 = hw["bf16"] if self.bf16 is None else self.bf16
             self.fp16 = (hw["fp16"] and not self.bf16) if self.fp16 is None else self.fp16
+            self.use_cpu = hw["use_cpu"] if self.use_cpu is None else self.use_cpu
         super().__post_init__()
         problems = []
         if self.stop_token is not None and self.stop_token_id is not None:
@@ -657,6 +663,13 @@ class PPOTrainer(Trainer):
 
         # ---- batch sizes (TRL 1.12's names)
         world = self.accelerator.num_processes
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != launched:
+            raise ConfigError(
+                f"{launched} processes were launched (WORLD_SIZE) but the accelerator trains with {world}: each "
+                "process would train its own copy and overwrite the others' files. On a machine without a GPU set "
+                "use_cpu=True (PPOConfig's default None does) so torchrun starts gloo DDP"
+            )
         self.local_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self.batch_size = self.local_batch_size * world
         self.local_mini_batch_size = self.local_batch_size // args.num_mini_batches
