@@ -21,12 +21,11 @@ Deliberately left out: rule-based rewards (pass a function to PPOTrainer from Py
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhfkit.configs import DataArguments, ModelArguments, load_table, parse_recipe, resolve_model
 from rlhfkit.errors import ConfigError
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.ppo import PPOConfig, PPOTrainer, load_ppo_models
+from rlhfkit.ppo import PPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -81,54 +80,43 @@ def lab_gold(model_dir: str, prompts: list[str], max_new_tokens: int, temperatur
 
 
 def main(model_args, data_args, script_args, monitor_config, training_args) -> dict:
-    from rlhfkit.io import atomic_path
-    from rlhfkit.monitors import build_monitors
-    from rlhfkit.stages import ADAPTER_SUBDIR, MODEL_SUBDIR, last_checkpoint, merge_adapter
+    from accelerate import PartialState
+
+    from rlhfkit.stages import run_ppo
 
     # ---------------------------------------------------------------- data
     prompts = load_prompts(data_args, seed=training_args.seed)
     logger.info("PPO prompts: %d", len(prompts))
 
-    # ---------------------------------------------------------------- models
+    # ---------------------------------------------------------------- models, train, save
+    # run_ppo loads the layout (rlhfkit.ppo.load_ppo_models), builds PPOTrainer with the monitors, resumes from the
+    # newest checkpoint-N, and writes output_dir/model (a LoRA policy merged into the SFT weights).
     sft = resolve_model(model_args.model_name_or_path)
-    models = load_ppo_models(
+    result = run_ppo(
         sft,
-        script_args.reward_model_path,
+        prompts,
+        training_args,
+        reward_model=script_args.reward_model_path,
         preset=model_args.preset,
         layout=script_args.layout,
         trust_remote_code=script_args.trust_remote_code,
+        monitor_config=monitor_config,
     )
 
-    # ---------------------------------------------------------------- train
-    trainer = PPOTrainer(training_args, train_dataset=prompts, **models)
-    for callback in build_monitors(monitor_config, trainer=trainer):
-        trainer.add_callback(callback)
-    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir))
-
-    # ---------------------------------------------------------------- save
-    out, tok = Path(training_args.output_dir), models["processing_class"]
-    if trainer.accelerator.is_main_process:
-        is_lora = trainer.shared is not None or hasattr(trainer.policy, "peft_config")
-        with atomic_path(out / (ADAPTER_SUBDIR if is_lora else MODEL_SUBDIR)) as tmp:
-            trainer.save_model(str(tmp))
-        if is_lora:  # model/ always holds a full model (merged into an unquantised copy of the SFT weights)
-            with atomic_path(out / MODEL_SUBDIR) as tmp:
-                merge_adapter(out / ADAPTER_SUBDIR, sft, tok).save_pretrained(tmp)
-                tok.save_pretrained(tmp)
-    trainer.accelerator.wait_for_everyone()
-
     # ---------------------------------------------------------------- evaluate
-    last = next((h for h in reversed(trainer.state.log_history) if "objective/scores" in h), {})
+    last = next((h for h in reversed(result.log_history) if "objective/scores" in h), {})
     summary = {k: last.get(k) for k in ("objective/scores", "objective/kl", "completions/mean_length")}
-    if data_args.dataset == "lab" and trainer.accelerator.is_main_process:
+    summary["monitor_alerts"] = result.metrics["monitor_alerts"]
+    if not PartialState().is_main_process:
+        return summary
+    if data_args.dataset == "lab":
         from rlhfkit.lab import make_prompts
 
         held_out = make_prompts(script_args.eval_prompts, seed=training_args.seed + 10_000)
         n, temp = training_args.response_length, training_args.temperature
         summary["gold_sft"] = lab_gold(sft, held_out, n, temp)  # PPO optimises the sampled policy: sample it
-        summary["gold_ppo"] = lab_gold(str(out / MODEL_SUBDIR), held_out, n, temp)
-    if trainer.accelerator.is_main_process:
-        print(json.dumps({"model_dir": str(out / MODEL_SUBDIR), **summary}, indent=2, default=str))
+        summary["gold_ppo"] = lab_gold(str(result.model_dir), held_out, n, temp)
+    print(json.dumps({"model_dir": str(result.model_dir), **summary}, indent=2, default=str))
     return summary
 
 

@@ -571,6 +571,9 @@ class PPOTrainer(Trainer):
             chat messages) or an ``input_ids`` column.
         value_model: trainable one-label classifier (separate layout); default: a copy of ``reward_model``.
         reward_processing_class: the reward model's tokenizer when it differs from the policy's.
+        metric_funcs: functions logged beside the reward but never optimised, with the reward-function
+            signature ``fn(prompts=, completions=, completion_ids=)``; the mean of each is logged every update as
+            ``rewards/<fn.__name__>/mean`` (GRPO's key for a reward function), e.g. a gold reward in the lab.
         callbacks, optimizers: as for ``transformers.Trainer``.
     """
 
@@ -587,6 +590,7 @@ class PPOTrainer(Trainer):
         value_model=None,
         *,
         reward_processing_class=None,
+        metric_funcs: Sequence[RewardFunction] | None = None,
         callbacks=None,
         optimizers=(None, None),
     ):
@@ -604,6 +608,7 @@ class PPOTrainer(Trainer):
         self.reward_fn = None if reward_model is None or isinstance(reward_model, nn.Module) else reward_model
         self.reward_model = reward_model if isinstance(reward_model, nn.Module) else None
         self.reward_processing_class = reward_processing_class
+        self.metric_funcs = list(metric_funcs or [])
         self.shared = model if isinstance(model, SharedBase) else None
         if self.shared is not None:
             if ref_model is not None or value_model is not None:
@@ -991,6 +996,11 @@ class PPOTrainer(Trainer):
             "val/num_eos_tokens": ((batch["responses"] == eos) & mask).sum().float(),
             "completions/mean_length": mask.sum(1).float().mean(),
         }
+        if self.metric_funcs:
+            ids = [r[m].tolist() for r, m in zip(batch["responses"].cpu(), mask.cpu())]
+            for fn in self.metric_funcs:
+                values = fn(prompts=batch["prompts"], completions=batch["completions"], completion_ids=ids)
+                local[f"rewards/{fn.__name__}/mean"] = torch.as_tensor([float(v) for v in values]).mean()
         values = torch.stack([v.detach().float().to(self.accelerator.device) for v in local.values()])
         gathered = self.accelerator.gather_for_metrics(values[None]).reshape(-1, len(local)).mean(0).tolist()
         metrics = dict(zip(local, gathered))

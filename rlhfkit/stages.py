@@ -72,7 +72,35 @@ def stage_config(config_cls, stage: str, output_dir: str | os.PathLike, *, prese
         raise ConfigError(
             f"unknown {config_cls.__name__} field(s) {unknown}; see `{config_cls.__name__}` in TRL's docs"
         )
-    return config_cls(output_dir=str(output_dir), **{k: v for k, v in merged.items() if k in fields})
+    merged = _coerce_numbers(config_cls, {k: v for k, v in merged.items() if k in fields})
+    return config_cls(output_dir=str(output_dir), **merged)
+
+
+def _coerce_numbers(config_cls, values: dict[str, Any]) -> dict[str, Any]:
+    """Numbers given as strings, for numeric fields: YAML 1.1 (PyYAML) reads ``1e-4`` as the string '1e-4'.
+
+    TRL's argument parser converts command-line strings by field type; configs built from YAML dicts need the same.
+    """
+    import dataclasses
+
+    out = dict(values)
+    for f in dataclasses.fields(config_cls):
+        value = out.get(f.name)
+        if not isinstance(value, str):
+            continue
+        kind = str(getattr(f.type, "__name__", f.type))
+        number = float if "float" in kind else int if kind in ("int", "int | None", "Optional[int]") else None
+        if number is None:
+            continue
+        try:
+            out[f.name] = number(value)
+        except ValueError:
+            if "str" in kind:  # a field that takes a number or a word (e.g. 'auto')
+                continue
+            raise ConfigError(
+                f"{f.name}={value!r} is not a number; write it as one (e.g. {f.name}: 1.0e-4)"
+            ) from None
+    return out
 
 
 def as_dataset(data, name: str = "dataset", required: Sequence[str] = ()):
@@ -450,6 +478,95 @@ def run_grpo(
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
     result.metrics["monitor_alerts"] = len(health.alerts)
     return result
+
+
+# ------------------------------------------------------------------------------------------ PPO
+def run_ppo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    reward_model: str | os.PathLike,
+    preset="full",
+    layout: str | None = None,
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    metric_funcs: Sequence | None = None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+) -> StageResult:
+    """RL against the reward model with rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer` (InstructGPT's PPO).
+
+    Args:
+        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        train_dataset: rows with a ``prompt`` column (text or chat messages), or a list of prompt strings.
+        config: a :class:`rlhfkit.ppo.PPOConfig`; build it with :func:`stage_config` (presets, precision).
+        reward_model: the reward stage's output folder (``run_reward``'s ``model_dir``). With the shared layout the
+            LoRA adapter saved beside it (``<reward output>/adapter``) becomes the reward adapter on the policy's base.
+        preset: ``full`` | ``lora`` | ``qlora``.
+        layout: ``separate`` | ``shared`` (one base holding policy, value and reward adapters; the reference is the
+            base with adapters disabled); default: ``separate`` for ``full``, ``shared`` with LoRA.
+        callbacks: extra ``TrainerCallback``s; the monitors (:func:`rlhfkit.monitors.build_monitors`) are always
+            added, with the reference and reward models checked bit-identical at the end.
+        monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
+        metric_funcs: functions logged as ``rewards/<name>/mean`` beside the reward, never optimised (the lab's
+            gold reward, say).
+        reward_mean, reward_std: normalise reward-model scores as ``(score - mean) / std`` (from rm_eval); they
+            replace ``config.reward_mean`` / ``config.reward_std``, so ``kl_coef`` is in units of the score spread.
+    Returns:
+        a :class:`StageResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
+        of the SFT model, its adapter kept in ``<output_dir>/adapter``); ``metrics["monitor_alerts"]`` counts alerts.
+    """
+    from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
+    from rlhfkit.ppo import PPOTrainer, load_ppo_models
+
+    if (reward_mean is None) != (reward_std is None):
+        raise ConfigError("reward_mean and reward_std must be given together (both from the rm_eval report)")
+    if reward_std is not None:
+        if not reward_std > 0:
+            raise ConfigError(f"reward_std={reward_std} must be > 0; pass the reward model's score standard deviation")
+        config.reward_mean, config.reward_std = float(reward_mean), float(reward_std)
+    prompts = _prompt_dataset(train_dataset)
+    models = load_ppo_models(
+        str(model_name_or_path), str(reward_model), preset=preset, layout=layout, trust_remote_code=trust_remote_code
+    )
+    trainer = PPOTrainer(
+        config, train_dataset=prompts, metric_funcs=metric_funcs, callbacks=list(callbacks or []), **models
+    )
+    frozen, frozen_exclude = _frozen_check_targets(trainer)
+    monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
+    for callback in monitors:
+        trainer.add_callback(callback)
+    resume = last_checkpoint(config.output_dir)
+    if resume:
+        logger.info("ppo: resuming from %s", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    metrics = {**out.metrics, "monitor_alerts": len(health.alerts)}
+    return StageResult(stage="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
+
+
+def save_ppo_policy(trainer, sft_model: str, output_dir: str | os.PathLike) -> Path:
+    """Write a PPO run's policy to ``<output_dir>/model`` atomically (main process only; the others wait).
+
+    A LoRA policy (shared base or a PEFT policy) is saved to ``adapter/`` and merged into an unquantised copy of
+    the SFT model, so ``model/`` always holds an ordinary full model.
+    """
+    from rlhfkit.io import atomic_path
+
+    out, tok = Path(output_dir), trainer.processing_class
+    if trainer.accelerator.is_main_process:
+        is_lora = trainer.shared is not None or hasattr(trainer.policy, "peft_config")
+        with atomic_path(out / (ADAPTER_SUBDIR if is_lora else MODEL_SUBDIR)) as tmp:
+            trainer.save_model(str(tmp))
+        if is_lora:
+            with atomic_path(out / MODEL_SUBDIR) as tmp:
+                merge_adapter(out / ADAPTER_SUBDIR, sft_model, tok).save_pretrained(tmp, safe_serialization=True)
+                tok.save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
+    return out / MODEL_SUBDIR
 
 
 def _frozen_check_targets(trainer) -> tuple[dict, dict]:

@@ -537,3 +537,41 @@ def test_activation_checkpointing_does_not_change_the_shared_base_update(tmp_pat
         weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
     for name, p in weights[0].items():
         assert torch.allclose(p, weights[1][name], atol=1e-6), name
+
+
+# ----------------------------------------------------------------------------------------- logging
+def test_metric_funcs_are_logged_but_not_optimised(tmp_path):
+    """A metric function (the lab's gold reward, say) is logged per update; the update itself does not change."""
+    calls = []
+
+    def good_share(prompts, completions, completion_ids, **kw):
+        calls.append(len(completions))
+        return rule_reward(prompts, completions)
+
+    plain = separate_trainer(tmp_path / "plain", total_episodes=64)
+    plain.train()
+    logged = separate_trainer(tmp_path / "logged", total_episodes=64)
+    logged.metric_funcs = [good_share]
+    logged.train()
+    assert calls == [32, 32]  # every update, on its own rollout
+    # the rule reward is also the optimised reward here: the logged metric is the mean score of the same samples
+    assert history(logged, "rewards/good_share/mean") == pytest.approx(history(logged, "objective/scores"))
+    for a, b in zip(plain.model.parameters(), logged.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_report_to_tensorboard_writes_every_update(tmp_path):
+    """report_to works as for any transformers Trainer: TRL's metric names land in TensorBoard, a point per update."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = separate_trainer(tmp_path, total_episodes=96, report_to=["tensorboard"])
+    trainer.train()
+    runs = list((tmp_path / "out" / "runs").iterdir())  # transformers 5: output_dir/runs/<date>_<host>
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0])).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/objective/kl", "train/objective/scores", "train/policy/clipfrac_avg"} <= tags
+    points = events.Scalars("train/objective/kl")
+    assert [p.step for p in points] == [1, 2, 3]
+    assert [p.value for p in points] == pytest.approx(history(trainer, "objective/kl"), rel=1e-5)
