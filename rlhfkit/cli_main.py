@@ -68,16 +68,9 @@ def _pipeline_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    import yaml
+    from rlhfkit.pipeline import parse_overrides
 
-    from rlhfkit.errors import ConfigError
-
-    out = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set sft.max_steps=100")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+    out = parse_overrides(args.set)
     if getattr(args, "out", None):
         out["output_dir"] = args.out
     return out
@@ -104,26 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _execute(cfg, args: argparse.Namespace) -> int:
-    import logging
-    import time
+    from rlhfkit.pipeline import run_and_report
 
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    from rlhfkit.pipeline import run_pipeline
-    from rlhfkit.report import print_summary, write_pipeline_report
-
-    console = Console()
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)])
-    start = time.perf_counter()
-    console.rule(f"rlhfkit pipeline -> {cfg.output_dir}")
-    manifest = run_pipeline(
-        cfg,
-        from_stage=args.from_stage,
-        until=args.until,
-        say=lambda msg: console.print(msg, markup=False, highlight=False),
-    )
-    paths = write_pipeline_report(cfg, manifest)
-    print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
-    console.print(f"report: {paths['markdown']}")
+    run_and_report(cfg, from_stage=args.from_stage, until=args.until)
     return 0

@@ -135,20 +135,36 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike = "runs/lab-mo
     return str(out)
 
 
+_FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def is_data_file(source: str) -> bool:
+    """Whether ``source`` names a data file (by its suffix), as opposed to a dataset folder or a hub dataset id."""
+    return any(s in _FILE_KINDS for s in Path(str(source)).suffixes)
+
+
 def load_table(source: str, split: str = "train"):
-    """A ``datasets.Dataset`` from a local file (.jsonl[.gz], .json, .parquet, .csv) or a hub dataset id."""
+    """A ``datasets.Dataset`` from a local file (.jsonl[.gz], .json, .parquet, .csv), a local dataset folder
+    (``datasets.load_dataset`` layout) or a hub dataset id."""
     from datasets import load_dataset
 
-    suffixes = Path(source).suffixes
-    kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-    kind = next((kinds[s] for s in suffixes if s in kinds), None)
+    kind = next((_FILE_KINDS[s] for s in Path(source).suffixes if s in _FILE_KINDS), None)
     if kind is not None:
         if not os.path.isfile(source):
             raise ConfigError(f"dataset={source!r}: no such file")
         return load_dataset(kind, data_files=source, split="train")
-    if os.path.exists(source):
+    if os.path.isfile(source):
         raise ConfigError(f"dataset={source!r}: unsupported file type; use .jsonl, .jsonl.gz, .json, .parquet or .csv")
-    return load_dataset(source, split=split)
+    try:
+        return load_dataset(source, split=split)
+    except ValueError as e:  # e.g. an unknown split: name the field to fix
+        raise ConfigError(f"dataset={source!r} split={split!r}: {str(e).splitlines()[0]}") from e
+
+
+def preference_source(source: str, split: str = "train"):
+    """What :func:`rlhfkit.data.load_preferences` reads: a data file as is (its errors name file rows), a dataset
+    folder or hub id (e.g. ``Anthropic/hh-rlhf``) loaded as a ``datasets.Dataset`` first."""
+    return source if is_data_file(source) else load_table(source, split)
 
 
 def split_eval(dataset, eval_fraction: float, seed: int, max_samples: int | None = None):
@@ -194,5 +210,5 @@ def load_preference_data(data: DataArguments, seed: int = 0, min_agreement: floa
         rows = comparison_dataset(data.lab_samples, LabelerPool(5, noise=0.2, seed=seed), seed=seed + 1)
         loaded = from_votes(rows, min_agreement=min_agreement)
     else:
-        loaded = load_preferences(data.dataset, data.dataset_format)
+        loaded = load_preferences(preference_source(data.dataset, data.dataset_split), data.dataset_format)
     return split_eval(loaded.to_dataset(), data.eval_fraction, seed, data.max_samples)

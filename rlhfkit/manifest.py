@@ -44,9 +44,14 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 class Manifest:
     """Read/update ``manifest.json`` in a run folder."""
 
-    def __init__(self, output_dir: str | Path):
+    def __init__(self, output_dir: str | Path, writable: bool = True):
         self.path = Path(output_dir) / MANIFEST
+        self.writable = writable  # False on the non-main processes of a distributed run: they only read it
         self.data: dict[str, Any] = {"stages": {}}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the manifest from disk again (a non-main process, after the main one recorded a stage)."""
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
 
@@ -77,4 +82,5 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        if self.writable:
+            write_json(self.path, self.data)

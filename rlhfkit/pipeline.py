@@ -26,9 +26,11 @@ Config sections (TRL's dataclasses where TRL has one)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +74,14 @@ class DataSources:
     preference_format: str = field(
         default="auto", metadata={"help": "auto | hh | columns | rankings | scores | votes"}
     )
-    prompts: str = field(default="lab", metadata={"help": "RL prompts: rows with a 'prompt' column."})
+    prompts: str = field(
+        default="lab", metadata={"help": "RL prompts: rows with a 'prompt' column (text or chat messages)."}
+    )
+    split: str = field(default="train", metadata={"help": "Split of hub datasets / dataset folders."})
+    max_prompts: int | None = field(
+        default=None,
+        metadata={"help": "RL prompts used from data.prompts (None: all but the rl.eval_prompts held out)."},
+    )
     eval_fraction: float = field(default=0.05, metadata={"help": "Share of SFT / preference rows held out."})
 
 
@@ -97,18 +106,21 @@ class GateArguments:
 class RLArguments:
     """The RL stage."""
 
-    algorithm: str = field(default="grpo", metadata={"help": "grpo (ppo: use recipes/ppo.py for now)"})
+    algorithm: str = field(
+        default="grpo", metadata={"help": "grpo (TRL's GRPOTrainer) or ppo (rlhfkit's PPOTrainer, section 'ppo')."}
+    )
+    layout: str | None = field(
+        default=None,
+        metadata={"help": "PPO only: separate | shared (one base + adapters); default from the preset."},
+    )
     eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts for the final evaluation."})
     max_new_tokens: int = field(default=24, metadata={"help": "Response length in the final evaluation."})
 
     def __post_init__(self):
         if self.algorithm not in ("ppo", "grpo"):
             raise ConfigError(f"rl.algorithm={self.algorithm!r} must be 'ppo' or 'grpo'")
-        if self.algorithm == "ppo":  # rlhfkit.ppo works (recipes/ppo.py); the pipeline stage is not wired yet
-            raise ConfigError(
-                "rl.algorithm='ppo' is not wired into the pipeline yet; run recipes/ppo.py on the pipeline's "
-                "sft/model and reward/model, or set rl.algorithm: grpo"
-            )
+        if self.layout not in (None, "separate", "shared"):
+            raise ConfigError(f"rl.layout={self.layout!r} must be 'separate', 'shared' or null (from the preset)")
 
 
 SECTIONS: dict[str, type] = {
@@ -213,8 +225,9 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     cfg = PipelineConfig(
         output_dir=Path(raw["output_dir"]), seed=int(raw.get("seed", 0)), trl=trl, raw=raw, **sections
     )
-    # Build every training config now, so a bad key or value is reported before any stage starts.
-    for stage in ("sft", "reward", cfg.rl.algorithm):
+    # Build every training config now, so a bad key or value is reported before any stage starts (both RL sections
+    # when both are given: switching rl.algorithm later must not meet a typo).
+    for stage in ("sft", "reward", *(s for s in ("ppo", "grpo") if s == cfg.rl.algorithm or trl[s])):
         cfg.stage_config(stage)
     if trl["monitor"]:
         from rlhfkit.monitors import MonitorConfig
@@ -225,11 +238,20 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
 
 # Which config sections each stage depends on (its hash also covers the stages before it).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "sft": ("model", "sft", "seed", "data.sft", "lab.demonstrations"),
-    "preferences": ("data.preferences", "data.preference_format", "lab", "agreement", "seed"),
+    "sft": ("model", "sft", "seed", "data.sft", "data.split", "data.eval_fraction", "lab.demonstrations"),
+    "preferences": (
+        "data.preferences",
+        "data.preference_format",
+        "data.split",
+        "data.eval_fraction",
+        *(f"lab.{k}" for k in ("comparisons", "labelers", "noise", "length_bias", "labelers_per_item")),
+        "lab.eval_comparisons",
+        "agreement",
+        "seed",
+    ),
     "reward": ("reward",),
     "rm_eval": ("gate",),
-    "rl": ("rl", "ppo", "grpo", "monitor", "data.prompts"),
+    "rl": ("rl", "ppo", "grpo", "monitor", "data.prompts", "data.split", "data.max_prompts", "lab.rl_prompts"),
     "final_eval": ("rl.eval_prompts", "rl.max_new_tokens"),
 }
 
@@ -247,21 +269,50 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     return out
 
 
+# Stages that only read data and evaluate run on the main process; the training stages run on every process.
+MAIN_PROCESS_STAGES = ("preferences", "rm_eval", "final_eval")
+
+
 @dataclass
 class StageContext:
-    """What a stage function gets: the config, the manifest, earlier stages' outputs, a progress hook."""
+    """What a stage function gets: the config, the manifest, earlier stages' outputs, a progress hook, and the
+    process group (``state``: accelerate's ``PartialState`` under ``torchrun`` / ``accelerate launch``, else None)."""
 
     cfg: PipelineConfig
     manifest: Manifest
     outputs: dict[str, dict[str, Any]]
     say: Callable[[str], None]
+    state: Any = None
 
     def dir(self, stage: str) -> Path:
         return self.cfg.output_dir / stage
 
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def main_process_first(self):
+        """The main process runs the block first (e.g. building a lab model once), then the others."""
+        return contextlib.nullcontext() if self.state is None else self.state.main_process_first()
+
 
 class GateFailed(RlhfkitError):
     """The reward model is too weak to steer RL (override with gate.override: true)."""
+
+
+def distributed_state():
+    """accelerate's ``PartialState`` when launched with several processes (``torchrun``, ``accelerate launch``), else
+    None. Created here with the device the trainers will use (gloo on a CPU-only machine), so they share it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run_pipeline(
@@ -271,18 +322,31 @@ def run_pipeline(
     until: str | None = None,
     say: Callable[[str], None] = logger.info,
 ) -> Manifest:
-    """Run (or resume) the pipeline. Returns the manifest with every stage's outputs and metrics."""
+    """Run (or resume) the pipeline. Returns the manifest with every stage's outputs and metrics.
+
+    Under ``torchrun`` / ``accelerate launch`` every process calls this: the training stages (sft, reward, rl) run
+    on all of them (DDP), the data and evaluation stages on the main process while the others wait, and only the
+    main process writes the manifest; the others read it after each stage.
+    """
     from rlhfkit import pipeline_stages
+    from rlhfkit.stages import remove_checkpoints
 
     if from_stage is not None and from_stage not in STAGES:
         raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(STAGES)}")
     if until is not None and until not in STAGES:
         raise ConfigError(f"--until {until!r} is not a stage; choose one of {list(STAGES)}")
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(cfg.output_dir)
-    if from_stage is not None:
-        manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
-    ctx = StageContext(cfg=cfg, manifest=manifest, outputs={}, say=say)
+    state = distributed_state()
+    ctx = StageContext(cfg=cfg, manifest=None, outputs={}, say=say, state=state)  # type: ignore[arg-type]
+    if ctx.is_main:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(cfg.output_dir)
+        if from_stage is not None:
+            manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
+    ctx.barrier()
+    if not ctx.is_main:
+        manifest = Manifest(cfg.output_dir, writable=False)
+        ctx.say = lambda _msg: None  # progress is printed once, by the main process
+    ctx.manifest = manifest
     upstream = ""
     for stage in STAGES:
         inputs = stage_inputs(cfg, stage)
@@ -296,21 +360,81 @@ def run_pipeline(
                     f"stage '{stage}' finished with a different config (changed: {', '.join(keys)}); "
                     f"rerun with --from {stage} to redo it and every stage after it"
                 )
-            say(f"[{stage}] done earlier, skipping")
+            ctx.say(f"[{stage}] done earlier, skipping")
             ctx.outputs[stage] = {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
         else:
             resuming = entry.get("status") in ("running", "failed")
-            if not resuming and ctx.dir(stage).exists():  # a fresh start (or --from): no stale checkpoints
-                shutil.rmtree(ctx.dir(stage))
-            say(f"[{stage}] {'resuming' if resuming else 'starting'}")
-            manifest.start(stage, inputs, digest)
-            try:
-                outputs, metrics = getattr(pipeline_stages, f"stage_{stage}")(ctx)
-            except BaseException:  # SIGKILL skips this: the stage then stays "running" and resumes
-                manifest.update(stage, status="failed")
-                raise
-            manifest.finish(stage, outputs, metrics)
-            ctx.outputs[stage] = {**outputs, "metrics": metrics}
+            if ctx.is_main:
+                if not resuming and ctx.dir(stage).exists():  # a fresh start (or --from): no stale checkpoints
+                    shutil.rmtree(ctx.dir(stage))
+                manifest.start(stage, inputs, digest)
+            ctx.say(f"[{stage}] {'resuming' if resuming else 'starting'}")
+            ctx.barrier()
+            ctx.outputs[stage] = _run_stage(ctx, stage, getattr(pipeline_stages, f"stage_{stage}"))
+            if ctx.is_main:
+                remove_checkpoints(ctx.dir(stage))  # the final model is saved: checkpoints only cost disk now
         if stage == until:
             break
+    return manifest
+
+
+def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
+    """Run one stage (every process, or the main one while the others wait); record it; return its outputs."""
+    manifest, error = ctx.manifest, None
+    if ctx.is_main or stage not in MAIN_PROCESS_STAGES:
+        try:
+            outputs, metrics = fn(ctx)
+            if ctx.is_main:
+                manifest.finish(stage, outputs, metrics)
+        except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
+            if ctx.is_main:
+                manifest.update(stage, status="failed")
+            if ctx.state is None or stage not in MAIN_PROCESS_STAGES:
+                raise
+            error = e  # reach the barrier below first, so the waiting processes learn of it and stop too
+    ctx.barrier()
+    if error is not None:
+        raise error
+    if not ctx.is_main:
+        manifest.reload()
+        if manifest.stage(stage).get("status") != "done":
+            raise RlhfkitError(f"stage '{stage}' failed on the main process; see its error above")
+    entry = manifest.stage(stage)
+    return {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["sft.max_steps=100", "grpo.beta=0.1"]`` -> ``{"sft.max_steps": 100, ...}`` (values in YAML syntax)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set sft.max_steps=100")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until: str | None = None) -> Manifest:
+    """Run the pipeline with rich progress, then (main process) write the report and print the summary table."""
+    import time
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from rlhfkit.report import print_summary, write_pipeline_report
+
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)])
+    start = time.perf_counter()
+    state = distributed_state()
+    is_main = state is None or state.is_main_process
+    if is_main:
+        console.rule(f"rlhfkit pipeline -> {cfg.output_dir}")
+    manifest = run_pipeline(
+        cfg, from_stage=from_stage, until=until, say=lambda m: console.print(m, markup=False, highlight=False)
+    )
+    if is_main:
+        paths = write_pipeline_report(cfg, manifest)
+        print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
+        console.print(f"report: {paths['markdown']}")
     return manifest

@@ -38,20 +38,37 @@ def _uses_lab(ctx) -> bool:
     return ctx.cfg.model.model_name_or_path.startswith("lab:")
 
 
-def _rl_prompts(ctx, n: int, seed: int) -> list[str]:
-    from rlhfkit.configs import load_table
+def _rl_prompts(ctx, part: str) -> list:
+    """RL prompts (``part="train"``) or held-out prompts for the final evaluation (``part="eval"``).
 
-    src = ctx.cfg.data.prompts
-    if src == LAB:
+    Lab: ``lab.rl_prompts`` / ``rl.eval_prompts`` fresh prompts from differently seeded generators. A dataset: shuffled
+    with the seed; the first ``rl.eval_prompts`` rows are held out for the final evaluation, the rest (at most
+    ``data.max_prompts``) are the RL prompts. Prompts are strings or chat messages.
+    """
+    cfg = ctx.cfg
+    if cfg.data.prompts == LAB:
         from rlhfkit.lab import make_prompts
 
-        return make_prompts(n, seed=seed)
-    table = load_table(src)
-    if "prompt" not in table.column_names:
-        from rlhfkit.errors import DataError
+        if part == "train":
+            return make_prompts(cfg.lab.rl_prompts, seed=cfg.seed + 3)
+        return make_prompts(cfg.rl.eval_prompts, seed=cfg.seed + 10_000)
+    from rlhfkit.configs import load_table
+    from rlhfkit.errors import DataError
 
-        raise DataError(f"data.prompts={src!r} has no 'prompt' column; it has {table.column_names}")
-    return list(table.shuffle(seed=seed)["prompt"][:n])
+    table = load_table(cfg.data.prompts, cfg.data.split)
+    if "prompt" not in table.column_names:
+        raise DataError(f"data.prompts={cfg.data.prompts!r} has no 'prompt' column; it has {table.column_names}")
+    prompts = table.shuffle(seed=cfg.seed)["prompt"]
+    n_eval = cfg.rl.eval_prompts
+    if len(prompts) <= n_eval:
+        raise DataError(
+            f"data.prompts={cfg.data.prompts!r} has {len(prompts)} prompts, not more than rl.eval_prompts={n_eval} "
+            "held out for the final evaluation; lower rl.eval_prompts or add prompts"
+        )
+    if part == "eval":
+        return list(prompts[:n_eval])
+    end = len(prompts) if cfg.data.max_prompts is None else n_eval + cfg.data.max_prompts
+    return list(prompts[n_eval:end])
 
 
 # ------------------------------------------------------------------------------------------ SFT
@@ -62,17 +79,22 @@ def stage_sft(ctx) -> tuple[dict, dict]:
     from rlhfkit.stages import run_sft
 
     cfg = ctx.cfg
-    base = resolve_model(cfg.model.model_name_or_path, cache_dir=cfg.output_dir / "base_model", seed=cfg.seed)
-    if cfg.data.sft == LAB:
-        from rlhfkit.lab import demonstrations
+    with ctx.main_process_first():  # the main process builds a lab model / downloads data once; the others reuse it
+        base = resolve_model(cfg.model.model_name_or_path, cache_dir=cfg.output_dir / "base_model", seed=cfg.seed)
+        if cfg.data.sft == LAB:
+            from rlhfkit.lab import demonstrations
 
-        table = Dataset.from_list(demonstrations(cfg.lab.demonstrations, seed=cfg.seed))
-        train, held_out = split_eval(table, cfg.data.eval_fraction, cfg.seed)
-    else:
-        train, held_out = load_sft_data(DataArguments(dataset=cfg.data.sft, eval_fraction=cfg.data.eval_fraction))
+            table = Dataset.from_list(demonstrations(cfg.lab.demonstrations, seed=cfg.seed))
+            train, held_out = split_eval(table, cfg.data.eval_fraction, cfg.seed)
+        else:
+            data = DataArguments(
+                dataset=cfg.data.sft, dataset_split=cfg.data.split, eval_fraction=cfg.data.eval_fraction
+            )
+            train, held_out = load_sft_data(data, seed=cfg.seed)
     ctx.say(f"[sft] {len(train)} demonstrations, {0 if held_out is None else len(held_out)} held out")
     result = run_sft(base, train, cfg.stage_config("sft"), eval_dataset=held_out, preset=cfg.model.preset)
-    write_json(ctx.dir("sft") / "log_history.json", result.log_history)
+    if ctx.is_main:
+        write_json(ctx.dir("sft") / "log_history.json", result.log_history)
     keep = ("eval_loss_before", "eval_loss", "train_loss", "train_runtime", "eval_mean_token_accuracy")
     metrics = {k: result.metrics[k] for k in keep if k in result.metrics}
     return {"model_dir": str(result.model_dir), "base_model": base}, metrics
@@ -115,10 +137,11 @@ def stage_preferences(ctx) -> tuple[dict, dict]:
     if cfg.data.preferences == LAB:
         train, held_out, metrics = _lab_preferences(ctx)
     else:
-        from rlhfkit.configs import split_eval
+        from rlhfkit.configs import preference_source, split_eval
         from rlhfkit.data import load_preferences
 
-        loaded = load_preferences(cfg.data.preferences, format=cfg.data.preference_format)
+        source = preference_source(cfg.data.preferences, cfg.data.split)
+        loaded = load_preferences(source, format=cfg.data.preference_format)
         table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)
         train, held_out = table.to_list(), [] if held is None else held.to_list()
         metrics = {"n_pairs": len(train), "n_held_out": len(held_out), "data": loaded.report.summary()}
@@ -193,7 +216,8 @@ def stage_reward(ctx) -> tuple[dict, dict]:
         eval_dataset=held_out,
         preset=cfg.model.preset,
     )
-    write_json(ctx.dir("reward") / "log_history.json", result.log_history)
+    if ctx.is_main:
+        write_json(ctx.dir("reward") / "log_history.json", result.log_history)
     keep = ("eval_accuracy_before", "eval_accuracy", "train_loss", "train_runtime")
     return {"model_dir": str(result.model_dir)}, {k: result.metrics[k] for k in keep if k in result.metrics}
 
@@ -232,7 +256,8 @@ def stage_rm_eval(ctx) -> tuple[dict, dict]:
 
 # ------------------------------------------------------------------------------------------ RL
 def _gold_reward_func():
-    """A weight-0 GRPO reward function logging the lab's gold reward beside the proxy (``rewards/lab_gold/mean``)."""
+    """The lab's gold reward as a reward function, logged beside the proxy as ``rewards/lab_gold/mean`` (GRPO: with
+    weight 0; PPO: as a metric function), never optimised."""
     from rlhfkit.lab import gold_reward
 
     def lab_gold(prompts, completions, **_):
@@ -245,42 +270,46 @@ def stage_rl(ctx) -> tuple[dict, dict]:
     from rlhfkit.monitors import MonitorConfig
 
     cfg = ctx.cfg
-    prompts = _rl_prompts(ctx, cfg.lab.rl_prompts, seed=cfg.seed + 3)
+    with ctx.main_process_first():
+        prompts = [{"prompt": p} for p in _rl_prompts(ctx, "train")]
     rm = ctx.outputs["rm_eval"]["metrics"]
     monitor = MonitorConfig(**cfg.trl["monitor"])
+    lab_task = cfg.data.prompts == LAB
+    if lab_task:  # log gold beside proxy so over-optimisation shows in the health timeline and the RL plot
+        monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+    common = {
+        "reward_model": ctx.outputs["reward"]["model_dir"],
+        "preset": cfg.model.preset,
+        "monitor_config": monitor,
+        "reward_mean": rm.get("reward_mean"),
+        "reward_std": rm.get("reward_std"),
+    }
+    sft_model = ctx.outputs["sft"]["model_dir"]
     if cfg.rl.algorithm == "grpo":
         from rlhfkit.stages import run_grpo
 
-        lab_task = cfg.data.prompts == LAB
-        if lab_task:  # log gold beside proxy so over-optimisation shows in the health timeline
-            monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
         result = run_grpo(
-            ctx.outputs["sft"]["model_dir"],
-            [{"prompt": p} for p in prompts],
+            sft_model,
+            prompts,
             cfg.stage_config("grpo"),
-            reward_model=ctx.outputs["reward"]["model_dir"],
             reward_funcs=[_gold_reward_func()] if lab_task else None,
-            reward_weights=[1.0, 0.0] if lab_task else None,
-            preset=cfg.model.preset,
-            monitor_config=monitor,
-            reward_mean=rm.get("reward_mean"),
-            reward_std=rm.get("reward_std"),
+            reward_weights=[1.0, 0.0] if lab_task else None,  # gold is logged, never optimised
+            **common,
         )
     else:
         from rlhfkit.stages import run_ppo
 
         result = run_ppo(
-            ctx.outputs["sft"]["model_dir"],
-            [{"prompt": p} for p in prompts],
+            sft_model,
+            prompts,
             cfg.stage_config("ppo"),
-            reward_model=ctx.outputs["reward"]["model_dir"],
-            preset=cfg.model.preset,
-            monitor_config=monitor,
-            reward_mean=rm.get("reward_mean"),
-            reward_std=rm.get("reward_std"),
+            layout=cfg.rl.layout,
+            metric_funcs=[_gold_reward_func()] if lab_task else None,
+            **common,
         )
     log = [row for row in result.log_history if "train_runtime" not in row]
-    write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
+    if ctx.is_main:
+        write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
     kl_key = "objective/kl" if cfg.rl.algorithm == "ppo" else "kl"
     kls = [row[kl_key] for row in log if kl_key in row]
     lengths = [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
@@ -316,27 +345,50 @@ def _read_health(run_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ final evaluation
-def sample_responses(model_dir: str, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 64):
-    """Sample one response per prompt (temperature 1, top_k 0, top_p 1: the policy itself)."""
+def _device():
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from rlhfkit.models import load_tokenizer
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
-    tokenizer = load_tokenizer(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+def sample_responses(
+    model_dir: str,
+    prompts: list,
+    max_new_tokens: int,
+    seed: int,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    preset: str = "full",
+) -> list[str]:
+    """Sample one response per prompt at ``temperature`` with top_k 0 and top_p 1 (the policy RL optimised).
+
+    Prompts are strings or chat messages (rendered with the chat template and its generation prompt). ``preset``
+    ``qlora`` loads the model in 4 bits, as the RL stage did.
+    """
+    import torch
+
+    from rlhfkit.models import load_policy
+
+    model, tokenizer = load_policy(model_dir, preset, padding_side="left")
+    if not getattr(model, "is_quantized", False):
+        model.to(_device())
+    model.eval()
+    chat = bool(prompts) and not isinstance(prompts[0], str)
+    if chat:
+        prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
     torch.manual_seed(seed)
     out = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+        # a rendered chat template already holds its special tokens
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
         with torch.no_grad():
             gen = model.generate(
-                **enc,
+                **enc.to(model.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=True,
                 top_k=0,
                 top_p=1.0,
-                temperature=1.0,
+                temperature=temperature,
                 pad_token_id=tokenizer.pad_token_id,
             )
         out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
@@ -348,15 +400,30 @@ def stage_final_eval(ctx) -> tuple[dict, dict]:
     from rlhfkit.rm_eval import score_texts
 
     cfg = ctx.cfg
-    prompts = _rl_prompts(ctx, cfg.rl.eval_prompts, seed=cfg.seed + 10_000)
-    rm, rm_tok = load_reward_model(ctx.outputs["reward"]["model_dir"])
+    prompts = _rl_prompts(ctx, "eval")
+    rm, rm_tok = load_reward_model(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
+    if not getattr(rm, "is_quantized", False):
+        rm.to(_device())
     metrics: dict[str, Any] = {"n_prompts": len(prompts)}
     samples = {}
-    for name, stage in (("sft", "sft"), ("rl", "rl")):
-        responses = sample_responses(ctx.outputs[stage]["model_dir"], prompts, cfg.rl.max_new_tokens, cfg.seed)
+    # Both policies are sampled as the RL stage sampled during training (GRPO: 1.0; PPO: 0.7 unless set).
+    temperature = cfg.stage_config(cfg.rl.algorithm).temperature
+    metrics["temperature"] = temperature
+    for name in ("sft", "rl"):
+        responses = sample_responses(
+            ctx.outputs[name]["model_dir"],
+            prompts,
+            cfg.rl.max_new_tokens,
+            cfg.seed,
+            temperature,
+            preset=cfg.model.preset,
+        )
         samples[name] = responses
-        texts = [p + r + rm_tok.eos_token for p, r in zip(prompts, responses)]
-        metrics[f"proxy_{name}"] = float(np.mean(score_texts(rm, rm_tok, texts)))
+        texts = [  # scored as the reward model was trained (rm_eval.encode: EOS appended / the chat template)
+            p + r if isinstance(p, str) else [*p, {"role": "assistant", "content": r}]
+            for p, r in zip(prompts, responses)
+        ]
+        metrics[f"proxy_{name}"] = float(np.mean(score_texts(rm, rm_tok, texts, device=rm.device)))
         metrics[f"length_{name}"] = float(np.mean([len(r) for r in responses]))
         if cfg.data.prompts == LAB:
             from rlhfkit.lab import gold_rewards

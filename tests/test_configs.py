@@ -111,6 +111,17 @@ def test_config_loads_with_its_parser(path):
         assert (parsed[-1].kl_coef if stage == "ppo" else parsed[-1].beta) > 0
 
 
+def test_lab_pipeline_is_the_demo_with_grpo():
+    """configs/lab/pipeline.yaml differs from the demo config (rlhfkit/demo.yaml) only in output_dir and algorithm."""
+    demo = yaml.safe_load((REPO / "rlhfkit" / "demo.yaml").read_text())
+    lab = yaml.safe_load((REPO / "configs" / "lab" / "pipeline.yaml").read_text())
+    assert (demo["rl"]["algorithm"], lab["rl"]["algorithm"]) == ("ppo", "grpo")
+    for cfg in (demo, lab):
+        cfg.pop("output_dir")
+        cfg["rl"].pop("algorithm")
+    assert lab == demo
+
+
 @pytest.mark.parametrize("path", [p for p in RECIPE_CONFIGS if p.parent.name != "lab"], ids=_rel)
 def test_real_model_configs_fit_their_gpu(path):
     from rlhfkit.planner import GIB, check_config_fits

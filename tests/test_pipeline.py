@@ -15,8 +15,10 @@ import yaml
 
 from rlhfkit.cli import main
 from rlhfkit.errors import ConfigError
-from rlhfkit.pipeline import GateFailed, load_config, run_pipeline
+from rlhfkit.pipeline import GateFailed, StageContext, load_config, run_pipeline
+from rlhfkit.pipeline_stages import _rl_prompts
 
+REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 
 
@@ -27,6 +29,7 @@ def small(out: Path, **over) -> dict:
     cfg["lab"].update(demonstrations=600, comparisons=2000, eval_comparisons=300, rl_prompts=64)
     cfg["sft"].update(max_steps=200, save_steps=100)
     cfg["reward"].update(max_steps=400, save_steps=100)
+    cfg["ppo"].update(total_episodes=128, save_steps=1)  # 2 updates of 64 prompts
     cfg["grpo"].update(max_steps=4, logging_steps=2, save_steps=2)
     cfg["rl"]["eval_prompts"] = 32
     for key, value in over.items():
@@ -101,6 +104,28 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     paths = write_pipeline_report(load_config(small(out, **{"reward.learning_rate": 5e-4})), manifest)
     text = Path(paths["markdown"]).read_text()
     assert "gold reward of the RL policy" in text and Path(paths["json"]).exists()
+    rl_log = json.loads((out / "rl" / "log_history.json").read_text())
+    assert [r["step"] for r in rl_log if "objective/kl" in r] == [1, 2]  # PPO (the demo's algorithm), every update
+    assert all("lab/gold" in r for r in rl_log if "objective/kl" in r)  # gold logged beside the proxy
+    assert not list(out.glob("*/checkpoint-*"))  # finished stages keep their model, not their checkpoints
+
+    # switch the RL algorithm: only rl and final_eval are redone, with GRPO
+    grpo = small(out, **{"reward.learning_rate": 5e-4, "rl.algorithm": "grpo"})
+    with pytest.raises(ConfigError, match=r"stage 'rl' finished with a different config \(changed: .*rl\.algorithm"):
+        run_pipeline(load_config(grpo))
+    manifest = run_pipeline(load_config(grpo), from_stage="rl")
+    assert _digest(out / "sft" / "model") == sft_files
+    assert any("kl" in r for r in json.loads((out / "rl" / "log_history.json").read_text()))
+    assert manifest.stage("final_eval")["metrics"]["temperature"] == 1.0
+
+
+def test_both_rl_sections_are_validated(tmp_path):
+    cfg = small(tmp_path / "run")
+    cfg["grpo"]["bta"] = 0.1  # the demo runs ppo; a typo in the grpo section is still reported
+    with pytest.raises(ConfigError, match=r"grpo: unknown GRPOConfig field\(s\) \['bta'\]"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="rl.layout='shard' must be"):
+        load_config(small(tmp_path / "run", **{"rl.layout": "shard"}))
 
 
 @pytest.mark.slow
@@ -141,3 +166,133 @@ def test_sigkill_in_reward_stage_then_resume(tmp_path):
     assert all(s["status"] == "done" for s in manifest["stages"].values())
     assert _digest(tmp_path / "run" / "sft" / "model") == sft_files
     assert (reward_dir / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_in_rl_stage_then_resume_from_its_checkpoint(tmp_path):
+    """Kill the pipeline in the middle of PPO; the same command resumes RL from its last checkpoint and finishes."""
+    cfg = small(tmp_path / "run")
+    cfg["ppo"].update(total_episodes=64 * 8, save_steps=2)  # 8 updates, a checkpoint every 2
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "rlhfkit.cli", "run", str(path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    rl_dir = tmp_path / "run" / "rl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(rl_dir.glob("checkpoint-*/ppo_state.json")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("sft", "preferences", "reward", "rm_eval")] == ["done"] * 4
+    assert manifest["stages"]["rl"]["status"] == "running" and not (rl_dir / "model").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in rl_dir.glob("checkpoint-*"))
+    assert killed_at < 8
+    before = {s: _digest(tmp_path / "run" / s / "model") for s in ("sft", "reward")}
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[rl] resuming" in done.stdout and "[reward] done earlier, skipping" in done.stdout
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+    assert {s: _digest(tmp_path / "run" / s / "model") for s in ("sft", "reward")} == before
+    steps = [r["step"] for r in json.loads((rl_dir / "log_history.json").read_text()) if "objective/kl" in r]
+    assert steps == list(range(1, 9))  # the resumed run continued the killed one: each update once, none redone
+    assert (rl_dir / "model" / "model.safetensors").exists()
+
+
+def tiny(out: Path) -> dict:
+    """The demo config shrunk to a smoke run (a weak reward model: the gate is overridden)."""
+    cfg = small(out)
+    cfg["lab"].update(demonstrations=200, comparisons=300, eval_comparisons=100, rl_prompts=64)
+    cfg["sft"].update(max_steps=10, save_steps=5)
+    cfg["reward"].update(max_steps=10, save_steps=5)
+    cfg["gate"]["override"] = True
+    cfg["ppo"].update(total_episodes=64, per_device_train_batch_size=8, gradient_accumulation_steps=4)
+    cfg["rl"]["eval_prompts"] = 16
+    return cfg
+
+
+@pytest.mark.slow
+def test_instructgpt_recipe_runs_the_pipeline(tmp_path, monkeypatch):
+    import runpy
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path / "run")))
+    script = str(REPO / "recipes" / "instructgpt.py")
+    monkeypatch.setattr(sys, "argv", [script, "--config", str(path), "--set", "rl.eval_prompts=8"])
+    runpy.run_path(script, run_name="__main__")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in manifest["stages"]] == ["done"] * 6
+    assert manifest["stages"]["final_eval"]["metrics"]["n_prompts"] == 8  # --set reached the config
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "plots" / "rl.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_pipeline_under_torchrun_two_processes(tmp_path):
+    """The recipe on 2 CPU processes (gloo): training stages run DDP, the rest on rank 0; one manifest, one report."""
+    import socket
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path / "run")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", port, str(REPO / "recipes" / "instructgpt.py"), "--config", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert done.stdout.count("rlhfkit run summary") == 1  # the summary and progress come from rank 0 only
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in manifest["stages"]] == ["done"] * 6
+    log = json.loads((tmp_path / "run" / "rl" / "log_history.json").read_text())
+    assert [r["episode"] for r in log if "episode" in r] == [64]  # one update of 2 x 32 prompts: both ranks sampled
+    assert not [p for p in (tmp_path / "run").rglob(".*.tmp")]  # nothing half-written
+
+
+@pytest.mark.slow
+def test_pipeline_on_files_a_dataset_folder_and_chat_prompts(tmp_path, hh_file):
+    """Real-data sources, offline: SFT chat rows from a file, HH-RLHF pairs from a dataset folder (loaded like a hub
+    id), chat prompts from a file with rl.eval_prompts held out; the final evaluation renders the chat template."""
+    import gzip
+
+    from rlhfkit import lab
+
+    data = tmp_path / "data"
+    (data / "hh").mkdir(parents=True)
+    with gzip.open(hh_file, "rt") as f:
+        (data / "hh" / "train.jsonl").write_text("".join(next(f) for _ in range(120)))
+    demos = lab.demonstrations(200, seed=0)
+    sft_rows = [
+        {"messages": [{"role": "user", "content": d["prompt"]}, {"role": "assistant", "content": d["completion"]}]}
+        for d in demos
+    ]
+    (data / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
+    unique = list(dict.fromkeys(lab.make_prompts(400, seed=1)))[:40]  # the lab's prompt space repeats itself
+    prompts = [{"prompt": [{"role": "user", "content": p}]} for p in unique]
+    (data / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts))
+
+    cfg = tiny(tmp_path / "run")
+    cfg["data"] = {"sft": str(data / "sft.jsonl"), "preferences": str(data / "hh"), "preference_format": "hh",
+                   "prompts": str(data / "prompts.jsonl"), "max_prompts": 16, "eval_fraction": 0.1}  # fmt: skip
+    cfg["agreement"]["enabled"] = False
+    cfg["reward"].update(max_length=128, per_device_train_batch_size=8)
+    cfg["ppo"].update(total_episodes=16, per_device_train_batch_size=4, gradient_accumulation_steps=4)
+    cfg["rl"].update(eval_prompts=8, max_new_tokens=8)
+    manifest = run_pipeline(load_config(cfg)).data["stages"]
+    assert [s["status"] for s in manifest.values()] == ["done"] * 6
+    prefs = manifest["preferences"]["metrics"]
+    assert (prefs["n_pairs"], prefs["n_held_out"]) == (108, 12)  # 120 HH rows, eval_fraction 0.1
+    final = manifest["final_eval"]["metrics"]
+    assert final["n_prompts"] == 8 and "gold_rl" not in final and {"proxy_sft", "proxy_rl"} <= set(final)
+    samples = (tmp_path / "run" / "final_eval" / "samples.jsonl").read_text().splitlines()
+    held_out = [json.loads(line)["prompt"] for line in samples]
+    ctx = StageContext(cfg=load_config(cfg), manifest=None, outputs={}, say=print)
+    rl_prompts = _rl_prompts(ctx, "train")
+    assert held_out == _rl_prompts(ctx, "eval") and len(rl_prompts) == 16  # max_prompts
+    assert not {json.dumps(p) for p in held_out} & {json.dumps(p) for p in rl_prompts}  # evaluated on unseen prompts
+    rl_log = json.loads((tmp_path / "run" / "rl" / "log_history.json").read_text())
+    assert [r["episode"] for r in rl_log if "episode" in r] == [16]

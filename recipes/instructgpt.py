@@ -1,0 +1,63 @@
+"""The whole InstructGPT pipeline from one config: SFT -> preference data (+ labeler-agreement filtering) -> reward
+model -> evaluation + gate -> RL (PPO or GRPO, monitors on) -> final evaluation.
+
+    accelerate launch recipes/instructgpt.py --config configs/lab/pipeline.yaml
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/instructgpt.py \
+        --config configs/qwen2.5-7b-instruct/pipeline.yaml
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml recipes/instructgpt.py \
+        --config configs/llama-3.2-3b-instruct/pipeline.yaml --set ppo.kl_coef=0.1
+
+The same as ``rlhfkit run CONFIG`` (which this script shares its code with), written out so that the stage order
+is visible and easy to change: copy this file, drop or reorder stages, or call the stage functions of
+``rlhfkit.pipeline_stages`` directly.
+
+Each stage writes ``<output_dir>/<stage>/`` and records status, config hash, outputs and metrics in
+``<output_dir>/manifest.json``. Rerunning the same command skips finished stages and resumes an interrupted one from
+its last checkpoint; ``--from STAGE`` redoes a stage and everything after it; a finished stage whose config changed
+is reported with the changed keys, never silently reused. Under several processes the training stages (sft, reward,
+rl) run data-parallel on all of them, the data and evaluation stages on the main process.
+
+Deliberately left out: a pretraining-loss mix in RL (PPO-ptx) and human labelling (preferences come from a file or
+the lab's simulated labelers).
+"""
+
+import argparse
+import sys
+
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline import STAGES, load_config, parse_overrides, run_and_report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/lab/pipeline.yaml")
+    parser.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and every stage after it")
+    parser.add_argument("--until", choices=STAGES, help="stop after this stage")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set sft.max_steps=10")
+    parser.add_argument("--out", help="output folder (overrides output_dir)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+
+    # ---------------------------------------------------------------- config
+    # Every section is validated here (TRL's own dataclasses for sft / reward / grpo, rlhfkit's PPOConfig for ppo):
+    # a bad key or value names the key, and nothing starts.
+    overrides = parse_overrides(args.set)
+    if args.out:
+        overrides["output_dir"] = args.out
+    cfg = load_config(args.config, overrides)
+
+    # ---------------------------------------------------------------- stages
+    # sft -> preferences -> reward -> rm_eval (gate) -> rl (cfg.rl.algorithm) -> final_eval, with the run manifest,
+    # skip / resume / --from, then report.md + report.json + plots in cfg.output_dir (see rlhfkit.pipeline).
+    return run_and_report(cfg, from_stage=args.from_stage, until=args.until)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RlhfkitError as e:  # a config or data error the user can fix: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
