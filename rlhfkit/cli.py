@@ -38,7 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_known_noise() -> None:
+    """Silence two messages every run prints that a user cannot act on: TRL 1.16's configs default the deprecated
+    ``gradient_checkpointing`` name (transformers 5 warns), and bitsandbytes' CPU backend logs that the optional
+    ``kernels`` package is missing (its fallback is what the CPU path uses)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_known_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -113,6 +113,12 @@ def gold_rewards(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray
     return np.array([gold_reward(p, r) for p, r in zip(prompts, responses, strict=True)], dtype=np.float64)
 
 
+def lab_gold(prompts: Sequence[str], completions: Sequence[str], **_) -> list[float]:
+    """:func:`gold_reward` with TRL's reward-function signature: pass it to GRPO with weight 0 or to PPO's
+    ``metric_funcs`` to log the gold reward beside the proxy (as ``rewards/lab_gold/mean``) without optimising it."""
+    return gold_rewards(prompts, completions).tolist()
+
+
 # ----------------------------------------------------------------------------- responses
 def _format(items: Sequence[str], period: bool = True) -> str:
     return " " + ", ".join(items) + ("." if period else "")

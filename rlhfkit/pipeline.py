@@ -263,9 +263,10 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         node: Any = cfg.raw
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        out[key] = node
+        if node is not None:  # unset keys are left out, so a key added in a later rlhfkit leaves old hashes valid
+            out[key] = node
     if stage == "rl":  # only the chosen algorithm's section matters
-        out.pop("grpo" if cfg.rl.algorithm == "ppo" else "ppo")
+        out.pop("grpo" if cfg.rl.algorithm == "ppo" else "ppo", None)
     return out
 
 
@@ -355,7 +356,8 @@ def run_pipeline(
         entry = manifest.stage(stage)
         if entry.get("status") == "done":
             if entry.get("config_hash") != digest:
-                keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage's config"]
+                # no key changed: the stage was recorded by an rlhfkit that hashed its inputs differently
+                keys = changed_keys(entry.get("config", {}), inputs) or ["the stage inputs rlhfkit records"]
                 raise ConfigError(
                     f"stage '{stage}' finished with a different config (changed: {', '.join(keys)}); "
                     f"rerun with --from {stage} to redo it and every stage after it"
@@ -425,6 +427,7 @@ def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until:
 
     console = Console()
     logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)])
+    _quiet_library_progress_bars()  # keep the trainers' own progress bars; drop per-file loading / mapping bars
     start = time.perf_counter()
     state = distributed_state()
     is_main = state is None or state.is_main_process
@@ -438,3 +441,11 @@ def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until:
         print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
         console.print(f"report: {paths['markdown']}")
     return manifest
+
+
+def _quiet_library_progress_bars() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

@@ -255,18 +255,8 @@ def stage_rm_eval(ctx) -> tuple[dict, dict]:
 
 
 # ------------------------------------------------------------------------------------------ RL
-def _gold_reward_func():
-    """The lab's gold reward as a reward function, logged beside the proxy as ``rewards/lab_gold/mean`` (GRPO: with
-    weight 0; PPO: as a metric function), never optimised."""
-    from rlhfkit.lab import gold_reward
-
-    def lab_gold(prompts, completions, **_):
-        return [gold_reward(p, c) for p, c in zip(prompts, completions)]
-
-    return lab_gold
-
-
 def stage_rl(ctx) -> tuple[dict, dict]:
+    from rlhfkit.lab import lab_gold  # the gold reward, logged beside the proxy and never optimised
     from rlhfkit.monitors import MonitorConfig
 
     cfg = ctx.cfg
@@ -292,7 +282,7 @@ def stage_rl(ctx) -> tuple[dict, dict]:
             sft_model,
             prompts,
             cfg.stage_config("grpo"),
-            reward_funcs=[_gold_reward_func()] if lab_task else None,
+            reward_funcs=[lab_gold] if lab_task else None,
             reward_weights=[1.0, 0.0] if lab_task else None,  # gold is logged, never optimised
             **common,
         )
@@ -304,7 +294,7 @@ def stage_rl(ctx) -> tuple[dict, dict]:
             prompts,
             cfg.stage_config("ppo"),
             layout=cfg.rl.layout,
-            metric_funcs=[_gold_reward_func()] if lab_task else None,
+            metric_funcs=[lab_gold] if lab_task else None,
             **common,
         )
     log = [row for row in result.log_history if "train_runtime" not in row]

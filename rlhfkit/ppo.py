@@ -35,7 +35,9 @@ Deliberately omitted
 --------------------
 * PPO-ptx (InstructGPT's pretraining-loss mix), value-function early stopping, approx-KL early stopping.
 * TRL 1.12's evaluation loop / completion tables (a few samples are logged every
-  ``total updates / num_sample_generations`` updates instead), DeepSpeed ZeRO-3, FSDP and vLLM generation.
+  ``total updates / num_sample_generations`` updates instead), vLLM generation, and DeepSpeed ZeRO-3 / FSDP
+  (refused with a clear error: rollouts would need the sharded policy gathered). DDP is tested on 2 CPU processes;
+  ZeRO-1/2 keep whole parameters on each GPU but are untested without GPUs.
 * Reference *adapters* (``ref_adapter_name``): the reference is always the base with adapters disabled.
 """
 
@@ -665,6 +667,7 @@ class PPOTrainer(Trainer):
 
         super().__init__(model=wrapper, args=args, processing_class=tok, callbacks=callbacks, optimizers=optimizers)
         self.train_dataset = train_dataset
+        self._check_no_parameter_sharding()
 
         # ---- batch sizes (TRL 1.12's names)
         world = self.accelerator.num_processes
@@ -722,6 +725,10 @@ class PPOTrainer(Trainer):
         )
 
     # ------------------------------------------------------------------------------------------ checks
+    def _check_no_parameter_sharding(self) -> None:
+        ds = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+        refuse_parameter_sharding(self.is_fsdp_enabled, getattr(ds, "zero_stage", None))
+
     def _check_shared_frozen(self) -> None:
         shared = self.shared
         allowed = {
@@ -1076,6 +1083,17 @@ class PPOTrainer(Trainer):
 
 
 # ============================================================================================== helpers
+def refuse_parameter_sharding(fsdp: bool, zero_stage: int | None) -> None:
+    """Refuse FSDP and DeepSpeed ZeRO-3: every rollout generates with the whole policy, which would have to be
+    gathered from its shards each time (not implemented); DDP and ZeRO-1/2 keep full parameters on each GPU."""
+    if fsdp or zero_stage == 3:
+        raise ConfigError(
+            f"PPOTrainer does not support {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'}: rollouts generate with the whole "
+            "policy on each GPU; launch with configs/accelerate/multi_gpu.yaml or zero2.yaml, and fit large models "
+            "with preset qlora (shared-base layout) instead of sharding"
+        )
+
+
 def _require_frozen(module: nn.Module, what: str) -> None:
     trainable = [n for n, p in module.named_parameters() if p.requires_grad]
     if trainable:

@@ -575,3 +575,17 @@ def test_report_to_tensorboard_writes_every_update(tmp_path):
     points = events.Scalars("train/objective/kl")
     assert [p.step for p in points] == [1, 2, 3]
     assert [p.value for p in points] == pytest.approx(history(trainer, "objective/kl"), rel=1e-5)
+
+
+def test_parameter_sharding_is_refused_with_the_launch_fix(tmp_path):
+    """FSDP / ZeRO-3 would need the sharded policy gathered every rollout: refused, naming the configs that work."""
+    trainer = separate_trainer(tmp_path)
+    trainer._check_no_parameter_sharding()  # plain (single-process) run: fine
+    trainer.is_fsdp_enabled = True
+    with pytest.raises(ConfigError, match=r"does not support FSDP: .*configs/accelerate/multi_gpu.yaml or zero2.yaml"):
+        trainer._check_no_parameter_sharding()
+    from rlhfkit.ppo import refuse_parameter_sharding
+
+    refuse_parameter_sharding(False, 2)  # ZeRO-2 keeps whole parameters on each GPU
+    with pytest.raises(ConfigError, match="does not support DeepSpeed ZeRO-3"):
+        refuse_parameter_sharding(False, 3)
