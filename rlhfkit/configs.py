@@ -157,8 +157,11 @@ def load_table(source: str, split: str = "train"):
         raise ConfigError(f"dataset={source!r}: unsupported file type; use .jsonl, .jsonl.gz, .json, .parquet or .csv")
     try:
         return load_dataset(source, split=split)
-    except ValueError as e:  # e.g. an unknown split: name the field to fix
-        raise ConfigError(f"dataset={source!r} split={split!r}: {str(e).splitlines()[0]}") from e
+    except (FileNotFoundError, ValueError, ConnectionError) as e:  # no such dataset / offline and not cached / split
+        raise ConfigError(
+            f"dataset={source!r} split={split!r}: {str(e).splitlines()[0]}; give a data file, a dataset folder or a "
+            "hub dataset id (and one of its splits)"
+        ) from e
 
 
 def preference_source(source: str, split: str = "train"):

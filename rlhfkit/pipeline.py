@@ -114,7 +114,10 @@ class RLArguments:
         metadata={"help": "PPO only: separate | shared (one base + adapters); default from the preset."},
     )
     eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts for the final evaluation."})
-    max_new_tokens: int = field(default=24, metadata={"help": "Response length in the final evaluation."})
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Response length in the final evaluation (None: the RL stage's response length)."},
+    )
 
     def __post_init__(self):
         if self.algorithm not in ("ppo", "grpo"):
@@ -188,8 +191,10 @@ def _section(cls: type, name: str, values: dict[str, Any] | None):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; valid keys: {sorted(known)}")
+    from rlhfkit.stages import coerce_numbers
+
     try:
-        return cls(**values)
+        return cls(**coerce_numbers(cls, values, prefix=f"{name}."))
     except TypeError as e:
         raise ConfigError(f"{name}: {e}") from e
 
@@ -213,6 +218,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{p}' is not a section; use SECTION.KEY=VALUE, e.g. sft.max_steps=10")
         node[leaf] = value
     allowed = {"output_dir", "seed", *SECTIONS, *TRL_SECTIONS}
     unknown = sorted(set(raw) - allowed)
@@ -221,6 +228,9 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     if "output_dir" not in raw:
         raise ConfigError("output_dir is missing; set output_dir: runs/NAME in the config")
     sections = {name: _section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
+    for name in TRL_SECTIONS:
+        if not isinstance(raw.get(name) or {}, dict):
+            raise ConfigError(f"section '{name}' must be a mapping of keys to values, got {type(raw[name]).__name__}")
     trl = {name: dict(raw.get(name) or {}) for name in TRL_SECTIONS}
     cfg = PipelineConfig(
         output_dir=Path(raw["output_dir"]), seed=int(raw.get("seed", 0)), trl=trl, raw=raw, **sections
@@ -232,7 +242,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     if trl["monitor"]:
         from rlhfkit.monitors import MonitorConfig
 
-        _section(MonitorConfig, "monitor", trl["monitor"])
+        trl["monitor"] = dataclasses.asdict(_section(MonitorConfig, "monitor", trl["monitor"]))
     return cfg
 
 
@@ -251,7 +261,19 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "reward": ("reward",),
     "rm_eval": ("gate",),
-    "rl": ("rl", "ppo", "grpo", "monitor", "data.prompts", "data.split", "data.max_prompts", "lab.rl_prompts"),
+    # rl.eval_prompts and rl.max_new_tokens only change the final evaluation (except that eval prompts held out of a
+    # prompt dataset change which prompts RL gets: added in stage_inputs)
+    "rl": (
+        "rl.algorithm",
+        "rl.layout",
+        "ppo",
+        "grpo",
+        "monitor",
+        "data.prompts",
+        "data.split",
+        "data.max_prompts",
+        "lab.rl_prompts",
+    ),
     "final_eval": ("rl.eval_prompts", "rl.max_new_tokens"),
 }
 
@@ -267,6 +289,8 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
             out[key] = node
     if stage == "rl":  # only the chosen algorithm's section matters
         out.pop("grpo" if cfg.rl.algorithm == "ppo" else "ppo", None)
+        if cfg.data.prompts != "lab":
+            out["rl.eval_prompts"] = cfg.rl.eval_prompts
     return out
 
 
@@ -307,7 +331,10 @@ class GateFailed(RlhfkitError):
 
 def distributed_state():
     """accelerate's ``PartialState`` when launched with several processes (``torchrun``, ``accelerate launch``), else
-    None. Created here with the device the trainers will use (gloo on a CPU-only machine), so they share it."""
+    None. ``load_config`` has usually created the process group already, through the first TRL config it builds
+    (with ``sft.ddp_timeout``, 30 minutes by default: the longest a process may wait for the main one's data and
+    evaluation stages; raise it for large hub datasets or long evaluations). Otherwise it is created here, with the
+    device the trainers will use (gloo on a CPU-only machine). The processes must share ``output_dir``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     import torch
@@ -366,6 +393,10 @@ def run_pipeline(
             ctx.outputs[stage] = {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
         else:
             resuming = entry.get("status") in ("running", "failed")
+            if resuming and entry.get("config_hash") != digest:  # never resume checkpoints of another config
+                keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage"]
+                ctx.say(f"[{stage}] config changed since the interrupted run ({', '.join(keys)}): starting over")
+                resuming = False
             if ctx.is_main:
                 if not resuming and ctx.dir(stage).exists():  # a fresh start (or --from): no stale checkpoints
                     shutil.rmtree(ctx.dir(stage))
@@ -373,8 +404,10 @@ def run_pipeline(
             ctx.say(f"[{stage}] {'resuming' if resuming else 'starting'}")
             ctx.barrier()
             ctx.outputs[stage] = _run_stage(ctx, stage, getattr(pipeline_stages, f"stage_{stage}"))
-            if ctx.is_main:
-                remove_checkpoints(ctx.dir(stage))  # the final model is saved: checkpoints only cost disk now
+            # The final model is saved: checkpoints only cost disk now. An RL stage with monitor alerts keeps them
+            # (an alert names the last healthy checkpoint to fall back to).
+            if ctx.is_main and not ctx.outputs[stage]["metrics"].get("alerts"):
+                remove_checkpoints(ctx.dir(stage))
         if stage == until:
             break
     return manifest
@@ -412,7 +445,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set sft.max_steps=100")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
 

@@ -41,7 +41,9 @@ def _uses_lab(ctx) -> bool:
 def _rl_prompts(ctx, part: str) -> list:
     """RL prompts (``part="train"``) or held-out prompts for the final evaluation (``part="eval"``).
 
-    Lab: ``lab.rl_prompts`` / ``rl.eval_prompts`` fresh prompts from differently seeded generators. A dataset: shuffled
+    Lab: ``lab.rl_prompts`` / ``rl.eval_prompts`` prompts from differently seeded generators (fresh samples, but the
+    lab's task has only 72 distinct prompts, so they are not unseen ones; the gold reward measures the policy, not
+    generalisation). A dataset: shuffled
     with the seed; the first ``rl.eval_prompts`` rows are held out for the final evaluation, the rest (at most
     ``data.max_prompts``) are the RL prompts. Prompts are strings or chat messages.
     """
@@ -222,8 +224,17 @@ def stage_reward(ctx) -> tuple[dict, dict]:
     return {"model_dir": str(result.model_dir)}, {k: result.metrics[k] for k in keep if k in result.metrics}
 
 
-def stage_rm_eval(ctx) -> tuple[dict, dict]:
+def _load_scorer(model_dir: str, preset: str):
+    """The reward model for evaluation: 4-bit under qlora (as the RL stage scores), else moved to the GPU if any."""
     from rlhfkit.models import load_reward_model
+
+    model, tokenizer = load_reward_model(model_dir, preset)
+    if not getattr(model, "is_quantized", False):
+        model.to(_device())
+    return model.eval(), tokenizer
+
+
+def stage_rm_eval(ctx) -> tuple[dict, dict]:
     from rlhfkit.pipeline import GateFailed
     from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 
@@ -233,8 +244,10 @@ def stage_rm_eval(ctx) -> tuple[dict, dict]:
         from rlhfkit.errors import DataError
 
         raise DataError("no held-out preference pairs to evaluate the reward model on; set data.eval_fraction > 0")
-    model, tokenizer = load_reward_model(ctx.outputs["reward"]["model_dir"])
-    report = evaluate_reward_model(model, tokenizer, pairs)
+    # Loaded as RL will use it (4-bit under qlora), on the GPU when there is one; truncated as it was trained.
+    model, tokenizer = _load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
+    max_length = cfg.stage_config("reward").max_length
+    report = evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device)
     verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy)
     write_report(report, ctx.dir("rm_eval"), verdict=verdict)
     metrics = {
@@ -386,24 +399,25 @@ def sample_responses(
 
 
 def stage_final_eval(ctx) -> tuple[dict, dict]:
-    from rlhfkit.models import load_reward_model
     from rlhfkit.rm_eval import score_texts
 
     cfg = ctx.cfg
     prompts = _rl_prompts(ctx, "eval")
-    rm, rm_tok = load_reward_model(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
-    if not getattr(rm, "is_quantized", False):
-        rm.to(_device())
+    rm, rm_tok = _load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
     metrics: dict[str, Any] = {"n_prompts": len(prompts)}
     samples = {}
     # Both policies are sampled as the RL stage sampled during training (GRPO: 1.0; PPO: 0.7 unless set).
-    temperature = cfg.stage_config(cfg.rl.algorithm).temperature
-    metrics["temperature"] = temperature
+    rl_config = cfg.stage_config(cfg.rl.algorithm)
+    temperature = rl_config.temperature
+    max_new = cfg.rl.max_new_tokens or (
+        rl_config.response_length if cfg.rl.algorithm == "ppo" else rl_config.max_completion_length
+    )
+    metrics.update(temperature=temperature, max_new_tokens=max_new)
     for name in ("sft", "rl"):
         responses = sample_responses(
             ctx.outputs[name]["model_dir"],
             prompts,
-            cfg.rl.max_new_tokens,
+            max_new,
             cfg.seed,
             temperature,
             preset=cfg.model.preset,

@@ -72,14 +72,16 @@ def stage_config(config_cls, stage: str, output_dir: str | os.PathLike, *, prese
         raise ConfigError(
             f"unknown {config_cls.__name__} field(s) {unknown}; see `{config_cls.__name__}` in TRL's docs"
         )
-    merged = _coerce_numbers(config_cls, {k: v for k, v in merged.items() if k in fields})
+    merged = coerce_numbers(config_cls, {k: v for k, v in merged.items() if k in fields})
     return config_cls(output_dir=str(output_dir), **merged)
 
 
-def _coerce_numbers(config_cls, values: dict[str, Any]) -> dict[str, Any]:
+def coerce_numbers(config_cls, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Numbers given as strings, for numeric fields: YAML 1.1 (PyYAML) reads ``1e-4`` as the string '1e-4'.
 
     TRL's argument parser converts command-line strings by field type; configs built from YAML dicts need the same.
+    A field is numeric when its type is ``float`` or ``int`` (optionally ``| None``); ``1e3`` is accepted for an
+    int field. Other fields, and values that are not strings, are left alone.
     """
     import dataclasses
 
@@ -88,18 +90,23 @@ def _coerce_numbers(config_cls, values: dict[str, Any]) -> dict[str, Any]:
         value = out.get(f.name)
         if not isinstance(value, str):
             continue
-        kind = str(getattr(f.type, "__name__", f.type))
-        number = float if "float" in kind else int if kind in ("int", "int | None", "Optional[int]") else None
-        if number is None:
+        kind = str(getattr(f.type, "__name__", f.type)).replace("Optional[", "").strip("]")
+        parts = {p.strip() for p in kind.split("|")}
+        parts.discard("None")
+        if parts not in ({"float"}, {"int"}):
             continue
         try:
-            out[f.name] = number(value)
+            number = float(value)
+            if parts == {"int"}:
+                if not number.is_integer():
+                    raise ValueError
+                number = int(number)
         except ValueError:
-            if "str" in kind:  # a field that takes a number or a word (e.g. 'auto')
-                continue
             raise ConfigError(
-                f"{f.name}={value!r} is not a number; write it as one (e.g. {f.name}: 1.0e-4)"
+                f"{prefix}{f.name}={value!r} is not {'a whole number' if parts == {'int'} else 'a number'}; "
+                f"write it as one (e.g. {f.name}: {'100' if parts == {'int'} else '1.0e-4'})"
             ) from None
+        out[f.name] = number
     return out
 
 

@@ -47,6 +47,8 @@ def small(out: Path, **over) -> dict:
         ({"stages": {}}, r"unknown top-level key\(s\) \['stages'\]"),
         ({"model": {"preset": "qlora8"}}, "preset='qlora8' is not a method preset"),
         ({"monitor": {"kl_limt": 3}}, r"unknown key\(s\) \['monitor.kl_limt'\]"),
+        ({"data": {"max_prompts": "lots"}}, r"data.max_prompts='lots' is not a whole number"),
+        ({"sft": {"learning_rate": "fast"}}, r"sft: learning_rate='fast' is not a number"),
     ],
 )
 def test_bad_config_names_the_key_and_starts_nothing(tmp_path, patch, message):
@@ -56,6 +58,43 @@ def test_bad_config_names_the_key_and_starts_nothing(tmp_path, patch, message):
     with pytest.raises(ConfigError, match=message):
         load_config(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_yaml_numbers_written_as_strings_are_read_as_numbers(tmp_path):
+    """PyYAML reads 1e-4 and 8e3 as strings (YAML 1.1); every section converts them by field type."""
+    text = yaml.safe_dump(small(tmp_path / "run")).replace("learning_rate: 0.001", "learning_rate: 1e-3")
+    raw = yaml.safe_load(text)
+    assert raw["reward"]["learning_rate"] == "1e-3"  # what PyYAML gives
+    raw["data"] = {"max_prompts": "8e3", "eval_fraction": "5e-2"}
+    raw["monitor"] = {"kl_limit": "1.5e1"}
+    cfg = load_config(raw)
+    assert cfg.stage_config("reward").learning_rate == 1e-3
+    assert (cfg.data.max_prompts, cfg.data.eval_fraction, cfg.trl["monitor"]["kl_limit"]) == (8000, 0.05, 15.0)
+
+
+@pytest.mark.parametrize(
+    "items, message", [(["sft=5"], "section 'sft' must be a mapping"), (["sft.x=[1"], "not valid YAML")]
+)
+def test_bad_overrides_are_one_line_errors(tmp_path, items, message):
+    from rlhfkit.pipeline import parse_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(small(tmp_path / "run"), parse_overrides(items))
+
+
+def test_an_interrupted_stage_with_another_config_starts_over(tmp_path):
+    """Checkpoints of an interrupted stage are resumed only under the same config; otherwise the stage starts over."""
+    from rlhfkit.manifest import Manifest
+
+    cfg = tiny(tmp_path / "run")
+    stale = tmp_path / "run" / "sft" / "checkpoint-999"
+    stale.mkdir(parents=True)
+    Manifest(tmp_path / "run").start("sft", {"sft": {"max_steps": 1}}, "another-config-hash")  # killed mid-stage
+    said = []
+    manifest = run_pipeline(load_config(cfg), until="sft", say=said.append)
+    notice = next(m for m in said if "config changed since the interrupted run" in m)
+    assert "sft.max_steps" in notice and notice.endswith("starting over")
+    assert manifest.stage("sft")["status"] == "done" and not stale.exists()
 
 
 def test_cli_bad_config_is_one_line_exit_2(tmp_path, capsys):
@@ -114,6 +153,12 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     with pytest.raises(ConfigError, match=r"stage 'rl' finished with a different config \(changed: .*rl\.algorithm"):
         run_pipeline(load_config(grpo))
     manifest = run_pipeline(load_config(grpo), from_stage="rl")
+    # the final evaluation's length is not part of the RL stage: changing it redoes only final_eval
+    longer = small(out, **{"reward.learning_rate": 5e-4, "rl.algorithm": "grpo", "rl.max_new_tokens": 12})
+    with pytest.raises(ConfigError, match=r"stage 'final_eval' finished with a different config \(changed: rl.max"):
+        run_pipeline(load_config(longer))
+    manifest = run_pipeline(load_config(longer), from_stage="final_eval")
+    assert manifest.stage("final_eval")["metrics"]["max_new_tokens"] == 12
     assert _digest(out / "sft" / "model") == sft_files
     assert any("kl" in r for r in json.loads((out / "rl" / "log_history.json").read_text()))
     assert manifest.stage("final_eval")["metrics"]["temperature"] == 1.0
@@ -137,30 +182,41 @@ def test_gate_stops_before_rl(tmp_path):
     assert manifest["stages"]["rm_eval"]["status"] == "failed" and "rl" not in manifest["stages"]
 
 
-@pytest.mark.slow
-def test_sigkill_in_reward_stage_then_resume(tmp_path):
-    """Kill the pipeline in the middle of the reward stage; the same command resumes and finishes."""
-    cfg = small(tmp_path / "run")
-    cfg["reward"].update(max_steps=400, save_steps=50)
+def run_and_kill(cfg: dict, tmp_path: Path, stage_dir: Path, checkpoint_glob: str):
+    """Start `rlhfkit run` on ``cfg``, SIGKILL it once ``stage_dir`` holds a checkpoint; return a rerun function."""
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "rlhfkit.cli", "run", str(path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    reward_dir = tmp_path / "run" / "reward"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(reward_dir.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.2)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(stage_dir.glob(checkpoint_glob)):
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+    def rerun() -> subprocess.CompletedProcess:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    return rerun
+
+
+@pytest.mark.slow
+def test_sigkill_in_reward_stage_then_resume(tmp_path):
+    """Kill the pipeline in the middle of the reward stage; the same command resumes and finishes."""
+    cfg = small(tmp_path / "run")
+    cfg["reward"].update(max_steps=400, save_steps=50)
+    reward_dir = tmp_path / "run" / "reward"
+    rerun = run_and_kill(cfg, tmp_path, reward_dir, "checkpoint-*/trainer_state.json")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["sft"]["status"] == "done"
     assert manifest["stages"]["reward"]["status"] == "running"  # killed mid-stage
     assert not (reward_dir / "model").exists()  # nothing half-written as the final model
     sft_files = _digest(tmp_path / "run" / "sft" / "model")
 
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = rerun()
     assert "resuming" in done.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert all(s["status"] == "done" for s in manifest["stages"].values())
@@ -173,17 +229,8 @@ def test_sigkill_in_rl_stage_then_resume_from_its_checkpoint(tmp_path):
     """Kill the pipeline in the middle of PPO; the same command resumes RL from its last checkpoint and finishes."""
     cfg = small(tmp_path / "run")
     cfg["ppo"].update(total_episodes=64 * 8, save_steps=2)  # 8 updates, a checkpoint every 2
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "rlhfkit.cli", "run", str(path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     rl_dir = tmp_path / "run" / "rl"
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(rl_dir.glob("checkpoint-*/ppo_state.json")):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    rerun = run_and_kill(cfg, tmp_path, rl_dir, "checkpoint-*/ppo_state.json")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("sft", "preferences", "reward", "rm_eval")] == ["done"] * 4
     assert manifest["stages"]["rl"]["status"] == "running" and not (rl_dir / "model").exists()
@@ -191,8 +238,7 @@ def test_sigkill_in_rl_stage_then_resume_from_its_checkpoint(tmp_path):
     assert killed_at < 8
     before = {s: _digest(tmp_path / "run" / s / "model") for s in ("sft", "reward")}
 
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = rerun()
     assert "[rl] resuming" in done.stdout and "[reward] done earlier, skipping" in done.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert all(s["status"] == "done" for s in manifest["stages"].values())
