@@ -664,6 +664,11 @@ class PPOTrainer(Trainer):
 
         self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
         self.prompt_ids, self.prompt_texts = _tokenize_prompts(train_dataset, tok)
+        # Chat prompts: RewardTrainer trained the reward model on the chat template's rendering, which may continue
+        # after the EOS that ends the answer (Qwen: "<|im_end|>\n"); its score sits at that last token, so the
+        # rollout scores finished answers with the same tokens appended.
+        chat = _is_chat(train_dataset)
+        self.score_suffix = _chat_suffix_ids(tok) if chat and self.stop_token_id == tok.eos_token_id else []
 
         super().__init__(model=wrapper, args=args, processing_class=tok, callbacks=callbacks, optimizers=optimizers)
         self.train_dataset = train_dataset
@@ -798,8 +803,15 @@ class PPOTrainer(Trainer):
                     ref_logprobs.append(self._policy_logprobs(ref, inputs, responses[sl]))
                 values.append(self.model.values(**inputs)[:, P - 1 : -1])
                 if self.reward_fn is None and self.reward_processing_class is None:
-                    last = P + mask[sl].sum(1) - 1
-                    model_scores.append(self._reward_per_token(inputs)[torch.arange(len(last), device=device), last])
+                    score_inputs, score_mask = inputs, mask[sl]
+                    if self.score_suffix:
+                        ext, score_mask = _append_after_stop(
+                            responses[sl], mask[sl], self.stop_token_id, self.score_suffix, tok.pad_token_id
+                        )
+                        score_inputs = self._forward_inputs(queries[sl], query_mask[sl], ext, score_mask)
+                    last = P + score_mask.sum(1) - 1
+                    per_token = self._reward_per_token(score_inputs)
+                    model_scores.append(per_token[torch.arange(len(last), device=device), last])
 
         completions = tok.batch_decode(responses.masked_fill(~mask, tok.pad_token_id), skip_special_tokens=True)
         prompts = [self.prompt_texts[i] for i in indices]
@@ -1160,6 +1172,37 @@ def _tokenize_prompts(dataset, tokenizer) -> tuple[list[list[int]], list[str]]:
     if any(len(i) == 0 for i in ids):
         raise ConfigError("train_dataset has an empty prompt; remove it (PPO needs at least one prompt token)")
     return ids, texts
+
+
+def _is_chat(dataset) -> bool:
+    """Whether the prompts are chat messages (lists of role/content dicts) rather than text or token ids."""
+    if isinstance(dataset, (list, tuple)):
+        first = dataset[0] if dataset else ""
+    else:
+        first = dataset[0]["prompt"] if "prompt" in dataset.column_names and len(dataset) else ""
+    return not isinstance(first, str)
+
+
+def _chat_suffix_ids(tokenizer) -> list[int]:
+    """Token ids the chat template puts after the EOS that ends an assistant turn (Qwen: "\n"; Llama 3: none)."""
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    end = rendered.rfind(tokenizer.eos_token) if tokenizer.eos_token else -1
+    suffix = rendered[end + len(tokenizer.eos_token) :] if end >= 0 else ""
+    return list(tokenizer(suffix, add_special_tokens=False)["input_ids"]) if suffix else []
+
+
+def _append_after_stop(responses, mask, stop_token_id, suffix: list[int], pad: int):
+    """Right-padded ``responses`` with ``suffix`` appended to the rows that end with the stop token; new mask."""
+    lengths = mask.sum(1)
+    ended = (lengths > 0) & (responses.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0] == stop_token_id)
+    ext = nn.functional.pad(responses.masked_fill(~mask, pad), (0, len(suffix)), value=pad)
+    positions = lengths[:, None] + torch.arange(len(suffix), device=responses.device)[None]
+    rows = ended.nonzero()[:, 0]
+    ext[rows[:, None], positions[rows]] = torch.tensor(suffix, device=responses.device)
+    new_lengths = lengths + ended.long() * len(suffix)
+    new_mask = torch.arange(ext.shape[1], device=responses.device)[None] < new_lengths[:, None]
+    return ext, new_mask
 
 
 def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:

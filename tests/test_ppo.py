@@ -589,3 +589,36 @@ def test_parameter_sharding_is_refused_with_the_launch_fix(tmp_path):
     refuse_parameter_sharding(False, 2)  # ZeRO-2 keeps whole parameters on each GPU
     with pytest.raises(ConfigError, match="does not support DeepSpeed ZeRO-3"):
         refuse_parameter_sharding(False, 3)
+
+
+def test_chat_prompts_are_scored_where_the_reward_model_was_trained(tmp_path):
+    """A chat template that continues after EOS (Qwen: "<|im_end|>\\n"): RewardTrainer trains the score at the last
+    template token, so PPO appends that suffix to finished answers before reading the reward model's score."""
+    from datasets import Dataset
+
+    tok = make_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'Q: ' + m['content'] + ' A:' }}"
+        "{% else %}{{ ' ' + m['content'] + ' <eos> say' }}{% endif %}{% endfor %}"
+    )  # 'say' after every answer's EOS, like Qwen's newline
+    policy = make_policy()
+    rm = make_classifier(make_policy(seed=1)).requires_grad_(False)
+    chat = [{"prompt": [{"role": "user", "content": f"say w{i % 30}"}]} for i in range(64)]
+    args = ppo_args(tmp_path, response_length=4, stop_token="eos")
+    trainer = PPOTrainer(args, tok, policy, copy.deepcopy(policy).requires_grad_(False), rm, Dataset.from_list(chat))
+    assert trainer.score_suffix == tok.convert_tokens_to_ids(["say"])
+    batch = trainer._rollout(list(range(32)))
+    lengths = batch["mask"].sum(1)
+    ended = [int(r[n - 1]) == tok.eos_token_id for r, n in zip(batch["responses"], lengths.tolist())]
+    assert any(ended) and not all(ended)  # both cases are exercised
+    for i in range(32):
+        answer = batch["responses"][i, : lengths[i]].tolist()
+        if ended[i]:  # as RewardTrainer tokenizes the conversation: the template's tokens after EOS included
+            messages = chat[i]["prompt"] + [{"role": "assistant", "content": tok.decode(answer[:-1])}]
+            ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+            assert ids == trainer.prompt_ids[i] + answer + trainer.score_suffix
+        else:  # cut off: scored where it stops
+            ids = trainer.prompt_ids[i] + answer
+        with torch.no_grad():  # the score head at the last token (the random policy may emit pad tokens mid-answer)
+            expected = rm.score(rm.model(input_ids=torch.tensor([ids])).last_hidden_state)[0, -1, 0]
+        assert batch["raw_scores"][i] == pytest.approx(expected.item(), abs=1e-5), (i, ended[i], answer)
