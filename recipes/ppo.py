@@ -61,21 +61,12 @@ def load_prompts(data_args: DataArguments, seed: int):
     return table
 
 
-def lab_gold(model_dir: str, prompts: list[str], max_new_tokens: int, temperature: float, seed: int = 0) -> float:
+def sampled_gold(model_dir: str, prompts: list[str], max_new_tokens: int, temperature: float, seed: int = 0) -> float:
     """Mean lab gold reward of answers sampled as in training (``temperature``, no top-k / top-p) from a model."""
-    import torch
-
     from rlhfkit.lab import gold_rewards
-    from rlhfkit.models import load_policy
+    from rlhfkit.pipeline_stages import sample_responses
 
-    model, tok = load_policy(model_dir, padding_side="left")
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0
-        )
-    answers = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    answers = sample_responses(model_dir, prompts, max_new_tokens, seed, temperature)
     return float(gold_rewards(prompts, answers).mean())
 
 
@@ -114,8 +105,8 @@ def main(model_args, data_args, script_args, monitor_config, training_args) -> d
 
         held_out = make_prompts(script_args.eval_prompts, seed=training_args.seed + 10_000)
         n, temp = training_args.response_length, training_args.temperature
-        summary["gold_sft"] = lab_gold(sft, held_out, n, temp)  # PPO optimises the sampled policy: sample it
-        summary["gold_ppo"] = lab_gold(str(result.model_dir), held_out, n, temp)
+        summary["gold_sft"] = sampled_gold(sft, held_out, n, temp)  # PPO optimises the sampled policy: sample it
+        summary["gold_ppo"] = sampled_gold(str(result.model_dir), held_out, n, temp)
     print(json.dumps({"model_dir": str(result.model_dir), **summary}, indent=2, default=str))
     return summary
 
