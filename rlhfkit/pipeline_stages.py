@@ -43,9 +43,8 @@ def _rl_prompts(ctx, part: str) -> list:
 
     Lab: ``lab.rl_prompts`` / ``rl.eval_prompts`` prompts from differently seeded generators (fresh samples, but the
     lab's task has only 72 distinct prompts, so they are not unseen ones; the gold reward measures the policy, not
-    generalisation). A dataset: shuffled
-    with the seed; the first ``rl.eval_prompts`` rows are held out for the final evaluation, the rest (at most
-    ``data.max_prompts``) are the RL prompts. Prompts are strings or chat messages.
+    generalisation). A dataset: shuffled with the seed; the first ``rl.eval_prompts`` rows are held out for the final
+    evaluation, the rest (at most ``data.max_prompts``) are the RL prompts. Prompts are strings or chat messages.
     """
     cfg = ctx.cfg
     if cfg.data.prompts == LAB:
@@ -226,11 +225,11 @@ def stage_reward(ctx) -> tuple[dict, dict]:
 
 def _load_scorer(model_dir: str, preset: str):
     """The reward model for evaluation: 4-bit under qlora (as the RL stage scores), else moved to the GPU if any."""
-    from rlhfkit.models import load_reward_model
+    from rlhfkit.models import detect_hardware, load_reward_model
 
     model, tokenizer = load_reward_model(model_dir, preset)
     if not getattr(model, "is_quantized", False):
-        model.to(_device())
+        model.to(detect_hardware().device)
     return model.eval(), tokenizer
 
 
@@ -348,12 +347,6 @@ def _read_health(run_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ final evaluation
-def _device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def sample_responses(
     model_dir: str,
     prompts: list,
@@ -370,11 +363,11 @@ def sample_responses(
     """
     import torch
 
-    from rlhfkit.models import load_policy
+    from rlhfkit.models import detect_hardware, load_policy
 
     model, tokenizer = load_policy(model_dir, preset, padding_side="left")
     if not getattr(model, "is_quantized", False):
-        model.to(_device())
+        model.to(detect_hardware().device)
     model.eval()
     chat = bool(prompts) and not isinstance(prompts[0], str)
     if chat:

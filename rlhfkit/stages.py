@@ -525,15 +525,13 @@ def run_ppo(
         a :class:`StageResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
         of the SFT model, its adapter kept in ``<output_dir>/adapter``); ``metrics["monitor_alerts"]`` counts alerts.
     """
+    import dataclasses
+
     from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
     from rlhfkit.ppo import PPOTrainer, load_ppo_models
 
-    if (reward_mean is None) != (reward_std is None):
-        raise ConfigError("reward_mean and reward_std must be given together (both from the rm_eval report)")
-    if reward_std is not None:
-        if not reward_std > 0:
-            raise ConfigError(f"reward_std={reward_std} must be > 0; pass the reward model's score standard deviation")
-        config.reward_mean, config.reward_std = float(reward_mean), float(reward_std)
+    if reward_mean is not None or reward_std is not None:  # PPOConfig checks them (together, std > 0)
+        config = dataclasses.replace(config, reward_mean=reward_mean, reward_std=reward_std)
     prompts = _prompt_dataset(train_dataset)
     models = load_ppo_models(
         str(model_name_or_path), str(reward_model), preset=preset, layout=layout, trust_remote_code=trust_remote_code
