@@ -7,7 +7,7 @@ Both sides compute the same per-item analysis on the same vote matrix (majority 
 unanimity, tie) plus the per-labeler leave-one-out agreement, and the results are checked to be equal. The loop
 runs on the first ``--loop-items`` items and its time is extrapolated linearly to ``--items`` (the output says so
 when it does). Then rlhfkit's full analysis and filter (the above plus Fleiss' kappa, Krippendorff's alpha and
-filtering, ``rlhfkit.agreement.filter_votes``) is timed on 1,000,000 items x 5 labelers.
+filtering, ``rlhfkit.data.agreement.filter_votes``) is timed on 1,000,000 items x 5 labelers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from rlhfkit import agreement
+from rlhfkit.data import agreement
 
 
 def simulated_votes(n_items: int, n_labelers: int = 5, seed: int = 0) -> np.ndarray:

@@ -71,14 +71,15 @@ def train_sft_and_biased_rm(out: Path, length_bias: float, seed: int) -> tuple[P
     from trl import RewardConfig, SFTConfig
 
     from rlhfkit import lab
-    from rlhfkit.stages import run_reward, run_sft, stage_config
+    from rlhfkit.config import trainer_config
+    from rlhfkit.train import run_reward, run_sft
 
     common = {"report_to": [], "seed": seed, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000,
               "logging_steps": 100, "disable_tqdm": True}  # fmt: skip
     sft_dir, rm_dir = out / "sft" / "model", out / f"rm-bias{length_bias:g}" / "model"
     if not (sft_dir / "model.safetensors").exists():
         nano = lab.build_tiny_model(out / "nano", size="nano", seed=seed)
-        cfg = stage_config(SFTConfig, "sft", out / "sft", max_steps=800, per_device_train_batch_size=32,
+        cfg = trainer_config(SFTConfig, "sft", out / "sft", max_steps=800, per_device_train_batch_size=32,
                            learning_rate=3e-3, **common)  # fmt: skip
         run_sft(nano, lab.demonstrations(2000, seed), cfg)
     pool = lab.LabelerPool(5, noise=0.2, length_bias=length_bias, seed=seed)
@@ -90,7 +91,7 @@ def train_sft_and_biased_rm(out: Path, length_bias: float, seed: int) -> tuple[P
         chosen, rejected = (r["response_a"], r["response_b"]) if a_wins else (r["response_b"], r["response_a"])
         pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
     if not (rm_dir / "model.safetensors").exists():
-        cfg = stage_config(RewardConfig, "reward", rm_dir.parent, max_steps=800, per_device_train_batch_size=32,
+        cfg = trainer_config(RewardConfig, "reward", rm_dir.parent, max_steps=800, per_device_train_batch_size=32,
                            learning_rate=1e-3, **common)  # fmt: skip
         run_reward(sft_dir, pairs, cfg)
     return sft_dir, rm_dir, reward_model_report(rm_dir, seed)
@@ -100,7 +101,7 @@ def reward_model_report(rm_dir: Path, seed: int) -> dict:
     """The proxy's accuracy against the gold preference, overall and where gold prefers the SHORTER list."""
     from rlhfkit import lab
     from rlhfkit.models import load_reward_model
-    from rlhfkit.stages import RewardModelScorer
+    from rlhfkit.scoring import RewardModelScorer
 
     rows = [r for r in lab.comparison_dataset(1000, lab.LabelerPool(1, seed=seed), seed=seed + 99)
             if r["gold_a"] != r["gold_b"]]  # fmt: skip
@@ -129,8 +130,9 @@ def run_grpo_with_gold(sft_dir: Path, rm_dir: Path, out: Path, args):
     Returns (TRL log history, the default monitor's timeline, the length-scaled monitor's timeline).
     """
     from rlhfkit import lab
+    from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import HealthMonitor, MonitorConfig, load_timeline
-    from rlhfkit.stages import grpo_config, remove_checkpoints, run_grpo
+    from rlhfkit.train import remove_checkpoints, run_grpo
 
     cfg = grpo_config(
         out,

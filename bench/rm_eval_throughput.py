@@ -45,7 +45,7 @@ def one_at_a_time(model, tokenizer, pairs: list[dict], device) -> tuple[np.ndarr
     """The tutorial loop: two forward passes of one sequence per pair."""
     import torch
 
-    from rlhfkit.rm_eval import tokenize_pair
+    from rlhfkit.scoring import tokenize_pair
 
     model.eval()
     r_chosen, r_rejected = [], []

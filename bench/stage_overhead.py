@@ -33,7 +33,8 @@ def main():
     from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
     from rlhfkit import lab
-    from rlhfkit.stages import run_reward, run_sft, stage_config
+    from rlhfkit.config import trainer_config
+    from rlhfkit.train import run_reward, run_sft
 
     tmp = Path(tempfile.mkdtemp())
     base = lab.build_tiny_model(tmp / "base", "nano")
@@ -54,7 +55,10 @@ def main():
         tok = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base)
         t = SFTTrainer(
-            model=model, args=stage_config(SFTConfig, "sft", out, **common), train_dataset=demos, processing_class=tok
+            model=model,
+            args=trainer_config(SFTConfig, "sft", out, **common),
+            train_dataset=demos,
+            processing_class=tok,
         )
         t.train()
         t.save_model(str(Path(out) / "model"))
@@ -65,7 +69,7 @@ def main():
         model.config.pad_token_id = tok.pad_token_id
         t = RewardTrainer(
             model=model,
-            args=stage_config(RewardConfig, "reward", out, **common),
+            args=trainer_config(RewardConfig, "reward", out, **common),
             train_dataset=pairs,
             processing_class=tok,
         )
@@ -73,9 +77,9 @@ def main():
         t.save_model(str(Path(out) / "model"))
 
     sides = {
-        "sft": (lambda out: run_sft(base, demos, stage_config(SFTConfig, "sft", out, **common)), direct_sft),
+        "sft": (lambda out: run_sft(base, demos, trainer_config(SFTConfig, "sft", out, **common)), direct_sft),
         "reward": (
-            lambda out: run_reward(base, pairs, stage_config(RewardConfig, "reward", out, **common)),
+            lambda out: run_reward(base, pairs, trainer_config(RewardConfig, "reward", out, **common)),
             direct_reward,
         ),
     }

@@ -5,14 +5,14 @@
         --config configs/qwen2.5-0.5b-instruct/grpo.yaml
 
 TRL's GRPOTrainer samples `num_generations` completions per prompt, scores them with the reward model
-(formatted exactly as RewardTrainer trained it: see rlhfkit.stages.RewardModelScorer), and uses each
+(formatted exactly as RewardTrainer trained it: see rlhfkit.scoring.RewardModelScorer), and uses each
 completion's reward relative to its group as the advantage; no value model. `beta` is the KL coefficient
-to the SFT model: this recipe defaults it to 0.04 where TRL defaults to 0 (no reference model, no leash).
+to the SFT model: rlhfkit.grpo.GRPOConfig defaults it to 0.04 where TRL defaults to 0 (no reference model, no leash).
 The monitors (rlhfkit.monitors) are always on: alerts in the log, `health.jsonl` and plots in `output_dir`,
 and any `MonitorConfig` field can be set in the YAML or on the command line (`--kl_limit 10`).
 
 Data rows need a `prompt` column (text, or chat messages for a chat model); `dataset: lab` uses the
-lab's prompts. Deliberately left out: rule-based reward functions (pass them to rlhfkit.stages.run_grpo
+lab's prompts. Deliberately left out: rule-based reward functions (pass them to rlhfkit.train.run_grpo
 from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
 """
 
@@ -20,24 +20,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-import trl
-
-from rlhfkit.configs import DataArguments, ModelArguments, load_table, parse_recipe, resolve_model
-from rlhfkit.errors import ConfigError
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.data.tables import load_prompts
+from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.stages import DEFAULT_BETA, run_grpo
+from rlhfkit.train import run_grpo
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GRPOConfig(trl.GRPOConfig):
-    """TRL's GRPOConfig with rlhfkit's KL default (see ``rlhfkit.stages.DEFAULT_BETA`` for the reasoning)."""
-
-    beta: float = field(
-        default=DEFAULT_BETA,
-        metadata={"help": "KL coefficient to the SFT model (rlhfkit: 0.04, as DeepSeekMath); 0 removes the leash."},
-    )
 
 
 @dataclass
@@ -53,27 +42,15 @@ class RewardArguments:
     reward_std: float | None = field(default=None, metadata={"help": "reward_std of the reward model's eval report."})
 
 
-def load_prompts(data_args: DataArguments, seed: int):
-    """Prompt rows: the lab's prompts, or a table's ``prompt`` column (text or chat messages)."""
-    from datasets import Dataset
-
-    if data_args.dataset == "lab":
-        from rlhfkit.lab import make_prompts
-
-        return Dataset.from_dict({"prompt": make_prompts(data_args.lab_samples, seed=seed)})
-    table = load_table(data_args.dataset, data_args.dataset_split)
-    if "prompt" not in table.column_names:
-        cols = table.column_names
-        raise ConfigError(f"dataset={data_args.dataset!r} has columns {cols}; GRPO needs a prompt column")
-    table = table.shuffle(seed=seed)
-    if data_args.max_samples is not None:
-        table = table.select(range(min(data_args.max_samples, len(table))))
-    return table
-
-
 def main(model_args, data_args, reward_args, monitor_config, training_args) -> dict:
     # ---------------------------------------------------------------- data
-    prompts = load_prompts(data_args, seed=training_args.seed)
+    prompts, _ = load_prompts(
+        data_args.dataset,
+        split=data_args.dataset_split,
+        seed=training_args.seed,
+        n_lab=data_args.lab_samples,
+        max_prompts=data_args.max_samples,
+    )
     logger.info("GRPO prompts: %d", len(prompts))
 
     # ---------------------------------------------------------------- model + reward + training

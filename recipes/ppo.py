@@ -22,10 +22,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from rlhfkit.configs import DataArguments, ModelArguments, load_table, parse_recipe, resolve_model
-from rlhfkit.errors import ConfigError
+from rlhfkit import lab
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.data.tables import load_prompts
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.ppo import PPOConfig
+from rlhfkit.scoring import sample_responses
+from rlhfkit.train import run_ppo
 
 logger = logging.getLogger(__name__)
 
@@ -44,39 +47,26 @@ class PPOScriptArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub (off by default)."})
 
 
-def load_prompts(data_args: DataArguments, seed: int):
-    """Prompt rows: the lab's prompts, or a table's ``prompt`` column (text or chat messages)."""
-    from datasets import Dataset
-
-    if data_args.dataset == "lab":
-        from rlhfkit.lab import make_prompts
-
-        return Dataset.from_dict({"prompt": make_prompts(data_args.lab_samples, seed=seed)})
-    table = load_table(data_args.dataset, data_args.dataset_split)
-    if "prompt" not in table.column_names:
-        raise ConfigError(f"dataset={data_args.dataset!r} has columns {table.column_names}; PPO needs a prompt column")
-    table = table.shuffle(seed=seed)
-    if data_args.max_samples is not None:
-        table = table.select(range(min(data_args.max_samples, len(table))))
-    return table
-
-
 def sampled_gold(model_dir: str, prompts: list[str], max_new_tokens: int, temperature: float, seed: int = 0) -> float:
     """Mean lab gold reward of answers sampled as in training (``temperature``, no top-k / top-p) from a model."""
-    from rlhfkit.lab import gold_rewards
-    from rlhfkit.pipeline_stages import sample_responses
-
     answers = sample_responses(model_dir, prompts, max_new_tokens, seed, temperature)
-    return float(gold_rewards(prompts, answers).mean())
+    return float(lab.gold_rewards(prompts, answers).mean())
 
 
 def main(model_args, data_args, script_args, monitor_config, training_args) -> dict:
     from accelerate import PartialState
 
-    from rlhfkit.stages import run_ppo
-
     # ---------------------------------------------------------------- data
-    prompts = load_prompts(data_args, seed=training_args.seed)
+    # RL prompts and, in the lab, held-out prompts for the gold-reward report (rlhfkit.data.tables.load_prompts).
+    lab_task = data_args.dataset == "lab"
+    prompts, held_out = load_prompts(
+        data_args.dataset,
+        split=data_args.dataset_split,
+        seed=training_args.seed,
+        n_lab=data_args.lab_samples,
+        held_out=script_args.eval_prompts if lab_task else 0,
+        max_prompts=data_args.max_samples,
+    )
     logger.info("PPO prompts: %d", len(prompts))
 
     # ---------------------------------------------------------------- models, train, save
@@ -100,10 +90,7 @@ def main(model_args, data_args, script_args, monitor_config, training_args) -> d
     summary["monitor_alerts"] = result.metrics["monitor_alerts"]
     if not PartialState().is_main_process:
         return summary
-    if data_args.dataset == "lab":
-        from rlhfkit.lab import make_prompts
-
-        held_out = make_prompts(script_args.eval_prompts, seed=training_args.seed + 10_000)
+    if lab_task:
         n, temp = training_args.response_length, training_args.temperature
         summary["gold_sft"] = sampled_gold(sft, held_out, n, temp)  # PPO optimises the sampled policy: sample it
         summary["gold_ppo"] = sampled_gold(str(result.model_dir), held_out, n, temp)

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 
 from trl import RewardConfig
 
-from rlhfkit.configs import DataArguments, ModelArguments, load_preference_data, parse_recipe, resolve_model
-from rlhfkit.stages import run_reward
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.data.tables import load_preference_data
+from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
+from rlhfkit.scoring import load_scorer
+from rlhfkit.train import run_reward
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +48,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, gate_args: GateAr
     )
 
     # ---------------------------------------------------------------- evaluation + gate
+    # Scored as RL will score it (rlhfkit.scoring: 4-bit under qlora, on the GPU if any, truncated as trained).
     if held_out is not None and training_args.process_index == 0:
-        from rlhfkit.models import load_reward_model
-        from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
-
-        model, tokenizer = load_reward_model(result.model_dir)
-        report = evaluate_reward_model(model, tokenizer, held_out)
+        model, tokenizer = load_scorer(result.model_dir, model_args.preset)
+        report = evaluate_reward_model(
+            model, tokenizer, held_out, max_length=training_args.max_length, device=model.device
+        )
         verdict = rm_gate(report, min_accuracy=gate_args.min_accuracy)
         write_report(report, f"{training_args.output_dir}/eval", verdict=verdict)
         print(json.dumps({"model_dir": str(result.model_dir), "accuracy": report.accuracy, "auc": report.auc}))

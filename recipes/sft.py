@@ -7,7 +7,7 @@
 Any SFTConfig field can be overridden on the command line (`--learning_rate 1e-4`). Data rows are
 prompt/completion (loss on the completion only), messages (chat) or text; `dataset: lab` uses the
 built-in lab's demonstrations. With a LoRA preset, the adapter is merged into `output_dir/model`, which
-the reward and RL stages load like any checkpoint (see rlhfkit.stages).
+the reward and RL stages load like any checkpoint (see rlhfkit.train).
 """
 
 import json
@@ -15,8 +15,9 @@ import logging
 
 from trl import SFTConfig
 
-from rlhfkit.configs import DataArguments, ModelArguments, load_sft_data, parse_recipe, resolve_model
-from rlhfkit.stages import run_sft
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.data.tables import load_sft_data
+from rlhfkit.train import run_sft
 
 logger = logging.getLogger(__name__)
 

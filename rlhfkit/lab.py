@@ -188,6 +188,11 @@ def _as_random(rng: random.Random | np.random.Generator | int | None) -> random.
 
 
 # ----------------------------------------------------------------------------- simulated labelers
+# The default pool of the pipeline and the recipes: five labelers of rising noise, the last one close to random
+# (agreement filtering should flag it).
+DEFAULT_NOISE = (0.1, 0.15, 0.2, 0.25, 0.45)
+
+
 class LabelerPool:
     """Simulated human labelers comparing responses.
 

@@ -1,24 +1,30 @@
-"""Loading done right once, for every stage: hardware -> precision, tokenizer fixes, policy and reward models.
+"""Loading and saving done right once, for every stage: tokenizer fixes, policy and reward models, merged saves.
 
-* :func:`detect_hardware` / :func:`precision_kwargs`: bf16 where the GPU supports it, fp16 on older CUDA
-  GPUs, fp32 on MPS and CPU -- so no TRL config (which defaults to ``bf16=True``) fails on a CPU.
 * :func:`prepare_tokenizer`: a pad token distinct from EOS (a model trained with pad == eos never learns
   to stop, and PPO cannot tell padding from the end of a response), the padding side a stage needs
   (right for training, left for generation), and a chat template when the tokenizer has none.
 * :func:`load_policy`, :func:`load_reward_model`: ``from_pretrained`` on a hub id or local path, with
   the method preset's quantisation, ``trust_remote_code`` off unless asked, safetensors weights.
+* :func:`save_final` / :func:`merge_adapter`: ``<output_dir>/model`` written atomically; a LoRA adapter is kept in
+  ``<output_dir>/adapter`` and merged into an unquantised copy of the base, so ``model/`` is an ordinary model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.hardware import Hardware, compute_dtype, detect_hardware
+from rlhfkit.io import atomic_path
+from rlhfkit.presets import MethodPreset, method_preset
 
 logger = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "model"  # <output_dir>/model: the final model + tokenizer of a training run
+ADAPTER_SUBDIR = "adapter"  # <output_dir>/adapter: the LoRA adapter alone, when one was trained
 
 PAD_TOKEN = "<|pad|>"
 # Used when a tokenizer has no chat template: the HH-RLHF transcript format ("Human: ... Assistant: ..."),
@@ -32,57 +38,6 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """What this process trains on.
-
-    Attributes:
-        device: ``cuda``, ``mps`` or ``cpu``.
-        bf16: bf16 mixed precision is supported (Ampere or newer CUDA GPUs).
-        fp16: fp16 mixed precision should be used (CUDA GPUs without bf16).
-        num_gpus: visible CUDA devices.
-        gpu_memory_gb: memory of GPU 0 in GB, or None.
-    """
-
-    device: str
-    bf16: bool
-    fp16: bool
-    num_gpus: int = 0
-    gpu_memory_gb: float | None = None
-
-
-def detect_hardware() -> Hardware:
-    """Detect CUDA (with or without bf16), MPS or CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        bf16 = torch.cuda.is_bf16_supported()
-        mem = torch.cuda.get_device_properties(0).total_memory / 1e9
-        return Hardware("cuda", bf16=bf16, fp16=not bf16, num_gpus=torch.cuda.device_count(), gpu_memory_gb=mem)
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        # Mixed precision on MPS is not reliable across torch versions: train in fp32 there.
-        return Hardware("mps", bf16=False, fp16=False)
-    return Hardware("cpu", bf16=False, fp16=False)
-
-
-def precision_kwargs(hardware: Hardware | None = None) -> dict[str, bool]:
-    """``bf16`` / ``fp16`` / ``use_cpu`` for any ``TrainingArguments`` (TRL configs included)."""
-    hw = hardware or detect_hardware()
-    return {"bf16": hw.bf16, "fp16": hw.fp16, "use_cpu": hw.device == "cpu"}
-
-
-def compute_dtype(hardware: Hardware | None = None):
-    """The dtype models are loaded and computed in: bf16, else fp16 on CUDA, else fp32."""
-    import torch
-
-    hw = hardware or detect_hardware()
-    if hw.bf16:
-        return torch.bfloat16
-    if hw.fp16:
-        return torch.float16
-    return torch.float32
 
 
 # ------------------------------------------------------------------------------------------ tokenizers
@@ -152,8 +107,6 @@ def _check_source(name_or_path: str | os.PathLike) -> None:
 
 
 def _model_kwargs(preset, hardware, trust_remote_code: bool, revision: str | None) -> dict[str, Any]:
-    from rlhfkit.presets import MethodPreset, method_preset
-
     hw = hardware or detect_hardware()
     if not isinstance(preset, MethodPreset):
         preset = method_preset(preset, hw)
@@ -233,3 +186,41 @@ def load_reward_model(
     )
     sync_model_with_tokenizer(model, tokenizer)
     return model, tokenizer
+
+
+def save_final(trainer, tokenizer, output_dir: str | os.PathLike, *, base_model: str, model_kind: str) -> Path:
+    """Save the trained model to ``<output_dir>/model`` atomically, merging a LoRA adapter if there is one.
+
+    ``model_kind`` is ``causal`` or ``reward``: the class used to reload an unquantised base for merging.
+    Only the main process writes; the others wait for it.
+    """
+    from peft import PeftModel
+
+    out = Path(output_dir) / MODEL_SUBDIR
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = trainer.accelerator
+    if state.is_main_process:
+        if isinstance(model, PeftModel):
+            with atomic_path(Path(output_dir) / ADAPTER_SUBDIR) as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            merged = merge_adapter(Path(output_dir) / ADAPTER_SUBDIR, base_model, tokenizer, model_kind)
+        else:
+            merged = model
+        with atomic_path(out) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    state.wait_for_everyone()
+    return out
+
+
+def merge_adapter(adapter_dir: str | os.PathLike, base_model: str, tokenizer, model_kind: str = "causal"):
+    """Load the base unquantised (compute dtype), apply the adapter, and merge it into the weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForCausalLM if model_kind == "causal" else AutoModelForSequenceClassification
+    extra = {"num_labels": 1} if model_kind == "reward" else {}
+    base = cls.from_pretrained(base_model, dtype=compute_dtype(), **extra)
+    sync_model_with_tokenizer(base, tokenizer)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -69,12 +69,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.presets import GPU_SIZES, LORA_DEFAULTS, METHODS, STAGES, gpu_preset
+from rlhfkit.presets import GPU_SIZES, GRPO_BETA, LORA_DEFAULTS, METHODS, TRAINERS, gpu_preset
 
 GIB = 2**30
 LAYOUTS = ("separate", "shared")
 DEFAULT_PROMPT_LENGTH = 256  # RL stages: prompt tokens (TRL's GRPOConfig has no prompt cap; set it per dataset)
-DEFAULT_BETA = 0.04  # GRPO KL coefficient assumed: InstructGPT keeps a KL leash, so a reference copy is planned
 FIT_FRACTION = 0.9  # "fits" below 90% of the GPU; "tight" up to 100%
 OVERHEAD_FIXED = 1 * GIB  # CUDA context + cuBLAS workspace + allocator slack
 OVERHEAD_FRACTION = 0.10  # fragmentation of the caching allocator
@@ -427,8 +426,8 @@ def plan(
         precision: ``bf16`` (rlhfkit's default on GPUs), ``mixed`` (fp32 master weights) or ``fp32`` (CPU).
         suggest: compute suggestions when the plan does not fit.
     """
-    if stage not in STAGES:
-        raise ConfigError(f"stage={stage!r} is not a stage; choose one of {list(STAGES)}")
+    if stage not in TRAINERS:
+        raise ConfigError(f"stage={stage!r} is not a stage; choose one of {list(TRAINERS)}")
     if preset not in METHODS:
         raise ConfigError(f"preset={preset!r} is not a method preset; choose one of {list(METHODS)}")
     if precision not in ("bf16", "mixed", "fp32"):
@@ -451,7 +450,7 @@ def plan(
     ckpt = bool(defaults["gradient_checkpointing"] if gradient_checkpointing is None else gradient_checkpointing)
     r = int(lora_r or LORA_DEFAULTS["r"])
     attention = attention or ("eager" if dims.model_type == "gemma2" else "sdpa")
-    beta = DEFAULT_BETA if beta is None else float(beta)
+    beta = GRPO_BETA if beta is None else float(beta)  # a KL leash: a reference copy is planned
     settings: dict[str, Any] = {
         "layout": layout, "batch_size": bs, "grad_accum": accum, "gradient_checkpointing": ckpt, "lora_r": r,
         "attention": attention, "fused_lm_head": fused_lm_head, "precision": precision,
@@ -671,7 +670,7 @@ class FitRow:
 
 def fit_table(
     models: list[str],
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = TRAINERS,
     gpus: tuple[int, ...] = GPU_SIZES,
     preset_for=None,
     **plan_kwargs: Any,
@@ -763,9 +762,9 @@ def check_config_fits(path: str | os.PathLike, model: str | os.PathLike | None =
         if key not in cfg:
             raise ConfigError(f"{path}: field {key!r} is missing; add it (the planner needs model, preset and gpu)")
     stage = cfg.get("stage", path.stem)
-    if stage not in STAGES:
+    if stage not in TRAINERS:
         raise ConfigError(
-            f"{path}: stage={stage!r} is unknown; name the file <stage>.yaml or set stage: {list(STAGES)}"
+            f"{path}: stage={stage!r} is unknown; name the file <stage>.yaml or set stage: {list(TRAINERS)}"
         )
     return plan(cfg["model_name_or_path"], stage, cfg["preset"], float(cfg["gpu"]), **_plan_kwargs(stage, cfg))
 

@@ -5,7 +5,7 @@ Two kinds, both plain data that expand to plain objects you can inspect and over
 
 * **method presets** -- ``full``, ``lora``, ``qlora`` -- expand to a ``peft.LoraConfig`` (or None), a
   ``transformers.BitsAndBytesConfig`` (or None) and a few Trainer kwargs;
-* **GPU-size presets** -- 8, 12, 16, 24, 48, 80 GB -- expand, per stage (``sft``, ``reward``, ``ppo``,
+* **GPU-size presets** -- 8, 12, 16, 24, 48, 80 GB -- expand, per trainer (``sft``, ``reward``, ``ppo``,
   ``grpo``), to Trainer kwargs: per-device batch size, gradient accumulation, gradient checkpointing,
   sequence / generation lengths. They are sized for the model classes people train on such a GPU
   (8-16 GB: up to ~1.5B with qlora; 24 GB: up to 8B with qlora; 48-80 GB: 8B with lora or full
@@ -20,10 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.hardware import compute_dtype
 
 METHODS = ("full", "lora", "qlora")
-STAGES = ("sft", "reward", "ppo", "grpo")
+# The trainers a GPU-size preset has a row for (a training run's trainer, not a pipeline stage).
+TRAINERS = ("sft", "reward", "ppo", "grpo")
 GPU_SIZES = (8, 12, 16, 24, 48, 80)
+
+# ---------------------------------------------------------------------------------------- RL defaults
+# The KL coefficient rlhfkit's GRPO starts from (rlhfkit.grpo.GRPOConfig, the pipeline, the recipe, the planner).
+# TRL's GRPOConfig defaults to beta=0.0, which drops the reference model and with it the KL leash to the SFT model
+# that the InstructGPT recipe relies on to keep the policy where the reward model is still accurate. 0.04 is
+# DeepSeekMath's GRPO value (and TRL's default in its first GRPO releases); smaller values (DeepSeek-R1: 0.001) suit
+# verifiable rewards, which cannot be over-optimised the way a learned reward model can. On the lab
+# (bench/overoptimization.py) 0.04 is still a loose leash for GRPO's unit-variance advantages: 0.3 kept most of the
+# gold reward where 0.01 and 0.04 lost it.
+GRPO_BETA = 0.04
 
 # LoRA defaults, with the reason for each.
 LORA_DEFAULTS: dict[str, Any] = {
@@ -99,8 +111,6 @@ def method_preset(name: str, hardware=None, *, task_type: str = "CAUSAL_LM", **l
     if name == "qlora":
         from transformers import BitsAndBytesConfig
 
-        from rlhfkit.models import compute_dtype
-
         quantization = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",  # NF4: information-theoretically optimal for normal weights (QLoRA)
@@ -113,7 +123,7 @@ def method_preset(name: str, hardware=None, *, task_type: str = "CAUSAL_LM", **l
 
 
 # ---------------------------------------------------------------------------------------- GPU-size presets
-# Per stage, per GPU size: TrainingArguments fields. Effective batch per device is kept at 16 sequences
+# Per trainer, per GPU size: TrainingArguments fields. Effective batch per device is kept at 16 sequences
 # (pairs for the reward stage) by trading batch size against accumulation. Gradient checkpointing is on at
 # every size: it costs ~30% more compute, and without it activations dominate (``rlhfkit plan``: Qwen2.5-0.5B
 # full SFT at batch 16 x 4096 tokens needs ~99 GiB, 85 of them activations; with checkpointing 6.6 GiB of
@@ -140,25 +150,25 @@ _GPU_ROWS: dict[str, dict[int, tuple]] = {
 # fmt: on
 
 
-def gpu_preset(gb: int | str, stage: str, **overrides: Any) -> dict[str, Any]:
-    """TrainingArguments fields of the ``gb``-GB GPU preset for ``stage``, with ``overrides`` applied.
+def gpu_preset(gb: int | str, trainer: str, **overrides: Any) -> dict[str, Any]:
+    """TrainingArguments fields of the ``gb``-GB GPU preset for ``trainer``, with ``overrides`` applied.
 
-    Raises ConfigError naming the valid sizes, stages or fields when one is unknown.
+    Raises ConfigError naming the valid sizes, trainers or fields when one is unknown.
     """
-    if stage not in _GPU_ROWS:
-        raise ConfigError(f"stage={stage!r} is not a stage; choose one of {list(STAGES)}")
+    if trainer not in _GPU_ROWS:
+        raise ConfigError(f"trainer {trainer!r} has no GPU-size preset; choose one of {list(TRAINERS)}")
     size = _gpu_size(gb)
     if size is None:
         raise ConfigError(f"gpu={gb!r} is not a GPU-size preset; choose one of {list(GPU_SIZES)} (GB)")
-    kwargs = dict(zip(_GPU_COLUMNS[stage], _GPU_ROWS[stage][size], strict=True))
+    kwargs = dict(zip(_GPU_COLUMNS[trainer], _GPU_ROWS[trainer][size], strict=True))
     unknown = sorted(set(overrides) - set(kwargs))
     if unknown:
-        raise ConfigError(f"unknown {stage} GPU-preset field(s) {unknown}; valid fields: {sorted(kwargs)}")
+        raise ConfigError(f"unknown {trainer} GPU-preset field(s) {unknown}; valid fields: {sorted(kwargs)}")
     kwargs.update(overrides)
     return kwargs
 
 
-def describe(name: str | int, stage: str | None = None) -> dict[str, Any]:
+def describe(name: str | int, trainer: str | None = None) -> dict[str, Any]:
     """A JSON-friendly view of a preset (what ``rlhfkit presets show NAME`` prints)."""
     if str(name) in METHODS:
         preset = method_preset(str(name))
@@ -166,8 +176,8 @@ def describe(name: str | int, stage: str | None = None) -> dict[str, Any]:
         out["lora"] = None if preset.lora is None else _public_fields(preset.lora)
         out["quantization"] = None if preset.quantization is None else preset.quantization.to_dict()
         return out
-    stages = [stage] if stage else list(STAGES)
-    tables = {s: gpu_preset(name, s) for s in stages} if _gpu_size(name) else None
+    trainers = [trainer] if trainer else list(TRAINERS)
+    tables = {s: gpu_preset(name, s) for s in trainers} if _gpu_size(name) else None
     if tables is None:
         raise ConfigError(
             f"unknown preset {name!r}; method presets: {list(METHODS)}, GPU presets (GB): {list(GPU_SIZES)}"

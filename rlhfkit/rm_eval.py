@@ -1,19 +1,9 @@
 """Reward-model evaluation: how well a scalar reward model ranks held-out preference pairs, and whether it is
 good enough to steer RL.
 
-Scoring and statistics are split, so the statistics are pure functions of numbers:
+Scoring lives in :mod:`rlhfkit.scoring` (formatted exactly as ``RewardTrainer`` trained the model); here the
+statistics are pure functions of numbers:
 
-* :func:`tokenize_pair` formats a pair exactly as TRL 1.16's ``RewardTrainer`` does at training time
-  (``trl/trainer/reward_trainer.py``, ``_prepare_dataset``): explicit-prompt strings are ``prompt + chosen`` with
-  the tokenizer's EOS appended when missing, tokenized with ``tokenizer(text=...)`` (so BOS is added where the
-  tokenizer adds it); conversational pairs are ``prompt + chosen`` messages rendered by the chat template
-  (``apply_chat_template(tokenize=True)``, with the row's ``tools`` / ``chat_template_kwargs``), no extra EOS.
-* :func:`score_token_ids` / :func:`score_texts` run the model in length-sorted batches and return one score per
-  sequence. The score is the model's own pooled logit, read at the rightmost non-pad token (what
-  ``RewardTrainer.compute_loss`` trains): with right padding (the default, as in TRL's collator) or left padding
-  (positions are then counted from the first real token), batched scores equal one-at-a-time scores. If pad ==
-  EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.prepare_tokenizer`
-  avoids pad == EOS.
 * :func:`report_from_scores` turns ``r_chosen`` / ``r_rejected`` into a :class:`RewardModelReport`;
   :func:`evaluate_reward_model` does all three.
 * :func:`rm_gate` judges a report (:class:`GateVerdict`); :func:`write_report` writes ``report.json``,
@@ -37,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.scoring import resolve_pad_token_id, score_token_ids, tokenize_pair
 
 logger = logging.getLogger(__name__)
 
@@ -54,132 +45,6 @@ HIST_BINS = 20
 
 
 # ----------------------------------------------------------------------------- formatting and scoring
-def encode(tokenizer, text: str | list[dict], **chat_template_kwargs: Any) -> list[int]:
-    """Token ids of one full sequence (prompt + response) as ``RewardTrainer`` builds them.
-
-    A string gets ``tokenizer.eos_token`` appended unless it already ends with it; a list of messages is rendered
-    with the chat template (which places its own end-of-turn tokens) and gets nothing appended.
-    """
-    if isinstance(text, str):
-        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
-            text = text + tokenizer.eos_token
-        return list(tokenizer(text=text)["input_ids"])
-    out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True, **chat_template_kwargs)
-    return list(out["input_ids"])
-
-
-def tokenize_pair(tokenizer, pair: dict) -> tuple[list[int], list[int]]:
-    """``(chosen_ids, rejected_ids)`` of an explicit-prompt pair, identical to ``RewardTrainer``'s preprocessing."""
-    from trl.data_utils import is_conversational
-
-    kwargs: dict[str, Any] = {}
-    if is_conversational(pair):
-        import json
-
-        tools = pair.get("tools")
-        kwargs = {
-            "tools": json.loads(tools) if isinstance(tools, str) else tools,
-            **(pair.get("chat_template_kwargs") or {}),
-        }
-    prompt = pair["prompt"]
-    return encode(tokenizer, prompt + pair["chosen"], **kwargs), encode(tokenizer, prompt + pair["rejected"], **kwargs)
-
-
-def resolve_pad_token_id(model, tokenizer) -> int:
-    """The pad id the model's score pooling skips; set from the tokenizer (pad, else EOS) when the config has none.
-
-    This is what ``RewardTrainer`` does before training, so the score is read at the same token as in training.
-    """
-    config = model.config.get_text_config()
-    if config.pad_token_id is None:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ConfigError(
-                "the reward model's config has no pad_token_id and the tokenizer has neither pad nor EOS token; "
-                "load it with rlhfkit.models.load_reward_model or set model.config.pad_token_id"
-            )
-        config.pad_token_id = pad
-        logger.info("model.config.pad_token_id was unset; using %d as RewardTrainer does", pad)
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != config.pad_token_id:
-        logger.warning(
-            "tokenizer pad id %s != model.config.pad_token_id %s; padding with the model's (its pooling skips it)",
-            tokenizer.pad_token_id,
-            config.pad_token_id,
-        )
-    if config.pad_token_id == tokenizer.eos_token_id:
-        logger.warning("pad == EOS: scores are read at the token before the final EOS (as RewardTrainer trained it)")
-    return int(config.pad_token_id)
-
-
-def score_token_ids(
-    model,
-    ids: Sequence[Sequence[int]],
-    *,
-    pad_token_id: int,
-    batch_size: int = 16,
-    padding_side: str = "right",
-    device=None,
-) -> np.ndarray:
-    """Scores (float64, shape ``(len(ids),)``) of token sequences, in the order given.
-
-    Sequences are sorted by length (longest first, so an out-of-memory error shows in the first batch) and padded
-    to the longest of their batch only. ``padding_side="left"`` passes ``position_ids`` counted from each
-    sequence's first real token, so positions match an unpadded pass. ``device``: where the model and inputs go
-    (default: the model's device; the model is moved when ``device`` is given).
-    """
-    import torch
-    from torch.nn.utils.rnn import pad_sequence
-
-    if padding_side not in ("left", "right"):
-        raise ConfigError(f"padding_side={padding_side!r} must be 'left' or 'right'")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    if device is not None:
-        model.to(device)
-    device = next(model.parameters()).device
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    scores = np.empty(len(ids), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                seqs = [torch.tensor(ids[i], dtype=torch.long) for i in idx]
-                input_ids = pad_sequence(seqs, batch_first=True, padding_value=pad_token_id, padding_side=padding_side)
-                mask = pad_sequence(
-                    [torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0, padding_side=padding_side
-                )
-                kwargs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
-                if padding_side == "left":
-                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
-                logits = model(**kwargs).logits
-                if logits.shape[-1] != 1:
-                    raise ConfigError(
-                        f"the reward model outputs {logits.shape[-1]} logits per sequence; a reward model has one "
-                        "(load it with num_labels=1, e.g. rlhfkit.models.load_reward_model)"
-                    )
-                scores[idx] = logits[:, 0].float().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return scores
-
-
-def score_texts(
-    model,
-    tokenizer,
-    texts: Sequence[str | list[dict]],
-    batch_size: int = 16,
-    *,
-    padding_side: str = "right",
-    device=None,
-) -> np.ndarray:
-    """Scores of full texts (strings, or message lists for the chat template), formatted by :func:`encode`."""
-    ids = [encode(tokenizer, t) for t in texts]
-    pad = resolve_pad_token_id(model, tokenizer)
-    return score_token_ids(
-        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
-    )
 
 
 def response_length(response: str | list[dict]) -> int:

@@ -124,10 +124,11 @@ def majority_pairs(n: int) -> list[dict]:
 def run_sft(out: Path, model: str) -> dict:
     from trl import SFTConfig
 
-    from rlhfkit.stages import run_sft, stage_config
+    from rlhfkit.config import trainer_config
+    from rlhfkit.train import run_sft
 
     # save_steps=4: one Trainer checkpoint during the run (optimizer, per-rank RNG states) besides model/.
-    cfg = stage_config(SFTConfig, "sft", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
+    cfg = trainer_config(SFTConfig, "sft", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
                        learning_rate=3e-3, **{**COMMON, "save_strategy": "steps", "save_steps": 4})  # fmt: skip
     record = Record()
     result = run_sft(model, lab.demonstrations(SFT_ROWS, 0), cfg, callbacks=[record])
@@ -137,9 +138,10 @@ def run_sft(out: Path, model: str) -> dict:
 def run_reward(out: Path, model: str) -> dict:
     from trl import RewardConfig
 
-    from rlhfkit.stages import run_reward, stage_config
+    from rlhfkit.config import trainer_config
+    from rlhfkit.train import run_reward
 
-    cfg = stage_config(RewardConfig, "reward", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
+    cfg = trainer_config(RewardConfig, "reward", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
                        learning_rate=1e-3, **COMMON)  # fmt: skip
     record = Record()
     result = run_reward(model, majority_pairs(RM_ROWS), cfg, callbacks=[record])
@@ -149,9 +151,9 @@ def run_reward(out: Path, model: str) -> dict:
 def run_ppo(out: Path, model: str, reward_model: str, use_cpu: bool | None = None) -> dict:
     """rlhfkit's PPOTrainer assembled as recipes/ppo.py does: separate layout, monitors on, main process saves."""
     from rlhfkit.io import atomic_path
+    from rlhfkit.models import MODEL_SUBDIR
     from rlhfkit.monitors import build_monitors
     from rlhfkit.ppo import PPOConfig, PPOTrainer, load_ppo_models
-    from rlhfkit.stages import MODEL_SUBDIR
 
     args = PPOConfig(
         output_dir=str(out),
@@ -203,7 +205,8 @@ def run_ppo(out: Path, model: str, reward_model: str, use_cpu: bool | None = Non
 
 
 def run_grpo(out: Path, model: str, reward_model: str) -> dict:
-    from rlhfkit.stages import grpo_config, run_grpo
+    from rlhfkit.grpo import grpo_config
+    from rlhfkit.train import run_grpo
 
     cfg = grpo_config(out, max_steps=2, per_device_train_batch_size=PER_DEVICE, num_generations=4,
                       max_completion_length=8, learning_rate=1e-3, **COMMON)  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhfkit.configs import DataArguments, ModelArguments, parse_recipe
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -81,7 +81,7 @@ def test_config_loads_with_its_parser(path):
 
         raw = yaml.safe_load(path.read_text())
         cfg = load_config(path)  # builds every training stage's config: a bad key or value raises, naming it
-        assert cfg.rl.algorithm in raw and cfg.stage_config(cfg.rl.algorithm).bf16 is False
+        assert cfg.rl.algorithm in raw and cfg.trainer_config(cfg.rl.algorithm).bf16 is False
         for other in {"ppo", "grpo"} & set(raw) - {cfg.rl.algorithm}:  # a section kept for --set rl.algorithm=...
             load_config(path, {"rl.algorithm": other})
         return

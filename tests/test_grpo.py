@@ -13,19 +13,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import RewardConfig, RewardTrainer, SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.configs import parse_recipe
+from rlhfkit.config import parse_recipe, trainer_config
 from rlhfkit.errors import ConfigError
+from rlhfkit.grpo import grpo_config
 from rlhfkit.models import load_reward_model
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.stages import (
-    DEFAULT_BETA,
-    RewardModelScorer,
-    grpo_config,
-    run_grpo,
-    run_reward,
-    run_sft,
-    stage_config,
-)
+from rlhfkit.presets import GRPO_BETA as DEFAULT_BETA
+from rlhfkit.scoring import RewardModelScorer
+from rlhfkit.train import run_grpo, run_reward, run_sft
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = {"report_to": [], "seed": 0, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000}
@@ -83,12 +78,12 @@ def mean_gold(model_dir, n_prompts=500, seed=123, max_new_tokens=24) -> float:
 def lab_sft_rm(nano_model, tmp_path_factory):
     """An SFT nano model (800 steps: gold ~0.73) and a reward model on majority votes (~0.73 pair accuracy)."""
     root = tmp_path_factory.mktemp("grpo_lab")
-    sft_cfg = stage_config(
+    sft_cfg = trainer_config(
         SFTConfig, "sft", root / "sft", max_steps=800, per_device_train_batch_size=32, learning_rate=3e-3, **COMMON
     )
     sft = run_sft(nano_model, lab.demonstrations(2000, 0), sft_cfg)
     pool = lab.LabelerPool(5, noise=0.2, seed=0)
-    rm_cfg = stage_config(
+    rm_cfg = trainer_config(
         RewardConfig,
         "reward",
         root / "rm",
@@ -195,7 +190,7 @@ def test_grpo_config_defaults_to_a_kl_leash(tmp_path):
 
 
 def test_beta_zero_warns(nano_model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="rlhfkit.stages"):
+    with caplog.at_level(logging.WARNING, logger="rlhfkit.train"):
         result = run_grpo(
             nano_model,
             lab.make_prompts(32),

@@ -3,8 +3,8 @@ from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.models import Hardware
-from rlhfkit.presets import GPU_SIZES, STAGES, describe, gpu_preset, method_preset
+from rlhfkit.hardware import Hardware
+from rlhfkit.presets import GPU_SIZES, TRAINERS, describe, gpu_preset, method_preset
 
 CPU = Hardware("cpu", bf16=False, fp16=False)
 AMPERE = Hardware("cuda", bf16=True, fp16=False, num_gpus=1, gpu_memory_gb=24)
@@ -54,7 +54,7 @@ def test_unknown_names_and_fields_list_valid_ones():
         describe("huge")
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", TRAINERS)
 def test_gpu_presets_are_monotone_and_consistent(stage):
     rows = [gpu_preset(gb, stage) for gb in GPU_SIZES]
     for small, big in zip(rows, rows[1:]):

@@ -9,15 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.rm_eval import (
-    GateVerdict,
-    report_from_scores,
-    rm_gate,
-    score_texts,
-    score_token_ids,
-    tokenize_pair,
-    write_report,
-)
+from rlhfkit.rm_eval import GateVerdict, report_from_scores, rm_gate, write_report
+from rlhfkit.scoring import score_texts, score_token_ids, tokenize_pair
 
 
 def logit(p: float) -> float:
@@ -206,7 +199,8 @@ def test_token_ids_equal_reward_trainers_preprocessing(reward_dir, tmp_path):
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from rlhfkit.models import load_reward_model, precision_kwargs
+    from rlhfkit.hardware import precision_kwargs
+    from rlhfkit.models import load_reward_model
 
     model, tokenizer = load_reward_model(reward_dir)
     args = RewardConfig(output_dir=str(tmp_path), report_to=[], max_length=None, **precision_kwargs())

@@ -16,9 +16,9 @@ import yaml
 from rlhfkit.cli import main
 from rlhfkit.errors import ConfigError
 from rlhfkit.pipeline import GateFailed, StageContext, load_config, run_pipeline
-from rlhfkit.pipeline_stages import _rl_prompts
+from rlhfkit.pipeline.stages import rl_prompts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 
 
@@ -68,7 +68,7 @@ def test_yaml_numbers_written_as_strings_are_read_as_numbers(tmp_path):
     raw["data"] = {"max_prompts": "8e3", "eval_fraction": "5e-2"}
     raw["monitor"] = {"kl_limit": "1.5e1"}
     cfg = load_config(raw)
-    assert cfg.stage_config("reward").learning_rate == 1e-3
+    assert cfg.trainer_config("reward").learning_rate == 1e-3
     assert (cfg.data.max_prompts, cfg.data.eval_fraction, cfg.trl["monitor"]["kl_limit"]) == (8000, 0.05, 15.0)
 
 
@@ -84,7 +84,7 @@ def test_bad_overrides_are_one_line_errors(tmp_path, items, message):
 
 def test_an_interrupted_stage_with_another_config_starts_over(tmp_path):
     """Checkpoints of an interrupted stage are resumed only under the same config; otherwise the stage starts over."""
-    from rlhfkit.manifest import Manifest
+    from rlhfkit.pipeline.manifest import Manifest
 
     cfg = tiny(tmp_path / "run")
     stale = tmp_path / "run" / "sft" / "checkpoint-999"
@@ -138,7 +138,7 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     assert manifest.stage("reward")["status"] == "done"
     assert _digest(out / "sft" / "model") == sft_files  # finished stages untouched
 
-    from rlhfkit.report import write_pipeline_report
+    from rlhfkit.pipeline.report import write_pipeline_report
 
     paths = write_pipeline_report(load_config(small(out, **{"reward.learning_rate": 5e-4})), manifest)
     text = Path(paths["markdown"]).read_text()
@@ -339,8 +339,10 @@ def test_pipeline_on_files_a_dataset_folder_and_chat_prompts(tmp_path, hh_file):
     samples = (tmp_path / "run" / "final_eval" / "samples.jsonl").read_text().splitlines()
     held_out = [json.loads(line)["prompt"] for line in samples]
     ctx = StageContext(cfg=load_config(cfg), manifest=None, outputs={}, say=print)
-    rl_prompts = _rl_prompts(ctx, "train")
-    assert held_out == _rl_prompts(ctx, "eval") and len(rl_prompts) == 16  # max_prompts
-    assert not {json.dumps(p) for p in held_out} & {json.dumps(p) for p in rl_prompts}  # evaluated on unseen prompts
+    train_prompts, eval_prompts = rl_prompts(ctx)
+    assert held_out == eval_prompts and len(train_prompts) == 16  # max_prompts
+    assert not {json.dumps(p) for p in held_out} & {
+        json.dumps(p) for p in train_prompts
+    }  # evaluated on unseen prompts
     rl_log = json.loads((tmp_path / "run" / "rl" / "log_history.json").read_text())
     assert [r["episode"] for r in rl_log if "episode" in r] == [16]

@@ -6,11 +6,13 @@ YAML file plus command-line overrides. :func:`parse_recipe` adds rlhfkit's prece
     hardware precision  <  method preset  <  GPU-size preset  <  YAML  <  command line
 
 by reading ``preset`` and ``gpu`` first (from the command line, else the YAML) and installing the
-presets as parser defaults, so a YAML key or a flag always wins.
+presets as parser defaults, so a YAML key or a flag always wins. :func:`trainer_config` builds any trainer's config
+from Python with the same precedence, and :func:`coerce_numbers` converts numbers YAML read as strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +22,9 @@ from typing import Any
 import yaml
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.hardware import precision_kwargs
+from rlhfkit.lab import build_tiny_model
+from rlhfkit.presets import gpu_preset, method_preset
 
 LAB_PREFIX = "lab:"
 
@@ -88,18 +93,15 @@ def _peek(argv: list[str], key: str, config: dict[str, Any]) -> Any:
     return config.get(key)
 
 
-def parse_recipe(stage: str, dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+def parse_recipe(trainer: str, dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse a recipe's dataclasses with TRL's ``TrlParser``, presets installed as defaults.
 
     Args:
-        stage: ``sft`` | ``reward`` | ``ppo`` | ``grpo`` (selects the GPU-size preset's fields).
+        trainer: ``sft`` | ``reward`` | ``ppo`` | ``grpo`` (selects the GPU-size preset's fields).
         dataclass_types: the recipe's dataclasses, e.g. ``(ModelArguments, DataArguments, SFTConfig)``.
         argv: arguments (default ``sys.argv[1:]``), typically ``--config configs/lab/sft.yaml [--key value ...]``.
     """
     from trl import TrlParser
-
-    from rlhfkit.models import precision_kwargs
-    from rlhfkit.presets import gpu_preset, method_preset
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config: dict[str, Any] = {}
@@ -112,7 +114,7 @@ def parse_recipe(stage: str, dataclass_types: tuple, argv: list[str] | None = No
     preset, gpu = _peek(argv, "preset", config) or "full", _peek(argv, "gpu", config)
     defaults: dict[str, Any] = {**precision_kwargs(), **method_preset(preset).trainer_kwargs}
     if gpu not in (None, "None"):
-        defaults.update(gpu_preset(gpu, stage))
+        defaults.update(gpu_preset(gpu, trainer))
     parser = TrlParser(dataclass_types)
     known = {f for t in dataclass_types for f in t.__dataclass_fields__}
     parser.set_defaults(**{k: v for k, v in defaults.items() if k in known})
@@ -126,8 +128,6 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike = "runs/lab-mo
     """Turn ``lab:nano`` / ``lab:demo`` into a locally built lab model folder (built once); pass others through."""
     if not name_or_path.startswith(LAB_PREFIX):
         return name_or_path
-    from rlhfkit.lab import build_tiny_model
-
     size = name_or_path[len(LAB_PREFIX) :]
     out = Path(cache_dir) / f"{size}-seed{seed}"
     if not (out / "config.json").exists():
@@ -135,83 +135,55 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike = "runs/lab-mo
     return str(out)
 
 
-_FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+def trainer_config(config_cls, trainer: str, output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs):
+    """Build a trainer's config (TRL's or rlhfkit's) with rlhfkit's precedence: precision < presets < ``kwargs``.
 
+    ``trainer`` (``sft``, ``reward``, ``ppo``, ``grpo``) selects the GPU-size preset's row.
 
-def is_data_file(source: str) -> bool:
-    """Whether ``source`` names a data file (by its suffix), as opposed to a dataset folder or a hub dataset id."""
-    return any(s in _FILE_KINDS for s in Path(str(source)).suffixes)
-
-
-def load_table(source: str, split: str = "train"):
-    """A ``datasets.Dataset`` from a local file (.jsonl[.gz], .json, .parquet, .csv), a local dataset folder
-    (``datasets.load_dataset`` layout) or a hub dataset id."""
-    from datasets import load_dataset
-
-    kind = next((_FILE_KINDS[s] for s in Path(source).suffixes if s in _FILE_KINDS), None)
-    if kind is not None:
-        if not os.path.isfile(source):
-            raise ConfigError(f"dataset={source!r}: no such file")
-        return load_dataset(kind, data_files=source, split="train")
-    if os.path.isfile(source):
-        raise ConfigError(f"dataset={source!r}: unsupported file type; use .jsonl, .jsonl.gz, .json, .parquet or .csv")
-    try:
-        return load_dataset(source, split=split)
-    except (FileNotFoundError, ValueError, ConnectionError) as e:  # no such dataset / offline and not cached / split
-        raise ConfigError(
-            f"dataset={source!r} split={split!r}: {str(e).splitlines()[0]}; give a data file, a dataset folder or a "
-            "hub dataset id (and one of its splits)"
-        ) from e
-
-
-def preference_source(source: str, split: str = "train"):
-    """What :func:`rlhfkit.data.load_preferences` reads: a data file as is (its errors name file rows), a dataset
-    folder or hub id (e.g. ``Anthropic/hh-rlhf``) loaded as a ``datasets.Dataset`` first."""
-    return source if is_data_file(source) else load_table(source, split)
-
-
-def split_eval(dataset, eval_fraction: float, seed: int, max_samples: int | None = None):
-    """Shuffle with ``seed``, cap at ``max_samples``, and hold out ``eval_fraction`` (returns ``(train, eval)``)."""
-    dataset = dataset.shuffle(seed=seed)
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
-    n_eval = int(len(dataset) * eval_fraction)
-    if n_eval == 0:
-        return dataset, None
-    return dataset.select(range(n_eval, len(dataset))), dataset.select(range(n_eval))
-
-
-def load_sft_data(data: DataArguments, seed: int = 0):
-    """SFT rows (``prompt``/``completion``, ``messages`` or ``text``) as ``(train, eval)`` datasets."""
-    from datasets import Dataset
-
-    if data.dataset == "lab":
-        from rlhfkit.lab import demonstrations
-
-        table = Dataset.from_list(demonstrations(data.lab_samples, seed=seed))
-    else:
-        table = load_table(data.dataset, data.dataset_split)
-        cols = set(table.column_names)
-        if not ({"prompt", "completion"} <= cols or "messages" in cols or "text" in cols):
-            raise ConfigError(
-                f"dataset={data.dataset!r} has columns {sorted(cols)}; SFT needs prompt+completion, messages or text"
-            )
-    return split_eval(table, data.eval_fraction, seed, data.max_samples)
-
-
-def load_preference_data(data: DataArguments, seed: int = 0, min_agreement: float = 0.0):
-    """Preference pairs (``prompt``/``chosen``/``rejected`` [+ ``agreement``]) as ``(train, eval)`` datasets.
-
-    ``dataset: lab`` asks the lab's simulated labeler pool (5 labelers, noise 0.2) to vote on
-    ``lab_samples`` comparisons and keeps the majority label, dropping pairs below ``min_agreement``.
+    >>> cfg = trainer_config(SFTConfig, "sft", "runs/sft", preset="qlora", gpu=24, learning_rate=1e-4)
     """
-    from rlhfkit.data import from_votes, load_preferences
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    merged: dict[str, Any] = {**precision_kwargs(), **method.trainer_kwargs}
+    if gpu is not None:
+        merged.update(gpu_preset(gpu, trainer))
+    merged.update(kwargs)
+    fields = set(config_cls.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown {config_cls.__name__} field(s) {unknown}; see `{config_cls.__name__}` in TRL's docs"
+        )
+    merged = coerce_numbers(config_cls, {k: v for k, v in merged.items() if k in fields})
+    return config_cls(output_dir=str(output_dir), **merged)
 
-    if data.dataset == "lab":
-        from rlhfkit.lab import LabelerPool, comparison_dataset
 
-        rows = comparison_dataset(data.lab_samples, LabelerPool(5, noise=0.2, seed=seed), seed=seed + 1)
-        loaded = from_votes(rows, min_agreement=min_agreement)
-    else:
-        loaded = load_preferences(preference_source(data.dataset, data.dataset_split), data.dataset_format)
-    return split_eval(loaded.to_dataset(), data.eval_fraction, seed, data.max_samples)
+def coerce_numbers(config_cls, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Numbers given as strings, for numeric fields: YAML 1.1 (PyYAML) reads ``1e-4`` as the string '1e-4'.
+
+    TRL's argument parser converts command-line strings by field type; configs built from YAML dicts need the same.
+    A field is numeric when its type is ``float`` or ``int`` (optionally ``| None``); ``1e3`` is accepted for an
+    int field. Other fields, and values that are not strings, are left alone.
+    """
+    out = dict(values)
+    for f in dataclasses.fields(config_cls):
+        value = out.get(f.name)
+        if not isinstance(value, str):
+            continue
+        kind = str(getattr(f.type, "__name__", f.type)).replace("Optional[", "").strip("]")
+        parts = {p.strip() for p in kind.split("|")}
+        parts.discard("None")
+        if parts not in ({"float"}, {"int"}):
+            continue
+        try:
+            number = float(value)
+            if parts == {"int"}:
+                if not number.is_integer():
+                    raise ValueError
+                number = int(number)
+        except ValueError:
+            raise ConfigError(
+                f"{prefix}{f.name}={value!r} is not {'a whole number' if parts == {'int'} else 'a number'}; "
+                f"write it as one (e.g. {f.name}: {'100' if parts == {'int'} else '1.0e-4'})"
+            ) from None
+        out[f.name] = number
+    return out

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, SharedBase, build_shared_base, use_adapter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORDS = ["<eos>", "<pad>"] + [f"w{i}" for i in range(30)] + ["Q:", "say", "A:"]
 GOOD = {"w1", "w2", "w3"}
 PROMPTS = [f"Q: say w{i % 30} A:" for i in range(64)]
@@ -470,7 +470,7 @@ def _types(recipe):
 
 @pytest.mark.parametrize("config", ["configs/lab/ppo.yaml", "configs/qwen2.5-0.5b-instruct/ppo.yaml"])
 def test_ppo_configs_parse_with_their_recipe(config):
-    from rlhfkit.configs import parse_recipe
+    from rlhfkit.config import parse_recipe
 
     path = REPO / config
     assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
@@ -498,7 +498,7 @@ def _reward_stage_output(nano_model, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["full", "lora"])
 def test_ppo_recipe_runs_on_the_lab(nano_model, tmp_path, preset):
-    from rlhfkit.configs import parse_recipe
+    from rlhfkit.config import parse_recipe
 
     recipe = _recipe()
     reward = _reward_stage_output(nano_model, tmp_path / "reward")

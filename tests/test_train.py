@@ -7,8 +7,9 @@ from transformers import AutoModelForCausalLM
 from trl import RewardConfig, SFTConfig
 
 from rlhfkit import lab
+from rlhfkit.config import trainer_config
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.stages import last_checkpoint, run_reward, run_sft, stage_config
+from rlhfkit.train import last_checkpoint, run_reward, run_sft
 
 
 def _sft_config(out, preset="full", **kw):
@@ -24,17 +25,17 @@ def _sft_config(out, preset="full", **kw):
         "seed": 0,
         **kw,
     }
-    return stage_config(SFTConfig, "sft", out, preset=preset, **kw)
+    return trainer_config(SFTConfig, "sft", out, preset=preset, **kw)
 
 
 def test_stage_config_precedence_and_errors(tmp_path):
-    cfg = stage_config(SFTConfig, "sft", tmp_path, preset="lora", gpu=8, max_length=256)
+    cfg = trainer_config(SFTConfig, "sft", tmp_path, preset="lora", gpu=8, max_length=256)
     assert cfg.bf16 is False and cfg.use_cpu  # hardware precision
     assert cfg.per_device_train_batch_size == 1 and cfg.gradient_accumulation_steps == 16  # GPU preset
     assert cfg.max_length == 256  # explicit beats preset
     assert cfg.gradient_checkpointing_kwargs == {"use_reentrant": False}  # method preset
     with pytest.raises(ConfigError, match=r"unknown SFTConfig field\(s\) \['max_len'\]"):
-        stage_config(SFTConfig, "sft", tmp_path, max_len=3)
+        trainer_config(SFTConfig, "sft", tmp_path, max_len=3)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_reward_model_learns_gold_preferences(sft_full, tmp_path):
     pool = lab.LabelerPool(5, noise=0.2, seed=0)
     train = _majority_pairs(lab.comparison_dataset(4000, pool, seed=1))
     held_out = _gold_pairs(lab.comparison_dataset(500, pool, seed=2))
-    cfg = stage_config(
+    cfg = trainer_config(
         RewardConfig,
         "reward",
         tmp_path / "rm",
@@ -129,7 +130,7 @@ def test_reward_model_learns_gold_preferences(sft_full, tmp_path):
 
 
 def test_reward_stage_names_missing_columns(nano_model, tmp_path):
-    cfg = stage_config(RewardConfig, "reward", tmp_path, max_steps=1, report_to=[])
+    cfg = trainer_config(RewardConfig, "reward", tmp_path, max_steps=1, report_to=[])
     with pytest.raises(DataError, match=r"lacks column\(s\) \['rejected'\]"):
         run_reward(nano_model, [{"prompt": "Q", "chosen": "a"}], cfg)
     with pytest.raises(DataError, match="empty"):

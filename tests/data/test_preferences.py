@@ -11,7 +11,7 @@ from rlhfkit import data, lab
 from rlhfkit.cli import main
 from rlhfkit.errors import DataError
 
-HH_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -23,7 +23,7 @@ Formats
 ``votes`` (:func:`from_votes`)
     Comparisons ``response_a`` / ``response_b`` with one vote per labeler (1 = a, 0 = b, -1 = not rated):
     chosen/rejected by majority, with an ``agreement`` column; ties and low-agreement items are dropped
-    (:mod:`rlhfkit.agreement`).
+    (:mod:`rlhfkit.data.agreement`).
 
 Pairs from ``rankings`` and ``scores`` carry a ``group`` column: an integer shared by all pairs of the same
 prompt (numbered in order of first appearance), so a trainer or a train/eval split can keep them together.
@@ -58,7 +58,9 @@ from typing import Any
 
 import numpy as np
 
+from rlhfkit.data.agreement import filter_votes
 from rlhfkit.errors import DataError
+from rlhfkit.io import atomic_path
 
 ON_BAD_ROW = ("error", "skip")
 SCORE_RULES = {
@@ -105,7 +107,7 @@ class DataReport:
 class PreferenceData:
     """Pairs in TRL's explicit-prompt preference format, with the report of how they were made.
 
-    ``agreement`` holds the :class:`rlhfkit.agreement.FilterResult` for the ``votes`` format, else None.
+    ``agreement`` holds the :class:`rlhfkit.data.agreement.FilterResult` for the ``votes`` format, else None.
     """
 
     pairs: list[dict]
@@ -128,8 +130,6 @@ class PreferenceData:
 
 def write_pairs(pairs: list[dict], path: str | os.PathLike) -> Path:
     """Write rows atomically as ``.jsonl``, ``.jsonl.gz``, ``.json`` or ``.parquet`` (chosen by the extension)."""
-    from rlhfkit.io import atomic_path
-
     path = Path(path)
     kind = _kind(path)
     if kind == "csv":
@@ -611,7 +611,7 @@ def read_votes(
     """Read comparisons with per-labeler votes: ``(rows, votes, report)``.
 
     ``rows`` are ``{"prompt", "response_a", "response_b"}``; ``votes`` is the int8 matrix (n_items, n_labelers)
-    of :mod:`rlhfkit.agreement` (1 = a, 0 = b, -1 = not rated). Every row must have one vote per labeler.
+    of :mod:`rlhfkit.data.agreement` (1 = a, 0 = b, -1 = not rated). Every row must have one vote per labeler.
     """
     width: list[int] = []
     votes: list[list[int]] = []
@@ -667,11 +667,10 @@ def from_votes(
     """Per-labeler votes -> majority pairs with ``agreement`` and ``n_votes`` columns.
 
     Ties are dropped; so are items whose agreement is below ``min_agreement`` (default 0: keep every majority);
-    with ``drop_unreliable`` the votes of flagged labelers are removed first (:func:`rlhfkit.agreement.filter_votes`).
+    with ``drop_unreliable`` the votes of flagged labelers are removed first
+    (:func:`rlhfkit.data.agreement.filter_votes`).
     ``data.agreement`` holds the filter result (its ``report`` has kappa, alpha and the per-labeler table).
     """
-    from rlhfkit.agreement import filter_votes
-
     rows, votes, report = read_votes(source, prompt_col, response_a_col, response_b_col, votes_col, on_bad_row)
     result = filter_votes(votes, min_agreement, drop_unreliable, labeler_threshold)
     pairs = []

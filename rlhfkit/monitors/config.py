@@ -1,0 +1,204 @@
+"""The monitors' settings and vocabulary: :class:`MonitorConfig`, the series they read and the signals they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from rlhfkit.errors import ConfigError
+
+Action = Literal["warn", "stop", "off"]
+
+
+ACTIONS = ("warn", "stop", "off")
+
+
+@dataclass
+class MonitorConfig:
+    """Thresholds and actions of the RL health monitors (rlhfkit's own; parsed by ``TrlParser`` from YAML).
+
+    Every ``*_action`` field is ``warn`` (log + record), ``stop`` (save a checkpoint and end training) or ``off``.
+
+    Args:
+        baseline_steps (`int`, defaults to `3`): logged steps whose mean is the starting level of length, entropy,
+            reward std and truncation rate.
+        trend_window (`int`, defaults to `5`): logged steps in the reward-vs-KL slope test.
+        alert_patience (`int`, defaults to `2`): consecutive logged steps a condition must hold before it fires
+            (one noisy batch is not a trend).
+        kl_caution (`float`, defaults to `8.0`): KL (nats per sequence) above which the policy is drifting far.
+        kl_caution_action (`str`, defaults to `"warn"`).
+        kl_limit (`float`, defaults to `15.0`): KL (nats per sequence) above which reward hacking is likely.
+        kl_limit_action (`str`, defaults to `"stop"`).
+        negative_kl_tolerance (`float`, defaults to `0.1`): mean KL below minus this (nats per sequence) is a
+            generation / reference mismatch.
+        negative_kl_action (`str`, defaults to `"warn"`).
+        length_drift_ratio (`float`, defaults to `1.5`): mean length above ratio x (or below 1/ratio x) baseline.
+        length_drift_action (`str`, defaults to `"warn"`).
+        entropy_collapse_fraction (`float`, defaults to `0.5`): per-token entropy below this x baseline.
+        entropy_collapse_action (`str`, defaults to `"warn"`).
+        reward_zero_std_fraction (`float`, defaults to `0.5`): GRPO groups with zero reward std above this share.
+        reward_std_fraction (`float`, defaults to `0.1`): reward std below this x baseline.
+        reward_variance_action (`str`, defaults to `"warn"`).
+        reward_kl_slope (`float`, defaults to `0.5`): KL growth (nats per sequence per step) that, with a rising
+            reward, fires ``reward_kl_race``.
+        reward_kl_race_action (`str`, defaults to `"warn"`).
+        clip_fraction_max (`float`, defaults to `0.3`): policy clip fraction above which updates are too big.
+        approx_kl_max (`float`, defaults to `0.1`): PPO's per-token approx-KL between epochs above which too big.
+        clipping_action (`str`, defaults to `"warn"`).
+        truncation_rise (`float`, defaults to `0.2`): rise of the no-EOS share over its baseline (0.2 = 20 points).
+        truncation_action (`str`, defaults to `"warn"`).
+        health_extra_keys (`list[str]`, defaults to `[]`): other logged keys to keep in the timeline and plot
+            against KL (e.g. a gold reward logged as ``rewards/gold/mean``).
+        frozen_check_steps (`int`, defaults to `0`): also verify the frozen models every N steps (0: begin/end).
+        health_file (`str`, defaults to `"health.jsonl"`): timeline file name inside ``output_dir``.
+        health_plots (`bool`, defaults to `True`): write the PNG plots at the end of training.
+    """
+
+    baseline_steps: int = field(default=3, metadata={"help": "Logged steps whose mean is a metric's starting level."})
+    trend_window: int = field(default=5, metadata={"help": "Logged steps in the reward-vs-KL slope test."})
+    alert_patience: int = field(
+        default=2, metadata={"help": "Consecutive logged steps a condition must hold before its alert fires."}
+    )
+    kl_caution: float = field(default=8.0, metadata={"help": "KL (nats per sequence) that raises kl_caution."})
+    kl_caution_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    kl_limit: float = field(
+        default=15.0, metadata={"help": "KL (nats per sequence) above which reward hacking is likely (kl_limit)."}
+    )
+    kl_limit_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
+    negative_kl_tolerance: float = field(
+        default=0.1, metadata={"help": "Mean KL below minus this (nats per sequence) raises negative_kl."}
+    )
+    negative_kl_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    length_drift_ratio: float = field(
+        default=1.5, metadata={"help": "Mean response length above ratio x (or below 1/ratio x) its baseline."}
+    )
+    length_drift_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    entropy_collapse_fraction: float = field(
+        default=0.5, metadata={"help": "Per-token entropy below this fraction of its baseline."}
+    )
+    entropy_collapse_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    reward_zero_std_fraction: float = field(
+        default=0.5, metadata={"help": "Share of GRPO groups with zero reward std (frac_reward_zero_std) above this."}
+    )
+    reward_std_fraction: float = field(default=0.1, metadata={"help": "Reward std below this fraction of baseline."})
+    reward_variance_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    reward_kl_slope: float = field(
+        default=0.5, metadata={"help": "KL growth (nats/sequence/step) that with a rising reward is a race."}
+    )
+    reward_kl_race_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    clip_fraction_max: float = field(default=0.3, metadata={"help": "Policy clip fraction above this is too high."})
+    approx_kl_max: float = field(default=0.1, metadata={"help": "PPO approx-KL (per token) above this is too high."})
+    clipping_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    truncation_rise: float = field(
+        default=0.2, metadata={"help": "Rise of the no-EOS (truncated) share above its baseline (0.2 = 20 points)."}
+    )
+    truncation_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    health_extra_keys: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Other logged keys kept in the timeline and plotted against KL (e.g. a gold reward)."},
+    )
+    frozen_check_steps: int = field(
+        default=0, metadata={"help": "Also verify the frozen reference/reward models every N steps (0: begin/end)."}
+    )
+    health_file: str = field(default="health.jsonl", metadata={"help": "Timeline file name inside output_dir."})
+    health_plots: bool = field(default=True, metadata={"help": "Write the health PNG plots at the end of training."})
+
+    def __post_init__(self):
+        problems = [
+            f"{f.name}={getattr(self, f.name)!r} is not one of {ACTIONS}"
+            for f in fields(self)
+            if f.name.endswith("_action") and getattr(self, f.name) not in ACTIONS
+        ]
+        for name in ("baseline_steps", "alert_patience"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.trend_window < 2:
+            problems.append(f"trend_window={self.trend_window} must be >= 2 (a slope needs two points)")
+        if self.length_drift_ratio <= 1:
+            problems.append(f"length_drift_ratio={self.length_drift_ratio} must be > 1")
+        if self.frozen_check_steps < 0:
+            problems.append(f"frozen_check_steps={self.frozen_check_steps} must be >= 0 (0: begin and end only)")
+        if problems:
+            raise ConfigError("MonitorConfig: " + "; ".join(problems))
+
+
+SERIES = ("kl", "reward", "length", "entropy", "reward_std", "frac_reward_zero_std", "clipfrac", "approxkl",
+          "truncation")  # fmt: skip
+
+
+SERIES_LABELS = {
+    "kl": "KL (nats/seq)",
+    "reward": "reward",
+    "length": "length (tokens)",
+    "entropy": "entropy (nats/token)",
+    "reward_std": "reward std",
+    "frac_reward_zero_std": "groups w/ zero reward std",
+    "clipfrac": "clip fraction",
+    "approxkl": "approx KL (per token)",
+    "truncation": "no-EOS share",
+}
+
+
+_KL_FIX = "raise the KL coefficient (PPO kl_coef / GRPO beta), lower the learning rate, or stop earlier"
+
+
+_RM_FIX = "retrain the reward model with labeler-agreement filtering and length-debiased pairs"
+
+
+# signal -> (series it reads, what it means, what to change)
+SIGNALS: dict[str, tuple[str, str, str]] = {
+    "kl_caution": (
+        "kl",
+        "KL to the reference is {detail} (caution above {threshold:g}): the policy is leaving the region where "
+        "the reward model was trained and can be trusted",
+        f"Watch samples; {_KL_FIX}.",
+    ),
+    "kl_limit": (
+        "kl",
+        "KL to the reference is {detail} (limit {threshold:g}): at this distance the reward model is usually "
+        "being exploited (reward hacking)",
+        f"Use an earlier checkpoint; {_KL_FIX}; if the gold/human score fell, {_RM_FIX}.",
+    ),
+    "negative_kl": (
+        "kl",
+        "mean KL is {detail} (tolerance -{threshold:g}): true KL is never negative, so the rollout and the reference "
+        "log-probs are computed differently",
+        "Check that the reference is the SFT model and is scored with the same tokenizer, padding, temperature and "
+        "dtype as the rollout.",
+    ),
+    "length_drift": (
+        "length",
+        "mean response length is {detail} (threshold {threshold:g}x): the policy is gaming length, a classic "
+        "reward-model bias",
+        f"Check whether the reward model prefers longer answers; {_RM_FIX}; {_KL_FIX}.",
+    ),
+    "entropy_collapse": (
+        "entropy",
+        "per-token entropy is {detail} (floor {threshold:g}x): the policy is collapsing onto a few outputs "
+        "(mode collapse)",
+        f"{_KL_FIX[0].upper()}{_KL_FIX[1:]}; look for repeated text in samples.",
+    ),
+    "reward_variance": (
+        "reward_std",
+        "reward variance collapsed: {detail} (threshold {threshold:g}): completions no longer differ in reward, so "
+        "the advantages vanish or the policy sits on a reward-model optimum",
+        f"Raise the sampling temperature or num_generations, check whether the reward saturates, and {_KL_FIX}.",
+    ),
+    "reward_kl_race": (
+        "reward",
+        "reward rises while KL grows {detail} (threshold {threshold:g}): reward is being bought with distance "
+        "from the reference, the Goodhart regime",
+        f"{_KL_FIX[0].upper()}{_KL_FIX[1:]}; compare with a held-out or gold reward; {_RM_FIX}.",
+    ),
+    "clipping": (
+        "clipfrac",
+        "{detail} (threshold {threshold:g}): updates are larger than the trust region, the clip does most of the work",
+        "Lower the learning rate, use fewer PPO epochs / GRPO num_iterations, or larger batches.",
+    ),
+    "truncation": (
+        "truncation",
+        "responses without EOS rose {detail} (rise threshold {threshold:.0%}): the policy stops ending its "
+        "answers, often because longer text scores higher",
+        f"Set missing_eos_penalty (PPO) or mask_truncated_completions (GRPO); {_RM_FIX}; {_KL_FIX}.",
+    ),
+}

@@ -1,0 +1,27 @@
+"""The InstructGPT pipeline: SFT -> preference data (+ agreement filtering) -> reward model -> evaluation + gate ->
+RL (PPO or GRPO, with monitors) -> final evaluation, from one YAML config.
+
+* :mod:`rlhfkit.pipeline.config` -- sections, :func:`load_config`, which keys each stage depends on;
+* :mod:`rlhfkit.pipeline.context` -- :class:`StageContext` (what a stage runs in), :class:`GateFailed`;
+* :mod:`rlhfkit.pipeline.stages` -- one function per stage, calling the same functions as the recipes;
+* :mod:`rlhfkit.pipeline.runner` -- :func:`run_pipeline` / :func:`run_and_report`: order, skip, resume;
+* :mod:`rlhfkit.pipeline.manifest` -- ``manifest.json``; :mod:`rlhfkit.pipeline.report` -- report.md/json + plots.
+
+Every stage writes into ``<output_dir>/<stage>/`` and records its status, config hash, outputs and key metrics in
+``<output_dir>/manifest.json``.
+"""
+
+from rlhfkit.pipeline.config import STAGES, PipelineConfig, load_config, parse_overrides
+from rlhfkit.pipeline.context import GateFailed, StageContext
+from rlhfkit.pipeline.runner import run_and_report, run_pipeline
+
+__all__ = [
+    "STAGES",
+    "GateFailed",
+    "PipelineConfig",
+    "StageContext",
+    "load_config",
+    "parse_overrides",
+    "run_and_report",
+    "run_pipeline",
+]

@@ -1,0 +1,62 @@
+"""What a pipeline stage runs in: :class:`StageContext` (config, manifest, earlier outputs, the process group)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline.config import PipelineConfig
+from rlhfkit.pipeline.manifest import Manifest
+
+# Stages that only read data and evaluate run on the main process; the training stages run on every process.
+MAIN_PROCESS_STAGES = ("preferences", "rm_eval", "final_eval")
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, the manifest, earlier stages' outputs, a progress hook, and the
+    process group (``state``: accelerate's ``PartialState`` under ``torchrun`` / ``accelerate launch``, else None)."""
+
+    cfg: PipelineConfig
+    manifest: Manifest
+    outputs: dict[str, dict[str, Any]]
+    say: Callable[[str], None]
+    state: Any = None
+
+    def dir(self, stage: str) -> Path:
+        return self.cfg.output_dir / stage
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def main_process_first(self):
+        """The main process runs the block first (e.g. building a lab model once), then the others."""
+        return contextlib.nullcontext() if self.state is None else self.state.main_process_first()
+
+
+class GateFailed(RlhfkitError):
+    """The reward model is too weak to steer RL (override with gate.override: true)."""
+
+
+def distributed_state():
+    """accelerate's ``PartialState`` when launched with several processes (``torchrun``, ``accelerate launch``), else
+    None. ``load_config`` has usually created the process group already, through the first TRL config it builds
+    (with ``sft.ddp_timeout``, 30 minutes by default: the longest a process may wait for the main one's data and
+    evaluation stages; raise it for large hub datasets or long evaluations). Otherwise it is created here, with the
+    device the trainers will use (gloo on a CPU-only machine). The processes must share ``output_dir``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

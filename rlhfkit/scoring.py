@@ -1,0 +1,289 @@
+"""Reward-model scoring exactly as the reward model was trained -- the one copy every stage uses.
+
+* :func:`encode` / :func:`tokenize_pair` format a sequence exactly as TRL 1.16's ``RewardTrainer`` does at training
+  time (``trl/trainer/reward_trainer.py``, ``_prepare_dataset``): explicit-prompt strings are ``prompt + chosen``
+  with the tokenizer's EOS appended when missing, tokenized with ``tokenizer(text=...)`` (so BOS is added where the
+  tokenizer adds it); conversational pairs are ``prompt + chosen`` messages rendered by the chat template
+  (``apply_chat_template(tokenize=True)``, with the row's ``tools`` / ``chat_template_kwargs``), no extra EOS.
+* :func:`score_token_ids` / :func:`score_texts` run the model in length-sorted batches and return one score per
+  sequence. The score is the model's own pooled logit, read at the rightmost non-pad token (what
+  ``RewardTrainer.compute_loss`` trains): with right padding (the default, as in TRL's collator) or left padding
+  (positions are then counted from the first real token), batched scores equal one-at-a-time scores. If pad ==
+  EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.prepare_tokenizer`
+  avoids pad == EOS.
+* :class:`RewardModelScorer`: the same scoring as an RL reward function (GRPO, PPO with another tokenizer).
+* :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rlhfkit.errors import ConfigError
+from rlhfkit.hardware import detect_hardware
+from rlhfkit.models import load_policy, load_reward_model
+
+logger = logging.getLogger(__name__)
+
+
+class RewardModelScorer:
+    """A GRPO reward function that scores completions with a trained reward model exactly as it was trained.
+
+    TRL's ``RewardTrainer`` trains on ``prompt + chosen + eos_token`` tokenized with the tokenizer's special
+    tokens (``add_special_tokens=True``) for text rows, and on the chat template applied to ``prompt + chosen``
+    messages for conversational rows. ``GRPOTrainer``'s built-in reward-model path scores text rows as
+    ``prompt + completion`` *without* EOS (its completions are decoded with ``skip_special_tokens=True``) and
+    with ``add_special_tokens=False``, so the score is read at a different token than in training, and a BOS
+    token a Llama-style tokenizer adds in training is missing. This scorer rebuilds the training format:
+
+    * text prompts: ``tokenizer(prompt + completion + eos_token)`` (EOS appended unless already there);
+    * conversational prompts: ``tokenizer.apply_chat_template(prompt + completion, tokenize=True)``.
+
+    Sequences are right-padded with a pad token distinct from EOS, so the sequence-classification head reads
+    the score at the last real token (the EOS), as in training. A completion cut off by ``max_completion_length``
+    is scored as if it ended there (EOS appended); set ``mask_truncated_completions=True`` in the GRPOConfig to
+    keep those out of the loss.
+
+    Args:
+        model: an ``AutoModelForSequenceClassification`` with one label (frozen here: eval mode, no gradients).
+        tokenizer: the reward model's tokenizer (with a pad token distinct from EOS).
+        mean, std: optional normalisation ``(score - mean) / std`` with the reward model's score statistics
+            (e.g. from its evaluation); it matters when the reward model is combined with other reward
+            functions by ``reward_weights``; GRPO's group normalisation makes it irrelevant alone.
+        batch_size: completions scored per forward pass.
+    """
+
+    def __init__(self, model, tokenizer, *, mean: float | None = None, std: float | None = None, batch_size=64):
+        if std is not None and not std > 0:
+            raise ConfigError(f"reward_std={std} must be > 0; pass the reward model's score standard deviation")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise ConfigError(
+                "reward tokenizer: pad token must exist and differ from EOS (the score is read at the last non-pad "
+                "token); load it with rlhfkit.models.load_tokenizer"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.model.config.pad_token_id = tokenizer.pad_token_id
+        self.tokenizer = tokenizer
+        self.mean = 0.0 if mean is None else float(mean)
+        self.std = 1.0 if std is None else float(std)
+        self.batch_size = batch_size
+        self.__name__ = REWARD_MODEL_NAME  # TRL names the reward function's metrics after it
+
+    def encode(self, prompt, completion) -> list[int]:
+        """Token ids of one (prompt, completion), as ``RewardTrainer`` tokenizes ``(prompt, chosen)``."""
+        if isinstance(prompt, str):
+            text = prompt + completion
+            if not text.endswith(self.tokenizer.eos_token):
+                text += self.tokenizer.eos_token
+            return self.tokenizer(text=text)["input_ids"]
+        ids = self.tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)
+        return list(ids["input_ids"])
+
+    def score_ids(self, sequences: list[list[int]]):
+        """Raw scores (before normalisation) of token-id sequences, shape ``(len(sequences),)`` float32 on CPU."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            width = max(len(s) for s in batch)
+            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, s in enumerate(batch):  # right padding: the last real token is the EOS the score is read at
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(logits[:, 0].float().cpu())
+        return torch.cat(out)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        scores = self.score_ids([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)])
+        return ((scores - self.mean) / self.std).tolist()
+
+
+def encode(tokenizer, text: str | list[dict], **chat_template_kwargs: Any) -> list[int]:
+    """Token ids of one full sequence (prompt + response) as ``RewardTrainer`` builds them.
+
+    A string gets ``tokenizer.eos_token`` appended unless it already ends with it; a list of messages is rendered
+    with the chat template (which places its own end-of-turn tokens) and gets nothing appended.
+    """
+    if isinstance(text, str):
+        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+            text = text + tokenizer.eos_token
+        return list(tokenizer(text=text)["input_ids"])
+    out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True, **chat_template_kwargs)
+    return list(out["input_ids"])
+
+
+def tokenize_pair(tokenizer, pair: dict) -> tuple[list[int], list[int]]:
+    """``(chosen_ids, rejected_ids)`` of an explicit-prompt pair, identical to ``RewardTrainer``'s preprocessing."""
+    from trl.data_utils import is_conversational
+
+    kwargs: dict[str, Any] = {}
+    if is_conversational(pair):
+        import json
+
+        tools = pair.get("tools")
+        kwargs = {
+            "tools": json.loads(tools) if isinstance(tools, str) else tools,
+            **(pair.get("chat_template_kwargs") or {}),
+        }
+    prompt = pair["prompt"]
+    return encode(tokenizer, prompt + pair["chosen"], **kwargs), encode(tokenizer, prompt + pair["rejected"], **kwargs)
+
+
+def resolve_pad_token_id(model, tokenizer) -> int:
+    """The pad id the model's score pooling skips; set from the tokenizer (pad, else EOS) when the config has none.
+
+    This is what ``RewardTrainer`` does before training, so the score is read at the same token as in training.
+    """
+    config = model.config.get_text_config()
+    if config.pad_token_id is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ConfigError(
+                "the reward model's config has no pad_token_id and the tokenizer has neither pad nor EOS token; "
+                "load it with rlhfkit.models.load_reward_model or set model.config.pad_token_id"
+            )
+        config.pad_token_id = pad
+        logger.info("model.config.pad_token_id was unset; using %d as RewardTrainer does", pad)
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != config.pad_token_id:
+        logger.warning(
+            "tokenizer pad id %s != model.config.pad_token_id %s; padding with the model's (its pooling skips it)",
+            tokenizer.pad_token_id,
+            config.pad_token_id,
+        )
+    if config.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("pad == EOS: scores are read at the token before the final EOS (as RewardTrainer trained it)")
+    return int(config.pad_token_id)
+
+
+def score_token_ids(
+    model,
+    ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    padding_side: str = "right",
+    device=None,
+) -> np.ndarray:
+    """Scores (float64, shape ``(len(ids),)``) of token sequences, in the order given.
+
+    Sequences are sorted by length (longest first, so an out-of-memory error shows in the first batch) and padded
+    to the longest of their batch only. ``padding_side="left"`` passes ``position_ids`` counted from each
+    sequence's first real token, so positions match an unpadded pass. ``device``: where the model and inputs go
+    (default: the model's device; the model is moved when ``device`` is given).
+    """
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    scores = np.empty(len(ids), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                seqs = [torch.tensor(ids[i], dtype=torch.long) for i in idx]
+                input_ids = pad_sequence(seqs, batch_first=True, padding_value=pad_token_id, padding_side=padding_side)
+                mask = pad_sequence(
+                    [torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0, padding_side=padding_side
+                )
+                kwargs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+                if padding_side == "left":
+                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+                logits = model(**kwargs).logits
+                if logits.shape[-1] != 1:
+                    raise ConfigError(
+                        f"the reward model outputs {logits.shape[-1]} logits per sequence; a reward model has one "
+                        "(load it with num_labels=1, e.g. rlhfkit.models.load_reward_model)"
+                    )
+                scores[idx] = logits[:, 0].float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def score_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str | list[dict]],
+    batch_size: int = 16,
+    *,
+    padding_side: str = "right",
+    device=None,
+) -> np.ndarray:
+    """Scores of full texts (strings, or message lists for the chat template), formatted by :func:`encode`."""
+    ids = [encode(tokenizer, t) for t in texts]
+    pad = resolve_pad_token_id(model, tokenizer)
+    return score_token_ids(
+        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
+    )
+
+
+def sample_responses(
+    model_dir: str,
+    prompts: list,
+    max_new_tokens: int,
+    seed: int,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    preset: str = "full",
+) -> list[str]:
+    """Sample one response per prompt at ``temperature`` with top_k 0 and top_p 1 (the policy RL optimised).
+
+    Prompts are strings or chat messages (rendered with the chat template and its generation prompt). ``preset``
+    ``qlora`` loads the model in 4 bits, as the RL stage did.
+    """
+    import torch
+
+    model, tokenizer = load_policy(model_dir, preset, padding_side="left")
+    if not getattr(model, "is_quantized", False):
+        model.to(detect_hardware().device)
+    model.eval()
+    chat = bool(prompts) and not isinstance(prompts[0], str)
+    if chat:
+        prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        # a rendered chat template already holds its special tokens
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
+        with torch.no_grad():
+            gen = model.generate(
+                **enc.to(model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                temperature=temperature,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    return out
+
+
+REWARD_MODEL_NAME = "reward_model"  # TRL logs its scores as rewards/reward_model/mean and /std
+
+
+def load_scorer(model_dir: str, preset="full"):
+    """A trained reward model for scoring, loaded as the RL stage loads it: 4-bit under ``qlora``, else on the GPU
+    when there is one; in eval mode. Returns ``(model, tokenizer)``."""
+    model, tokenizer = load_reward_model(model_dir, preset)
+    if not getattr(model, "is_quantized", False):
+        model.to(detect_hardware().device)
+    return model.eval(), tokenizer

@@ -1,0 +1,405 @@
+"""The training runs: build a trainer from its config + an rlhfkit preset, train, save.
+
+:func:`run_sft`, :func:`run_reward` (TRL's trainers), :func:`run_ppo` (rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer`)
+and :func:`run_grpo` (TRL's ``GRPOTrainer`` with :class:`~rlhfkit.scoring.RewardModelScorer`) each return a
+:class:`RunResult`. The pipeline's stages and the recipes call these; a run is named after its trainer (``sft``,
+``reward``, ``ppo``, ``grpo``), a pipeline *stage* after its place in the pipeline (``rl`` runs ``ppo`` or ``grpo``).
+
+Every run writes into its ``config.output_dir``:
+
+* ``checkpoint-N/`` -- Trainer checkpoints while training (a rerun resumes from the last one);
+* ``model/`` -- the final model and tokenizer, written atomically (built under a temporary name and
+  renamed), so a folder named ``model`` is always complete.
+
+**LoRA and the frozen reference.** When a stage trains a LoRA adapter (presets ``lora`` / ``qlora``), the
+adapter is *merged* into a 16/32-bit copy of the base (never into 4-bit weights, which would lose
+precision) and ``model/`` holds an ordinary full model; the adapter alone is kept in ``adapter/``.
+Later stages therefore load the SFT model like any checkpoint: the reward model is initialised from it
+(InstructGPT), and the RL stages use it both as the policy's starting point and as the frozen
+reference. With ``qlora`` the RL stages quantise the merged SFT model again; the reference is then
+that quantised model with the policy's new adapter disabled, the policy is the same base with the
+adapter enabled, so the KL is measured against exactly the SFT weights the policy starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.io import atomic_path
+from rlhfkit.models import (
+    ADAPTER_SUBDIR,
+    MODEL_SUBDIR,
+    load_policy,
+    load_reward_model,
+    merge_adapter,
+    save_final,
+)
+from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
+from rlhfkit.ppo import PPOTrainer, load_ppo_models
+from rlhfkit.presets import GRPO_BETA, method_preset
+from rlhfkit.scoring import RewardModelScorer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a training run produced.
+
+    Attributes:
+        trainer: ``sft``, ``reward``, ``ppo``, ``grpo``.
+        model_dir: folder of the final model + tokenizer (``<output_dir>/model``).
+        metrics: final training metrics plus, when an eval set was given, ``eval_loss_before`` and
+            ``eval_loss`` (SFT) or ``eval_accuracy`` (reward).
+        log_history: the Trainer's log history (one dict per logging step).
+    """
+
+    trainer: str
+    model_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def as_dataset(data, name: str = "dataset", required: Sequence[str] = ()):
+    """A ``datasets.Dataset`` from a Dataset or a list of dicts, checking the ``required`` columns."""
+    from datasets import Dataset
+
+    if data is None:
+        return None
+    if not isinstance(data, Dataset):
+        data = Dataset.from_list(list(data))
+    if len(data) == 0:
+        raise DataError(f"{name} is empty; give at least one row")
+    missing = [c for c in required if c not in data.column_names]
+    if missing:
+        raise DataError(f"{name} lacks column(s) {missing}; it has {data.column_names}")
+    return data
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``output_dir`` (to resume from), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if os.path.isdir(output_dir) else None
+
+
+# ------------------------------------------------------------------------------------------ SFT
+def run_sft(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    eval_dataset=None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+) -> RunResult:
+    """Supervised fine-tuning with TRL's ``SFTTrainer``.
+
+    Args:
+        model_name_or_path: hub id or local folder of the base model.
+        train_dataset: rows in any TRL SFT format: ``prompt``/``completion`` (loss on the completion
+            only), ``messages`` (conversational) or ``text``. A ``datasets.Dataset`` or a list of dicts.
+        config: a ``trl.SFTConfig`` (build one with :func:`stage_config` to get presets and precision).
+        eval_dataset: held-out rows; the eval loss is measured before and after training.
+        preset: ``full`` | ``lora`` | ``qlora`` or a :class:`~rlhfkit.presets.MethodPreset`.
+    Returns:
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) SFT model.
+    """
+    from trl import SFTTrainer
+
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    train_dataset = as_dataset(train_dataset, "train_dataset")
+    eval_dataset = as_dataset(eval_dataset, "eval_dataset")
+    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=method.lora,
+        callbacks=callbacks,
+    )
+    return _train_and_save(trainer, tokenizer, config, "sft", str(model_name_or_path), "causal", eval_dataset)
+
+
+# ------------------------------------------------------------------------------------------ reward model
+def run_reward(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    eval_dataset=None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+) -> RunResult:
+    """Reward-model training with TRL's ``RewardTrainer`` (Bradley-Terry loss on chosen vs rejected).
+
+    Args:
+        model_name_or_path: the SFT model (InstructGPT initialises the reward model from it); a new
+            one-output ``score`` head is added.
+        train_dataset: TRL preference rows: ``prompt``/``chosen``/``rejected`` (explicit prompt) or
+            ``chosen``/``rejected``; an optional ``margin`` column (e.g. labeler agreement) enters the loss.
+        config: a ``trl.RewardConfig``.
+        preset: with ``lora`` / ``qlora`` the adapter targets every linear layer and the ``score`` head
+            is trained in full (``modules_to_save``).
+    """
+    from trl import RewardTrainer
+
+    method = method_preset(preset, task_type="SEQ_CLS") if isinstance(preset, str) else preset
+    cols = ("chosen", "rejected")
+    train_dataset = as_dataset(train_dataset, "train_dataset", cols)
+    eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
+    model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    trainer = RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=method.lora,
+        callbacks=callbacks,
+    )
+    return _train_and_save(trainer, tokenizer, config, "reward", str(model_name_or_path), "reward", eval_dataset)
+
+
+def _train_and_save(trainer, tokenizer, config, name, base_model, model_kind, eval_dataset) -> RunResult:
+    metrics: dict[str, float] = {}
+    if eval_dataset is not None:
+        before = trainer.evaluate()
+        metrics.update({f"{k}_before": v for k, v in before.items() if k.startswith("eval_") and "runtime" not in k})
+    resume = last_checkpoint(config.output_dir) if config.resume_from_checkpoint is None else None
+    if resume:
+        logger.info("%s: resuming from %s", name, resume)
+    out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or resume)
+    metrics.update(out.metrics)
+    if eval_dataset is not None:
+        metrics.update({k: v for k, v in trainer.evaluate().items() if "runtime" not in k})
+    model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
+    return RunResult(trainer=name, model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
+
+
+def remove_checkpoints(output_dir: str | os.PathLike) -> None:
+    """Delete ``checkpoint-N`` folders once a run's final model is saved (they can be large)."""
+    for path in Path(output_dir).glob("checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ GRPO
+
+
+# ------------------------------------------------------------------------------------------ PPO
+def run_ppo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    reward_model: str | os.PathLike,
+    preset="full",
+    layout: str | None = None,
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    metric_funcs: Sequence | None = None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+) -> RunResult:
+    """RL against the reward model with rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer` (InstructGPT's PPO).
+
+    Args:
+        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        train_dataset: rows with a ``prompt`` column (text or chat messages), or a list of prompt strings.
+        config: a :class:`rlhfkit.ppo.PPOConfig`; build it with :func:`stage_config` (presets, precision).
+        reward_model: the reward stage's output folder (``run_reward``'s ``model_dir``). With the shared layout the
+            LoRA adapter saved beside it (``<reward output>/adapter``) becomes the reward adapter on the policy's base.
+        preset: ``full`` | ``lora`` | ``qlora``.
+        layout: ``separate`` | ``shared`` (one base holding policy, value and reward adapters; the reference is the
+            base with adapters disabled); default: ``separate`` for ``full``, ``shared`` with LoRA.
+        callbacks: extra ``TrainerCallback``s; the monitors (:func:`rlhfkit.monitors.build_monitors`) are always
+            added, with the reference and reward models checked bit-identical at the end.
+        monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
+        metric_funcs: functions logged as ``rewards/<name>/mean`` beside the reward, never optimised (the lab's
+            gold reward, say).
+        reward_mean, reward_std: normalise reward-model scores as ``(score - mean) / std`` (from rm_eval); they
+            replace ``config.reward_mean`` / ``config.reward_std``, so ``kl_coef`` is in units of the score spread.
+    Returns:
+        a :class:`RunResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
+        of the SFT model, its adapter kept in ``<output_dir>/adapter``); ``metrics["monitor_alerts"]`` counts alerts.
+    """
+    import dataclasses
+
+    if reward_mean is not None or reward_std is not None:  # PPOConfig checks them (together, std > 0)
+        config = dataclasses.replace(config, reward_mean=reward_mean, reward_std=reward_std)
+    prompts = _prompt_dataset(train_dataset)
+    models = load_ppo_models(
+        str(model_name_or_path), str(reward_model), preset=preset, layout=layout, trust_remote_code=trust_remote_code
+    )
+    trainer = PPOTrainer(
+        config, train_dataset=prompts, metric_funcs=metric_funcs, callbacks=list(callbacks or []), **models
+    )
+    frozen, frozen_exclude = _frozen_check_targets(trainer)
+    monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
+    for callback in monitors:
+        trainer.add_callback(callback)
+    resume = last_checkpoint(config.output_dir)
+    if resume:
+        logger.info("ppo: resuming from %s", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    metrics = {**out.metrics, "monitor_alerts": len(health.alerts)}
+    return RunResult(trainer="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
+
+
+def save_ppo_policy(trainer, sft_model: str, output_dir: str | os.PathLike) -> Path:
+    """Write a PPO run's policy to ``<output_dir>/model`` atomically (main process only; the others wait).
+
+    A LoRA policy (shared base or a PEFT policy) is saved to ``adapter/`` and merged into an unquantised copy of
+    the SFT model, so ``model/`` always holds an ordinary full model.
+    """
+    out, tok = Path(output_dir), trainer.processing_class
+    if trainer.accelerator.is_main_process:
+        is_lora = trainer.shared is not None or hasattr(trainer.policy, "peft_config")
+        with atomic_path(out / (ADAPTER_SUBDIR if is_lora else MODEL_SUBDIR)) as tmp:
+            trainer.save_model(str(tmp))
+        if is_lora:
+            with atomic_path(out / MODEL_SUBDIR) as tmp:
+                merge_adapter(out / ADAPTER_SUBDIR, sft_model, tok).save_pretrained(tmp, safe_serialization=True)
+                tok.save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
+    return out / MODEL_SUBDIR
+
+
+def _frozen_check_targets(trainer) -> tuple[dict, dict]:
+    """The monitors' frozen models and the parameters to skip in them, for :func:`rlhfkit.monitors.build_monitors`.
+
+    On the CPU, bitsandbytes repacks 4-bit weights in place (same values, another layout) on their first forward
+    and back whenever a checkpoint is saved, so their bytes change without training; they are skipped there. They
+    cannot be trained anyway (packed integers without gradients); the model's other parameters are still checked.
+    """
+    import re
+
+    models, exclude = frozen_models(trainer)
+    if trainer.accelerator.device.type == "cpu":
+        for label, module in models.items():
+            packed = [f"^{re.escape(n)}$" for n, p in module.named_parameters() if hasattr(p, "quant_state")]
+            exclude[label] = (*exclude.get(label, ()), *packed)
+    return models, exclude
+
+
+def _prompt_dataset(data):
+    """A Dataset with a ``prompt`` column from a Dataset, a list of row dicts or a list of prompt strings."""
+    if isinstance(data, Sequence) and data and isinstance(data[0], str):
+        data = [{"prompt": p} for p in data]
+    return as_dataset(data, "train_dataset", ("prompt",))
+
+
+def run_grpo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    reward_model=None,
+    reward_tokenizer=None,
+    reward_funcs=None,
+    reward_weights: Sequence[float] | None = None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+) -> RunResult:
+    """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
+
+    Args:
+        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        train_dataset: rows with a ``prompt`` column (text, or a list of chat messages); a plain list of
+            prompt strings is accepted too. Other columns are passed to ``reward_funcs`` as keyword arguments.
+        config: a ``trl.GRPOConfig``; build it with :func:`grpo_config` (presets, precision, ``beta=0.04``).
+            ``beta == 0`` logs a warning: no reference model, no KL leash.
+        reward_model: folder of a trained reward model (``run_reward``'s ``model_dir``) or a loaded
+            ``AutoModelForSequenceClassification``; scored by :class:`RewardModelScorer` exactly as
+            ``RewardTrainer`` trained it. With the ``qlora`` preset a folder is loaded in 4 bits.
+        reward_tokenizer: the reward model's tokenizer; loaded from ``reward_model`` when it is a folder.
+        reward_funcs: one or a list of extra rule-based reward functions, TRL's signature
+            ``f(prompts, completions, completion_ids, **columns) -> list[float]``.
+        reward_weights: one weight per reward function, the reward model first; replaces
+            ``config.reward_weights`` (default: all 1.0).
+        preset: ``full`` | ``lora`` | ``qlora``. With LoRA the reference is the policy with its adapter
+            disabled (TRL does this), so no second copy of the model is loaded.
+        callbacks: extra ``TrainerCallback``s; rlhfkit's KL-health / reward-hacking monitors are always added
+            (:func:`rlhfkit.monitors.build_monitors`): alerts are logged, ``stop`` alerts end training with a
+            checkpoint, the timeline is saved to ``<output_dir>/health.jsonl`` with PNG plots, and the reference
+            and reward models are checked bit-identical at the end.
+        monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
+        reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
+    Returns:
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]`` counts
+        the monitor's alerts.
+    """
+    from trl import GRPOTrainer
+
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    if reward_model is None and not reward_funcs:
+        raise ConfigError("run_grpo needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
+    if config.beta == 0:
+        logger.warning(
+            "grpo: beta=0 removes the KL penalty to the SFT model, so nothing keeps the policy where the reward model "
+            "is accurate (reward hacking); set beta > 0 (rlhfkit's default %s)",
+            GRPO_BETA,
+        )
+    train_dataset = _prompt_dataset(train_dataset)
+
+    funcs: list = []
+    if reward_model is not None:
+        if isinstance(reward_model, str | os.PathLike):
+            rm_preset = method_preset("qlora") if method.quantization is not None else "full"
+            reward_model, loaded_tokenizer = load_reward_model(
+                reward_model, rm_preset, trust_remote_code=trust_remote_code
+            )
+            reward_tokenizer = reward_tokenizer or loaded_tokenizer
+        elif reward_tokenizer is None:
+            raise ConfigError("reward_tokenizer is required when reward_model is a loaded model; pass its tokenizer")
+        funcs.append(RewardModelScorer(reward_model, reward_tokenizer, mean=reward_mean, std=reward_std))
+    funcs.extend([reward_funcs] if callable(reward_funcs) else list(reward_funcs or []))
+    if reward_weights is not None:
+        config.reward_weights = [float(w) for w in reward_weights]
+    if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
+        raise ConfigError(
+            f"reward_weights={config.reward_weights} has {len(config.reward_weights)} weight(s) for {len(funcs)} "
+            "reward function(s); give one per function, the reward model first"
+        )
+
+    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=config,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=method.lora,
+        callbacks=list(callbacks or []),
+    )
+    scorer = funcs[0] if isinstance(funcs[0], RewardModelScorer) else None
+    if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
+        scorer.model.to(trainer.accelerator.device)
+    # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
+    frozen, frozen_exclude = _frozen_check_targets(trainer)
+    monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
+    for callback in monitors:
+        trainer.add_callback(callback)
+    result = _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    result.metrics["monitor_alerts"] = len(health.alerts)
+    return result

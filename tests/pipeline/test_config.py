@@ -1,0 +1,88 @@
+"""Which config keys feed which pipeline stage: derived from the config classes, complete, and a changed key of any
+section changes the hash of the stage that used it (and of every later stage), never of an earlier one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib.resources import files
+
+import pytest
+import yaml
+
+from rlhfkit.pipeline.config import (
+    FIELD_SECTIONS,
+    SECTIONS,
+    STAGE_KEYS,
+    STAGES,
+    TRL_SECTIONS,
+    WHOLE_SECTIONS,
+    load_config,
+    stage_inputs,
+)
+from rlhfkit.pipeline.manifest import config_hash
+
+DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
+
+
+def stage_digests(raw: dict) -> dict[str, str]:
+    """Each stage's hash as the runner computes it (its inputs plus the hash of the stage before it)."""
+    cfg, upstream, out = load_config(raw), "", {}
+    for stage in STAGES:
+        upstream = out[stage] = config_hash({"inputs": stage_inputs(cfg, stage), "upstream": upstream})
+    return out
+
+
+def test_every_config_key_feeds_a_stage():
+    assert set(WHOLE_SECTIONS) | set(FIELD_SECTIONS) == {"seed", *SECTIONS, *TRL_SECTIONS}
+    for section, cls in FIELD_SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            stages = f.metadata.get("stages")
+            assert stages and set(stages) <= set(STAGES), f"{section}.{f.name} names no pipeline stage"
+    listed = {key for keys in STAGE_KEYS.values() for key in keys}
+    expected = {*WHOLE_SECTIONS, *(f"{s}.{f.name}" for s, c in FIELD_SECTIONS.items() for f in dataclasses.fields(c))}
+    assert listed == expected
+
+
+# One key of every section -> (a new value, the first stage that must be redone).
+CHANGES = [
+    ("seed", None, 1, "sft"),
+    ("model", "preset", "lora", "sft"),
+    ("lab", "demonstrations", 700, "sft"),
+    ("lab", "noise", 0.2, "preferences"),
+    ("lab", "rl_prompts", 100, "rl"),
+    ("data", "eval_fraction", 0.1, "sft"),
+    ("data", "preference_format", "votes", "preferences"),
+    ("data", "max_prompts", 10, "rl"),
+    ("agreement", "min_agreement", 0.8, "preferences"),
+    ("sft", "learning_rate", 1e-3, "sft"),
+    ("reward", "max_steps", 7, "reward"),
+    ("gate", "min_accuracy", 0.7, "rm_eval"),
+    ("rl", "layout", "separate", "rl"),
+    ("rl", "eval_prompts", 50, "final_eval"),
+    ("ppo", "kl_coef", 0.3, "rl"),
+    ("monitor", "kl_limit", 20.0, "rl"),
+]
+
+
+@pytest.mark.parametrize("section, key, value, first", CHANGES, ids=[f"{s}.{k}" if k else s for s, k, *_ in CHANGES])
+def test_a_changed_key_redoes_its_stage_and_the_later_ones(tmp_path, section, key, value, first):
+    raw = json.loads(json.dumps(DEMO))
+    raw["output_dir"] = str(tmp_path / "run")
+    before = stage_digests(raw)
+    if key is None:
+        raw[section] = value
+    else:
+        raw.setdefault(section, {})[key] = value
+    after = stage_digests(raw)
+    changed = [stage for stage in STAGES if before[stage] != after[stage]]
+    assert changed == list(STAGES[STAGES.index(first) :])
+
+
+def test_the_other_rl_algorithms_section_does_not_count(tmp_path):
+    raw = json.loads(json.dumps(DEMO))
+    raw["output_dir"] = str(tmp_path / "run")
+    assert DEMO["rl"]["algorithm"] == "ppo"
+    before = stage_digests(raw)
+    raw.setdefault("grpo", {})["beta"] = 0.5
+    assert stage_digests(raw) == before
