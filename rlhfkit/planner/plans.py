@@ -168,7 +168,7 @@ def plan(
 def _checked_layout(trainer: str, preset: str, precision: str, gpu_gb: float, layout: str | None) -> str | None:
     """Validate :func:`plan`'s choices (one-line errors naming the value); returns the PPO layout (None otherwise)."""
     if trainer not in TRAINERS:
-        raise ConfigError(f"stage={trainer!r} is not a stage; choose one of {list(TRAINERS)}")
+        raise ConfigError(f"trainer={trainer!r} is not one of rlhfkit's trainers; choose one of {list(TRAINERS)}")
     if preset not in METHODS:
         raise ConfigError(f"preset={preset!r} is not a method preset; choose one of {list(METHODS)}")
     if precision not in ("bf16", "mixed", "fp32"):

@@ -50,6 +50,21 @@ def test_trainer_layouts_hold_the_right_model_copies():
 
 
 @pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (("dpo",), {}, "trainer='dpo' is not one of rlhfkit's trainers"),
+        (("sft", "int8"), {}, "preset='int8' is not a method preset"),
+        (("sft", "lora", 0), {}, "gpu=0 must be the GPU memory in GB"),
+        (("sft", "lora"), {"layout": "shared"}, "layout='shared' applies to stage=ppo only; drop it for stage=sft"),
+        (("grpo", "lora", 24), {"batch_size": 4, "num_generations": 3}, "must be divisible by num_generations=3"),
+    ],
+)
+def test_plan_errors_name_the_value(args, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(MODEL, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
     "model, trainer, preset, gpu",
     [
         ("meta-llama/Llama-3.1-8B-Instruct", "sft", "full", 24),
