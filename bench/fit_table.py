@@ -5,7 +5,7 @@
 
 Each cell plans the model with the GPU-size preset of that column (batch size, lengths, checkpointing from
 ``rlhfkit presets show <GB>``) and names the first of full / lora / qlora whose plan uses at most 90% of the
-GPU ("—": none does). PPO uses the shared-base layout with lora/qlora. Formulas: ``rlhfkit/planner.py``.
+GPU ("—": none does). PPO uses the shared-base layout with lora/qlora. Formulas: ``rlhfkit/planner/memory.py``.
 """
 
 from __future__ import annotations

@@ -227,13 +227,10 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rlhfkit.io import pyplot, save_figure
 
     steps = [r["step"] for r in rows]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
+    fig, (ax, ax2) = pyplot().subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
     ax.plot(steps, [r["proxy"] for r in rows], "o-", ms=3, color="tab:blue", label="proxy (reward model)")
     ax.set_ylabel("proxy reward", color="tab:blue")
     right = ax.twinx()
@@ -259,8 +256,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax2.set_xlabel("GRPO step (alerts: red = default monitor, purple = length-scaled KL levels)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

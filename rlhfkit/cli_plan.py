@@ -83,7 +83,7 @@ def print_plan(result) -> None:
         return f"{n / GIB:.2f}"
 
     s = result.settings
-    title = f"{result.model} · {result.stage} · {result.preset} · {result.gpu_gb:g} GB"
+    title = f"{result.model} · {result.trainer} · {result.preset} · {result.gpu_gb:g} GB"
     if s.get("layout"):
         title += f" · {s['layout']} layout"
     table = Table(title=title)

@@ -1,13 +1,17 @@
-"""Atomic file and folder writes, so that nothing half-written is ever left in an output folder.
+"""Atomic file and folder writes, so that nothing half-written is ever left in an output folder, and the one
+JSON-safe conversion and figure writer every report uses.
 
 A file is written to a temporary name in the same folder and renamed into place (``os.replace`` is
 atomic on POSIX and Windows); a folder is built under a temporary name and renamed when complete.
+:func:`json_safe` turns NaN / inf into null and numpy / torch scalars into numbers; :func:`pyplot` gives
+matplotlib on the Agg backend (files, no display) and :func:`save_figure` writes a PNG atomically and closes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -48,18 +52,45 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (NaN/inf are written as null)."""
-    return write_text(path, json.dumps(_finite(obj), indent=indent, default=str) + "\n")
+    """Write ``obj`` as JSON to ``path`` atomically, through :func:`json_safe` (anything else JSON cannot hold is
+    written as its ``str``)."""
+    return write_text(path, json.dumps(json_safe(obj), indent=indent, default=str) + "\n")
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON can hold it: dicts with ``str`` keys, lists (from lists and tuples), and numbers with
+    NaN / inf as ``None``; numpy and torch scalars become Python ``bool`` / ``int`` / ``float``. Other values are
+    returned as they are (``json.dumps`` decides)."""
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
+    if getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):  # a numpy or torch scalar
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     return obj
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures are written to files, never shown (imported on first use,
+    so that ``rlhfkit --help`` stays fast)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (110 dpi, tight bounding box) atomically, and close it (also on error)."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        pyplot().close(fig)
+    return Path(path)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

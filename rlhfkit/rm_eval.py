@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.io import json_safe, pyplot, save_figure, write_json, write_text
 from rlhfkit.scoring import resolve_pad_token_id, score_token_ids, tokenize_pair
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ AGREEMENT_EDGES = (0.6, 0.7, 0.8, 0.9)  # agreement bins: < 0.6, [0.6, 0.7), ...
 HIST_BINS = 20
 
 
-# ----------------------------------------------------------------------------- formatting and scoring
-
-
+# ----------------------------------------------------------------------------- response length
 def response_length(response: str | list[dict]) -> int:
     """Length of a response in characters (message lists: the sum over their contents)."""
     if isinstance(response, str):
@@ -120,49 +119,16 @@ class RewardModelReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN / inf become None, numpy scalars become Python numbers)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def to_markdown(self, verdict: GateVerdict | None = None) -> str:
         """A human-readable report (``verdict`` adds the gate's decision at the top)."""
         return _markdown(self, verdict)
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def _f(x) -> float | None:
     """A finite Python float, or None."""
     return float(x) if x is not None and math.isfinite(float(x)) else None
-
-
-def _group_stats(correct: np.ndarray, ties: np.ndarray, labels: Sequence[str]) -> dict[str, dict]:
-    out = {}
-    labels = np.asarray(labels, dtype=object)
-    for label in sorted(set(labels.tolist()), key=str):
-        sel = labels == label
-        out[str(label)] = {"n": int(sel.sum()), "accuracy": float(correct[sel].mean()), "ties": int(ties[sel].sum())}
-    return out
-
-
-def _agreement_label(value: float) -> str:
-    edges = AGREEMENT_EDGES
-    k = int(np.searchsorted(edges, value, side="right"))
-    if k == 0:
-        return f"< {edges[0]:g}"
-    if k == len(edges):
-        return f">= {edges[-1]:g}"
-    return f"[{edges[k - 1]:g}, {edges[k]:g})"
 
 
 def report_from_scores(
@@ -188,10 +154,7 @@ def report_from_scores(
         agreement: labeler agreement per pair (None = unknown), binned by :data:`AGREEMENT_EDGES`.
         pairs: the pairs themselves, so that ``worst_pairs`` carries their texts.
     """
-    from scipy.special import expit
-    from scipy.stats import binomtest, spearmanr
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import brier_score_loss, roc_auc_score
+    from scipy.stats import binomtest
 
     rc = np.asarray(r_chosen, dtype=np.float64)
     rr = np.asarray(r_rejected, dtype=np.float64)
@@ -203,8 +166,40 @@ def report_from_scores(
     margin = rc - rr
     correct, ties = margin > 0, margin == 0
     n_correct = int(correct.sum())
-    ci = binomtest(n_correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    ci = binomtest(n_correct, n).proportion_ci(confidence_level=0.95, method="wilson")  # Wilson 95% interval
+    report = RewardModelReport(
+        n_pairs=n,
+        accuracy=n_correct / n,
+        accuracy_ci95=(float(ci.low), float(ci.high)),
+        n_correct=n_correct,
+        n_ties=int(ties.sum()),
+        tie_rate=float(ties.mean()),
+        **_calibration_stats(margin, n_bins),
+        **_margin_stats(margin, correct),
+        **_reward_stats(rc, rr),
+        length_unit=length_unit,
+        n_dropped=n_dropped,
+    )
+    if chosen_lengths is not None and rejected_lengths is not None:
+        for name, value in _length_stats(rc, rr, correct, chosen_lengths, rejected_lengths).items():
+            setattr(report, name, value)
+    if subsets is not None:
+        if len(subsets) != n:
+            raise DataError(f"got {len(subsets)} subset labels for {n} pairs")
+        report.subsets = _group_stats(correct, ties, ["(none)" if s is None else str(s) for s in subsets])
+    if agreement is not None:
+        report.agreement = _agreement_stats(correct, ties, agreement)
+    report.worst_pairs = _worst_pairs(margin, rc, rr, pairs, n_worst)
+    return report
 
+
+def _calibration_stats(margin: np.ndarray, n_bins: int) -> dict[str, Any]:
+    """ROC AUC of the margin, Brier score, reliability bins and ECE of ``sigmoid(margin)``."""
+    from scipy.special import expit
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    n = len(margin)
     # Each pair labelled both ways: (margin, chosen wins) and (-margin, rejected wins), so both classes exist.
     y = np.concatenate([np.ones(n), np.zeros(n)])
     p_chosen = expit(margin)
@@ -224,88 +219,113 @@ def report_from_scores(
             ece += counts[b] / (2 * n) * abs(observed[j] - predicted[j])
             j += 1
         reliability.append(row)
+    return {"auc": float(auc), "ece": float(ece), "brier": float(brier), "reliability": reliability}
 
+
+def _margin_stats(margin: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """Margins over all pairs, of the correct and incorrect ones, and their separation (Cohen's d)."""
+    n = len(margin)
     good, bad = margin[correct], margin[~correct]
     separation = None
     if len(good) >= 2 and len(bad) >= 2:  # Cohen's d with the pooled standard deviation
         pooled = math.sqrt(((len(good) - 1) * good.var(ddof=1) + (len(bad) - 1) * bad.var(ddof=1)) / (n - 2))
         gap = good.mean() - bad.mean()
         separation = _f(gap / pooled) if pooled > 1e-9 * abs(gap) else None  # no spread: undefined
+    return {
+        "margin_mean": float(margin.mean()), "margin_std": float(margin.std()),
+        "margin_median": float(np.median(margin)),
+        "margin_correct_mean": _f(good.mean()) if len(good) else None,
+        "margin_incorrect_mean": _f(bad.mean()) if len(bad) else None,
+        "margin_separation": separation,
+    }  # fmt: skip
 
+
+def _reward_stats(rc: np.ndarray, rr: np.ndarray) -> dict[str, Any]:
+    """Mean / std of all 2n rewards, chosen / rejected means, quantiles and histograms on shared edges."""
     rewards = np.concatenate([rc, rr])
     hist_edges = np.histogram_bin_edges(rewards, bins=HIST_BINS)
-    report = RewardModelReport(
-        n_pairs=n,
-        accuracy=n_correct / n,
-        accuracy_ci95=(float(ci.low), float(ci.high)),
-        n_correct=n_correct,
-        n_ties=int(ties.sum()),
-        tie_rate=float(ties.mean()),
-        auc=float(auc),
-        ece=float(ece),
-        brier=float(brier),
-        reliability=reliability,
-        margin_mean=float(margin.mean()),
-        margin_std=float(margin.std()),
-        margin_median=float(np.median(margin)),
-        margin_correct_mean=_f(good.mean()) if len(good) else None,
-        margin_incorrect_mean=_f(bad.mean()) if len(bad) else None,
-        margin_separation=separation,
-        reward_mean=float(rewards.mean()),
-        reward_std=float(rewards.std()),
-        chosen_mean=float(rc.mean()),
-        rejected_mean=float(rr.mean()),
-        chosen_quantiles={k: float(np.quantile(rc, q)) for k, q in QUANTILES.items()},
-        rejected_quantiles={k: float(np.quantile(rr, q)) for k, q in QUANTILES.items()},
-        hist_edges=hist_edges.tolist(),
-        chosen_hist=np.histogram(rc, hist_edges)[0].tolist(),
-        rejected_hist=np.histogram(rr, hist_edges)[0].tolist(),
-        length_unit=length_unit,
-        n_dropped=n_dropped,
-    )
+    return {
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+        "chosen_mean": float(rc.mean()), "rejected_mean": float(rr.mean()),
+        "chosen_quantiles": {k: float(np.quantile(rc, q)) for k, q in QUANTILES.items()},
+        "rejected_quantiles": {k: float(np.quantile(rr, q)) for k, q in QUANTILES.items()},
+        "hist_edges": hist_edges.tolist(),
+        "chosen_hist": np.histogram(rc, hist_edges)[0].tolist(),
+        "rejected_hist": np.histogram(rr, hist_edges)[0].tolist(),
+    }  # fmt: skip
 
-    if chosen_lengths is not None and rejected_lengths is not None:
-        lc = np.asarray(chosen_lengths, dtype=np.float64)
-        lr = np.asarray(rejected_lengths, dtype=np.float64)
-        if lc.shape != rc.shape or lr.shape != rc.shape:
-            raise DataError(f"got {len(lc)} chosen and {len(lr)} rejected lengths for {n} pairs")
-        lengths = np.concatenate([lc, lr])
-        if np.ptp(lengths) > 0 and np.ptp(rewards) > 0:
-            rho = spearmanr(rewards, lengths)
-            report.length_spearman, report.length_spearman_pvalue = _f(rho.statistic), _f(rho.pvalue)
-        diff = lc - lr
-        longer, shorter = diff > 0, diff < 0
-        if np.ptp(diff) > 0 and np.ptp(margin) > 0:
-            report.length_margin_spearman = _f(spearmanr(margin, diff).statistic)
-        differ = diff != 0
-        if differ.any():
-            report.longer_preferred_rate = float((np.sign(margin[differ]) == np.sign(diff[differ])).mean())
-            report.chosen_longer_rate = float(longer[differ].mean())
-        report.n_chosen_longer, report.n_chosen_shorter = int(longer.sum()), int(shorter.sum())
-        report.n_same_length = int((~differ).sum())
-        report.accuracy_chosen_longer = float(correct[longer].mean()) if longer.any() else None
-        report.accuracy_chosen_shorter = float(correct[shorter].mean()) if shorter.any() else None
 
-    if subsets is not None:
-        if len(subsets) != n:
-            raise DataError(f"got {len(subsets)} subset labels for {n} pairs")
-        report.subsets = _group_stats(correct, ties, ["(none)" if s is None else str(s) for s in subsets])
-    if agreement is not None:
-        if len(agreement) != n:
-            raise DataError(f"got {len(agreement)} agreement values for {n} pairs")
-        known = np.array([a is not None and not (isinstance(a, float) and math.isnan(a)) for a in agreement])
-        if known.any():
-            labels = [_agreement_label(float(a)) for a, k in zip(agreement, known) if k]
-            stats = _group_stats(correct[known], ties[known], labels)
-            order = [_agreement_label(e) for e in (-math.inf, *AGREEMENT_EDGES)]
-            report.agreement = {k: stats[k] for k in order if k in stats}
+def _length_stats(
+    rc: np.ndarray, rr: np.ndarray, correct: np.ndarray, chosen_lengths: Sequence[int], rejected_lengths: Sequence[int]
+) -> dict[str, Any]:
+    """The report's length-bias fields (the ones that are defined for these lengths)."""
+    from scipy.stats import spearmanr
 
+    lc = np.asarray(chosen_lengths, dtype=np.float64)
+    lr = np.asarray(rejected_lengths, dtype=np.float64)
+    if lc.shape != rc.shape or lr.shape != rc.shape:
+        raise DataError(f"got {len(lc)} chosen and {len(lr)} rejected lengths for {len(rc)} pairs")
+    out: dict[str, Any] = {}
+    rewards, lengths, margin = np.concatenate([rc, rr]), np.concatenate([lc, lr]), rc - rr
+    if np.ptp(lengths) > 0 and np.ptp(rewards) > 0:
+        rho = spearmanr(rewards, lengths)
+        out["length_spearman"], out["length_spearman_pvalue"] = _f(rho.statistic), _f(rho.pvalue)
+    diff = lc - lr
+    longer, shorter = diff > 0, diff < 0
+    if np.ptp(diff) > 0 and np.ptp(margin) > 0:
+        out["length_margin_spearman"] = _f(spearmanr(margin, diff).statistic)
+    differ = diff != 0
+    if differ.any():
+        out["longer_preferred_rate"] = float((np.sign(margin[differ]) == np.sign(diff[differ])).mean())
+        out["chosen_longer_rate"] = float(longer[differ].mean())
+    out["n_chosen_longer"], out["n_chosen_shorter"] = int(longer.sum()), int(shorter.sum())
+    out["n_same_length"] = int((~differ).sum())
+    out["accuracy_chosen_longer"] = float(correct[longer].mean()) if longer.any() else None
+    out["accuracy_chosen_shorter"] = float(correct[shorter].mean()) if shorter.any() else None
+    return out
+
+
+def _group_stats(correct: np.ndarray, ties: np.ndarray, labels: Sequence[str]) -> dict[str, dict]:
+    out = {}
+    labels = np.asarray(labels, dtype=object)
+    for label in sorted(set(labels.tolist()), key=str):
+        sel = labels == label
+        out[str(label)] = {"n": int(sel.sum()), "accuracy": float(correct[sel].mean()), "ties": int(ties[sel].sum())}
+    return out
+
+
+def _agreement_label(value: float) -> str:
+    edges = AGREEMENT_EDGES
+    k = int(np.searchsorted(edges, value, side="right"))
+    if k == 0:
+        return f"< {edges[0]:g}"
+    if k == len(edges):
+        return f">= {edges[-1]:g}"
+    return f"[{edges[k - 1]:g}, {edges[k]:g})"
+
+
+def _agreement_stats(correct: np.ndarray, ties: np.ndarray, agreement: Sequence[float | None]) -> dict[str, dict]:
+    """Accuracy per agreement bin (:data:`AGREEMENT_EDGES`), lowest first; pairs of unknown agreement left out."""
+    if len(agreement) != len(correct):
+        raise DataError(f"got {len(agreement)} agreement values for {len(correct)} pairs")
+    known = np.array([a is not None and not (isinstance(a, float) and math.isnan(a)) for a in agreement])
+    if not known.any():
+        return {}
+    labels = [_agreement_label(float(a)) for a, k in zip(agreement, known) if k]
+    stats = _group_stats(correct[known], ties[known], labels)
+    order = [_agreement_label(e) for e in (-math.inf, *AGREEMENT_EDGES)]
+    return {k: stats[k] for k in order if k in stats}
+
+
+def _worst_pairs(margin: np.ndarray, rc: np.ndarray, rr: np.ndarray, pairs, n_worst: int) -> list[dict]:
+    """The ``n_worst`` lowest-margin pairs (stable order), with their texts when ``pairs`` is given."""
+    rows = []
     for i in np.argsort(margin, kind="stable")[:n_worst]:
         row = {"index": int(i), "margin": float(margin[i]), "r_chosen": float(rc[i]), "r_rejected": float(rr[i])}
         if pairs is not None:
             row.update({k: pairs[i][k] for k in ("prompt", "chosen", "rejected") if k in pairs[i]})
-        report.worst_pairs.append(row)
-    return report
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -430,63 +450,91 @@ def rm_gate(
     """
     if not 0.0 <= min_accuracy <= 1.0:
         raise ConfigError(f"min_accuracy={min_accuracy} must be in [0, 1], e.g. 0.6")
+    failures = _gate_failures(report, min_accuracy, max_length_bias, min_pairs)
+    warnings = [] if failures else _accuracy_warnings(report, min_accuracy)
+    warnings += _gate_warnings(report, min_accuracy, max_length_bias)
+    if failures:
+        return GateVerdict(False, [reason for _, reason in failures], warnings, "; ".join(s for s, _ in failures))
+    headline = f"passed (accuracy {report.accuracy:.3f} >= {min_accuracy:.2f} on {report.n_pairs} pairs"
+    headline += f"; {len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else ")"
+    return GateVerdict(True, [], warnings, headline)
+
+
+def _length_bias_fails(report: RewardModelReport, max_length_bias: float | None) -> bool:
+    rho = report.length_spearman
+    return max_length_bias is not None and rho is not None and abs(rho) > max_length_bias
+
+
+def _gate_failures(
+    report: RewardModelReport, min_accuracy: float, max_length_bias: float | None, min_pairs: int
+) -> list[tuple[str, str]]:
+    """``(short, reason)`` for each failed check: ``short`` for the one-line summary, ``reason`` saying what to do."""
     acc, n = report.accuracy, report.n_pairs
     lo, hi = report.accuracy_ci95
-    short, reasons, warnings = [], [], []
+    failures = []
     if n < min_pairs:
-        short.append(f"only {n} pairs evaluated (min_pairs={min_pairs})")
-        reasons.append(
+        failures.append((
+            f"only {n} pairs evaluated (min_pairs={min_pairs})",
             f"only {n} pairs were evaluated (min_pairs={min_pairs}): the accuracy's 95% interval is "
-            f"{lo:.2f}-{hi:.2f}, too wide to decide on; evaluate on at least {min_pairs} held-out pairs"
-        )
+            f"{lo:.2f}-{hi:.2f}, too wide to decide on; evaluate on at least {min_pairs} held-out pairs",
+        ))  # fmt: skip
     if acc < min_accuracy:
-        short.append(f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs")
         if hi < 0.5:  # significantly below chance
             hint = "; accuracy significantly below chance often means chosen and rejected are swapped in the data"
         elif report.tie_rate > WARN_TIE_RATE:
             hint = f"; {report.tie_rate:.0%} of pairs got identical scores: check truncation and the score head"
         else:
             hint = ""
-        reasons.append(
+        failures.append((
+            f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs",
             f"accuracy {acc:.3f} (95% CI {lo:.2f}-{hi:.2f}) is below min_accuracy {min_accuracy:.2f}: a reward model "
             f"near 60% is too weak to steer RL (70-80% is good; below 65% usually points to data problems). "
             "What to do: collect more or cleaner preference data, drop low-agreement pairs with "
             "`rlhfkit data agreement --min-agreement 0.7`, train the reward model longer or from a stronger SFT "
-            "checkpoint, and check that evaluation pairs use the training chat format" + hint
-        )
-    rho = report.length_spearman
-    if max_length_bias is not None and rho is not None and abs(rho) > max_length_bias:
-        short.append(f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})")
-        reasons.append(
+            "checkpoint, and check that evaluation pairs use the training chat format" + hint,
+        ))  # fmt: skip
+    if _length_bias_fails(report, max_length_bias):
+        rho = report.length_spearman
+        failures.append((
+            f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})",
             f"the reward tracks response length (Spearman {rho:.2f} with {report.length_unit}, above "
             f"max_length_bias {max_length_bias:g}; longer response preferred in {_pct(report.longer_preferred_rate)} "
             f"of pairs vs chosen longer in {_pct(report.chosen_longer_rate)} of the data): RL would learn to pad "
             "responses. What to do: add pairs where the shorter response is chosen (length-balance the preference "
-            "data), filter length-driven labels, and retrain"
-        )
+            "data), filter length-driven labels, and retrain",
+        ))  # fmt: skip
+    return failures
 
-    if not reasons:
-        if acc < DATA_PROBLEM_ACCURACY:
-            warnings.append(
-                f"accuracy {acc:.3f} passes min_accuracy but is below {DATA_PROBLEM_ACCURACY:.0%}, which usually "
-                "points to data problems (noisy or low-agreement labels): consider `rlhfkit data agreement` filtering "
-                "before relying on this reward model for RL"
-            )
-        elif acc < GOOD_ACCURACY:
-            warnings.append(
-                f"accuracy {acc:.3f} is usable but below the {GOOD_ACCURACY:.0%}-80% usually considered good; "
-                "more or cleaner data or a longer reward-model run should help"
-            )
-        if lo < min_accuracy <= acc:
-            warnings.append(
-                f"the 95% interval of the accuracy ({lo:.2f}-{hi:.2f}) reaches below min_accuracy "
-                f"{min_accuracy:.2f}: evaluate on more pairs to be sure"
-            )
-    if (
-        rho is not None
-        and WARN_LENGTH_BIAS < abs(rho)
-        and not (max_length_bias is not None and abs(rho) > max_length_bias)
-    ):
+
+def _accuracy_warnings(report: RewardModelReport, min_accuracy: float) -> list[str]:
+    """Warnings about a passing accuracy: below the usual landmarks, or an interval reaching below the floor."""
+    acc = report.accuracy
+    lo, hi = report.accuracy_ci95
+    warnings = []
+    if acc < DATA_PROBLEM_ACCURACY:
+        warnings.append(
+            f"accuracy {acc:.3f} passes min_accuracy but is below {DATA_PROBLEM_ACCURACY:.0%}, which usually "
+            "points to data problems (noisy or low-agreement labels): consider `rlhfkit data agreement` filtering "
+            "before relying on this reward model for RL"
+        )
+    elif acc < GOOD_ACCURACY:
+        warnings.append(
+            f"accuracy {acc:.3f} is usable but below the {GOOD_ACCURACY:.0%}-80% usually considered good; "
+            "more or cleaner data or a longer reward-model run should help"
+        )
+    if lo < min_accuracy <= acc:
+        warnings.append(
+            f"the 95% interval of the accuracy ({lo:.2f}-{hi:.2f}) reaches below min_accuracy "
+            f"{min_accuracy:.2f}: evaluate on more pairs to be sure"
+        )
+    return warnings
+
+
+def _gate_warnings(report: RewardModelReport, min_accuracy: float, max_length_bias: float | None) -> list[str]:
+    """Warnings given whether or not the gate passes: length, calibration, ties, dropped pairs."""
+    warnings = []
+    rho = report.length_spearman
+    if rho is not None and WARN_LENGTH_BIAS < abs(rho) and not _length_bias_fails(report, max_length_bias):
         warnings.append(
             f"reward correlates with response length (Spearman {rho:.2f}): watch response length during RL "
             "and consider length-balanced preference data"
@@ -507,7 +555,7 @@ def rm_gate(
             f"sigmoid(margin) is miscalibrated (ECE {report.ece:.3f}): do not read margins as probabilities; "
             f"normalise RL rewards with reward_mean {report.reward_mean:.3g} / reward_std {report.reward_std:.3g}"
         )
-    if report.tie_rate > WARN_TIE_RATE and acc >= min_accuracy:
+    if report.tie_rate > WARN_TIE_RATE and report.accuracy >= min_accuracy:
         warnings.append(
             f"{report.tie_rate:.0%} of pairs have identical chosen and rejected scores: check truncation "
             "(max_length) and padding"
@@ -516,11 +564,7 @@ def rm_gate(
         warnings.append(
             f"{report.n_dropped} pairs longer than max_length were not scored; the accuracy describes shorter pairs"
         )
-    if reasons:
-        return GateVerdict(False, reasons, warnings, "; ".join(short))
-    headline = f"passed (accuracy {acc:.3f} >= {min_accuracy:.2f} on {n} pairs"
-    headline += f"; {len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else ")"
-    return GateVerdict(True, reasons, warnings, headline)
+    return warnings
 
 
 def _pct(x: float | None) -> str:
@@ -607,68 +651,47 @@ def _markdown(r: RewardModelReport, verdict: GateVerdict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(fig, path: Path) -> None:
-    from rlhfkit.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
 def write_report(report: RewardModelReport, out_dir, verdict: GateVerdict | None = None) -> dict[str, Path]:
     """Write ``reliability.png``, ``rewards_hist.png``, ``report.md`` and ``report.json`` (last) into ``out_dir``.
 
     Each file is written to a temporary name and renamed (:mod:`rlhfkit.io`), so none is ever half-written;
     ``report.json`` is written last, so its presence means the whole report is there.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rlhfkit.io import write_json, write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("reliability.png", "rewards_hist.png", "report.md", "report.json")}
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    try:
-        bins = [b for b in report.reliability if b["count"]]
-        mids = [(b["lo"] + b["hi"]) / 2 for b in report.reliability]
-        width = 1.0 / max(len(report.reliability), 1)
-        ax.bar(
-            mids,
-            [b["accuracy"] or 0.0 for b in report.reliability],
-            width=width,
-            edgecolor="k",
-            alpha=0.6,
-            label="observed",
-        )
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin mean")
-        ax.set(xlabel="predicted P(win) = sigmoid(margin)", ylabel="observed win rate", xlim=(0, 1), ylim=(0, 1))
-        ax.set_title(f"reliability (ECE {report.ece:.3f}, n={report.n_pairs})")
-        ax.legend(loc="upper left", fontsize=8)
-        _save_figure(fig, paths["reliability.png"])
-    finally:
-        plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        edges = report.hist_edges
-        ax.stairs(report.chosen_hist, edges, fill=True, alpha=0.5, label=f"chosen (mean {report.chosen_mean:.2f})")
-        ax.stairs(
-            report.rejected_hist, edges, fill=True, alpha=0.5, label=f"rejected (mean {report.rejected_mean:.2f})"
-        )
-        ax.set(xlabel="reward", ylabel="responses", title=f"rewards (accuracy {report.accuracy:.3f})")
-        ax.legend(fontsize=8)
-        _save_figure(fig, paths["rewards_hist.png"])
-    finally:
-        plt.close(fig)
-
+    save_figure(_reliability_figure(report), paths["reliability.png"])
+    save_figure(_rewards_figure(report), paths["rewards_hist.png"])
     write_text(paths["report.md"], report.to_markdown(verdict))
     data = report.to_dict()
     if verdict is not None:
         data["gate"] = verdict.to_dict()
     write_json(paths["report.json"], data)
     return paths
+
+
+def _reliability_figure(report: RewardModelReport):
+    """The reliability diagram: observed win rate per bin of ``sigmoid(margin)`` against perfect calibration."""
+    fig, ax = pyplot().subplots(figsize=(4.5, 4.5))
+    bins = [b for b in report.reliability if b["count"]]
+    mids = [(b["lo"] + b["hi"]) / 2 for b in report.reliability]
+    width = 1.0 / max(len(report.reliability), 1)
+    accuracy = [b["accuracy"] or 0.0 for b in report.reliability]
+    ax.bar(mids, accuracy, width=width, edgecolor="k", alpha=0.6, label="observed")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin mean")
+    ax.set(xlabel="predicted P(win) = sigmoid(margin)", ylabel="observed win rate", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(f"reliability (ECE {report.ece:.3f}, n={report.n_pairs})")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def _rewards_figure(report: RewardModelReport):
+    """Histograms of the chosen and rejected rewards on shared edges."""
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    edges = report.hist_edges
+    ax.stairs(report.chosen_hist, edges, fill=True, alpha=0.5, label=f"chosen (mean {report.chosen_mean:.2f})")
+    ax.stairs(report.rejected_hist, edges, fill=True, alpha=0.5, label=f"rejected (mean {report.rejected_mean:.2f})")
+    ax.set(xlabel="reward", ylabel="responses", title=f"rewards (accuracy {report.accuracy:.3f})")
+    ax.legend(fontsize=8)
+    return fig

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import atomic_path
+from rlhfkit.io import pyplot, save_figure
 from rlhfkit.monitors.config import SERIES, SERIES_LABELS, SIGNALS, MonitorConfig
 
 
@@ -66,23 +66,6 @@ def health_table(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig | 
     return table
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError("health plots need matplotlib: pip install matplotlib") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _savefig(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
-
-
 def plot_health(
     timeline: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike,
@@ -95,7 +78,7 @@ def plot_health(
     reward measured on checkpoints) -- are drawn against KL on a right axis, at the steps where the KL is known.
     Alerts are marked where they first fired. Returns the written paths.
     """
-    plt = _pyplot()
+    plt = pyplot()
     out_dir = Path(out_dir)
     known = {"step", "stage", "active", "alerts", "stop", *SERIES}
     extras: dict[str, dict[int, float]] = {}
@@ -136,8 +119,7 @@ def plot_health(
             ax.annotate(f"{signal} @ {record['step']}", (record["kl"], 1), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", ha="right", fontsize=7, color="red")  # fmt: skip
     ax.set_title("Reward vs KL (Goodhart curve)")
-    paths.append(_savefig(fig, out_dir / "health_reward_kl.png"))
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "health_reward_kl.png"))
 
     fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     for ax, name in zip(axes, ("length", "entropy")):
@@ -151,6 +133,5 @@ def plot_health(
                          ha="right", fontsize=7, color="red")  # fmt: skip
     axes[-1].set_xlabel("global step")
     axes[0].set_title("Response length and entropy")
-    paths.append(_savefig(fig, out_dir / "health_length_entropy.png"))
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "health_length_entropy.png"))
     return paths

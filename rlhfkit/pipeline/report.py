@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import atomic_path, write_json, write_text
+from rlhfkit.io import pyplot, save_figure, write_json, write_text
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).
 HEADLINE = (
@@ -84,12 +84,7 @@ def _plot(path: Path, panels: list[tuple[str, list[tuple[str, list, list]]]], ti
     panels = [p for p in panels if p[1]]
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
     for ax, (ylabel, series) in zip(axes[0], panels):
         for label, xs, ys in series:
             ax.plot(xs, ys, marker="o", markersize=2.5, label=label)
@@ -100,10 +95,7 @@ def _plot(path: Path, panels: list[tuple[str, list[tuple[str, list, list]]]], ti
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _read_json(path: Path) -> Any:
@@ -163,12 +155,7 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
 
 
 def _bars(path: Path, final: dict[str, Any]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = pyplot().subplots(figsize=(5, 3.4))
     labels = ["SFT policy", "RL policy"]
     width = 0.38
     xs = range(2)
@@ -180,10 +167,7 @@ def _bars(path: Path, final: dict[str, Any]) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Lab: gold vs proxy reward on held-out prompts")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _markdown(cfg, manifest, plots: dict[str, str]) -> str:
