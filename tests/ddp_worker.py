@@ -181,8 +181,8 @@ def run_ppo(out: Path, model: str, reward_model: str, use_cpu: bool | None = Non
     def recorded_rollout(indices):
         batch = rollout(indices)
         sampled.append([int(i) for i in indices])
-        lengths = batch["mask"].sum(1).float()
-        local.append({"scores": batch["raw_scores"].mean().item(), "mean_length": lengths.mean().item()})
+        lengths = batch.mask.sum(1).float()
+        local.append({"scores": batch.raw_scores.mean().item(), "mean_length": lengths.mean().item()})
         return batch
 
     trainer._rollout = recorded_rollout

@@ -4,7 +4,9 @@
 * **shared**: one (optionally 4-bit) base holding the policy LoRA, a value LoRA + head and the reward model as a
   LoRA + head; the reference is the base with adapters disabled (:func:`use_adapter`).
 
-:func:`load_ppo_models` loads either layout from the SFT and reward stages' output folders.
+:func:`load_ppo_models` loads either layout from the SFT and reward stages' output folders; the checks and switches
+that :class:`~rlhfkit.ppo.PPOTrainer` applies to a layout (frozen parts, dropout, activation checkpointing) live
+here too.
 """
 
 from __future__ import annotations
@@ -235,6 +237,74 @@ def build_shared_base(
         value_adapter=value_adapter,
         reward_adapter=reward_name,
     )
+
+
+# ============================================================================================== checks, switches
+def require_frozen(module: nn.Module, what: str) -> None:
+    """Refuse ``module`` (named ``what`` in the error) if any of its parameters requires grad."""
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    if trainable:
+        raise ConfigError(
+            f"{what} has {len(trainable)} trainable tensors (e.g. {trainable[0]!r}) but must stay frozen; "
+            f"call {what}.requires_grad_(False) before building PPOTrainer"
+        )
+
+
+def check_shared_frozen(shared: SharedBase) -> None:
+    """Refuse a shared base that trains anything but the policy and value adapters (and heads outside the model)."""
+    allowed = {
+        id(p)
+        for name in (shared.policy_adapter, shared.value_adapter)
+        for _, p in _adapter_parameters(shared.model, name)
+    }
+    for name, p in shared.model.named_parameters():
+        if p.requires_grad and id(p) not in allowed:
+            raise ConfigError(
+                f"shared base weight {name!r} is trainable, but the reference (base) and reward adapter must stay "
+                "frozen; build the layout with rlhfkit.ppo.build_shared_base"
+            )
+    if shared.reward_head is not None:
+        require_frozen(shared.reward_head, "SharedBase.reward_head")
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Dropout off everywhere (TRL 1.12): rollout log-probs must equal the first PPO epoch's log-probs."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):  # functional attention dropout (Llama, Qwen)
+            m.attention_dropout = 0.0
+
+
+def _pretrained_models(wrapper: nn.Module) -> list[nn.Module]:
+    if isinstance(wrapper, SharedBase):
+        return [wrapper.model.get_base_model()]
+    return [m.get_base_model() if hasattr(m, "get_base_model") else m for m in (wrapper.policy, wrapper.value_model)]
+
+
+def _checkpointing_kwargs(user_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    # Non-reentrant checkpointing: works with frozen inputs (LoRA on a frozen base) without enable_input_require_grads.
+    return {"use_reentrant": False, **(user_kwargs or {})}
+
+
+def enable_activation_checkpointing(wrapper: nn.Module, user_kwargs: dict[str, Any] | None) -> None:
+    """Activation checkpointing on every pretrained model of a :class:`PolicyAndValue` or :class:`SharedBase`
+    (non-reentrant unless ``user_kwargs``, the config's ``activation_checkpointing_kwargs``, say otherwise)."""
+    for m in _pretrained_models(wrapper):
+        m.activation_checkpointing_enable(activation_checkpointing_kwargs=_checkpointing_kwargs(user_kwargs))
+
+
+@contextlib.contextmanager
+def activation_checkpointing_paused(wrapper: nn.Module, user_kwargs: dict[str, Any] | None) -> Iterator[None]:
+    """Activation checkpointing off inside (``generate`` needs its KV cache), back on with ``user_kwargs`` after."""
+    paused = [m for m in _pretrained_models(wrapper) if m.is_activation_checkpointing]
+    for m in paused:
+        m.activation_checkpointing_disable()
+    try:
+        yield
+    finally:
+        for m in paused:
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs=_checkpointing_kwargs(user_kwargs))
 
 
 def _read_reward_adapter(adapter_dir):

@@ -303,6 +303,38 @@ def test_zero_learning_rate_gives_ratio_one_zero_kl_and_the_configured_scores(tm
     assert all(torch.equal(before[k], v) for k, v in trainer.policy.state_dict().items())
 
 
+def test_rollout_and_advantages_have_their_documented_shapes_and_dtypes(tmp_path):
+    """Rollout / Advantages docstrings are the contract: (B, P) prompts, (B, R) per-token tensors, (B,) scores."""
+    trainer = separate_trainer(tmp_path, reward_mean=0.5, reward_std=2.0, missing_eos_penalty=1.0)
+    rollout = trainer._rollout([0, 1, 2, 11])
+    B, P, R = 4, 4, rollout.responses.shape[1]  # every prompt is 4 words; at most response_length=6 tokens
+    assert 1 <= R <= 6
+    for name, shape, dtype in [
+        ("queries", (B, P), torch.long),
+        ("query_mask", (B, P), torch.bool),
+        ("responses", (B, R), torch.long),
+        ("mask", (B, R), torch.bool),
+        ("logprobs", (B, R), torch.float32),
+        ("ref_logprobs", (B, R), torch.float32),
+        ("values", (B, R), torch.float32),
+        ("raw_scores", (B,), torch.float32),
+    ]:
+        value = getattr(rollout, name)
+        assert (tuple(value.shape), value.dtype) == (shape, dtype), name
+    assert len(rollout.prompts) == len(rollout.completions) == B and rollout.prompts[3] == PROMPTS[11]
+    assert rollout.completion_ids() == [r[m].tolist() for r, m in zip(rollout.responses, rollout.mask)]
+    assert (rollout.responses[~rollout.mask] == 1).all()  # right-padded with the pad token
+    adv = trainer._advantages(rollout)
+    for name in ("kl", "non_score", "advantages", "returns"):
+        value = getattr(adv, name)
+        assert (tuple(value.shape), value.dtype) == ((B, R), torch.float32), name
+        assert (value[~rollout.mask] == 0).all(), name
+    missing_eos = ~((rollout.responses == 0) & rollout.mask).any(1)
+    assert adv.scores.tolist() == pytest.approx(((rollout.raw_scores - 0.5) / 2.0 - missing_eos.float()).tolist())
+    with pytest.raises(AttributeError):
+        rollout.raw_score  # noqa: B018  (a misspelt field fails loudly)
+
+
 # ----------------------------------------------------------------------------------------- learning
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["separate", "shared"])
@@ -418,8 +450,8 @@ def test_reward_model_scores_match_through_a_separate_reward_tokenizer(tmp_path)
     assert value is not rm and all(p.requires_grad for p in value.parameters())
     batch = trainer._rollout(list(range(8)))
     trainer.reward_processing_class = make_tokenizer()
-    retokenized = trainer._external_scores(batch["prompts"], batch["completions"], batch["responses"], batch["mask"])
-    assert torch.allclose(retokenized, batch["raw_scores"], atol=1e-5)
+    retokenized = trainer._external_scores(batch.prompts, batch.completions, batch.responses, batch.mask)
+    assert torch.allclose(retokenized, batch.raw_scores, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -608,11 +640,11 @@ def test_chat_prompts_are_scored_where_the_reward_model_was_trained(tmp_path):
     trainer = PPOTrainer(args, tok, policy, copy.deepcopy(policy).requires_grad_(False), rm, Dataset.from_list(chat))
     assert trainer.score_suffix == tok.convert_tokens_to_ids(["say"])
     batch = trainer._rollout(list(range(32)))
-    lengths = batch["mask"].sum(1)
-    ended = [int(r[n - 1]) == tok.eos_token_id for r, n in zip(batch["responses"], lengths.tolist())]
+    lengths = batch.mask.sum(1)
+    ended = [int(r[n - 1]) == tok.eos_token_id for r, n in zip(batch.responses, lengths.tolist())]
     assert any(ended) and not all(ended)  # both cases are exercised
     for i in range(32):
-        answer = batch["responses"][i, : lengths[i]].tolist()
+        answer = batch.responses[i, : lengths[i]].tolist()
         if ended[i]:  # as RewardTrainer tokenizes the conversation: the template's tokens after EOS included
             messages = chat[i]["prompt"] + [{"role": "assistant", "content": tok.decode(answer[:-1])}]
             ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
@@ -621,4 +653,4 @@ def test_chat_prompts_are_scored_where_the_reward_model_was_trained(tmp_path):
             ids = trainer.prompt_ids[i] + answer
         with torch.no_grad():  # the score head at the last token (the random policy may emit pad tokens mid-answer)
             expected = rm.score(rm.model(input_ids=torch.tensor([ids])).last_hidden_state)[0, -1, 0]
-        assert batch["raw_scores"][i] == pytest.approx(expected.item(), abs=1e-5), (i, ended[i], answer)
+        assert batch.raw_scores[i] == pytest.approx(expected.item(), abs=1e-5), (i, ended[i], answer)
