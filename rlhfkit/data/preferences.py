@@ -714,8 +714,9 @@ _SIGNATURES = (
 )
 
 
-def detect_format(source: Any) -> str:
-    """The format of ``source`` from its columns (first row for JSON/JSONL), for ``format="auto"``."""
+def detect_format(source: Any, fix: str | None = None) -> str:
+    """The format of ``source`` from its columns (first row for JSON/JSONL), for ``format="auto"``; ``fix`` replaces
+    the error's advice when no format matches (default: set the format explicitly and name the columns)."""
     name, rows, columns, _ = read_rows(source)
     if columns is None:
         first = next((record for _, record in rows if isinstance(record, dict)), {})
@@ -723,10 +724,8 @@ def detect_format(source: Any) -> str:
     for fmt, needed in _SIGNATURES:
         if needed <= set(columns):
             return fmt
-    raise DataError(
-        f"{name}: cannot tell the preference format from columns {sorted(columns)}; "
-        f"set the format explicitly (one of {', '.join(FORMATS)}) and name the columns"
-    )
+    fix = fix or f"set the format explicitly (one of {', '.join(FORMATS)}) and name the columns"
+    raise DataError(f"{name}: cannot tell the preference format from columns {sorted(columns)}; {fix}")
 
 
 def load_preferences(source: Any, format: str = "auto", **options: Any) -> PreferenceData:
