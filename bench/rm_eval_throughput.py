@@ -11,20 +11,21 @@ write it: for each pair, run chosen, then rejected, each as a batch of one, and 
 sequences in batches sorted by length (``evaluate_reward_model``, which also computes the full report). Every one
 of the 2n scores is checked against the loop's (``rlhfkit.scoring.score_token_ids`` with the same arguments,
 untimed: atol 1e-5) and the two accuracies are asserted equal. The sides run alternately ``--repeats`` times and
-the best wall time of each is reported, with its CPU time beside it (on a shared machine the CPU time shows the
-work, the wall time also the waiting), so that other load on the machine does not decide the ratio. Without
+the best wall time and the best CPU time of each are reported (on a shared machine the CPU time shows the work,
+the wall time also the waiting), so that other load on the machine does not decide the ratio. Without
 ``--model`` a random nano lab model is built in a temporary folder: its accuracy is chance, which does not matter
 for throughput. ``--data hh`` reads the HH-RLHF harmless-base test split in ../shared/data; ``--data lab`` uses
 short synthetic lab pairs.
 
-What decides the ratio on one CPU thread (nano model, measured on 2026-12-01): the loop pays ~1.3 ms of Python
-and dispatch per forward pass, which batching removes; the rest is arithmetic that batching does not reduce. Lab
-pairs (11-25 tokens) are almost all overhead, so batches win several times over. HH-RLHF sequences (median 349
-tokens, up to 2,731) are compute-bound: per sequence, a batch of 16 costs about what a batch of one does, and the
-loop's overhead is ~1.3 s of ~7 s CPU, so batched scoring cannot reach 3x there without more threads or a GPU. Before
-the mask fix, padded batches passed an attention mask, which made transformers build a ``(batch, 1, L, L)`` mask and
-SDPA attend to every key instead of running its causal kernel: 1.6x the CPU time of the same batches, hence 0.6-0.9x
-the loop (``--padding-side left`` still needs the mask and shows that path).
+What decides the ratio on one CPU thread (nano model, 2026-12-01): the loop pays ~1.3 ms of Python and dispatch per
+forward pass, which batching removes; the rest is arithmetic that batching barely reduces. Lab pairs (11-25
+tokens) are almost all overhead, so batches win several times over (6-7x). HH-RLHF sequences (median 349 tokens,
+up to 2,731) are compute-bound: per sequence, a batch of 16 costs within ~20% of a batch of one, and the loop's
+overhead is ~1.3 s of its 7-8 s CPU, so batched scoring stays near 1.5x there (3x would need more threads or a
+GPU). The 0.6-0.9x measured before came from the attention mask: padded batches passed one, so transformers built
+a ``(batch, 1, L, L)`` mask and SDPA attended to every key instead of running its causal kernel, 1.6x the CPU time
+of the same batches unmasked. Right-padded batches of a causal model now run without it
+(``rlhfkit.scoring.score_token_ids``); ``--padding-side left`` still needs it and shows that path.
 """
 
 from __future__ import annotations
