@@ -26,8 +26,9 @@ re-tokenise, which could change the ids the policy generated), reads the score w
 same left-padded query + right-padded response tensors and ``position_ids`` the policy and value passes use, inside
 the rollout's autocast chunks, and works for a reward *adapter* on the shared base, which is not a standalone model
 with a pooling head. What it shares is the formatting contract: the policy's EOS ends the answer, and for chat
-prompts the chat template's tokens after the EOS (``score_suffix``) are appended, so the score is read at the token
-:func:`encode` would end on (``tests/ppo/test_trainer.py`` checks both against the chat template's rendering).
+prompts the chat template's tokens after the EOS (``rlhfkit.ppo.rollout.chat_suffix_ids``) are appended, so the
+score is read at the token :func:`encode` would end on (``tests/ppo/test_trainer.py`` checks both against the chat
+template's rendering).
 """
 
 from __future__ import annotations
