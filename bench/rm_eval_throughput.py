@@ -21,10 +21,10 @@ What decides the ratio on one CPU thread (nano model, 2026-12-01): the loop pays
 forward pass, which batching removes; the rest is arithmetic that batching barely reduces. Lab pairs (11-25
 tokens) are almost all overhead, so batches win several times over (6-7x). HH-RLHF sequences (median 349 tokens,
 up to 2,731) are compute-bound: per sequence, a batch of 16 costs within ~20% of a batch of one, and the loop's
-overhead is ~1.3 s of its 7-8 s CPU, so batched scoring stays near 1.5x there (3x would need more threads or a
-GPU). The 0.6-0.9x measured before came from the attention mask: padded batches passed one, so transformers built
-a ``(batch, 1, L, L)`` mask and SDPA attended to every key instead of running its causal kernel, 1.6x the CPU time
-of the same batches unmasked. Right-padded batches of a causal model now run without it
+overhead is ~1.3 s of its 6-8 s CPU, so batched scoring stays at 1.2-1.6x there (3x would need less arithmetic,
+more threads or a GPU). The 0.6-0.9x measured before came from the attention mask: padded batches passed one, so
+transformers built a ``(batch, 1, L, L)`` mask and SDPA attended to every key instead of running its causal kernel,
+1.6x the CPU time of the same batches unmasked. Right-padded batches of a causal model now run without it
 (``rlhfkit.scoring.score_token_ids``); ``--padding-side left`` still needs it and shows that path.
 """
 
