@@ -10,13 +10,30 @@
   ``RewardTrainer.compute_loss`` trains): with right padding (the default, as in TRL's collator) or left padding
   (positions are then counted from the first real token), batched scores equal one-at-a-time scores. If pad ==
   EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.prepare_tokenizer`
-  avoids pad == EOS.
-* :class:`RewardModelScorer`: the same scoring as an RL reward function (GRPO, PPO with another tokenizer).
+  avoids pad == EOS. Right-padded batches of a causal model run without an attention mask (the pads come after
+  every real token, so they change nothing), which keeps SDPA on its causal kernel: see :func:`score_token_ids`.
+* :class:`RewardModelScorer`: the same formatting and scoring as a GRPO reward function.
 * :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled.
+
+Who scores through this module: ``rm_eval.evaluate_reward_model`` (the pipeline's ``rm_eval``, ``recipes/reward.py``,
+``rlhfkit eval-rm``), the pipeline's ``final_eval`` (:func:`score_texts`), GRPO (:class:`RewardModelScorer`) and
+PPO with a reward model that has its own tokenizer (``PPOTrainer._external_scores``: :func:`encode` on the decoded
+text, EOS only after an answer that ended, then :func:`score_token_ids`).
+
+PPO's in-rollout scoring (the reward model shares the policy's tokenizer, or is an adapter on the shared base) is a
+different mechanism and deliberately does not call this module: it never leaves token space (no decode and
+re-tokenise, which could change the ids the policy generated), reads the score with ``per_token_scores`` from the
+same left-padded query + right-padded response tensors and ``position_ids`` the policy and value passes use, inside
+the rollout's autocast chunks, and works for a reward *adapter* on the shared base, which is not a standalone model
+with a pooling head. What it shares is the formatting contract: the policy's EOS ends the answer, and for chat
+prompts the chat template's tokens after the EOS (``rlhfkit.ppo.rollout.chat_suffix_ids``) are appended, so the
+score is read at the token :func:`encode` would end on (``tests/ppo/test_trainer.py`` checks both against the chat
+template's rendering).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -30,91 +47,16 @@ from rlhfkit.models import load_policy, load_reward_model
 logger = logging.getLogger(__name__)
 
 
-class RewardModelScorer:
-    """A GRPO reward function that scores completions with a trained reward model exactly as it was trained.
-
-    TRL's ``RewardTrainer`` trains on ``prompt + chosen + eos_token`` tokenized with the tokenizer's special
-    tokens (``add_special_tokens=True``) for text rows, and on the chat template applied to ``prompt + chosen``
-    messages for conversational rows. ``GRPOTrainer``'s built-in reward-model path scores text rows as
-    ``prompt + completion`` *without* EOS (its completions are decoded with ``skip_special_tokens=True``) and
-    with ``add_special_tokens=False``, so the score is read at a different token than in training, and a BOS
-    token a Llama-style tokenizer adds in training is missing. This scorer rebuilds the training format:
-
-    * text prompts: ``tokenizer(prompt + completion + eos_token)`` (EOS appended unless already there);
-    * conversational prompts: ``tokenizer.apply_chat_template(prompt + completion, tokenize=True)``.
-
-    Sequences are right-padded with a pad token distinct from EOS, so the sequence-classification head reads
-    the score at the last real token (the EOS), as in training. A completion cut off by ``max_completion_length``
-    is scored as if it ended there (EOS appended); set ``mask_truncated_completions=True`` in the GRPOConfig to
-    keep those out of the loss.
-
-    Args:
-        model: an ``AutoModelForSequenceClassification`` with one label (frozen here: eval mode, no gradients).
-        tokenizer: the reward model's tokenizer (with a pad token distinct from EOS).
-        mean, std: optional normalisation ``(score - mean) / std`` with the reward model's score statistics
-            (e.g. from its evaluation); it matters when the reward model is combined with other reward
-            functions by ``reward_weights``; GRPO's group normalisation makes it irrelevant alone.
-        batch_size: completions scored per forward pass.
-    """
-
-    def __init__(self, model, tokenizer, *, mean: float | None = None, std: float | None = None, batch_size=64):
-        if std is not None and not std > 0:
-            raise ConfigError(f"reward_std={std} must be > 0; pass the reward model's score standard deviation")
-        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-            raise ConfigError(
-                "reward tokenizer: pad token must exist and differ from EOS (the score is read at the last non-pad "
-                "token); load it with rlhfkit.models.load_tokenizer"
-            )
-        self.model = model.eval().requires_grad_(False)
-        self.model.config.pad_token_id = tokenizer.pad_token_id
-        self.tokenizer = tokenizer
-        self.mean = 0.0 if mean is None else float(mean)
-        self.std = 1.0 if std is None else float(std)
-        self.batch_size = batch_size
-        self.__name__ = REWARD_MODEL_NAME  # TRL names the reward function's metrics after it
-
-    def encode(self, prompt, completion) -> list[int]:
-        """Token ids of one (prompt, completion), as ``RewardTrainer`` tokenizes ``(prompt, chosen)``."""
-        if isinstance(prompt, str):
-            text = prompt + completion
-            if not text.endswith(self.tokenizer.eos_token):
-                text += self.tokenizer.eos_token
-            return self.tokenizer(text=text)["input_ids"]
-        ids = self.tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)
-        return list(ids["input_ids"])
-
-    def score_ids(self, sequences: list[list[int]]):
-        """Raw scores (before normalisation) of token-id sequences, shape ``(len(sequences),)`` float32 on CPU."""
-        import torch
-
-        device = next(self.model.parameters()).device
-        out = []
-        for start in range(0, len(sequences), self.batch_size):
-            batch = sequences[start : start + self.batch_size]
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, s in enumerate(batch):  # right padding: the last real token is the EOS the score is read at
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out.append(logits[:, 0].float().cpu())
-        return torch.cat(out)
-
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        scores = self.score_ids([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)])
-        return ((scores - self.mean) / self.std).tolist()
-
-
-def encode(tokenizer, text: str | list[dict], **chat_template_kwargs: Any) -> list[int]:
+def encode(tokenizer, text: str | list[dict], *, eos: bool = True, **chat_template_kwargs: Any) -> list[int]:
     """Token ids of one full sequence (prompt + response) as ``RewardTrainer`` builds them.
 
-    A string gets ``tokenizer.eos_token`` appended unless it already ends with it; a list of messages is rendered
-    with the chat template (which places its own end-of-turn tokens) and gets nothing appended.
+    A string gets ``tokenizer.eos_token`` appended unless it already ends with it (``eos=False``: nothing appended,
+    for a PPO answer cut off before its EOS, scored at its last token as the rollout scores it) and is tokenized
+    with the tokenizer's special tokens (a BOS where the tokenizer adds one); a list of messages is rendered with
+    the chat template (which places its own end-of-turn tokens) and gets nothing appended.
     """
     if isinstance(text, str):
-        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+        if eos and tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
             text = text + tokenizer.eos_token
         return list(tokenizer(text=text)["input_ids"])
     out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True, **chat_template_kwargs)
@@ -127,8 +69,6 @@ def tokenize_pair(tokenizer, pair: dict) -> tuple[list[int], list[int]]:
 
     kwargs: dict[str, Any] = {}
     if is_conversational(pair):
-        import json
-
         tools = pair.get("tools")
         kwargs = {
             "tools": json.loads(tools) if isinstance(tools, str) else tools,
@@ -164,6 +104,17 @@ def resolve_pad_token_id(model, tokenizer) -> int:
     return int(config.pad_token_id)
 
 
+def attends_only_to_the_past(model) -> bool:
+    """Whether every attention layer of ``model`` is causal, so that padding *after* a sequence cannot change it.
+
+    transformers marks each attention module with ``is_causal`` (its SDPA / flash integrations read that flag) and
+    switches a whole model to bidirectional attention with ``config.is_causal = False``. Decoder reward models
+    (Llama, Qwen, Mistral, Gemma, GPT-2 ...) are causal; encoders (BERT, DeBERTa) and cross-attention are not.
+    """
+    flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    return bool(flags) and all(flags) and getattr(model.config.get_text_config(), "is_causal", True) is not False
+
+
 def score_token_ids(
     model,
     ids: Sequence[Sequence[int]],
@@ -175,13 +126,17 @@ def score_token_ids(
 ) -> np.ndarray:
     """Scores (float64, shape ``(len(ids),)``) of token sequences, in the order given.
 
-    Sequences are sorted by length (longest first, so an out-of-memory error shows in the first batch) and padded
-    to the longest of their batch only. ``padding_side="left"`` passes ``position_ids`` counted from each
-    sequence's first real token, so positions match an unpadded pass. ``device``: where the model and inputs go
-    (default: the model's device; the model is moved when ``device`` is given).
+    Sequences are sorted by length (longest first, so an out-of-memory error shows in the first batch) and cut
+    into batches of ``batch_size``, so that a batch's lengths are close; each is padded to its longest only.
+    The attention mask is passed only where it changes a score: a batch without padding needs none, and neither
+    does a right-padded batch of a causal model (:func:`attends_only_to_the_past`: real tokens never see the
+    pads after them). Without a mask, SDPA runs its causal kernel; with one, transformers builds a
+    ``(batch, 1, L, L)`` mask and SDPA attends to every key (1.6x the CPU time of the same batches on HH-RLHF).
+    ``padding_side="left"`` (or a bidirectional model) keeps the mask, and left padding passes ``position_ids``
+    counted from each sequence's first real token, so positions match an unpadded pass. ``device``: where the
+    model and inputs go (default: the model's device; the model is moved when ``device`` is given).
     """
     import torch
-    from torch.nn.utils.rnn import pad_sequence
 
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side={padding_side!r} must be 'left' or 'right'")
@@ -190,6 +145,7 @@ def score_token_ids(
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device
+    mask_free_padding = padding_side == "right" and attends_only_to_the_past(model)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     scores = np.empty(len(ids), dtype=np.float64)
     was_training = model.training
@@ -198,14 +154,19 @@ def score_token_ids(
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                seqs = [torch.tensor(ids[i], dtype=torch.long) for i in idx]
-                input_ids = pad_sequence(seqs, batch_first=True, padding_value=pad_token_id, padding_side=padding_side)
-                mask = pad_sequence(
-                    [torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0, padding_side=padding_side
-                )
-                kwargs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
-                if padding_side == "left":
-                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+                width = len(ids[idx[0]])  # the longest of the batch
+                input_ids = torch.full((len(idx), width), pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    n = len(ids[i])
+                    span = slice(0, n) if padding_side == "right" else slice(width - n, width)
+                    input_ids[row, span] = torch.as_tensor(ids[i], dtype=torch.long)
+                    mask[row, span] = 1
+                kwargs = {"input_ids": input_ids.to(device)}
+                if not (mask_free_padding or bool(mask.all())):
+                    kwargs["attention_mask"] = mask.to(device)
+                    if padding_side == "left":
+                        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
                 logits = model(**kwargs).logits
                 if logits.shape[-1] != 1:
                     raise ConfigError(
@@ -233,6 +194,58 @@ def score_texts(
     return score_token_ids(
         model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
     )
+
+
+REWARD_MODEL_NAME = "reward_model"  # TRL logs its scores as rewards/reward_model/mean and /std
+
+
+class RewardModelScorer:
+    """A GRPO reward function that scores completions with a trained reward model exactly as it was trained.
+
+    TRL's ``RewardTrainer`` trains on ``prompt + chosen + eos_token`` tokenized with the tokenizer's special
+    tokens (``add_special_tokens=True``) for text rows, and on the chat template applied to ``prompt + chosen``
+    messages for conversational rows. ``GRPOTrainer``'s built-in reward-model path scores text rows as
+    ``prompt + completion`` *without* EOS (its completions are decoded with ``skip_special_tokens=True``) and
+    with ``add_special_tokens=False``, so the score is read at a different token than in training, and a BOS
+    token a Llama-style tokenizer adds in training is missing. This scorer formats ``prompt + completion`` with
+    :func:`encode` (EOS appended to text; the chat template for messages) and scores it with
+    :func:`score_token_ids` (right padding with a pad token distinct from EOS, so the score is read at the last
+    real token, as in training). A completion cut off by ``max_completion_length`` is scored as if it ended there
+    (EOS appended); set ``mask_truncated_completions=True`` in the GRPOConfig to keep those out of the loss.
+
+    Args:
+        model: an ``AutoModelForSequenceClassification`` with one label (frozen here: eval mode, no gradients).
+        tokenizer: the reward model's tokenizer (with a pad token distinct from EOS).
+        mean, std: optional normalisation ``(score - mean) / std`` with the reward model's score statistics
+            (e.g. from its evaluation); it matters when the reward model is combined with other reward
+            functions by ``reward_weights``; GRPO's group normalisation makes it irrelevant alone.
+        batch_size: completions scored per forward pass.
+    """
+
+    def __init__(self, model, tokenizer, *, mean: float | None = None, std: float | None = None, batch_size=64):
+        if std is not None and not std > 0:
+            raise ConfigError(f"reward_std={std} must be > 0; pass the reward model's score standard deviation")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise ConfigError(
+                "reward tokenizer: pad token must exist and differ from EOS (the score is read at the last non-pad "
+                "token); load it with rlhfkit.models.load_tokenizer"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.model.config.pad_token_id = tokenizer.pad_token_id
+        self.tokenizer = tokenizer
+        self.mean = 0.0 if mean is None else float(mean)
+        self.std = 1.0 if std is None else float(std)
+        self.batch_size = batch_size
+        self.__name__ = REWARD_MODEL_NAME  # TRL names the reward function's metrics after it
+
+    def encode(self, prompt, completion) -> list[int]:
+        """Token ids of one (prompt, completion), as ``RewardTrainer`` tokenizes ``(prompt, chosen)``."""
+        return encode(self.tokenizer, prompt + completion)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        ids = [self.encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+        scores = score_token_ids(self.model, ids, pad_token_id=self.tokenizer.pad_token_id, batch_size=self.batch_size)
+        return ((scores - self.mean) / self.std).tolist()
 
 
 def sample_responses(
@@ -275,9 +288,6 @@ def sample_responses(
             )
         out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
     return out
-
-
-REWARD_MODEL_NAME = "reward_model"  # TRL logs its scores as rewards/reward_model/mean and /std
 
 
 def load_scorer(model_dir: str, preset="full"):

@@ -1,5 +1,5 @@
-"""rm_eval: statistics against hand-computed values, TRL-identical formatting, padding-independent scoring, the
-gate, the report files and the ``rlhfkit eval-rm`` command."""
+"""rm_eval: statistics against hand-computed values, evaluation end to end, the gate, the report files and the
+``rlhfkit eval-rm`` command (formatting and scoring themselves: ``tests/test_scoring.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlhfkit.rm_eval import GateVerdict, report_from_scores, rm_gate, write_report
-from rlhfkit.scoring import score_texts, score_token_ids, tokenize_pair
+from rlhfkit.scoring import score_texts, tokenize_pair
 
 
 def logit(p: float) -> float:
@@ -163,14 +163,6 @@ ROWS = [
     {"prompt": "Q: Name 2 colours.\nA:", "chosen": " red, blue.", "rejected": " red, blue, green, red, blue, pink."},
     {"prompt": "Q: List 1 animal.\nA:", "chosen": " cat.", "rejected": " dog, dog."},
 ]
-CHAT_ROWS = [
-    {
-        "prompt": [{"role": "user", "content": r["prompt"][3:-3]}],
-        "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
-        "rejected": [{"role": "assistant", "content": r["rejected"].strip()}],
-    }
-    for r in ROWS
-]
 
 
 @pytest.fixture(scope="module")
@@ -193,41 +185,6 @@ def reward(reward_dir):
     from rlhfkit.models import load_reward_model
 
     return load_reward_model(reward_dir)
-
-
-def test_token_ids_equal_reward_trainers_preprocessing(reward_dir, tmp_path):
-    from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
-
-    from rlhfkit.hardware import precision_kwargs
-    from rlhfkit.models import load_reward_model
-
-    model, tokenizer = load_reward_model(reward_dir)
-    args = RewardConfig(output_dir=str(tmp_path), report_to=[], max_length=None, **precision_kwargs())
-    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(ROWS))
-    for rows, prepared in (
-        (ROWS, trainer.train_dataset),
-        (CHAT_ROWS, trainer._prepare_dataset(Dataset.from_list(CHAT_ROWS), tokenizer, args, "chat")),
-    ):
-        for row, expected in zip(rows, prepared):
-            chosen, rejected = tokenize_pair(tokenizer, row)
-            assert chosen == expected["chosen_ids"] and rejected == expected["rejected_ids"]
-    assert tokenize_pair(tokenizer, ROWS[0])[0][-1] == tokenizer.eos_token_id  # EOS appended to strings
-
-
-def test_left_and_right_padding_match_one_at_a_time(reward):
-    model, tokenizer = reward
-    texts = [r["prompt"] + r[k] for r in ROWS for k in ("chosen", "rejected")] + [
-        m["prompt"] + m["chosen"] for m in CHAT_ROWS
-    ]
-    one_by_one = score_texts(model, tokenizer, texts, batch_size=1)
-    right = score_texts(model, tokenizer, texts, batch_size=4, padding_side="right")
-    left = score_texts(model, tokenizer, texts, batch_size=4, padding_side="left")
-    np.testing.assert_allclose(right, one_by_one, atol=1e-5)
-    np.testing.assert_allclose(left, one_by_one, atol=1e-5)
-    assert np.ptp(one_by_one) > 0  # scores differ, so the order restored after length sorting matters
-    with pytest.raises(ValueError, match="padding_side"):
-        score_token_ids(model, [[1, 2]], pad_token_id=0, padding_side="middle")
 
 
 def test_evaluate_reward_model_end_to_end(reward):

@@ -48,6 +48,7 @@ from rlhfkit.ppo.rollout import (
     sampling_config,
     tokenize_prompts,
 )
+from rlhfkit.scoring import encode, resolve_pad_token_id, score_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -361,22 +362,30 @@ class PPOTrainer(Trainer):
         return self.shared.rewards(**inputs)
 
     def _external_scores(self, prompts, completions, responses, mask) -> torch.Tensor:
-        """Scores from the reward function, or from the reward model through its own tokenizer."""
+        """Scores from the reward function, or from the reward model through its own tokenizer.
+
+        The reward model's text is ``prompt + completion`` formatted by :func:`rlhfkit.scoring.encode` (its
+        tokenizer's EOS appended only after an answer that ended with the stop token: one cut off is scored at its
+        last token, as the in-rollout path scores it) and scored by :func:`rlhfkit.scoring.score_token_ids`.
+        """
         ids = [r[m].tolist() for r, m in zip(responses.cpu(), mask.cpu())]
         if self.reward_fn is not None:
             scores = self.reward_fn(prompts=prompts, completions=completions, completion_ids=ids)
             return torch.as_tensor([float(s) for s in scores], dtype=torch.float32)
+        if self.reward_model is None:
+            raise ConfigError(
+                "reward_processing_class is set but the reward comes from the SharedBase's reward adapter, which "
+                "shares the policy's tokenizer; pass reward_processing_class=None"
+            )
         rtok = self.reward_processing_class
         ended = [bool(i) and i[-1] == self.stop_token_id for i in ids]
-        texts = [
-            p + c + (rtok.eos_token if e and rtok.eos_token else "") for p, c, e in zip(prompts, completions, ended)
-        ]
-        enc = rtok(texts, add_special_tokens=True)["input_ids"]
-        x, m = _right_pad(enc, rtok.pad_token_id, self.accelerator.device)
-        inputs = {"input_ids": x, "attention_mask": m.long(), "position_ids": (m.long().cumsum(1) - 1).clamp(min=0)}
-        with torch.no_grad(), self.accelerator.autocast():
-            per_token = self._reward_per_token(inputs)
-        return per_token[torch.arange(len(enc)), m.sum(1) - 1].cpu()
+        encoded = [encode(rtok, p + c, eos=e) for p, c, e in zip(prompts, completions, ended)]
+        pad = resolve_pad_token_id(self.reward_model, rtok)
+        with self.accelerator.autocast():
+            scores = score_token_ids(
+                self.reward_model, encoded, pad_token_id=pad, batch_size=self.args.local_rollout_forward_batch_size
+            )
+        return torch.as_tensor(scores, dtype=torch.float32)
 
     # ------------------------------------------------------------------------------------------ advantages
     def _advantages(self, rollout: Rollout) -> Advantages:
@@ -622,13 +631,3 @@ def _require_one_label(scorer: nn.Module, what: str) -> None:
             f"{what} has num_labels={labels}; PPO needs one scalar per token: load it with "
             "AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)"
         )
-
-
-def _right_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = True
-    return ids.to(device), mask.to(device)
