@@ -19,7 +19,8 @@ import numpy as np
 
 from rlhfkit import lab
 from rlhfkit.config import DataArguments
-from rlhfkit.data.preferences import from_votes, load_preferences
+from rlhfkit.data.preferences import load_preferences
+from rlhfkit.data.votes import from_votes
 from rlhfkit.errors import ConfigError, DataError
 
 LAB = "lab"  # the data source that asks the built-in lab
@@ -158,8 +159,8 @@ def lab_preferences(
         "krippendorff_alpha": report.krippendorff_alpha,
         "flagged_labelers": [int(i) for i in np.flatnonzero(report.labelers.flagged)],
         "dropped_labelers": [int(i) for i in result.dropped_labelers],
-        "gold_agreement_unfiltered": gold_share(raw.keep, raw.stats.label),
-        "gold_agreement_filtered": gold_share(result.keep, result.stats.label),
+        "gold_agreement_unfiltered": gold_share(raw.keep, raw.label),
+        "gold_agreement_filtered": gold_share(result.keep, result.label),
         "n_held_out": len(held_out),
     }
     return LabPreferences(train=kept.pairs, held_out=held_out, metrics=metrics)

@@ -85,7 +85,7 @@ def test_item_stats_by_hand():
 
 def test_check_votes_rejects_bad_values():
     with pytest.raises(DataError, match="other than 1"):
-        ag.item_stats(np.array([[1, 2]]))
+        ag.item_stats(np.array([[1, 3]]))
     with pytest.raises(DataError, match="shape"):
         ag.item_stats(np.array([1, 0]))
     with pytest.raises(DataError, match="dtype"):
@@ -143,14 +143,19 @@ def test_agreement_filtering_keeps_pairs_that_agree_with_gold():
     assert everything.keep.all()  # 5 votes: never a tie
     assert after > before + 0.05
     assert 0.3 < kept < 0.8
-    assert filtered.dropped == {"no votes": 0, "tie": 0, "below min_agreement": int((~filtered.keep).sum())}
+    assert filtered.dropped == {
+        "no votes": 0,
+        "identical responses": 0,
+        "tie": 0,
+        "below min_agreement": int((~filtered.keep).sum()),
+    }
 
 
 def test_filter_counts_ties_and_unrated_and_validates_threshold():
     votes = np.array([[1, 0, -1], [-1, -1, -1], [1, 1, 0], [1, 1, 1]], dtype=np.int8)
     result = ag.filter_votes(votes, min_agreement=0.7)
     assert result.keep.tolist() == [False, False, False, True]
-    assert result.dropped == {"no votes": 1, "tie": 1, "below min_agreement": 1}
+    assert result.dropped == {"no votes": 1, "identical responses": 0, "tie": 1, "below min_agreement": 1}
     with pytest.raises(DataError, match="min_agreement"):
         ag.filter_votes(votes, min_agreement=60)
 
