@@ -26,14 +26,13 @@ Formats
     label map, ties and missing votes): chosen/rejected by majority, with an ``agreement`` column; tie items never
     become pairs (:mod:`rlhfkit.data.votes`, statistics in :mod:`rlhfkit.data.agreement`).
 
-Pairs from ``rankings`` and ``scores`` carry a ``group`` column: an integer shared by all pairs of the same
-prompt (numbered in order of first appearance), so a trainer (:mod:`rlhfkit.reward`'s K-wise loss) or a train/eval
-split can keep them together.
+Pairs from ``rankings`` and ``scores`` carry a ``group`` column: an integer shared by all pairs made from the same
+row -- one labeler's ranking of one prompt's responses -- numbered in order (rows without pairs skip no number), so
+a trainer (:mod:`rlhfkit.reward`'s K-wise loss) or a train/eval split can keep them together.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -172,14 +171,13 @@ def from_columns(
 
 # ----------------------------------------------------------------------------- rankings and scores
 class _Groups:
-    """Prompt -> group id, numbered in order of first appearance."""
+    """Row number -> group id, numbered in order of first appearance (rows that made pairs)."""
 
     def __init__(self):
-        self.ids: dict[str, int] = {}
+        self.ids: dict[int, int] = {}
 
-    def __call__(self, prompt: str | list) -> int:
-        key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-        return self.ids.setdefault(key, len(self.ids))
+    def __call__(self, row_no: int) -> int:
+        return self.ids.setdefault(row_no, len(self.ids))
 
 
 def _responses(record: dict, col: str, from_csv: bool) -> list:
@@ -199,7 +197,7 @@ def _numbers(record: dict, col: str, k: int, from_csv: bool, what: str) -> list[
     return [float(x) for x in value]
 
 
-def _ordered_pairs(prompt, responses, utility, group, report) -> list[dict]:
+def _ordered_pairs(prompt, responses, utility, report) -> list[dict]:
     """All pairs (i < j) with the higher-utility response as chosen; ties and identical texts dropped, counted."""
     pairs = []
     for i, j in combinations(range(len(responses)), 2):
@@ -209,7 +207,7 @@ def _ordered_pairs(prompt, responses, utility, group, report) -> list[dict]:
             report.dropped_pairs["identical responses"] += 1
         else:
             best, worst = (i, j) if utility[i] > utility[j] else (j, i)
-            pairs.append({"prompt": prompt, "chosen": responses[best], "rejected": responses[worst], "group": group})
+            pairs.append({"prompt": prompt, "chosen": responses[best], "rejected": responses[worst]})
     return pairs
 
 
@@ -221,7 +219,7 @@ def from_rankings(
     scores_col: str | None = None,
     on_bad_row: str = "error",
 ) -> PreferenceData:
-    """K-wise rankings -> all C(K, 2) ordered pairs per prompt, tagged with ``group``; tied pairs dropped.
+    """K-wise rankings -> all C(K, 2) ordered pairs per row, tagged with ``group`` (one per row); tied pairs dropped.
 
     Give ``ranking_col`` (``ranking[i]`` = rank of ``responses[i]``, lower is better) or ``scores_col`` (higher is
     better, e.g. a rating per response); setting ``scores_col`` uses scores.
@@ -245,7 +243,8 @@ def from_rankings(
         utility = values if scores_col else [-v for v in values]
         for r in responses:
             same_kind({"prompt": prompt, "response": r})
-        return _ordered_pairs(prompt, responses, utility, groups(prompt), report)
+        pairs = _ordered_pairs(prompt, responses, utility, report)
+        return [pair | {"group": groups(row_no)} for pair in pairs]
 
     required = {
         prompt_col: "prompt_col",
@@ -317,7 +316,7 @@ def from_scores(
             lower = [random.Random(f"{seed}:{row_no}").choice(lower)]
         elif rule == "best_vs_worst":
             lower = [min(lower, key=lambda i: scores[i])]
-        group = groups(prompt)
+        group = groups(row_no)
         return [
             same_kind({"prompt": prompt, "chosen": texts[best], "rejected": texts[i]})
             | {"group": group, "score_chosen": scores[best], "score_rejected": scores[i]}

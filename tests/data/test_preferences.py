@@ -230,7 +230,7 @@ def test_rankings_bad_rows(tmp_path):
     result = data.from_rankings(path, on_bad_row="skip")
     assert result.pairs == [  # an empty response is an answer (a model that said nothing), ranked like any other
         {"prompt": "p", "chosen": "a", "rejected": "", "group": 0},
-        {"prompt": "p", "chosen": "b", "rejected": "a", "group": 0},
+        {"prompt": "p", "chosen": "b", "rejected": "a", "group": 1},  # another ranking of the same prompt
     ]
     assert result.report.skipped == {"wrong type": 3} and result.report.notes == {"empty response": 1}
 
@@ -240,7 +240,7 @@ def test_lab_rankings_expand_to_k_choose_2_minus_ties():
     result = data.from_rankings(rows)
     ties = sum(r["ranking"][i] == r["ranking"][j] for r in rows for i in range(5) for j in range(i + 1, 5))
     assert len(result) == 40 * comb(5, 2) - ties and result.report.dropped_pairs["tie"] == ties
-    assert max(p["group"] for p in result.pairs) == len({r["prompt"] for r in rows}) - 1
+    assert max(p["group"] for p in result.pairs) == 39  # one group per ranking, even for a prompt ranked twice
 
 
 ULTRA = {
