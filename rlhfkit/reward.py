@@ -17,8 +17,9 @@ over the comparisons the group really has. An optional ``margin`` column is subt
 * :class:`RewardConfig` -- ``trl.RewardConfig`` plus ``group_rankings`` (default: on for data with a ``group``
   column);
 * :func:`ranking_loss` -- the loss on hand-made tensors;
-* :class:`RankingCollator`, :class:`RankingRewardTrainer` -- TRL's trainer with that collator and loss; pair
+* :class:`RankingCollator`, :class:`RewardTrainer` -- TRL's trainer with that collator and loss; pair
   datasets (no ``group`` column, or ``group_rankings=False``) go through TRL's own collator and loss unchanged.
+  :func:`rlhfkit.train.run_reward` trains every reward model with it.
 
 Deliberately omitted: InstructGPT's normalisation of the final reward (rm_eval measures mean and std, and the RL
 stages normalise with them) and any re-weighting of prompts by K.
@@ -175,27 +176,39 @@ class RankingCollator(DataCollatorMixin):
         return out
 
 
+def uses_rankings(config, dataset) -> bool:
+    """Whether a reward run on ``dataset`` (a ``datasets.Dataset``) trains with the K-wise loss under ``config``: it
+    has a ``group`` column and ``config.group_rankings`` is not False (a plain ``trl.RewardConfig``: the default)."""
+    grouping = config.group_rankings if isinstance(config, RewardConfig) else None
+    return grouping is not False and "group" in dataset.column_names
+
+
 # ----------------------------------------------------------------------------- the trainer
-class RankingRewardTrainer(trl.RewardTrainer):
+class RewardTrainer(trl.RewardTrainer):
     """TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for datasets with a ``group`` column.
 
-    Takes TRL's arguments. A dataset with a ``group`` column (and ``args.group_rankings`` not False) is regrouped by
-    :func:`group_pairs` and tokenized by :func:`tokenize_group`; its batches go through :class:`RankingCollator` and
-    :func:`ranking_loss`, with TRL's metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Any other
-    dataset (e.g. held-out pairs without groups) is prepared, collated and scored by TRL unchanged.
+    Takes TRL's arguments; :func:`rlhfkit.train.run_reward` uses it for every reward run. A dataset with a ``group``
+    column (and ``args.group_rankings`` not False) is regrouped by :func:`group_pairs` and tokenized by
+    :func:`tokenize_group`; its batches go through :class:`RankingCollator` and :func:`ranking_loss`, with TRL's
+    metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Any other dataset (e.g. held-out pairs
+    without groups) is prepared, collated and scored by TRL unchanged.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if kwargs.get("data_collator") is None:
             self.data_collator = RankingCollator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
+        # TRL casts QLoRA's trainable weights (adapters, the score head) to bf16, for bf16 autocast on a GPU. The CPU
+        # has no autocast there: fp32 activations would meet a bf16 score head, so they stay in fp32 (tests, laptops).
+        if getattr(self.model, "is_loaded_in_4bit", False) and self.accelerator.device.type == "cpu":
+            for param in self.model.parameters():
+                if param.requires_grad and param.dtype == torch.bfloat16:
+                    param.data = param.data.float()
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         from datasets import Dataset
 
-        columns = dataset.column_names or []
-        grouping = args.group_rankings if isinstance(args, RewardConfig) else None  # a plain trl.RewardConfig: auto
-        if "response_ids" in columns or "group" not in columns or grouping is False:
+        if "response_ids" in (dataset.column_names or []) or not uses_rankings(args, dataset):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         rows = group_pairs(dataset.to_list())
         tokenized = [tokenize_group(row, processing_class, args.max_length) for row in rows]
@@ -242,9 +255,3 @@ class RankingRewardTrainer(trl.RewardTrainer):
             self._metrics[mode]["accuracy"].append(accuracy)
             margin = self.accelerator.gather_for_metrics((chosen - rejected).mean()).mean().item()
             self._metrics[mode]["margin"].append(margin)
-
-
-def uses_rankings(config, dataset) -> bool:
-    """Whether a reward run on ``dataset`` (a ``datasets.Dataset``) trains with the K-wise loss under ``config``."""
-    grouping = config.group_rankings if isinstance(config, RewardConfig) else None
-    return grouping is not False and "group" in dataset.column_names

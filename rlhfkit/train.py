@@ -44,7 +44,7 @@ from rlhfkit.models import (
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
 from rlhfkit.presets import GRPO_BETA, method_preset
-from rlhfkit.reward import RankingRewardTrainer, RewardConfig, uses_rankings
+from rlhfkit.reward import RewardConfig, RewardTrainer
 from rlhfkit.scoring import RewardModelScorer
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ def run_reward(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
 ) -> RunResult:
-    """Reward-model training: TRL's ``RewardTrainer`` (Bradley-Terry loss on chosen vs rejected), or InstructGPT's
-    K-wise loss on rankings (:class:`~rlhfkit.reward.RankingRewardTrainer`).
+    """Reward-model training with :class:`rlhfkit.reward.RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss on
+    chosen vs rejected) plus InstructGPT's K-wise loss on rankings.
 
     Args:
         model_name_or_path: the SFT model (InstructGPT initialises the reward model from it); a new
@@ -159,8 +159,6 @@ def run_reward(
         preset: with ``lora`` / ``qlora`` the adapter targets every linear layer and the ``score`` head
             is trained in full (``modules_to_save``).
     """
-    from trl import RewardTrainer
-
     method = method_preset(preset, task_type="SEQ_CLS") if isinstance(preset, str) else preset
     cols = ("chosen", "rejected")
     train_dataset = as_dataset(train_dataset, "train_dataset", cols)
@@ -170,9 +168,8 @@ def run_reward(
             "group_rankings=True needs a 'group' column in the training pairs (one id per prompt's ranking, as "
             "rlhfkit.data.from_rankings writes); give ranking data or set group_rankings to null/false"
         )
-    trainer_cls = RankingRewardTrainer if uses_rankings(config, train_dataset) else RewardTrainer
     model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
-    trainer = trainer_cls(
+    trainer = RewardTrainer(
         model=model,
         args=config,
         train_dataset=train_dataset,
