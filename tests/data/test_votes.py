@@ -2,12 +2,15 @@
 
 import csv
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rlhfkit import data
+from rlhfkit.cli import main
 from rlhfkit.data import agreement as ag
 from rlhfkit.data.votes import label_key
 from rlhfkit.errors import DataError
@@ -176,3 +179,54 @@ def test_a_real_shaped_export_keeps_every_item_for_the_statistics(tmp_path):
     assert report.fleiss_kappa == pytest.approx(ag.analyze(votes).fleiss_kappa)
     dropped = result.agreement.dropped
     assert len(result) + sum(dropped.values()) == 999 and dropped["tie"] > 0
+
+
+# ----------------------------------------------------------------------------- CLI
+def _readme_command() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Real annotation data") :]
+    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    argv = shlex.split(command)
+    assert argv[0] == "rlhfkit"
+    return argv[1:]
+
+
+def test_readme_command_for_annotator_columns_with_ties(tmp_path, monkeypatch, capsys):
+    rows = [dict(r, ann2=r["ann2"] if r["ann2"] != "" else None) for r in ANNOTATED] * 10  # 60 items
+    _csv(tmp_path / "annotations.csv", [{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    monkeypatch.chdir(tmp_path)
+    assert main(_readme_command()) == 0
+    printed = capsys.readouterr().out
+    assert "Cohen's kappa per pair" in printed and "ann1,ann2" in printed and "tie votes" in printed
+    report = json.loads((tmp_path / "agreement.json").read_text())
+    assert (
+        report["n_items"] == 60
+        and report["n_labelers"] == 3
+        and set(report["cohen_kappa"])
+        == {
+            "ann1,ann2",
+            "ann1,ann3",
+            "ann2,ann3",
+        }
+    )
+    kept = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    assert report["dropped"]["tie"] == 20 and report["kept"] == len(kept)
+
+
+def test_cli_bad_label_and_convert_with_margin(tmp_path, capsys):
+    path = _csv(tmp_path / "votes.csv", [dict(ANNOTATED[0]), dict(ANNOTATED[1], ann3="x")])
+    argv = ["data", "agreement", str(path), "--labeler-cols", "ann1,ann2,ann3", "--labels", "1=a,2=b,0=tie"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {path}: row 2: column 'ann3' has label 'x', not one of the labels 1=a, 2=b, 0=tie; map it with "
+        "labels=... (CLI: --labels) or leave the cell empty for a missing vote"
+    )
+    src = _csv(tmp_path / "all.csv", ANNOTATED)
+    out = tmp_path / "pairs.jsonl"
+    flags = ["--labeler-cols", "ann1,ann2,ann3", "--labels", "1=a,2=b,0=tie", "--ties", "margin", "--out", str(out)]
+    assert main(["data", "convert", str(src), "--format", "votes", *flags]) == 0
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["prompt"] for p in pairs] == ["p1", "p2", "p3", "p4"] and pairs[2]["margin"] == pytest.approx(1 / 3)
+    assert main(["data", "convert", str(src), "--format", "hh", "--labels", "1=a", "--out", str(out)]) == 2
+    assert "--labels does not apply to --format hh" in capsys.readouterr().err
