@@ -14,7 +14,8 @@ Input: a vote matrix ``votes`` of shape ``(n_items, n_labelers)``, integer (int8
 
 (:meth:`rlhfkit.lab.LabelerPool.vote` returns 1 / 0 / -1; :mod:`rlhfkit.data.votes` reads any label map into this
 coding). Everything is vectorised with numpy over the whole matrix: analysing and filtering 1,000,000 items x 5
-labelers takes a few seconds on one CPU core (``bench/agreement.py`` measures it).
+labelers takes seconds (``bench/agreement.py``: 6-9 s on this project's shared, loaded 2-core machine, importing
+scikit-learn included).
 
 Definitions (per item, with ``n_a``, ``n_b``, ``n_tie`` votes and ``n`` = their sum):
 
@@ -199,9 +200,13 @@ def cohen_kappas(votes: np.ndarray, names: list[str]) -> tuple[dict[str, float |
         shared[key] = int(both.sum())
         value = float("nan")
         if shared[key] >= 2:
+            # scikit-learn on the 9 (vote j, vote k) combinations weighted by their counts: the same confusion
+            # matrix as the raw votes give, without passing a million labels per pair
+            combos = np.bincount(votes[both, j].astype(np.int64) * 3 + votes[both, k], minlength=9)
+            seen = np.flatnonzero(combos)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # undefined kappa is None here, not a warning
-                value = cohen_kappa_score(votes[both, j], votes[both, k], replace_undefined_by=np.nan)
+                value = cohen_kappa_score(seen // 3, seen % 3, sample_weight=combos[seen], replace_undefined_by=np.nan)
         kappa[key] = None if np.isnan(value) else float(value)
     return kappa, shared
 
@@ -235,11 +240,14 @@ class LabelerStats:
 def labeler_agreement(votes: np.ndarray, threshold: float = 0.6, max_tie_rate: float = 0.5) -> LabelerStats:
     """Agreement of each labeler with the majority of the *other* labelers on the same items, and its tie rate."""
     votes = check_votes(votes)
-    own = np.stack([votes == c for c in CATEGORIES], axis=-1)  # (items, labelers, 3)
-    others = vote_counts(votes)[:, None, :] - own  # votes per category by the other labelers
-    majority, _ = _majority(others)
-    compared = (votes != MISSING) & (majority >= 0)
-    agrees = compared & (majority == votes)  # category codes equal column indices (CATEGORIES = 0, 1, 2)
+    counts = vote_counts(votes)
+    # votes per category by the other labelers, one (items, labelers) array per category (CATEGORIES = 0, 1, 2)
+    others_b, others_a, others_tie = (counts[:, c][:, None] - (votes == c) for c in CATEGORIES)
+    top = np.maximum(np.maximum(others_b, others_a), others_tie)
+    n_top = (others_b == top).astype(np.int8) + (others_a == top) + (others_tie == top)
+    majority = np.where(others_a == top, A, np.where(others_b == top, B, TIE))  # meaningful where n_top == 1
+    compared = (votes != MISSING) & (n_top == 1) & (top > 0)
+    agrees = compared & (majority == votes)
     n_compared = compared.sum(axis=0, dtype=np.int64)
     n_rated = (votes != MISSING).sum(axis=0, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
