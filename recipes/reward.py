@@ -15,10 +15,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from trl import RewardConfig
-
 from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
 from rlhfkit.data.tables import load_preference_data
+from rlhfkit.reward import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss on rankings)
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 from rlhfkit.scoring import load_scorer
 from rlhfkit.train import run_reward

@@ -39,9 +39,22 @@ FORMAT_OPTIONS = {
     "columns": ("prompt_col", "chosen_col", "rejected_col"),
     "rankings": ("prompt_col", "responses_col", "ranking_col", "scores_col"),
     "scores": ("prompt_col", "responses_col", "scores_col", "text_key", "score_key", "rule", "min_gap", "seed"),
-    "votes": ("prompt_col", "response_a_col", "response_b_col", "votes_col", "min_agreement"),
+    "votes": (
+        "prompt_col",
+        "response_a_col",
+        "response_b_col",
+        "votes_col",
+        "labeler_cols",
+        "labels",
+        "ties",
+        "min_agreement",
+    ),
 }
-VOTE_COLUMNS = ("prompt_col", "response_a_col", "response_b_col", "votes_col")
+VOTE_COLUMNS = ("prompt_col", "response_a_col", "response_b_col", "votes_col", "labeler_cols", "labels")
+TIES_HELP = (
+    "drop: tie items are not pairs (default); margin: keep items with more votes for one side and write the vote "
+    "margin to TRL's margin column"
+)
 # `eval-rm` evaluates pairs: the formats that hold them (other formats are converted with `data convert` first).
 EVAL_FORMATS = ("hh", "columns")
 EXTRA_COLUMNS = ("subset", "agreement")  # kept from `columns` rows for per-subset / per-agreement accuracy
@@ -199,6 +212,8 @@ def _add_data_convert(dsub: argparse._SubParsersAction) -> None:
     convert.add_argument("--min-gap", type=float, help="scores: smallest score difference that makes a pair")
     convert.add_argument("--seed", type=int, help="scores: seed of best_vs_random")
     convert.add_argument("--min-agreement", type=float, help="votes: drop items below this agreement (default 0)")
+    _add_vote_flags(convert)
+    convert.add_argument("--ties", metavar="drop|margin", help="votes: " + TIES_HELP)
     _add_on_bad_row(convert)
     convert.set_defaults(func=_convert)
 
@@ -207,7 +222,9 @@ def _add_data_agreement(dsub: argparse._SubParsersAction) -> None:
     agree = dsub.add_parser(
         "agreement",
         help="labeler agreement report (kappa, alpha, per labeler) and filtered majority pairs",
-        description="INPUT rows: prompt, response_a, response_b, votes (per labeler: 1 = a, 0 = b, -1 = not rated).",
+        description="INPUT rows: prompt, response_a, response_b and the votes: a list column (--votes-col) or one "
+        "column per labeler (--labeler-cols), read through --labels (default 1 = a, 0 = b, -1 = not rated; empty "
+        "cells are missing votes). Ties are a category of the statistics; a tie item never becomes a pair.",
     )
     agree.add_argument("input", help="a .jsonl, .jsonl.gz, .json, .parquet or .csv file of comparisons with votes")
     agree.add_argument("--min-agreement", type=float, default=0.6, help="keep items whose majority share >= this")
@@ -220,11 +237,39 @@ def _add_data_agreement(dsub: argparse._SubParsersAction) -> None:
         default=0.6,
         help="flag labelers agreeing with the others' majority less often than this (default 0.6)",
     )
-    agree.add_argument("--out", help="write the kept pairs (prompt/chosen/rejected/agreement/n_votes) here")
+    agree.add_argument(
+        "--max-tie-rate",
+        type=float,
+        default=0.5,
+        help="flag labelers who call more than this share of their items a tie (default 0.5)",
+    )
+    agree.add_argument("--ties", default="drop", metavar="drop|margin", help=TIES_HELP)
+    agree.add_argument("--out", help="write the kept pairs (prompt/chosen/rejected/agreement/n_votes[/margin]) here")
+    agree.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the report as JSON: n_items, n_labelers, fleiss_kappa, krippendorff_alpha, cohen_kappa, "
+        "labelers, kept, dropped",
+    )
     for flag in ("prompt", "response-a", "response-b", "votes"):
         agree.add_argument(f"--{flag}-col", metavar="NAME", help=f"name of the {flag.replace('-', '_')} column")
+    _add_vote_flags(agree)
     _add_on_bad_row(agree)
     agree.set_defaults(func=_agreement)
+
+
+def _add_vote_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labeler-cols",
+        metavar="COLS",
+        help="votes: one column per labeler, comma-separated (e.g. ann1,ann2,ann3); the labelers are named after them",
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="MAP",
+        help='votes: what each value means, "1=a,2=b,0=tie" or "A=a,B=b,Tie=tie" (targets a, b, tie, missing; '
+        "default 1=a,0=b,-1=missing); empty cells are missing votes",
+    )
 
 
 def _add_on_bad_row(parser: argparse.ArgumentParser) -> None:
@@ -271,7 +316,8 @@ def _convert(args: argparse.Namespace) -> int:
 def _agreement(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rlhfkit.data import from_votes
+    from rlhfkit.data import agreement_summary, from_votes
+    from rlhfkit.io import write_json
 
     columns = {name: getattr(args, name) for name in VOTE_COLUMNS if getattr(args, name) is not None}
     data = from_votes(
@@ -280,12 +326,18 @@ def _agreement(args: argparse.Namespace) -> int:
         drop_unreliable=args.drop_unreliable,
         labeler_threshold=args.labeler_threshold,
         on_bad_row=args.on_bad_row,
+        ties=args.ties,
+        max_tie_rate=args.max_tie_rate,
         **columns,
     )
     console = Console()
     console.print(summary_table(data.agreement, args.min_agreement))
     console.print(labeler_table(data.agreement))
+    console.print(cohen_table(data.agreement))
     _print_data_report(console, data.report)
+    if args.json:
+        write_json(args.json, agreement_summary(data))
+        console.print(f"wrote the agreement report to {args.json}", highlight=False)
     if args.out:
         data.write(args.out)
         console.print(f"wrote {len(data)} pairs to {args.out}", highlight=False)
@@ -308,10 +360,12 @@ def summary_table(result, min_agreement: float):
     table.add_column("statistic")
     table.add_column("value", justify="right")
     table.add_row("items x labelers", f"{r.n_items:,} x {r.n_labelers}")
+    table.add_row("items with votes (the statistics cover these)", f"{r.n_rated_items:,}")
     table.add_row("votes cast", f"{r.n_votes:,}")
-    table.add_row("mean agreement with the majority", _fmt(r.mean_agreement, pct=True))
+    table.add_row("tie votes", _fmt(r.share_tie_votes, pct=True))
+    table.add_row("mean agreement with the majority (a, b or tie)", _fmt(r.mean_agreement, pct=True))
     table.add_row("unanimous items", _fmt(r.share_unanimous, pct=True))
-    table.add_row("ties (no majority)", _fmt(r.share_ties, pct=True))
+    table.add_row("tie items (no a-or-b majority)", _fmt(r.share_ties, pct=True))
     table.add_row(f"items below {min_agreement:g} agreement (ties included)", _fmt(r.share_below, pct=True))
     table.add_row(
         "Fleiss' kappa", _fmt(r.fleiss_kappa) if r.fleiss_kappa is not None else f"n/a ({r.fleiss_kappa_note})"
@@ -322,23 +376,52 @@ def summary_table(result, min_agreement: float):
     )
     dropped = ", ".join(f"{k} {v:,}" for k, v in result.dropped.items() if v) or "none"
     if result.dropped_labelers:
-        table.add_row("votes removed from labelers", ", ".join(map(str, result.dropped_labelers)))
+        names = ", ".join(r.labeler_names[j] for j in result.dropped_labelers)
+        table.add_row("votes removed from labelers", names)
     table.add_row("items dropped", dropped)
     table.add_row("items kept", f"{result.n_kept:,} ({_fmt(result.n_kept / max(r.n_items, 1), pct=True)})")
     return table
 
 
 def labeler_table(result):
-    """Rich table of each labeler's agreement with the leave-one-out majority."""
+    """Rich table of each labeler's agreement with the leave-one-out majority and tie rate, and why it is flagged."""
     from rich.table import Table
 
-    lab = result.report.labelers
-    table = Table(title=f"labelers (flagged below {lab.threshold:g} agreement with the others' majority)")
-    for name in ("labeler", "rated", "compared", "agreement", "flagged"):
+    from rlhfkit.data.agreement import flag_reasons
+
+    r = result.report
+    lab = r.labelers
+    table = Table(
+        title=f"labelers (flagged below {lab.threshold:g} agreement with the others' majority, or above "
+        f"{lab.max_tie_rate:g} ties)"
+    )
+    for name in ("labeler", "rated", "compared", "agreement", "ties", "flagged"):
         table.add_column(name, justify="right" if name != "flagged" else "left")
     for j in range(len(lab.agreement)):
-        flag = "[red]yes[/red]" if lab.flagged[j] else "no"
-        table.add_row(str(j), f"{lab.n_rated[j]:,}", f"{lab.n_compared[j]:,}", _fmt(lab.agreement[j], pct=True), flag)
+        flag = f"[red]yes: {', '.join(flag_reasons(lab, j))}[/red]" if lab.flagged[j] else "no"
+        table.add_row(
+            r.labeler_names[j],
+            f"{lab.n_rated[j]:,}",
+            f"{lab.n_compared[j]:,}",
+            _fmt(lab.agreement[j], pct=True),
+            _fmt(lab.tie_rate[j], pct=True),
+            flag,
+        )
+    return table
+
+
+def cohen_table(result, limit: int = 45):
+    """Rich table of Cohen's kappa for every pair of labelers (the first ``limit`` pairs; ``--json`` has all)."""
+    from rich.table import Table
+
+    r = result.report
+    pairs = list(r.cohen_kappa.items())
+    more = f", first {limit} of {len(pairs)} (--json has all)" if len(pairs) > limit else ""
+    table = Table(title=f"Cohen's kappa per pair of labelers (a / b / tie, on the items both rated{more})")
+    for name in ("labelers", "items", "kappa"):
+        table.add_column(name, justify="right" if name != "labelers" else "left")
+    for key, kappa in pairs[:limit]:
+        table.add_row(key, f"{r.cohen_kappa_items[key]:,}", _fmt(kappa))
     return table
 
 

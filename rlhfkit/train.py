@@ -44,6 +44,7 @@ from rlhfkit.models import (
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
 from rlhfkit.presets import GRPO_BETA, method_preset
+from rlhfkit.reward import RewardConfig, RewardTrainer
 from rlhfkit.scoring import RewardModelScorer
 
 logger = logging.getLogger(__name__)
@@ -143,23 +144,30 @@ def run_reward(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
 ) -> RunResult:
-    """Reward-model training with TRL's ``RewardTrainer`` (Bradley-Terry loss on chosen vs rejected).
+    """Reward-model training with :class:`rlhfkit.reward.RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss on
+    chosen vs rejected) plus InstructGPT's K-wise loss on rankings.
 
     Args:
         model_name_or_path: the SFT model (InstructGPT initialises the reward model from it); a new
             one-output ``score`` head is added.
         train_dataset: TRL preference rows: ``prompt``/``chosen``/``rejected`` (explicit prompt) or
-            ``chosen``/``rejected``; an optional ``margin`` column (e.g. labeler agreement) enters the loss.
-        config: a ``trl.RewardConfig``.
+            ``chosen``/``rejected``; an optional ``margin`` column (e.g. a vote margin) enters the loss. Pairs with a
+            ``group`` column (rankings: :func:`rlhfkit.data.from_rankings`) train with the K-wise loss, one ranking
+            per batch element, unless ``config.group_rankings`` is False.
+        config: a :class:`rlhfkit.reward.RewardConfig` (``trl.RewardConfig`` plus ``group_rankings``); a plain
+            ``trl.RewardConfig`` works too (rankings then train K-wise, the default).
         preset: with ``lora`` / ``qlora`` the adapter targets every linear layer and the ``score`` head
             is trained in full (``modules_to_save``).
     """
-    from trl import RewardTrainer
-
     method = method_preset(preset, task_type="SEQ_CLS") if isinstance(preset, str) else preset
     cols = ("chosen", "rejected")
     train_dataset = as_dataset(train_dataset, "train_dataset", cols)
     eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
+    if isinstance(config, RewardConfig) and config.group_rankings and "group" not in train_dataset.column_names:
+        raise ConfigError(
+            "group_rankings=True needs a 'group' column in the training pairs (one id per prompt's ranking, as "
+            "rlhfkit.data.from_rankings writes); give ranking data or set group_rankings to null/false"
+        )
     model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
     trainer = RewardTrainer(
         model=model,

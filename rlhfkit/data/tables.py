@@ -19,7 +19,8 @@ import numpy as np
 
 from rlhfkit import lab
 from rlhfkit.config import DataArguments
-from rlhfkit.data.preferences import from_votes, load_preferences
+from rlhfkit.data.preferences import load_preferences
+from rlhfkit.data.votes import from_votes
 from rlhfkit.errors import ConfigError, DataError
 
 LAB = "lab"  # the data source that asks the built-in lab
@@ -65,7 +66,13 @@ def preference_source(source: str, split: str = "train"):
 
 
 def split_eval(dataset, eval_fraction: float, seed: int, max_samples: int | None = None):
-    """Shuffle with ``seed``, cap at ``max_samples``, and hold out ``eval_fraction`` (returns ``(train, eval)``)."""
+    """Shuffle with ``seed``, cap at ``max_samples``, and hold out ``eval_fraction`` (returns ``(train, eval)``).
+
+    Rows with a ``group`` column (the pairs of one ranking) stay together: whole groups are shuffled, kept (up to
+    ``max_samples`` rows) and held out (``eval_fraction`` of the groups), so no ranking is split across the two.
+    """
+    if "group" in dataset.column_names:
+        return _split_groups(dataset, eval_fraction, seed, max_samples)
     dataset = dataset.shuffle(seed=seed)
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
@@ -73,6 +80,23 @@ def split_eval(dataset, eval_fraction: float, seed: int, max_samples: int | None
     if n_eval == 0:
         return dataset, None
     return dataset.select(range(n_eval, len(dataset))), dataset.select(range(n_eval))
+
+
+def _split_groups(dataset, eval_fraction: float, seed: int, max_samples: int | None):
+    rows_of: dict = {}
+    for i, g in enumerate(dataset["group"]):
+        rows_of.setdefault(g, []).append(i)
+    groups = list(rows_of)
+    np.random.default_rng(seed).shuffle(groups)
+    if max_samples is not None:
+        sizes = np.cumsum([len(rows_of[g]) for g in groups])
+        groups = groups[: max(1, int(np.searchsorted(sizes, max_samples, side="right")))]
+    n_eval = int(len(groups) * eval_fraction)
+
+    def pick(chosen: list):
+        return dataset.select([i for g in chosen for i in rows_of[g]])
+
+    return pick(groups[n_eval:]), (pick(groups[:n_eval]) if n_eval else None)
 
 
 def load_sft_data(data: DataArguments, seed: int = 0):
@@ -158,8 +182,8 @@ def lab_preferences(
         "krippendorff_alpha": report.krippendorff_alpha,
         "flagged_labelers": [int(i) for i in np.flatnonzero(report.labelers.flagged)],
         "dropped_labelers": [int(i) for i in result.dropped_labelers],
-        "gold_agreement_unfiltered": gold_share(raw.keep, raw.stats.label),
-        "gold_agreement_filtered": gold_share(result.keep, result.stats.label),
+        "gold_agreement_unfiltered": gold_share(raw.keep, raw.label),
+        "gold_agreement_filtered": gold_share(result.keep, result.label),
         "n_held_out": len(held_out),
     }
     return LabPreferences(train=kept.pairs, held_out=held_out, metrics=metrics)

@@ -7,9 +7,9 @@ Config sections (TRL's dataclasses where TRL has one)::
     model:     ModelArguments   (model_name_or_path, preset, gpu, model_revision)
     lab:       LabArguments     (sizes and labeler pool of the built-in lab, when data is 'lab')
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
-    agreement: AgreementArguments (min_agreement, drop_unreliable, enabled)
+    agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
-    reward:    trl.RewardConfig fields
+    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings)
     gate:      GateArguments    (min_accuracy, override)
     rl:        RLArguments      (algorithm: ppo | grpo, eval_prompts)
     ppo:       rlhfkit.ppo.PPOConfig fields
@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from trl import RewardConfig, SFTConfig
+from trl import SFTConfig
 
 from rlhfkit import lab
 from rlhfkit.config import ModelArguments, coerce_numbers, trainer_config
+from rlhfkit.data.agreement import TIES
 from rlhfkit.errors import ConfigError
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.ppo.config import PPOConfig
+from rlhfkit.reward import RewardConfig
 
 # The config class of each training run the pipeline builds, and the RL ones among them.
 TRAINER_CONFIGS: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "grpo": GRPOConfig}
@@ -77,6 +79,12 @@ class DataSources:
     preference_format: str = _field(
         "auto", stages=("preferences",), help="auto | hh | columns | rankings | scores | votes"
     )
+    preference_options: dict[str, Any] | None = _field(
+        None,
+        stages=("preferences",),
+        help="Options of the preference format's reader (rlhfkit.data), e.g. {labeler_cols: ann1,ann2,ann3, "
+        "labels: '1=a,2=b,0=tie'} for votes, {responses_col: outputs} for rankings.",
+    )
     prompts: str = _field(
         "lab", stages=("rl",), help="RL prompts: rows with a 'prompt' column (text or chat messages)."
     )
@@ -96,6 +104,17 @@ class AgreementArguments:
     enabled: bool = field(default=True, metadata={"help": "Filter pairs by labeler agreement."})
     min_agreement: float = field(default=0.6, metadata={"help": "Drop pairs whose majority share is below this."})
     drop_unreliable: bool = field(default=True, metadata={"help": "Drop flagged labelers' votes first."})
+    ties: str = field(
+        default="drop",
+        metadata={
+            "help": "drop: tie items are not pairs; margin: keep items with more votes for one side, with the vote "
+            "margin as TRL's margin column."
+        },
+    )
+
+    def __post_init__(self):
+        if self.ties not in TIES:
+            raise ConfigError(f"agreement.ties={self.ties!r} must be one of {', '.join(TIES)}")
 
 
 @dataclass

@@ -17,9 +17,10 @@ import numpy as np
 
 from rlhfkit import lab
 from rlhfkit.config import DataArguments, resolve_model
-from rlhfkit.data.preferences import load_preferences
+from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
-from rlhfkit.errors import DataError
+from rlhfkit.data.votes import agreement_summary
+from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import read_jsonl, write_json, write_jsonl
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.context import GateFailed, StageContext
@@ -89,14 +90,36 @@ def stage_preferences(ctx: StageContext) -> tuple[dict, dict]:
         )
     else:
         source = preference_source(cfg.data.preferences, cfg.data.split)
-        loaded = load_preferences(source, format=cfg.data.preference_format)
-        table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)
+        loaded = _read_preferences(source, cfg)
+        table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)  # rankings stay whole
         train, held_out = table.to_list(), [] if held is None else held.to_list()
         metrics = {"n_pairs": len(train), "n_held_out": len(held_out), "data": loaded.report.summary()}
+        if loaded.agreement is not None:  # per-labeler votes: the agreement report, also as agreement.json
+            summary = agreement_summary(loaded)
+            write_json(out_dir / "agreement.json", summary)
+            keys = ("fleiss_kappa", "krippendorff_alpha", "kept", "dropped", "dropped_labelers")
+            metrics.update({k: summary[k] for k in keys})
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "eval.jsonl", held_out)
     ctx.say(f"[preferences] {len(train)} training pairs, {len(held_out)} held out")
     return {"train": str(out_dir / "train.jsonl"), "eval": str(out_dir / "eval.jsonl")}, metrics
+
+
+def _read_preferences(source, cfg):
+    """A preference source read with ``data.preference_format`` and ``data.preference_options``; per-labeler votes
+    are filtered by the ``agreement`` section (min_agreement, drop_unreliable, ties) unless ``agreement.enabled`` is
+    false (then only ties are dropped or kept by margin)."""
+    fmt = cfg.data.preference_format
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    options = dict(cfg.data.preference_options or {})
+    if fmt == "votes":
+        ag = cfg.agreement
+        filtering = {"min_agreement": ag.min_agreement, "drop_unreliable": ag.drop_unreliable} if ag.enabled else {}
+        options = {**filtering, "ties": ag.ties, **options}
+    try:
+        return load_preferences(source, format=fmt, **options)
+    except TypeError as e:  # an option the format's reader does not take
+        raise ConfigError(f"data.preference_options={options!r} for format {fmt!r}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------ reward model
@@ -104,8 +127,10 @@ def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
     cfg, prefs = ctx.cfg, ctx.outputs["preferences"]
     train = read_jsonl(prefs["train"])
     held_out = read_jsonl(prefs["eval"]) or None
-    train = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train]
-    held_out = None if held_out is None else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in held_out]
+    # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin.
+    keep = ("prompt", "chosen", "rejected", "group", "margin")
+    train = [{k: r[k] for k in keep if k in r} for r in train]
+    held_out = None if held_out is None else [{k: r[k] for k in keep if k in r} for r in held_out]
     result = run_reward(
         ctx.outputs["sft"]["model_dir"],
         train,

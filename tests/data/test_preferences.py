@@ -228,8 +228,11 @@ def test_rankings_bad_rows(tmp_path):
     with pytest.raises(DataError, match=r"r.jsonl: row 1: column 'ranking' must be a list of 2 numbers"):
         data.from_rankings(path)
     result = data.from_rankings(path, on_bad_row="skip")
-    assert result.pairs == [{"prompt": "p", "chosen": "b", "rejected": "a", "group": 0}]
-    assert result.report.skipped == {"wrong type": 3, "empty text": 1}
+    assert result.pairs == [  # an empty response is an answer (a model that said nothing), ranked like any other
+        {"prompt": "p", "chosen": "a", "rejected": "", "group": 0},
+        {"prompt": "p", "chosen": "b", "rejected": "a", "group": 1},  # another ranking of the same prompt
+    ]
+    assert result.report.skipped == {"wrong type": 3} and result.report.notes == {"empty response": 1}
 
 
 def test_lab_rankings_expand_to_k_choose_2_minus_ties():
@@ -237,7 +240,7 @@ def test_lab_rankings_expand_to_k_choose_2_minus_ties():
     result = data.from_rankings(rows)
     ties = sum(r["ranking"][i] == r["ranking"][j] for r in rows for i in range(5) for j in range(i + 1, 5))
     assert len(result) == 40 * comb(5, 2) - ties and result.report.dropped_pairs["tie"] == ties
-    assert max(p["group"] for p in result.pairs) == len({r["prompt"] for r in rows}) - 1
+    assert max(p["group"] for p in result.pairs) == 39  # one group per ranking, even for a prompt ranked twice
 
 
 ULTRA = {
@@ -298,9 +301,13 @@ def test_votes_to_majority_pairs_with_agreement():
     with pytest.raises(DataError, match="row 2: column 'votes' has 2 votes but earlier rows have 3"):
         data.from_votes([rows[0], rows[1] | {"votes": [1, 1]}])
     with pytest.raises(DataError, match=r"row 1: column 'votes' must be a list"):
+        data.from_votes([rows[0] | {"votes": 1}])
+    with pytest.raises(DataError, match=r"row 1: column 'votes' vote 2 has label '2', not one of the labels 1=a, "):
         data.from_votes([rows[0] | {"votes": [1, 2, 0]}])
-    with pytest.raises(DataError, match="row 1: response_a is identical to response_b"):
-        data.from_votes([rows[0] | {"response_b": "A"}])
+    # identical responses count for the statistics; they just never become a pair
+    same = data.from_votes([rows[0], rows[1] | {"response_b": "C"}])
+    assert len(same) == 1 and same.report.dropped_rows == {"identical responses": 1}
+    assert same.agreement.report.n_rated_items == 2
 
 
 def test_lab_comparisons_through_load_preferences():
