@@ -188,12 +188,19 @@ def run_and_kill(cfg: dict, tmp_path: Path, stage_dir: Path, checkpoint_glob: st
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "rlhfkit.cli", "run", str(path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(stage_dir.glob(checkpoint_glob)):
+    log = tmp_path / "killed_run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 1800  # generous: a loaded machine can be 10x slower than CI
+    while proc.poll() is None and time.time() < deadline and not list(stage_dir.glob(checkpoint_glob)):
         time.sleep(0.1)
+    exited = proc.poll()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if exited is not None:
+        pytest.fail(f"the run ended (exit {exited}) before a checkpoint appeared: {log.read_text()[-2000:]}")
+    if not list(stage_dir.glob(checkpoint_glob)):
+        pytest.fail(f"no {checkpoint_glob} in {stage_dir} after 1800 s; the run was killed before it got there")
 
     def rerun() -> subprocess.CompletedProcess:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
