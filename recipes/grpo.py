@@ -18,13 +18,15 @@ from Python) and evaluation during training (sample the saved model instead: it 
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.train import run_grpo
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -76,4 +78,4 @@ def main(model_args, data_args, reward_args, monitor_config, training_args) -> d
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("grpo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, GRPOConfig)))
+    sys.exit(run_recipe(main, "grpo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, GRPOConfig)))

@@ -21,20 +21,21 @@ Deliberately left out: a pretraining-loss mix in RL (PPO-ptx) and human labellin
 the lab's simulated labelers).
 """
 
-import argparse
 import sys
 
-from rlhfkit.errors import RlhfkitError
-from rlhfkit.pipeline import STAGES, load_config, parse_overrides, run_and_report
+from rlhfkit.entry import OneLineParser, pop_debug, run_guarded
+from rlhfkit.pipeline import STAGES, parse_overrides, run_and_report
+from rlhfkit.validate import check_pipeline
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None):
+    parser = OneLineParser(prog="recipes/instructgpt.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/lab/pipeline.yaml")
     parser.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and every stage after it")
     parser.add_argument("--until", choices=STAGES, help="stop after this stage")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set sft.max_steps=10")
     parser.add_argument("--out", help="output folder (overrides output_dir)")
+    parser.add_argument("--check", action="store_true", help="only check the config, data, model and output folder")
     return parser.parse_args(argv)
 
 
@@ -42,12 +43,16 @@ def main(argv: list[str] | None = None):
     args = parse_args(argv)
 
     # ---------------------------------------------------------------- config
-    # Every section is validated here (TRL's own dataclasses for sft / reward / grpo, rlhfkit's PPOConfig for ppo):
-    # a bad key or value names the key, and nothing starts.
+    # The whole run is checked here, before anything starts: every section's values (TRL's own dataclasses for
+    # sft / reward / grpo, rlhfkit's PPOConfig for ppo), every data source, the model and the output folder. Every
+    # problem is reported, one line each, and nothing is created.
     overrides = parse_overrides(args.set)
     if args.out:
         overrides["output_dir"] = args.out
-    cfg = load_config(args.config, overrides)
+    cfg = check_pipeline(args.config, overrides)
+    if args.check:
+        print("config OK")
+        return None
 
     # ---------------------------------------------------------------- stages
     # sft -> preferences -> reward -> rm_eval (gate) -> rl (cfg.rl.algorithm) -> final_eval, with the run manifest,
@@ -56,8 +61,6 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RlhfkitError as e:  # a config or data error the user can fix: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # A config or data error the user can fix: one `error:` line per problem, exit 2 (--debug: the traceback).
+    argv, debug = pop_debug(sys.argv[1:])
+    sys.exit(run_guarded(lambda: main(argv), debug))

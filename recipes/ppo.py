@@ -20,15 +20,17 @@ Deliberately left out: rule-based rewards (pass a function to PPOTrainer from Py
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from rlhfkit import lab
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.ppo import PPOConfig
 from rlhfkit.scoring import sample_responses
 from rlhfkit.train import run_ppo
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -100,4 +102,4 @@ def main(model_args, data_args, script_args, monitor_config, training_args) -> d
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("ppo", (ModelArguments, DataArguments, PPOScriptArguments, MonitorConfig, PPOConfig)))
+    sys.exit(run_recipe(main, "ppo", (ModelArguments, DataArguments, PPOScriptArguments, MonitorConfig, PPOConfig)))

@@ -13,14 +13,16 @@ says whether the model is strong enough to steer RL; the report lands in `output
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_preference_data
 from rlhfkit.reward import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss on rankings)
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 from rlhfkit.scoring import load_scorer
 from rlhfkit.train import run_reward
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -62,4 +64,4 @@ def main(model_args: ModelArguments, data_args: DataArguments, gate_args: GateAr
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("reward", (ModelArguments, DataArguments, GateArguments, RewardConfig)))
+    sys.exit(run_recipe(main, "reward", (ModelArguments, DataArguments, GateArguments, RewardConfig)))

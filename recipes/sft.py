@@ -12,12 +12,14 @@ the reward and RL stages load like any checkpoint (see rlhfkit.train).
 
 import json
 import logging
+import sys
 
 from trl import SFTConfig
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_sft_data
 from rlhfkit.train import run_sft
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -45,4 +47,4 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: SF
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("sft", (ModelArguments, DataArguments, SFTConfig)))
+    sys.exit(run_recipe(main, "sft", (ModelArguments, DataArguments, SFTConfig)))

@@ -19,21 +19,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    Works for files and folders: write whatever you want at the yielded path.
+    Works for files and folders: write whatever you want at the yielded path. An existing ``path`` is replaced only
+    by the same kind (a file by a file, a folder by a folder): a folder is never replaced by a file or a file by a
+    folder (:class:`~rlhfkit.errors.ConfigError`, the temporary path deleted). A parent folder that cannot be
+    created (a file is in the way) is a ``ConfigError`` too.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.is_file()), path.parent)
+        raise ConfigError(f"cannot write {str(path)!r}: {str(blocker)!r} is a file; choose another path") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if path.exists() and path.is_dir() != tmp_path.is_dir():
+            kind, other = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+            raise ConfigError(
+                f"{str(path)!r} is {kind}; rlhfkit will not replace it with {other}: choose another path"
+            )
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp_path, path)

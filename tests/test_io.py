@@ -46,3 +46,40 @@ def test_save_figure_writes_a_png_atomically_and_closes_the_figure(tmp_path, mon
         save_figure(fig, tmp_path / "plots" / "b.png")
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["a.png"]  # no b.png, no temporary file
     assert not plt.fignum_exists(fig.number)
+
+
+def test_atomic_path_never_replaces_a_folder_with_a_file_or_back(tmp_path):
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.io import atomic_path, write_text
+
+    folder = tmp_path / "pairs.jsonl"
+    (folder / "mine").mkdir(parents=True)
+    (folder / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="is a folder; rlhfkit will not replace it with a file"):
+        write_text(folder, "x")
+    assert (folder / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "report").write_text("a file")
+    with pytest.raises(ConfigError, match="is a file; rlhfkit will not replace it with a folder"):
+        with atomic_path(tmp_path / "report") as tmp:
+            tmp.mkdir()
+            (tmp / "x").write_text("y")
+    assert (tmp_path / "report").read_text() == "a file"
+    with pytest.raises(ConfigError, match="report' is a file; choose another path"):
+        write_text(tmp_path / "report" / "sub" / "x.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "report"]  # no temporary file left
+
+
+def test_atomic_path_cleans_its_temporary_folder_on_failure_and_replaces_a_folder(tmp_path):
+    from rlhfkit.io import atomic_path
+
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(tmp_path / "model") as tmp:
+            tmp.mkdir()
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    for text in ("first", "second"):
+        with atomic_path(tmp_path / "model") as tmp:
+            tmp.mkdir()
+            (tmp / "weights").write_text(text)
+    assert (tmp_path / "model" / "weights").read_text() == "second" and len(list(tmp_path.iterdir())) == 1

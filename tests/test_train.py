@@ -34,7 +34,7 @@ def test_stage_config_precedence_and_errors(tmp_path):
     assert cfg.per_device_train_batch_size == 1 and cfg.gradient_accumulation_steps == 16  # GPU preset
     assert cfg.max_length == 256  # explicit beats preset
     assert cfg.gradient_checkpointing_kwargs == {"use_reentrant": False}  # method preset
-    with pytest.raises(ConfigError, match=r"unknown SFTConfig field\(s\) \['max_len'\]"):
+    with pytest.raises(ConfigError, match=r"unknown SFTConfig field\(s\) \['max_len'\] \(did you mean max_length\?\)"):
         trainer_config(SFTConfig, "sft", tmp_path, max_len=3)
 
 

@@ -46,8 +46,14 @@ def load_table(source: str, split: str = "train"):
     kind = next((_FILE_KINDS[s] for s in Path(source).suffixes if s in _FILE_KINDS), None)
     if kind is not None:
         if not os.path.isfile(source):
-            raise ConfigError(f"dataset={source!r}: no such file")
-        return load_dataset(kind, data_files=source, split="train")
+            raise ConfigError(f"dataset={source!r}: no such file; check the path (`rlhfkit run --check` checks it)")
+        from datasets.exceptions import DatasetGenerationError
+
+        try:
+            return load_dataset(kind, data_files=source, split="train")
+        except DatasetGenerationError as e:  # a malformed row past the first ones, which the checks read
+            cause = str(e.__cause__ or e).strip().splitlines()[0][:200]
+            raise DataError(f"{source}: cannot be read as {kind} ({cause}); fix or remove the bad rows") from e
     if os.path.isfile(source):
         raise ConfigError(f"dataset={source!r}: unsupported file type; use .jsonl, .jsonl.gz, .json, .parquet or .csv")
     try:

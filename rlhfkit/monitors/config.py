@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import raise_problems
+from rlhfkit.rules import config_problems
 
 Action = Literal["warn", "stop", "off"]
 
@@ -118,8 +119,8 @@ class MonitorConfig:
             problems.append(f"length_drift_ratio={self.length_drift_ratio} must be > 1")
         if self.frozen_check_steps < 0:
             problems.append(f"frozen_check_steps={self.frozen_check_steps} must be >= 0 (0: begin and end only)")
-        if problems:
-            raise ConfigError("MonitorConfig: " + "; ".join(problems))
+        problems += config_problems(self)
+        raise_problems(problems)
 
 
 SERIES = ("kl", "reward", "length", "entropy", "reward_std", "frac_reward_zero_std", "clipfrac", "approxkl",

@@ -23,19 +23,20 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from trl import SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.config import ModelArguments, coerce_numbers, trainer_config
+from rlhfkit.config import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
 from rlhfkit.data.agreement import TIES
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.ppo.config import PPOConfig
 from rlhfkit.reward import RewardConfig
+from rlhfkit.rules import AT_LEAST_ONE, FRACTION, PROBABILITY, Range, check_values, config_problems, unknown_keys
 
 # The config class of each training run the pipeline builds, and the RL ones among them.
 TRAINER_CONFIGS: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "grpo": GRPOConfig}
@@ -69,6 +70,30 @@ class LabArguments:
     )
     rl_prompts: int = _field(512, stages=("rl",), help="Prompts for the RL stage.")
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("demonstrations", "comparisons", "labelers", "labelers_per_item"), AT_LEAST_ONE),
+        **dict.fromkeys(("eval_comparisons", "rl_prompts"), AT_LEAST_ONE),
+        **dict.fromkeys(("noise", "length_bias"), PROBABILITY),
+    }
+
+    def __post_init__(self):
+        problems = config_problems(self)
+        for name in ("noise", "length_bias"):
+            value = getattr(self, name)
+            numbers = value if isinstance(value, list) else [value]
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers):
+                problems.append(f"{name}={value!r} must be a probability or a list of them, one per labeler")
+            elif isinstance(value, list) and len(value) != self.labelers:
+                problems.append(
+                    f"{name} has {len(value)} values for labelers={self.labelers}; give one per labeler or one for all"
+                )
+        if self.labelers_per_item is not None and self.labelers_per_item > self.labelers:
+            problems.append(
+                f"labelers_per_item={self.labelers_per_item} is more than labelers={self.labelers}; lower it or add "
+                "labelers"
+            )
+        raise_problems(problems)
+
 
 @dataclass
 class DataSources:
@@ -76,9 +101,7 @@ class DataSources:
 
     sft: str = _field("lab", stages=("sft",), help="SFT rows: prompt/completion, messages or text.")
     preferences: str = _field("lab", stages=("preferences",), help="Preference data (see rlhfkit.data formats).")
-    preference_format: str = _field(
-        "auto", stages=("preferences",), help="auto | hh | columns | rankings | scores | votes"
-    )
+    preference_format: str = _field("auto", stages=("preferences",), help=" | ".join(PREFERENCE_FORMATS))
     preference_options: dict[str, Any] | None = _field(
         None,
         stages=("preferences",),
@@ -95,6 +118,24 @@ class DataSources:
         help="RL prompts used from data.prompts (None: all but the rl.eval_prompts held out).",
     )
     eval_fraction: float = _field(0.05, stages=("sft", "preferences"), help="Share of SFT / preference rows held out.")
+
+    RANGES: ClassVar[dict[str, Range]] = {"max_prompts": AT_LEAST_ONE, "eval_fraction": FRACTION}
+
+    def __post_init__(self):
+        problems = config_problems(self)
+        if self.preference_format not in PREFERENCE_FORMATS:
+            problems.append(
+                f"preference_format={self.preference_format!r} is not a format; choose one of {PREFERENCE_FORMATS}"
+            )
+        for name in ("sft", "preferences", "prompts"):
+            if not str(getattr(self, name)).strip():
+                problems.append(f"{name} is empty; give 'lab', a data file, a dataset folder or a hub dataset id")
+        if self.preferences != "lab" and self.eval_fraction == 0:
+            problems.append(
+                "eval_fraction=0 holds out no preference pairs, so rm_eval has nothing to evaluate the reward model "
+                "on; set it above 0, e.g. 0.05"
+            )
+        raise_problems(problems)
 
 
 @dataclass
@@ -113,8 +154,10 @@ class AgreementArguments:
     )
 
     def __post_init__(self):
+        problems = config_problems(self)
         if self.ties not in TIES:
-            raise ConfigError(f"agreement.ties={self.ties!r} must be one of {', '.join(TIES)}")
+            problems.append(f"ties={self.ties!r} must be one of {', '.join(TIES)}")
+        raise_problems(problems)
 
 
 @dataclass
@@ -123,6 +166,9 @@ class GateArguments:
 
     min_accuracy: float = field(default=0.60, metadata={"help": "Held-out accuracy the reward model must reach."})
     override: bool = field(default=False, metadata={"help": "Run RL even when the gate fails (not advised)."})
+
+    def __post_init__(self):
+        raise_problems(config_problems(self))
 
 
 @dataclass
@@ -144,11 +190,15 @@ class RLArguments:
         help="Response length in the final evaluation (None: the RL stage's response length).",
     )
 
+    RANGES: ClassVar[dict[str, Range]] = {"eval_prompts": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE}
+
     def __post_init__(self):
-        if self.algorithm not in ("ppo", "grpo"):
-            raise ConfigError(f"rl.algorithm={self.algorithm!r} must be 'ppo' or 'grpo'")
+        problems = config_problems(self)
+        if self.algorithm not in RL_TRAINERS:
+            problems.append(f"algorithm={self.algorithm!r} must be 'ppo' or 'grpo'")
         if self.layout not in (None, "separate", "shared"):
-            raise ConfigError(f"rl.layout={self.layout!r} must be 'separate', 'shared' or null (from the preset)")
+            problems.append(f"layout={self.layout!r} must be 'separate', 'shared' or null (from the preset)")
+        raise_problems(problems)
 
 
 SECTIONS: dict[str, type] = {
@@ -182,50 +232,44 @@ class PipelineConfig:
     def trainer_config(self, trainer: str):
         """The config object of a training run (``sft``, ``reward``, ``ppo``, ``grpo``): the section's values over
         presets and precision, ``seed`` from the run, written into the pipeline stage's folder."""
-        section = dict(self.trl.get(trainer, {}))
-        section.setdefault("seed", self.seed)
-        section.setdefault("report_to", "none")
-        out = self.output_dir / ("rl" if trainer in RL_TRAINERS else trainer)  # the pipeline stage's folder
-        if trainer not in TRAINER_CONFIGS:
-            raise ConfigError(f"unknown trainer {trainer!r}; choose one of {sorted(TRAINER_CONFIGS)}")
-        try:
-            return trainer_config(
-                TRAINER_CONFIGS[trainer], trainer, out, preset=self.model.preset, gpu=self.model.gpu, **section
-            )
-        except ConfigError as e:
-            raise ConfigError(f"{trainer}: {e}") from e
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{trainer}: {str(e).splitlines()[0]}") from e
+        return _trainer_config(self.trl, trainer, self.output_dir, self.seed, self.model)
+
+
+def _trainer_config(trl: dict[str, dict[str, Any]], trainer: str, output_dir: Path, seed: int, model: ModelArguments):
+    if trainer not in TRAINER_CONFIGS:
+        raise ConfigError(f"unknown trainer {trainer!r}; choose one of {sorted(TRAINER_CONFIGS)}")
+    section = dict(trl.get(trainer, {}))
+    section.setdefault("seed", seed)
+    section.setdefault("report_to", "none")
+    out = output_dir / ("rl" if trainer in RL_TRAINERS else trainer)  # the pipeline stage's folder
+    return build_trainer_config(
+        TRAINER_CONFIGS[trainer], trainer, out, section, preset=model.preset, gpu=model.gpu, prefix=f"{trainer}."
+    )
 
 
 def _section(cls: type, name: str, values: dict[str, Any] | None):
-    values = values or {}
+    """Section ``name`` parsed into ``cls``; every problem (unknown key, type, range, the class's own checks) is
+    raised together in one ConfigError, each naming ``name.key``."""
+    values = {} if values is None else values
     if not isinstance(values, dict):
-        raise ConfigError(f"section '{name}' must be a mapping of keys to values, got {type(values).__name__}")
+        raise ConfigError(
+            f"section '{name}' must be a mapping of keys to values, got {type(values).__name__}; write {name}: "
+            "followed by indented key: value lines"
+        )
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; valid keys: {sorted(known)}")
+    values, problems = check_values(cls, values, prefix=f"{name}.")
+    raise_problems(unknown_keys(values, known, f"{name}.") + problems)
     try:
-        return cls(**coerce_numbers(cls, values, prefix=f"{name}."))
-    except TypeError as e:
-        raise ConfigError(f"{name}: {e}") from e
+        return cls(**values)
+    except ConfigError as e:
+        raise e.prefixed(f"{name}.") from e
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: {str(e).splitlines()[0]}") from e
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Parse and validate a pipeline config (a YAML path or a dict) -- everything, before anything starts.
-
-    ``overrides`` are dotted keys (``{"sft.max_steps": 10, "output_dir": "runs/x"}``).
-    """
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(path)!r} must be a YAML mapping of sections")
+def read_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw config (a YAML path or a dict, copied) with ``overrides`` (dotted keys) applied."""
+    raw = copy.deepcopy(source) if isinstance(source, dict) else read_yaml(source)
     for key, value in (overrides or {}).items():
         node = raw
         *parents, leaf = key.split(".")
@@ -234,27 +278,77 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: '{p}' is not a section; use SECTION.KEY=VALUE, e.g. sft.max_steps=10")
         node[leaf] = value
+    return raw
+
+
+def _top_level_problems(raw: dict[str, Any]) -> list[str]:
     allowed = {"output_dir", "seed", *SECTIONS, *TRL_SECTIONS}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown}; valid keys: {sorted(allowed)}")
-    if "output_dir" not in raw:
-        raise ConfigError("output_dir is missing; set output_dir: runs/NAME in the config")
-    sections = {name: _section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
+    problems = unknown_keys(raw, allowed, valid=f"valid top-level keys: {sorted(allowed)}")
+    out = raw.get("output_dir")
+    if out is None:
+        problems.append("output_dir is missing; set output_dir: runs/NAME in the config")
+    elif not isinstance(out, str) or not out.strip():
+        problems.append(f"output_dir={out!r} must be a folder path, e.g. output_dir: runs/NAME")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"seed={seed!r} must be a whole number >= 0, e.g. seed: 0")
     for name in TRL_SECTIONS:
         if not isinstance(raw.get(name) or {}, dict):
-            raise ConfigError(f"section '{name}' must be a mapping of keys to values, got {type(raw[name]).__name__}")
-    trl = {name: dict(raw.get(name) or {}) for name in TRL_SECTIONS}
-    cfg = PipelineConfig(
-        output_dir=Path(raw["output_dir"]), seed=int(raw.get("seed", 0)), trl=trl, raw=raw, **sections
-    )
+            problems.append(
+                f"section '{name}' must be a mapping of keys to values, got {type(raw[name]).__name__}; write "
+                f"{name}: followed by indented key: value lines"
+            )
+    return problems
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Parse and validate a pipeline config (a YAML path or a dict) -- every value, before anything starts.
+
+    ``overrides`` are dotted keys (``{"sft.max_steps": 10, "output_dir": "runs/x"}``). Every section is checked (types,
+    ranges, unknown keys, the classes' own checks; every trainer config is built, so TRL's own errors show too), and
+    all problems are raised together in one :class:`ConfigError`, one line each. Data files, model folders and the
+    output folder are checked by :func:`rlhfkit.validate.check_pipeline`.
+    """
+    raw = read_config(source, overrides)
+    problems = _top_level_problems(raw)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = _section(cls, name, raw.get(name))
+        except ConfigError as e:
+            problems += e.problems
+    trl = {name: dict(raw.get(name) or {}) if isinstance(raw.get(name) or {}, dict) else {} for name in TRL_SECTIONS}
+    output_dir = Path(str(raw.get("output_dir") or "."))
+    seed = raw.get("seed", 0)
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0  # reported above
+    model = sections.get("model") or ModelArguments()
+    rl = sections.get("rl") or RLArguments()
     # Build every training config now, so a bad key or value is reported before any stage starts (both RL sections
     # when both are given: switching rl.algorithm later must not meet a typo).
-    for trainer in ("sft", "reward", *(s for s in RL_TRAINERS if s == cfg.rl.algorithm or trl[s])):
-        cfg.trainer_config(trainer)
+    for trainer in ("sft", "reward", *(s for s in RL_TRAINERS if s == rl.algorithm or trl[s])):
+        try:
+            _trainer_config(trl, trainer, output_dir, seed, model)
+        except ConfigError as e:
+            problems += e.problems
     if trl["monitor"]:
-        trl["monitor"] = dataclasses.asdict(_section(MonitorConfig, "monitor", trl["monitor"]))
-    return cfg
+        try:
+            trl["monitor"] = dataclasses.asdict(_section(MonitorConfig, "monitor", trl["monitor"]))
+        except ConfigError as e:
+            problems += e.problems
+    problems += _layout_problems(model, rl)
+    raise_problems(problems)
+    return PipelineConfig(output_dir=output_dir, seed=seed, trl=trl, raw=raw, **sections)
+
+
+def _layout_problems(model: ModelArguments, rl: RLArguments) -> list[str]:
+    """PPO's layout must suit the method preset (found here, not when the RL stage starts)."""
+    if rl.algorithm != "ppo" or rl.layout is None:
+        return []
+    if rl.layout == "shared" and model.preset == "full":
+        return ["rl.layout=shared keeps policy and value as LoRA adapters; use model.preset lora or qlora"]
+    if rl.layout == "separate" and model.preset == "qlora":
+        return ["rl.layout=separate trains a full value model, which cannot be 4-bit; use rl.layout: shared"]
+    return []
 
 
 # Sections that feed one or more stages as a whole (the rest say per field, in their ``stages`` metadata).

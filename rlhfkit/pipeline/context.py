@@ -39,6 +39,18 @@ class StageContext:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def share_error(self, error: BaseException | None = None) -> None:
+        """A sync point of every process: the main one says whether it failed (``error``), the others raise it too
+        (so they do not wait at the next barrier for a main process that has stopped)."""
+        if self.state is None:
+            return
+        from accelerate.utils import broadcast_object_list
+
+        box = [None if error is None else (str(error) or type(error).__name__)]
+        broadcast_object_list(box, from_process=0)
+        if not self.is_main and box[0] is not None:
+            raise RlhfkitError(f"the main process stopped: {box[0]}")
+
     def main_process_first(self):
         """The main process runs the block first (e.g. building a lab model once), then the others."""
         return contextlib.nullcontext() if self.state is None else self.state.main_process_first()

@@ -3,17 +3,20 @@
 ``<output_dir>/manifest.json`` holds one entry per stage::
 
     {"status": "done" | "running" | "failed" | "stopped", "config_hash": "...", "outputs": {...},
-     "metrics": {...}, "started": "...", "finished": "..."}
+     "metrics": {...}, "files": {"model/model.safetensors": [size, mtime_ns, sha256 | null], ...},
+     "started": "...", "finished": "..."}
 
 It is rewritten atomically after every change, so a killed run leaves a readable manifest whose
 interrupted stage says ``running``: rerunning the same command resumes that stage and skips the
-finished ones.
+finished ones. ``files`` is the :func:`fingerprint` of the stage's folder when it finished (checkpoints left out):
+before a finished stage is skipped, :func:`changed_files` says whether what it wrote is still there, unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,54 @@ from typing import Any
 from rlhfkit.io import write_json
 
 MANIFEST = "manifest.json"
+HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are also hashed (a copied run folder keeps them verifiable)
+
+
+def _skipped(rel: Path) -> bool:
+    """Checkpoints (removed once a stage finishes, or kept after monitor alerts) and temporary names."""
+    return any(
+        part.startswith("checkpoint-") or (part.startswith(".") and part.endswith(".tmp")) for part in rel.parts
+    )
+
+
+def fingerprint(folder: str | os.PathLike) -> dict[str, list]:
+    """``{relative path: [size, mtime_ns, sha256 or None]}`` of every file in ``folder`` (checkpoints and temporary
+    files left out); the sha256 only for files up to :data:`HASHED_FILE_BYTES`."""
+    folder = Path(folder)
+    out: dict[str, list] = {}
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        rel = path.relative_to(folder)
+        if path.is_file() and not _skipped(rel):
+            stat = path.stat()
+            digest = _sha256(path) if stat.st_size <= HASHED_FILE_BYTES else None
+            out[rel.as_posix()] = [stat.st_size, stat.st_mtime_ns, digest]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def changed_files(folder: str | os.PathLike, recorded: dict[str, list]) -> list[str]:
+    """The files of a recorded :func:`fingerprint` that are missing or changed in ``folder`` ("path (missing)",
+    "path (changed)"); files added since are ignored. A file is unchanged when its size matches and its mtime or,
+    where it was hashed, its content does."""
+    folder = Path(folder)
+    out = []
+    for rel, (size, mtime, digest) in recorded.items():
+        path = folder / rel
+        if not path.is_file():
+            out.append(f"{rel} (missing)")
+            continue
+        stat = path.stat()
+        same = stat.st_size == size and (stat.st_mtime_ns == mtime or (digest is not None and _sha256(path) == digest))
+        if not same:
+            out.append(f"{rel} (changed)")
+    return out
 
 
 def config_hash(obj: Any) -> str:
@@ -72,8 +123,17 @@ class Manifest:
         }
         self.save()
 
-    def finish(self, name: str, outputs: dict[str, Any], metrics: dict[str, Any], status: str = "done") -> None:
-        self.update(name, status=status, outputs=outputs, metrics=metrics, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    def finish(
+        self,
+        name: str,
+        outputs: dict[str, Any],
+        metrics: dict[str, Any],
+        status: str = "done",
+        files: dict[str, list] | None = None,
+    ) -> None:
+        """Record a finished stage: its outputs, metrics and the :func:`fingerprint` of its folder (``files``)."""
+        finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.update(name, status=status, outputs=outputs, metrics=metrics, files=files or {}, finished=finished)
 
     def invalidate_from(self, names: list[str]) -> None:
         """Forget these stages (``--from STAGE`` redoes a stage and everything after it)."""

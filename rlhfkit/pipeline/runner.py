@@ -9,14 +9,17 @@ redoes a stage and everything after it. :func:`run_and_report` adds rich progres
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_inputs
 from rlhfkit.pipeline.context import MAIN_PROCESS_STAGES, StageContext, distributed_state
-from rlhfkit.pipeline.manifest import Manifest, changed_keys, config_hash
+from rlhfkit.pipeline.lock import RunLock
+from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, config_hash, fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
 from rlhfkit.pipeline.stages import STAGE_FUNCTIONS
 from rlhfkit.train import remove_checkpoints
@@ -33,9 +36,14 @@ def run_pipeline(
 ) -> Manifest:
     """Run (or resume) the pipeline. Returns the manifest with every stage's outputs and metrics.
 
+    The main process first takes the run folder's lock (:class:`~rlhfkit.pipeline.lock.RunLock`: a second run on
+    the same folder is refused), removes temporary files that a killed run left in it, and checks that every
+    finished stage's files are still the ones it recorded (a stage whose files changed or went missing is redone,
+    with every stage after it, and the reason is said).
+
     Under ``torchrun`` / ``accelerate launch`` every process calls this: the training stages (sft, reward, rl) run
     on all of them (DDP), the data and evaluation stages on the main process while the others wait, and only the
-    main process writes the manifest; the others read it after each stage.
+    main process writes the manifest (and holds the lock); the others read it after each stage.
     """
     if from_stage is not None and from_stage not in STAGES:
         raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(STAGES)}")
@@ -43,21 +51,85 @@ def run_pipeline(
         raise ConfigError(f"--until {until!r} is not a stage; choose one of {list(STAGES)}")
     state = distributed_state()
     ctx = StageContext(cfg=cfg, manifest=None, outputs={}, say=say, state=state)  # type: ignore[arg-type]
-    if ctx.is_main:
-        cfg.output_dir.mkdir(parents=True, exist_ok=True)
-        manifest = Manifest(cfg.output_dir)
-        if from_stage is not None:
-            manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
-    ctx.barrier()
-    if not ctx.is_main:
-        manifest = Manifest(cfg.output_dir, writable=False)
-        ctx.say = lambda _msg: None  # progress is printed once, by the main process
-    ctx.manifest = manifest
-    upstream = ""
+    lock = RunLock(cfg.output_dir, say=say)
+    try:
+        try:
+            if ctx.is_main:
+                _open_run_folder(ctx, lock, from_stage)
+        except BaseException as e:
+            ctx.share_error(e)  # the other processes wait for the main one here: they stop too
+            raise
+        ctx.share_error()
+        if not ctx.is_main:
+            ctx.manifest = Manifest(cfg.output_dir, writable=False)
+            ctx.say = lambda _msg: None  # progress is printed once, by the main process
+        _run_stages(ctx, until)
+    finally:
+        lock.release()
+    return ctx.manifest
+
+
+def _open_run_folder(ctx: StageContext, lock: RunLock, from_stage: str | None) -> None:
+    """Main process: lock the run folder, remove a killed run's temporary files, verify the finished stages."""
+    cfg = ctx.cfg
+    lock.acquire()
+    for path in stale_temporary_files(cfg.output_dir):
+        ctx.say(f"[cleanup] removing {path}, left half-written by an interrupted run")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    ctx.manifest = Manifest(cfg.output_dir)
+    if from_stage is not None:
+        ctx.manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
+    for stage, digest in stage_digests(cfg).items():
+        entry = ctx.manifest.stage(stage)
+        if entry.get("status") != "done" or entry.get("config_hash") != digest:
+            continue
+        changed = _changed_outputs(ctx, stage, entry)
+        if changed:
+            ctx.say(
+                f"[{stage}] its files changed since it finished ({', '.join(changed[:3])}"
+                f"{', ...' if len(changed) > 3 else ''}): redoing it and every stage after it"
+            )
+            ctx.manifest.invalidate_from(list(STAGES[STAGES.index(stage) :]))
+            break
+
+
+def _changed_outputs(ctx: StageContext, stage: str, entry: dict[str, Any]) -> list[str]:
+    """What is missing or changed among a finished stage's recorded files (for a manifest written before files
+    were recorded: its output paths that are missing)."""
+    if "files" in entry:
+        return [f"{stage}/{item}" for item in changed_files(ctx.dir(stage), entry["files"])]
+    paths = [
+        v for v in entry.get("outputs", {}).values() if isinstance(v, str) and v.startswith(str(ctx.cfg.output_dir))
+    ]
+    return [f"{path} (missing)" for path in paths if not Path(path).exists()]
+
+
+def stage_digests(cfg: PipelineConfig) -> dict[str, str]:
+    """Each stage's config hash: its inputs (:func:`~rlhfkit.pipeline.config.stage_inputs`) chained with the hash of
+    the stage before it."""
+    out, upstream = {}, ""
     for stage in STAGES:
+        upstream = out[stage] = config_hash({"inputs": stage_inputs(cfg, stage), "upstream": upstream})
+    return out
+
+
+def stale_temporary_files(output_dir: str | os.PathLike) -> list[Path]:
+    """Temporary files and folders (``.NAME.*.tmp``, from :func:`rlhfkit.io.atomic_path`) that an interrupted run
+    left in a run folder: at its top level and in the folders rlhfkit writes (stages, plots, the lab base model).
+    Only call this while holding the folder's lock: a running writer's temporary files look the same."""
+    root = Path(output_dir)
+    found = [p for p in root.glob(".*.tmp")]
+    for name in (*STAGES, "plots", "base_model"):
+        if (root / name).is_dir():
+            found += [p for p in (root / name).rglob(".*.tmp") if not any(q in found for q in p.parents)]
+    return sorted(found)
+
+
+def _run_stages(ctx: StageContext, until: str | None) -> None:
+    """Skip, resume or run each stage in order (every process)."""
+    cfg, manifest = ctx.cfg, ctx.manifest
+    for stage, digest in stage_digests(cfg).items():
         inputs = stage_inputs(cfg, stage)
-        digest = config_hash({"inputs": inputs, "upstream": upstream})
-        upstream = digest
         entry = manifest.stage(stage)
         if entry.get("status") == "done":
             if entry.get("config_hash") != digest:
@@ -88,7 +160,6 @@ def run_pipeline(
                 remove_checkpoints(ctx.dir(stage))
         if stage == until:
             break
-    return manifest
 
 
 def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
@@ -98,7 +169,7 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
         try:
             outputs, metrics = fn(ctx)
             if ctx.is_main:
-                manifest.finish(stage, outputs, metrics)
+                manifest.finish(stage, outputs, metrics, files=fingerprint(ctx.dir(stage)))
         except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
             if ctx.is_main:
                 manifest.update(stage, status="failed")

@@ -151,10 +151,16 @@ class PPOConfig(TrainingArguments):
             problems.append(f"temperature={self.temperature} must be > 0 (PPO needs sampling)")
         if self.response_length < 1 or self.num_ppo_epochs < 1 or self.num_mini_batches < 1:
             problems.append("response_length, num_ppo_epochs and num_mini_batches must be >= 1")
-        if self.gradient_accumulation_steps % self.num_mini_batches:
+        elif self.gradient_accumulation_steps % self.num_mini_batches:
             problems.append(
                 f"gradient_accumulation_steps={self.gradient_accumulation_steps} must be a multiple of "
                 f"num_mini_batches={self.num_mini_batches} (each mini-batch is a whole number of micro-batches)"
             )
+        one_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.total_episodes is not None and 1 <= one_batch and self.total_episodes < one_batch:
+            problems.append(
+                f"total_episodes={self.total_episodes} is less than one update's batch (per_device_train_batch_size "
+                f"x gradient_accumulation_steps = {one_batch}): PPO would make no update; raise it to >= {one_batch}"
+            )
         if problems:
-            raise ConfigError("PPOConfig: " + "; ".join(problems))
+            raise ConfigError(*problems)
