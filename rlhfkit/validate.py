@@ -109,7 +109,10 @@ def _peek_parquet(path: Path) -> list[Any]:
         table = pq.ParquetFile(path)
         batch = next(table.iter_batches(batch_size=PEEK_ROWS), None)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError subclasses for a file that is not Parquet
-        raise _Problem(f"is not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        raise _Problem(
+            f"is not a readable Parquet file ({str(e).splitlines()[0]}); write it again, e.g. with "
+            "pandas.DataFrame.to_parquet"
+        ) from None
     return [] if batch is None else batch.to_pylist()
 
 
@@ -204,14 +207,15 @@ def data_problems(
     source: str, key: str, columns: Sequence[Sequence[str]], what: str, split: str = "train"
 ) -> list[str]:
     """Problems of a data source (``lab`` has none): it must exist, be readable, decode, hold rows (objects) and
-    have one of ``columns``' alternatives. Only the first rows are read. ``what`` names the stage that needs them."""
+    have one of ``columns``' alternatives (none: any columns). Only the first rows are read. ``what`` names the stage
+    that needs them."""
     if source == LAB:
         return []
     rows, problems = _first_rows(source, key, what, split)
     if problems:
         return problems
     present = sorted({c for row in rows for c in row})
-    if not any(set(alt) <= set(present) for alt in columns):
+    if columns and not any(set(alt) <= set(present) for alt in columns):
         need = " or ".join("+".join(alt) for alt in columns)
         return [f"{key}={source!r} has columns {present}; {what} needs {need}: rename the columns or convert the file"]
     return []

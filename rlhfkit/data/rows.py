@@ -169,7 +169,7 @@ def read_rows(source: Any) -> tuple[str, Iterator[tuple[int, Any]], list[str] | 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise DataError(f"{path}: file not found")
+            raise DataError(f"{path}: file not found; check the path (a relative path starts where you run from)")
         kind = _kind(path)
         name = str(path)
         if kind == "jsonl":
@@ -271,9 +271,8 @@ def convert(
                 report.examples.append(message)
     report.pairs = len(pairs)
     if not pairs:
-        raise DataError(
-            f"no preference pairs: {report.summary()}" + (f"; first: {report.examples[0]}" if report.examples else "")
-        )
+        first = f"; first: {report.examples[0]}" if report.examples else ""
+        raise DataError(f"no preference pairs: {report.summary()}{first}; check the format and column names")
     return PreferenceData(pairs=pairs, report=report)
 
 

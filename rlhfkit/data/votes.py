@@ -248,7 +248,7 @@ def from_votes(
     report.pairs = len(pairs)
     report.dropped_rows.update({k: v for k, v in result.dropped.items() if v})
     if not pairs:
-        raise DataError(f"no preference pairs left after agreement filtering: {report.summary()}")
+        raise DataError(f"no preference pairs left after agreement filtering: {report.summary()}; lower min_agreement")
     return PreferenceData(pairs=pairs, report=report, agreement=result)
 
 
