@@ -1006,7 +1006,7 @@ def test_a_recipe_script_prints_one_line_and_exits_2(tmp_path):
     done = _subprocess(cmd)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert errors == ["error: learning_rate=0: must be > 0 (e.g. learning_rate: 1.0e-5)"]
+    assert errors == ["error: learning_rate=0.0: must be > 0 (e.g. learning_rate: 1.0e-5)"]
     assert not (tmp_path / "out").exists()
     debug = _subprocess(cmd + ["--debug"])
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
