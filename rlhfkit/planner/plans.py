@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.planner.dims import ModelDims, model_dims
 from rlhfkit.planner.memory import (
     FIT_FRACTION,
@@ -144,6 +144,11 @@ def plan(
         suggest: compute suggestions when the plan does not fit.
     """
     layout = _checked_layout(trainer, preset, precision, gpu_gb, layout)
+    counts = {
+        "batch_size": batch_size, "grad_accum": grad_accum, "seq_len": seq_len, "prompt_length": prompt_length,
+        "generation_batch_size": generation_batch_size, "rollout_batch_size": rollout_batch_size, "lora_r": lora_r,
+    }  # fmt: skip
+    _check_counts(counts, num_generations)
     dims = model_dims(model)
     defaults = gpu_preset(_preset_size(gpu_gb), trainer)
     bs = int(batch_size or defaults["per_device_train_batch_size"])
@@ -163,6 +168,21 @@ def plan(
     if trainer == "grpo":
         settings.update(_grpo_settings(defaults, bs, accum, num_generations, generation_batch_size, beta))
     return _plan_settings(dims, dims.name or str(model), trainer, preset, gpu_gb, settings, suggest=suggest)
+
+
+def _check_counts(counts: dict[str, int | None], num_generations: int | None) -> None:
+    """Sizes given to :func:`plan` must be whole numbers >= 1 (``num_generations`` >= 2); None takes the preset's."""
+    flags = ("batch_size", "grad_accum", "seq_len", "prompt_length")  # `rlhfkit plan --batch-size` etc.
+    problems = [
+        f"{name}={value!r} must be a whole number >= 1"
+        + (f" (--{name.replace('_', '-')})" if name in flags else "")
+        + ", or leave it out for the GPU preset's"
+        for name, value in counts.items()
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+    ]
+    if num_generations is not None and (not isinstance(num_generations, int) or num_generations < 2):
+        problems.append(f"num_generations={num_generations!r} must be >= 2: GRPO compares completions of a prompt")
+    raise_problems(problems)
 
 
 def _checked_layout(trainer: str, preset: str, precision: str, gpu_gb: float, layout: str | None) -> str | None:

@@ -57,6 +57,10 @@ def test_trainer_layouts_hold_the_right_model_copies():
         (("sft", "lora", 0), {}, "gpu=0 must be the GPU memory in GB"),
         (("sft", "lora"), {"layout": "shared"}, "layout='shared' applies to stage=ppo only; drop it for stage=sft"),
         (("grpo", "lora", 24), {"batch_size": 4, "num_generations": 3}, "must be divisible by num_generations=3"),
+        (("sft", "lora", 24), {"batch_size": 0}, r"batch_size=0 must be a whole number >= 1 \(--batch-size\)"),
+        (("sft", "lora", 24), {"seq_len": -5}, r"seq_len=-5 must be a whole number >= 1 \(--seq-len\)"),
+        (("ppo", "lora", 24), {"rollout_batch_size": 0}, "rollout_batch_size=0 must be a whole number >= 1, or"),
+        (("grpo", "lora", 24), {"num_generations": 1}, "num_generations=1 must be >= 2"),
     ],
 )
 def test_plan_errors_name_the_value(args, kwargs, message):
