@@ -6,6 +6,8 @@
 * :func:`check_recipe` -- the same for a recipe's parsed arguments (values are checked by
   :func:`rlhfkit.config.parse_recipe`); :func:`run_recipe` parses, checks and runs a recipe's ``main`` through the
   one error path (:mod:`rlhfkit.entry`).
+* :func:`check_preference_file`, :func:`check_eval_rm`, :func:`check_plan_config` -- the same for the other
+  commands (``data convert`` / ``agreement``, ``eval-rm``, ``plan --config``).
 * :func:`data_problems` (exists, readable, decodes, non-empty, has the columns a stage needs: only the first rows are
   read), :func:`model_problems` (config and tokenizer load; a reward model has a trained score head: no weights are
   loaded), :func:`output_dir_problems` and :func:`output_file_problems` (creatable, writable, not a file / a folder,
@@ -29,13 +31,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import LAB_PREFIX, DataArguments, ModelArguments, parse_recipe
+from rlhfkit.config import LAB_PREFIX, DataArguments, ModelArguments, parse_recipe, read_yaml
 from rlhfkit.data import FORMATS, detect_format
 from rlhfkit.entry import pop_debug, run_guarded
 from rlhfkit.errors import ConfigError, DataError, raise_problems
-from rlhfkit.pipeline.config import STAGES, DataSources, PipelineConfig, load_config, read_config
+from rlhfkit.monitors import MonitorConfig
+from rlhfkit.pipeline.config import STAGES, TRAINER_CONFIGS, DataSources, PipelineConfig, load_config, read_config
 from rlhfkit.pipeline.lock import LOCK_FILE
 from rlhfkit.pipeline.manifest import MANIFEST
+from rlhfkit.rules import check_values
 
 LAB = "lab"
 PEEK_ROWS = 5  # rows read from a data source to check that it decodes and has its columns
@@ -434,6 +438,42 @@ def check_pipeline(
     return cfg
 
 
+def check_preference_file(source: str, out: str | None = None) -> None:
+    """``rlhfkit data convert`` / ``data agreement``: the input exists and decodes (its first rows), and ``--out``
+    is a file that can be written (never an existing folder). Raises one ConfigError listing every problem."""
+    problems = data_problems(source, "INPUT", (), "the conversion")
+    if out is not None:
+        problems += output_file_problems(out, "--out")
+    raise_problems(problems)
+
+
+def check_eval_rm(model: str, data: str, out: str) -> None:
+    """``rlhfkit eval-rm``: a reward model with a trained score head, pairs that decode, a writable ``--out`` folder.
+    Raises one ConfigError listing every problem."""
+    problems = model_problems(model, "MODEL", reward=True)
+    problems += data_problems(data, "DATA", (), "the evaluation")
+    problems += output_dir_problems(out, "--out", run=False)
+    raise_problems(problems)
+
+
+def check_plan_config(path: str | os.PathLike, model: str | None = None) -> None:
+    """``rlhfkit plan --config``: the config's values, checked as ``rlhfkit run`` (a pipeline config: one with a
+    ``model:`` section) or the recipes (a ``configs/<model>/<stage>.yaml``) check them; data, model folders and the
+    output folder are not needed to plan memory and are not checked."""
+    raw = read_yaml(path)
+    if isinstance(raw.get("model"), dict):
+        check_pipeline(raw, {"model.model_name_or_path": model} if model else None, sources=False)
+        return
+    trainer = raw.get("stage", Path(path).stem)
+    if trainer not in TRAINER_CONFIGS:
+        return  # the planner names the stage it needs
+    problems = []
+    for cls in (ModelArguments, DataArguments, TRAINER_CONFIGS[trainer], MonitorConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        problems += check_values(cls, {k: v for k, v in raw.items() if k in names})[1]
+    raise_problems(problems)
+
+
 def _find(parsed: Sequence[Any], cls: type) -> Any:
     return next((p for p in parsed if isinstance(p, cls)), None)
 
@@ -479,7 +519,10 @@ def run_recipe(main: Callable[..., Any], trainer: str, dataclass_types: tuple, a
 
 
 __all__ = [
+    "check_eval_rm",
     "check_pipeline",
+    "check_plan_config",
+    "check_preference_file",
     "check_recipe",
     "data_problems",
     "model_problems",
