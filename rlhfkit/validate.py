@@ -6,8 +6,8 @@
 * :func:`check_recipe` -- the same for a recipe's parsed arguments (values are checked by
   :func:`rlhfkit.config.parse_recipe`); :func:`run_recipe` parses, checks and runs a recipe's ``main`` through the
   one error path (:mod:`rlhfkit.entry`).
-* :func:`check_preference_file`, :func:`check_eval_rm`, :func:`check_plan_config` -- the same for the other
-  commands (``data convert`` / ``agreement``, ``eval-rm``, ``plan --config``).
+* :func:`check_preference_file`, :func:`check_plan_config` -- the same for ``data convert`` / ``agreement`` and
+  ``plan --config`` (``eval-rm`` combines the ``*_problems`` functions below with its own pair loading).
 * :func:`data_problems` (exists, readable, decodes, non-empty, has the columns a stage needs: only the first rows are
   read), :func:`model_problems` (config and tokenizer load; a reward model has a trained score head: no weights are
   loaded), :func:`output_dir_problems` and :func:`output_file_problems` (creatable, writable, not a file / a folder,
@@ -447,15 +447,6 @@ def check_preference_file(source: str, out: str | None = None) -> None:
     raise_problems(problems)
 
 
-def check_eval_rm(model: str, data: str, out: str) -> None:
-    """``rlhfkit eval-rm``: a reward model with a trained score head, pairs that decode, a writable ``--out`` folder.
-    Raises one ConfigError listing every problem."""
-    problems = model_problems(model, "MODEL", reward=True)
-    problems += data_problems(data, "DATA", (), "the evaluation")
-    problems += output_dir_problems(out, "--out", run=False)
-    raise_problems(problems)
-
-
 def check_plan_config(path: str | os.PathLike, model: str | None = None) -> None:
     """``rlhfkit plan --config``: the config's values, checked as ``rlhfkit run`` (a pipeline config: one with a
     ``model:`` section) or the recipes (a ``configs/<model>/<stage>.yaml``) check them; data, model folders and the
@@ -519,7 +510,6 @@ def run_recipe(main: Callable[..., Any], trainer: str, dataclass_types: tuple, a
 
 
 __all__ = [
-    "check_eval_rm",
     "check_pipeline",
     "check_plan_config",
     "check_preference_file",
