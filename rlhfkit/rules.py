@@ -190,10 +190,31 @@ def _type_problem(cls: type, name: str, value: Any, where: str) -> str | None:
     return f"{where}={shown} is not {what}; write one, e.g. {where.rsplit('.', 1)[-1]}: {example}"
 
 
+# How transformers' HfArgumentParser reads a boolean flag's text.
+_BOOLS = {
+    "true": True,
+    "t": True,
+    "yes": True,
+    "y": True,
+    "1": True,
+    "false": False,
+    "f": False,
+    "no": False,
+    "n": False,
+    "0": False,
+}
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """A number written as a string (YAML 1.1 reads ``1e-4`` as one) for a numeric field, and a whole float for a
-    whole-number field, as the number the field takes; any other value as it is."""
+    whole-number field, as the number the field takes; ``true`` / ``false`` / ``None`` text (a command line) for a
+    boolean or optional field as the value; any other value as it is."""
     kinds, _ = field_kind(cls, name)
+    if isinstance(value, str) and "str" not in kinds:  # command-line text, as argparse / TRL's parser read it
+        if "None" in kinds and value in ("None", "null"):
+            return None
+        if "bool" in kinds and value.lower() in _BOOLS:
+            return _BOOLS[value.lower()]
     if not kinds & {"int", "float"} or "str" in kinds or isinstance(value, bool):
         return value
     if isinstance(value, str):

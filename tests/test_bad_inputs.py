@@ -678,6 +678,27 @@ CASES = [
         lambda ws: run(ws, None, "--set", "sft.max_steps"),
         r"--set 'sft\.max_steps': use KEY=VALUE",
     ),
+    Case(
+        "convert-rankings-length",
+        NO_FIX,
+        lambda ws: [
+            "rlhfkit",
+            "data",
+            "convert",
+            write(ws, "r.jsonl", jsonl({"prompt": "q", "responses": ["a", "b", "c"], "ranking": [0, 1]})),
+            "--format",
+            "rankings",
+            "--out",
+            str(ws / "o.jsonl"),
+        ],
+        r"r\.jsonl: row 1: column 'ranking' must be a list of 3 numbers",
+    ),
+    Case(
+        "prompts-hub-missing",
+        TOO_LATE,
+        lambda ws: run(ws, {"data.prompts": "nobody/no-such-prompts"}),
+        r"data\.prompts='nobody/no-such-prompts' split 'train' cannot be opened \(offline",
+    ),
     # -- argparse's multi-line usage --------------------------------------------------------------------------------
     Case(
         "convert-bad-format",

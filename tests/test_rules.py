@@ -44,6 +44,7 @@ def test_values_are_converted_then_checked_by_type_and_range():
     values, problems = check_values(Section, {"learning_rate": "1e-4", "steps": "1e3", "share": "5e-2"})
     assert values == {"learning_rate": 1e-4, "steps": 1000, "share": 0.05} and problems == []
     assert check_values(Section, {"steps": 3.0})[0] == {"steps": 3}  # a whole float for an int field
+    assert check_values(Section, {"flag": "false", "steps": "None"})[0] == {"flag": False, "steps": None}  # CLI text
     bad = {
         "learning_rate": [0.1, 0.2],
         "rollout_batch_size": 0,
