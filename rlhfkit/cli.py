@@ -27,7 +27,8 @@ import warnings
 from importlib.resources import files
 
 from rlhfkit import __version__
-from rlhfkit.errors import ConfigError, DataError, RlhfkitError
+from rlhfkit.entry import OneLineParser, run_guarded
+from rlhfkit.errors import ConfigError, DataError, raise_problems
 from rlhfkit.models import load_reward_model
 from rlhfkit.planner import GIB, plan, plan_config
 from rlhfkit.planner.plans import LAYOUTS
@@ -61,7 +62,7 @@ EXTRA_COLUMNS = ("subset", "agreement")  # kept from `columns` rows for per-subs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # argparse errors are one line naming the valid choices (exit 2), as every other error
         prog="rlhfkit",
         description="InstructGPT-style RLHF: SFT -> reward model -> PPO/GRPO, over Hugging Face TRL.",
     )
@@ -85,22 +86,20 @@ def _quiet_known_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; errors a user can fix print one ``error:`` line per problem and return 2
+    (:func:`rlhfkit.entry.run_guarded`: the same error path as the recipes)."""
     _quiet_known_noise()
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
+
+    def handle() -> int:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
-    except RlhfkitError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    return run_guarded(handle, debug="--debug" in argv)
 
 
 # ------------------------------------------------------------------------------------------ run / demo
@@ -128,6 +127,9 @@ def _pipeline_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     )
     if with_out:
         p.add_argument("--out", help="output folder (overrides output_dir)")
+    p.add_argument(
+        "--check", action="store_true", help="only check the config, data, model and output folder; run nothing"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -147,12 +149,20 @@ def _demo(args: argparse.Namespace) -> int:
 def _run_pipeline(source, args: argparse.Namespace) -> int:
     """Validate the whole config (``source``: a YAML path or a dict) with the ``--set`` / ``--out`` overrides, then
     run it. ``rlhfkit.pipeline`` imports torch and TRL, hence the import here."""
-    from rlhfkit.pipeline import load_config, parse_overrides, run_and_report
+    from rlhfkit.pipeline import STAGES, parse_overrides, run_and_report
+    from rlhfkit.validate import check_pipeline
 
+    for flag, stage in (("--from", args.from_stage), ("--until", args.until)):
+        if stage is not None and stage not in STAGES:
+            raise ConfigError(f"{flag} {stage!r} is not a stage; choose one of {list(STAGES)}")
     overrides = parse_overrides(args.set)
     if getattr(args, "out", None):
         overrides["output_dir"] = args.out
-    run_and_report(load_config(source, overrides), from_stage=args.from_stage, until=args.until)
+    cfg = check_pipeline(source, overrides)  # every value, data source, the model and output folder; all problems
+    if args.check:
+        print("config OK")
+        return 0
+    run_and_report(cfg, from_stage=args.from_stage, until=args.until)
     return 0
 
 
@@ -304,8 +314,11 @@ def _convert(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rlhfkit.data import load_preferences
+    from rlhfkit.validate import check_preference_file
 
-    data = load_preferences(args.input, args.format, on_bad_row=args.on_bad_row, **_convert_options(args))
+    options = _convert_options(args)
+    check_preference_file(args.input, args.out)  # readable input, --out a file (never an existing folder)
+    data = load_preferences(args.input, args.format, on_bad_row=args.on_bad_row, **options)
     data.write(args.out)
     console = Console()
     _print_data_report(console, data.report)
@@ -318,7 +331,16 @@ def _agreement(args: argparse.Namespace) -> int:
 
     from rlhfkit.data import agreement_summary, from_votes
     from rlhfkit.io import write_json
+    from rlhfkit.validate import check_preference_file, output_file_problems
 
+    thresholds = ("--min-agreement", "--labeler-threshold", "--max-tie-rate")
+    values = (args.min_agreement, args.labeler_threshold, args.max_tie_rate)
+    problems = [f"{flag} {value} must be in [0, 1], e.g. {flag} 0.6" for flag, value in zip(thresholds, values)]
+    raise_problems(
+        [p for p, value in zip(problems, values) if not 0.0 <= value <= 1.0]
+        + (output_file_problems(args.json, "--json") if args.json else [])
+    )
+    check_preference_file(args.input, args.out)  # readable input, --out a file (never an existing folder)
     columns = {name: getattr(args, name) for name in VOTE_COLUMNS if getattr(args, name) is not None}
     data = from_votes(
         args.input,
@@ -498,22 +520,29 @@ def _eval_rm(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
+    from rlhfkit.validate import data_problems, model_problems, output_dir_problems
 
+    problems = []
     if args.batch_size < 1:
-        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+        problems.append(f"--batch-size {args.batch_size} must be >= 1, e.g. --batch-size 16")
     if args.max_pairs is not None and args.max_pairs < 1:
-        raise ConfigError(f"--max-pairs {args.max_pairs} must be >= 1")
+        problems.append(f"--max-pairs {args.max_pairs} must be >= 1 (the gate needs at least 30)")
     if not 0.0 <= args.min_accuracy <= 1.0:
-        raise ConfigError(f"--min-accuracy {args.min_accuracy} must be in [0, 1], e.g. 0.6")
+        problems.append(f"--min-accuracy {args.min_accuracy} must be in [0, 1], e.g. 0.6")
+    # Every problem at once, before the (slow) model load: a trained score head, pairs that decode and are pairs, a
+    # writable --out folder.
+    unreadable = data_problems(args.data, "DATA", (), "the evaluation")
+    problems += model_problems(args.model, "MODEL", reward=True) + unreadable
+    problems += output_dir_problems(args.out, "--out", run=False)
+    pairs = []
+    if not unreadable:
+        try:
+            pairs = load_eval_pairs(args.data, args.format, args.max_pairs)
+        except DataError as e:
+            problems += e.problems
+    raise_problems(problems)
     console = Console()
-    pairs = load_eval_pairs(args.data, args.format, args.max_pairs)  # data errors before the (slow) model load
     model, tokenizer = load_reward_model(args.model)
-    if not any(a.endswith("ForSequenceClassification") for a in model.config.architectures or []):
-        console.print(
-            f"[yellow]warning:[/] {args.model} is not a sequence-classification checkpoint; its score head is "
-            "freshly initialised, so these scores are random",
-            highlight=False,
-        )
     with console.status(f"scoring {len(pairs)} pairs"):
         report = evaluate_reward_model(model, tokenizer, pairs, batch_size=args.batch_size)
     verdict = rm_gate(report, min_accuracy=args.min_accuracy)
@@ -558,6 +587,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     if args.config:
+        from rlhfkit.validate import check_plan_config  # the config's values, checked as run / the recipes do
+
+        check_plan_config(args.config, args.model)
         plans = list(plan_config(args.config, args.model).values())
     elif args.model and args.stage:
         settings = ("layout", "batch_size", "grad_accum", "seq_len", "prompt_length", "num_generations")

@@ -61,7 +61,8 @@ def test_eval_rm_auto_format_reads_pairs_only(tmp_path, capsys, row, message):
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps(row) + "\n")
     assert main(["eval-rm", str(tmp_path / "no-model"), str(data), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {data}: {message}") and "\n" not in err
-    assert "rlhfkit data convert" in err and ("--format hh|columns" in err or "evaluate pairs.jsonl" in err)
+    model, pairs = capsys.readouterr().err.strip().splitlines()  # every problem at once, one line each
+    assert model.startswith(f"error: MODEL='{tmp_path / 'no-model'}' does not exist")
+    assert pairs.startswith(f"error: {data}: {message}")
+    assert "rlhfkit data convert" in pairs and ("--format hh|columns" in pairs or "evaluate pairs.jsonl" in pairs)
     assert not (tmp_path / "out").exists()

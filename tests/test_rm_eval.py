@@ -259,7 +259,7 @@ def test_cli_errors_are_one_line_and_write_nothing(reward_dir, hh_file, tmp_path
     out = tmp_path / "report"
     assert main(["eval-rm", str(tmp_path / "no-model"), str(hh_file), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: model path") and "\n" not in err
+    assert err.startswith("error: MODEL=") and "does not exist" in err and "\n" not in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Q: hi\\nA:", "chosen": " a.", "rejected": " a."}\n')
     assert main(["eval-rm", str(reward_dir), str(bad), "--out", str(out)]) == 2
