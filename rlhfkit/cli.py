@@ -8,8 +8,9 @@
     rlhfkit plan --model M --stage S | --config F   memory plan of a training run on a GPU
 
 Exit codes: 0 = done; 1 = a verdict said no (``eval-rm``: the gate failed; ``plan``: it does not fit); 2 = an error
-a user can fix (:class:`~rlhfkit.errors.RlhfkitError`), printed as one line (``--debug`` shows the traceback);
-130 = interrupted.
+a user can fix (:class:`~rlhfkit.errors.RlhfkitError`, or a bad argument), printed as one ``error:`` line per problem
+(``--debug`` shows the traceback; :mod:`rlhfkit.entry` is the error path the recipes share); 130 = interrupted. Every
+command checks its inputs before it writes anything (:mod:`rlhfkit.validate`); ``run --check`` does only that.
 
 ``rlhfkit --help`` imports no torch: the rlhfkit modules that import torch, transformers, datasets or numpy when
 loaded (``pipeline``, ``data``, ``rm_eval``) and rich / yaml are imported inside the handlers that need them. The
