@@ -39,7 +39,7 @@ from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.config import STAGES, TRAINER_CONFIGS, DataSources, PipelineConfig, load_config, read_config
 from rlhfkit.pipeline.lock import LOCK_FILE
 from rlhfkit.pipeline.manifest import MANIFEST
-from rlhfkit.rules import check_values
+from rlhfkit.rules import check_values, unknown_keys
 
 LAB = "lab"
 PEEK_ROWS = 5  # rows read from a data source to check that it decodes and has its columns
@@ -225,26 +225,49 @@ def data_problems(
     return []
 
 
-def format_columns(fmt: str) -> tuple[str, ...]:
-    """The columns a preference format reads by default: the ``*_col`` defaults of its converter."""
-    params = inspect.signature(FORMATS[fmt]).parameters.values()
-    return tuple(p.default for p in params if p.name.endswith("_col") and isinstance(p.default, str))
+def format_columns(fmt: str, options: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The columns a preference format reads: its converter's ``*_col`` arguments (``options`` over their defaults)
+    and the ``*_cols`` ones given in ``options`` (per-labeler columns, which replace the votes list column)."""
+    options = options or {}
+    columns: list[str] = []
+    for p in inspect.signature(FORMATS[fmt]).parameters.values():
+        value = options.get(p.name, p.default)
+        if p.name == "votes_col" and options.get("labeler_cols"):
+            continue  # rlhfkit.data.votes: with labeler_cols the votes column is not read
+        if p.name.endswith("_col") and isinstance(value, str):
+            columns.append(value)
+        elif p.name.endswith("_cols") and value:
+            columns += [c.strip() for c in value.split(",")] if isinstance(value, str) else list(value)
+    return tuple(columns)
 
 
-def preference_problems(source: str, key: str, fmt: str, split: str = "train") -> list[str]:
-    """:func:`data_problems` for preference data in format ``fmt``; with ``auto`` the format must be detectable from
-    the columns (:func:`rlhfkit.data.detect_format`)."""
+def preference_problems(
+    source: str, key: str, fmt: str, split: str = "train", options: dict[str, Any] | None = None, options_key: str = ""
+) -> list[str]:
+    """:func:`data_problems` for preference data in format ``fmt`` read with ``options`` (the reader's keywords);
+    with ``auto`` the format must be detectable from the columns (:func:`rlhfkit.data.detect_format`), and every
+    option must be one the format's reader takes (``options_key`` names them in messages)."""
     if source == LAB or (fmt != "auto" and fmt not in FORMATS):
         return []  # an unknown format is reported by the config's own checks
-    if fmt != "auto":
-        return data_problems(source, key, (format_columns(fmt),), f"preference format {fmt!r}", split)
     rows, problems = _first_rows(source, key, "the preferences stage", split)
     if problems:
         return problems
-    try:
-        detect_format(rows)
-    except DataError as e:
-        return [f"{key}={source!r}: {e.problems[0].removeprefix('rows: ')}"]
+    if fmt == "auto":
+        try:
+            fmt = detect_format(rows)
+        except DataError as e:
+            return [f"{key}={source!r}: {e.problems[0].removeprefix('rows: ')}"]
+    takes = [p for p in inspect.signature(FORMATS[fmt]).parameters if p != "source"]
+    unknown = unknown_keys(options or {}, takes, "", f"the {fmt} reader takes {takes}", "option(s)")
+    if unknown:
+        return [f"{options_key or key}: {unknown[0]}"]
+    present = {c for row in rows for c in row}
+    missing = [c for c in format_columns(fmt, options) if c not in present]
+    if missing:
+        return [
+            f"{key}={source!r} has columns {sorted(present)}, not {'+'.join(missing)} that preference format {fmt!r} "
+            "reads; rename the columns or name them in the format's options (*_col)"
+        ]
     return []
 
 
@@ -408,8 +431,12 @@ def pipeline_source_problems(raw: dict[str, Any]) -> list[str]:
     for name, columns, stage in (("sft", SFT_COLUMNS, "the SFT stage"), ("prompts", PROMPT_COLUMNS, "the RL stage")):
         if isinstance(data[name], str):
             problems += data_problems(data[name], f"data.{name}", columns, stage, split)
+    options = data["preference_options"] if isinstance(data["preference_options"], dict) else None
     if isinstance(data["preferences"], str) and isinstance(data["preference_format"], str):
-        problems += preference_problems(data["preferences"], "data.preferences", data["preference_format"], split)
+        problems += preference_problems(
+            data["preferences"], "data.preferences", data["preference_format"], split, options,
+            "data.preference_options",
+        )  # fmt: skip
     model = _defaults(ModelArguments, raw.get("model"))
     if isinstance(model["model_name_or_path"], str):
         revision = model["model_revision"] if isinstance(model["model_revision"], str) else None

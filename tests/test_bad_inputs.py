@@ -481,7 +481,33 @@ CASES = [
                 "data.preference_format": "hh",
             },
         ),
-        r"data\.preferences='.*p\.jsonl' has columns .*; preference format 'hh' needs chosen\+rejected",
+        r"data\.preferences='.*p\.jsonl' has columns .*, not chosen\+rejected that preference format 'hh' reads",
+    ),
+    Case(
+        "prefs-options-unknown",
+        TOO_LATE,
+        lambda ws: run(
+            ws,
+            {
+                "data.preferences": write(ws, "v.jsonl", jsonl(VOTE)),
+                "data.preference_format": "votes",
+                "data.preference_options": {"labeler_col": "a,b"},
+            },
+        ),
+        r"data\.preference_options: unknown option\(s\) \['labeler_col'\] \(did you mean labeler_cols\?\)",
+    ),
+    Case(
+        "prefs-labeler-columns-missing",
+        TOO_LATE,
+        lambda ws: run(
+            ws,
+            {
+                "data.preferences": write(ws, "v.csv", "prompt,response_a,response_b,a1\nq,x,y,1\n"),
+                "data.preference_format": "votes",
+                "data.preference_options": {"labeler_cols": "a1,a2"},
+            },
+        ),
+        r"data\.preferences='.*v\.csv' has columns .*, not a2 that preference format 'votes' reads",
     ),
     Case(
         "prefs-undetectable",
@@ -531,7 +557,7 @@ CASES = [
         "recipe-reward-votes-columns",
         TOO_LATE,
         lambda ws: recipe("reward", ws, "--dataset", write(ws, "v.jsonl", jsonl(PAIR)), "--dataset_format", "votes"),
-        r"dataset='.*v\.jsonl' has columns .*; preference format 'votes' needs prompt\+response_a\+response_b\+votes",
+        r"dataset='.*v\.jsonl' has columns .*, not response_a\+response_b\+votes that preference format 'votes' reads",
     ),
     Case(
         "recipe-grpo-prompts",
@@ -562,7 +588,7 @@ CASES = [
             "rlhfkit",
             "data",
             "convert",
-            write(ws, "p.jsonl", jsonl(PAIR | {"chosen": 3})),
+            write(ws, "p.jsonl", jsonl(PAIR | {"chosen": None})),
             "--format",
             "columns",
             "--on-bad-row",
@@ -640,7 +666,7 @@ CASES = [
             "--out",
             str(ws / "o.jsonl"),
         ],
-        r"v\.jsonl: row 2: column 'votes' has 2 votes but earlier rows have 3.*use -1",
+        r"v\.jsonl: row 2: column 'votes' has 2 votes but earlier rows have 3.*use an empty value",
     ),
     Case(
         "convert-scores-items",
