@@ -1,0 +1,83 @@
+"""Sampling with token ids, sequence log-probabilities against a hand computation, and the Monte-Carlo KL."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlhfkit import lab
+from rlhfkit.errors import ConfigError
+from rlhfkit.sampling import generate, load_for_sampling, sequence_kl, sequence_logprobs
+from rlhfkit.scoring import sample_responses
+
+
+@pytest.fixture(scope="module")
+def policy(nano_model):
+    return load_for_sampling(nano_model)
+
+
+def _hand_logprob(model, prompt_ids, response_ids, temperature=1.0) -> float:
+    """log p(response | prompt), one token at a time from an unpadded forward pass."""
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    total = 0.0
+    for t, token in enumerate(response_ids):
+        pos = len(prompt_ids) + t - 1  # the logits at pos predict the token at pos + 1
+        total += torch.log_softmax(logits[pos] / temperature, dim=-1)[token].item()
+    return total
+
+
+def test_generate_matches_sample_responses_and_keeps_ids(nano_model, policy):
+    model, tokenizer = policy
+    prompts = lab.make_prompts(10, seed=4)
+    samples = generate(model, tokenizer, prompts, max_new_tokens=8, temperature=1.0, seed=3, batch_size=4)
+    assert samples.texts == sample_responses(str(nano_model), prompts, 8, 3, 1.0, batch_size=4)
+    assert samples.prompts == prompts and len(samples) == 10
+    for ids, text, done in zip(samples.response_ids, samples.texts, samples.finished):
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+        assert done == (ids[-1] == tokenizer.eos_token_id) and len(ids) <= 8
+    state = torch.random.get_rng_state()
+    grouped = generate(model, tokenizer, prompts[:3], max_new_tokens=8, seed=3, num_samples=4)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is untouched
+    assert grouped.prompts == [p for p in prompts[:3] for _ in range(4)] and grouped.num_samples == 4
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sequence_logprobs_equal_a_hand_computation(policy, temperature):
+    model, tokenizer = policy
+    prompts = lab.make_prompts(7, seed=1)
+    samples = generate(model, tokenizer, prompts, max_new_tokens=10, temperature=temperature, seed=0)
+    got = sequence_logprobs(model, samples.prompt_ids, samples.response_ids, temperature=temperature, batch_size=3)
+    want = [_hand_logprob(model, p, r, temperature) for p, r in zip(samples.prompt_ids, samples.response_ids)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert sequence_logprobs(model, [[1, 2]], [[]])[0] == 0.0
+
+
+def test_kl_is_zero_to_itself_and_matches_the_exact_kl_of_one_token(nano_model, policy, tmp_path):
+    model, tokenizer = policy
+    prompts = lab.make_prompts(6, seed=2)
+    samples = generate(model, tokenizer, prompts, max_new_tokens=6, seed=1)
+    same = sequence_kl(model, model, samples)
+    assert same.mean == 0.0 and same.n == 6
+
+    # a second model: the first with its LM head perturbed; for one-token responses the exact KL is a sum over V
+    other, _ = load_for_sampling(nano_model)
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.05 * torch.randn_like(other.lm_head.weight))
+    prompt = lab.make_prompts(1, seed=5)
+    many = generate(model, tokenizer, prompt, max_new_tokens=1, seed=0, num_samples=2000, batch_size=500)
+    estimate = sequence_kl(model, other, many, batch_size=500)
+    ids = torch.tensor([many.prompt_ids[0]])
+    with torch.no_grad():
+        p = torch.log_softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+        q = torch.log_softmax(other(input_ids=ids).logits[0, -1].double(), -1)
+    exact = float((p.exp() * (p - q)).sum())
+    assert abs(estimate.mean - exact) < 4 * estimate.sem, (estimate, exact)
+
+
+def test_bad_settings_are_one_line_errors(policy):
+    model, tokenizer = policy
+    with pytest.raises(ConfigError, match="temperature=0"):
+        generate(model, tokenizer, ["Q: List 1 fruits.\nA:"], max_new_tokens=4, temperature=0)
+    with pytest.raises(ConfigError, match="2 prompts for 1 responses"):
+        sequence_logprobs(model, [[1], [2]], [[3]])
