@@ -56,6 +56,14 @@ class Samples:
         """Mean response length in tokens."""
         return float(np.mean([len(r) for r in self.response_ids])) if self.response_ids else 0.0
 
+    def full_texts(self) -> list:
+        """Prompt + response of each sample as a reward model scores it (:func:`rlhfkit.scoring.score_texts`): the
+        concatenated text, or the chat messages with the response as the assistant's turn."""
+        return [
+            p + r if isinstance(p, str) else [*p, {"role": "assistant", "content": r}]
+            for p, r in zip(self.prompts, self.texts, strict=True)
+        ]
+
 
 def load_for_sampling(model_dir: str | os.PathLike, preset="full"):
     """A saved policy ready to sample: left padding, eval mode, on the GPU when there is one (``qlora``: 4-bit).

@@ -1,0 +1,134 @@
+"""Best-of-N: the analytic KL, the unbiased best-of-N estimator against brute force, the curve, and rejection-sampling
+fine-tuning rounds (files, selection, resume)."""
+
+import itertools
+import math
+import os
+
+import numpy as np
+import pytest
+
+from rlhfkit import lab
+from rlhfkit.best_of_n import (
+    analytic_kl,
+    best_of_n_config,
+    best_of_n_curve,
+    curve_from_scores,
+    expected_best_of_n,
+    run_best_of_n,
+    where_gold_stops,
+)
+from rlhfkit.errors import ConfigError
+from rlhfkit.io import read_jsonl
+from rlhfkit.sampling import load_for_sampling
+from rlhfkit.scoring import load_scorer
+
+
+def test_analytic_kl():
+    assert analytic_kl(1) == 0.0
+    assert analytic_kl(2) == pytest.approx(math.log(2) - 0.5)
+    assert analytic_kl(16) == pytest.approx(2.7725887 - 0.9375)
+    with pytest.raises(ConfigError, match="N >= 1"):
+        analytic_kl(0)
+
+
+def _brute_force(proxy_row, gold_row, n):
+    """Mean proxy and gold of the proxy's pick over every n-subset (ties: the later sample, as documented)."""
+    picks = []
+    for subset in itertools.combinations(range(len(proxy_row)), n):
+        best = max(subset, key=lambda i: (proxy_row[i], i))
+        picks.append((proxy_row[best], gold_row[best]))
+    return np.mean(picks, axis=0)
+
+
+def test_expected_best_of_n_equals_brute_force_over_all_subsets():
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=(5, 7)).round(1)  # rounding makes ties
+    proxy[0, :3] = 0.5
+    gold = rng.normal(size=(5, 7))
+    ns = [1, 2, 3, 5, 7]
+    got = expected_best_of_n(proxy, {"gold": gold}, ns)
+    for p in range(5):
+        for j, n in enumerate(ns):
+            want_proxy, want_gold = _brute_force(proxy[p], gold[p], n)
+            assert got["proxy"][p, j] == pytest.approx(want_proxy)
+            assert got["gold"][p, j] == pytest.approx(want_gold)
+    np.testing.assert_allclose(got["proxy"][:, 0], proxy.mean(axis=1))  # N = 1: any sample
+    np.testing.assert_allclose(got["proxy"][:, -1], proxy.max(axis=1))  # N = M: the best one
+    with pytest.raises(ConfigError, match="N=8 needs 1 <= N <= 7"):
+        expected_best_of_n(proxy, {}, [8])
+
+
+def test_curve_is_monotone_in_the_proxy_and_says_where_gold_stops():
+    rng = np.random.default_rng(1)
+    proxy = rng.normal(size=(400, 16))
+    # gold follows the proxy up to ~1.0, then falls: the reward model over-rates its top answers
+    gold = np.where(proxy < 1.0, proxy, 2.0 - 1.5 * proxy) + 0.1 * rng.normal(size=proxy.shape)
+    curve = curve_from_scores(proxy, [1, 2, 4, 8, 16], gold)
+    assert [r["n"] for r in curve.rows] == [1, 2, 4, 8, 16]
+    assert all(a["proxy"] <= b["proxy"] for a, b in zip(curve.rows, curve.rows[1:]))
+    stops = where_gold_stops(curve)
+    assert stops["proxy_monotone"] and stops["stops_at"] == stops["gold_peak_n"] < 16
+    assert stops["drop_at_largest_n"] > 2 * stops["drop_sem"]
+    follows = where_gold_stops(curve_from_scores(proxy, [1, 2, 4, 8, 16], proxy + 0.1 * rng.normal(size=proxy.shape)))
+    assert follows["stops_at"] is None and follows["gold_peak_n"] == 16
+    assert curve.to_dict()["gold_stops"] == stops
+
+
+def test_best_of_n_curve_samples_scores_and_estimates(nano_model):
+    model, tokenizer = load_for_sampling(nano_model)
+    rm, rm_tokenizer = load_scorer(str(nano_model))  # any sequence-classification checkpoint: a new score head
+    prompts = lab.make_prompts(12, seed=3)
+    curve = best_of_n_curve(model, tokenizer, rm, rm_tokenizer, prompts, ns=[4, 1, 2], max_new_tokens=8,
+                            metric_fn=lab.lab_gold)  # fmt: skip
+    assert [r["n"] for r in curve.rows] == [1, 2, 4]
+    assert curve.per_prompt["proxy"].shape == (12, 3) and curve.per_prompt["gold"].shape == (12, 3)
+    assert curve.rows[0]["kl"] == 0.0 and curve.rows[2]["kl"] == pytest.approx(analytic_kl(4))
+    assert curve.rows[0]["proxy"] <= curve.rows[1]["proxy"] <= curve.rows[2]["proxy"]
+
+
+def test_rejection_sampling_rounds_select_train_log_and_resume(nano_model, tmp_path):
+    config = best_of_n_config(
+        tmp_path / "bon",
+        rounds=2,
+        num_samples=4,
+        prompts_per_round=6,
+        max_completion_length=8,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+    )
+    prompts = lab.make_prompts(10, seed=0)
+    result = run_best_of_n(nano_model, prompts, config, reward_model=nano_model, metric_funcs=[lab.lab_gold])
+    rounds = [tmp_path / "bon" / f"round-{r}" for r in (1, 2)]
+    for round_dir in rounds:
+        rows = read_jsonl(round_dir / "samples.jsonl")
+        assert len(rows) == 6 * 4 and sum(row["kept"] for row in rows) == 6  # one kept per prompt
+        for i in range(0, 24, 4):
+            group = rows[i : i + 4]
+            assert len({row["prompt"] for row in group}) == 1
+            assert max(group, key=lambda row: row["score"])["kept"]
+            assert all("lab_gold" in row for row in group)
+        assert (round_dir / "model" / "model.safetensors").exists() and not list(round_dir.glob("checkpoint-*"))
+    second = [row["prompt"] for row in read_jsonl(rounds[1] / "samples.jsonl")][::4]
+    assert second == [prompts[(6 + j) % 10] for j in range(6)]  # round 2 takes the next slice, wrapping around
+    final = result.model_dir / "model.safetensors"
+    assert os.path.samefile(final, rounds[1] / "model" / "model.safetensors")  # hard links, no copy
+    assert [h["step"] for h in result.log_history] == [0, 1, 2]
+    assert result.log_history[0]["kl_per_sequence"] == 0.0 and result.log_history[2]["kl_per_sequence"] != 0.0
+    assert result.metrics["rounds_done"] == 2 and (tmp_path / "bon" / "health.jsonl").exists()
+
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("round-*/model/*")}
+    again = run_best_of_n(nano_model, prompts, config, reward_model=nano_model, metric_funcs=[lab.lab_gold])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("round-*/model/*")} == before  # nothing retrained
+    assert again.log_history[:2] == result.log_history[:2]
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="rounds=0 must be >= 1"):
+        best_of_n_config(tmp_path, rounds=0)
+    with pytest.raises(ConfigError, match="prompts_per_round=0"):
+        best_of_n_config(tmp_path, prompts_per_round=0)
