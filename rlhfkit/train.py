@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.dpo import DPOTrainer
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import atomic_path
 from rlhfkit.models import (
@@ -203,9 +204,6 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# ------------------------------------------------------------------------------------------ GRPO
-
-
 # ------------------------------------------------------------------------------------------ PPO
 def run_ppo(
     model_name_or_path: str | os.PathLike,
@@ -312,6 +310,7 @@ def _prompt_dataset(data):
     return as_dataset(data, "train_dataset", ("prompt",))
 
 
+# ------------------------------------------------------------------------------------------ GRPO and RLOO
 def run_grpo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
@@ -358,13 +357,90 @@ def run_grpo(
     """
     from trl import GRPOTrainer
 
+    rewards = dict(
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        reward_funcs=reward_funcs,
+        reward_weights=reward_weights,
+        preset=preset,
+        trust_remote_code=trust_remote_code,
+        callbacks=callbacks,
+        monitor_config=monitor_config,
+        reward_mean=reward_mean,
+        reward_std=reward_std,
+    )
+    return _run_sampling_rl(GRPOTrainer, "grpo", model_name_or_path, train_dataset, config, **rewards)
+
+
+def run_rloo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    reward_model=None,
+    reward_tokenizer=None,
+    reward_funcs=None,
+    reward_weights: Sequence[float] | None = None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+) -> RunResult:
+    """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
+
+    Each prompt gets ``num_generations`` completions; a completion's advantage is its reward minus the mean reward
+    of the *other* completions of its prompt (:mod:`rlhfkit.rloo`). The KL to the SFT model is a per-sequence
+    penalty in the reward (``reward - beta * sum_t log(pi / pi_ref)``), so ``beta`` is in units of the reward: pass
+    ``reward_mean`` / ``reward_std`` (from rm_eval) to put it in units of the reward model's spread. Arguments,
+    monitors and the result are those of :func:`run_grpo`; ``config`` is a ``trl.RLOOConfig``
+    (:func:`rlhfkit.rloo.rloo_config`).
+    """
+    from trl import RLOOTrainer
+
+    rewards = dict(
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        reward_funcs=reward_funcs,
+        reward_weights=reward_weights,
+        preset=preset,
+        trust_remote_code=trust_remote_code,
+        callbacks=callbacks,
+        monitor_config=monitor_config,
+        reward_mean=reward_mean,
+        reward_std=reward_std,
+    )
+    return _run_sampling_rl(RLOOTrainer, "rloo", model_name_or_path, train_dataset, config, **rewards)
+
+
+def _run_sampling_rl(
+    trainer_cls,
+    name: str,
+    model_name_or_path,
+    train_dataset,
+    config,
+    *,
+    reward_model,
+    reward_tokenizer,
+    reward_funcs,
+    reward_weights,
+    preset,
+    trust_remote_code,
+    callbacks,
+    monitor_config,
+    reward_mean,
+    reward_std,
+) -> RunResult:
+    """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (same signature)."""
     method = method_preset(preset) if isinstance(preset, str) else preset
     if reward_model is None and not reward_funcs:
-        raise ConfigError("run_grpo needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
+        raise ConfigError(f"run_{name} needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
     if config.beta == 0:
         logger.warning(
-            "grpo: beta=0 removes the KL penalty to the SFT model, so nothing keeps the policy where the reward model "
-            "is accurate (reward hacking); set beta > 0 (rlhfkit's default %s)",
+            "%s: beta=0 removes the KL penalty to the SFT model, so nothing keeps the policy where the reward model "
+            "is accurate (reward hacking); set beta > 0 (rlhfkit's GRPO default %s)",
+            name,
             GRPO_BETA,
         )
     train_dataset = _prompt_dataset(train_dataset)
@@ -390,7 +466,7 @@ def run_grpo(
         )
 
     model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
-    trainer = GRPOTrainer(
+    trainer = trainer_cls(
         model=model,
         reward_funcs=funcs,
         args=config,
@@ -403,11 +479,78 @@ def run_grpo(
     if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
         scorer.model.to(trainer.accelerator.device)
     # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
+    return _train_monitored(trainer, tokenizer, config, name, str(model_name_or_path), monitor_config)
+
+
+def _train_monitored(
+    trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None
+) -> RunResult:
+    """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save; count the alerts."""
     frozen, frozen_exclude = _frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
         trainer.add_callback(callback)
-    result = _train_and_save(trainer, tokenizer, config, "grpo", str(model_name_or_path), "causal", None)
+    result = _train_and_save(trainer, tokenizer, config, name, base_model, "causal", eval_dataset)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
     result.metrics["monitor_alerts"] = len(health.alerts)
     return result
+
+
+# ------------------------------------------------------------------------------------------ DPO
+# DPO's logged series the monitors keep in their timeline beside the signals they read (chosen/rejected drift).
+DPO_HEALTH_KEYS = ("logratios/chosen", "logratios/rejected", "logps/chosen", "logps/rejected", "rewards/accuracies")
+
+
+def run_dpo(
+    model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    *,
+    eval_dataset=None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+) -> RunResult:
+    """DPO on preference pairs with :class:`rlhfkit.dpo.DPOTrainer` (TRL's, logging the KL on policy samples).
+
+    Args:
+        model_name_or_path: the SFT model: the policy's starting point and the reference of the implicit reward.
+        train_dataset: preference pairs, ``prompt`` / ``chosen`` / ``rejected`` (text or chat messages) -- the
+            pairs the reward stage trains on.
+        config: a :class:`rlhfkit.dpo.DPOConfig` (:func:`rlhfkit.dpo.dpo_config`: presets, precision).
+        eval_dataset: held-out pairs; DPO's loss and reward accuracy are measured before and after training.
+        preset: ``full`` (the reference is a frozen copy of the SFT model, loaded as the policy is) | ``lora`` |
+            ``qlora`` (the reference is the policy with its adapter disabled: one base in memory).
+        callbacks: extra ``TrainerCallback``s; the monitors are always added. They read ``objective/kl`` (sampled,
+            see :class:`rlhfkit.dpo.DPOConfig`), the reward margins, entropy, length and truncation of the samples;
+            :data:`DPO_HEALTH_KEYS` are kept in the timeline; the reference is checked bit-identical at the end.
+        monitor_config: a :class:`rlhfkit.monitors.MonitorConfig`.
+    Returns:
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]``.
+    """
+    import dataclasses
+
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    cols = ("prompt", "chosen", "rejected")
+    train_dataset = as_dataset(train_dataset, "train_dataset", cols)
+    eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
+    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    reference = None
+    if method.lora is None:  # loaded as the policy is (same tokenizer fixes and dtype), frozen
+        reference, _ = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+        reference.eval().requires_grad_(False)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=method.lora,
+        callbacks=list(callbacks or []),
+    )
+    monitor = monitor_config or MonitorConfig()
+    extra = [k for k in DPO_HEALTH_KEYS if k not in monitor.health_extra_keys]
+    monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, *extra])
+    return _train_monitored(trainer, tokenizer, config, "dpo", str(model_name_or_path), monitor, eval_dataset)

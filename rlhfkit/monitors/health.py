@@ -91,7 +91,12 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
 
     GRPO (TRL 1.16): ``kl`` (per token) x ``completions/mean_length``, ``reward``, ``reward_std``,
     ``frac_reward_zero_std``, ``entropy`` (per token), ``clip_ratio/region_mean`` (``cispo_clip_ratio`` for CISPO),
-    ``completions/clipped_ratio`` (share without EOS). Eval logs (``eval_*``) and missing/None values are ignored.
+    ``completions/clipped_ratio`` (share without EOS). RLOO (TRL 1.16) logs the same names.
+
+    DPO (TRL 1.16 + :class:`rlhfkit.dpo.DPOTrainer`): ``objective/kl`` (nats/seq, sampled from the policy at each
+    log), ``rewards/margins`` (the implicit reward's chosen - rejected margin, as the reward), ``entropy`` (per
+    token, on the pairs), and the samples' ``completions/mean_length`` / ``completions/clipped_ratio``.
+    Eval logs (``eval_*``) and missing/None values are ignored.
     """
 
     def get(key):
@@ -99,7 +104,16 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     length = get("completions/mean_length")
-    if get("objective/kl") is not None or get("objective/scores") is not None:  # rlhfkit PPO
+    if get("rewards/margins") is not None:  # TRL DPO, with rlhfkit's KL on policy samples (rlhfkit.dpo.DPOTrainer)
+        out = {
+            "stage": "dpo",
+            "kl": get("objective/kl"),
+            "reward": get("rewards/margins"),
+            "length": length,
+            "entropy": get("entropy"),
+            "truncation": get("completions/clipped_ratio"),
+        }
+    elif get("objective/kl") is not None or get("objective/scores") is not None:  # rlhfkit PPO
         entropy = get("policy/entropy_avg")
         if entropy is None and get("objective/entropy") is not None and length:
             entropy = get("objective/entropy") / length
