@@ -1,0 +1,54 @@
+"""RLOO over TRL's RLOOTrainer with rlhfkit's reward-model scorer, presets and monitors (as GRPO)."""
+
+import pytest
+
+from rlhfkit import lab
+from rlhfkit.errors import ConfigError
+from rlhfkit.monitors import read_metrics
+from rlhfkit.rloo import rloo_config
+from rlhfkit.train import run_rloo
+
+
+def _config(out, **kw):
+    kw = {"max_steps": 2, "per_device_train_batch_size": 16, "num_generations": 4, "max_completion_length": 12,
+          "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 10_000, "report_to": [], "seed": 0,
+          "disable_tqdm": True, "gradient_checkpointing": False, **kw}  # fmt: skip
+    return rloo_config(out, **kw)
+
+
+def test_rloo_config_keeps_a_kl_leash_and_cpu_precision(tmp_path):
+    cfg = rloo_config(tmp_path)
+    assert cfg.beta > 0 and cfg.bf16 is False and cfg.use_cpu
+    assert rloo_config(tmp_path, beta=0.2, preset="lora").beta == 0.2
+
+
+@pytest.mark.parametrize("preset", ["full", "lora"])
+def test_rloo_scores_with_the_reward_model_logs_gold_and_monitors(nano_model, tmp_path, preset):
+    result = run_rloo(
+        nano_model,
+        lab.make_prompts(64),
+        _config(tmp_path / "rloo", preset=preset),
+        reward_model=nano_model,  # any sequence-classification checkpoint: its score head is new here
+        reward_funcs=[lab.lab_gold],
+        reward_weights=[1.0, 0.0],  # gold logged beside the proxy, never optimised
+        reward_mean=0.5,
+        reward_std=2.0,
+        preset=preset,
+    )
+    logs = [row for row in result.log_history if "reward" in row]
+    assert len(logs) == 2
+    for row in logs:
+        assert row["reward"] == pytest.approx(row["rewards/reward_model/mean"], abs=1e-5)
+        assert "rewards/lab_gold/mean" in row and "kl" in row  # beta > 0: the reference is used
+        assert read_metrics(row)["kl"] == pytest.approx(row["kl"] * row["completions/mean_length"])
+    assert (tmp_path / "rloo" / "health.jsonl").exists() and result.metrics["monitor_alerts"] >= 0
+    assert (result.model_dir / "model.safetensors").exists()
+    assert (tmp_path / "rloo" / "adapter").is_dir() == (preset == "lora")
+
+
+def test_rloo_errors_name_the_field(nano_model, tmp_path):
+    with pytest.raises(ConfigError, match="run_rloo needs a reward"):
+        run_rloo(nano_model, lab.make_prompts(8), _config(tmp_path))
+    with pytest.raises(ConfigError, match=r"reward_weights=\[1.0\] has 1 weight\(s\) for 2"):
+        run_rloo(nano_model, lab.make_prompts(8), _config(tmp_path), reward_model=nano_model,
+                 reward_funcs=[lab.lab_gold], reward_weights=[1.0])  # fmt: skip
