@@ -15,9 +15,11 @@ on them with TRL's ``SFTTrainer`` (Llama 2's rejection sampling; the "keep best-
 penalty: the number of rounds and steps is the leash, and each round's KL to the SFT model is measured on its samples
 (:func:`rlhfkit.sampling.sequence_kl`) and fed to the monitors with the round's proxy reward, length and truncation.
 
-Each round writes ``<output_dir>/round-<r>/``: ``samples.jsonl`` (every sample, its score, which were kept) and
-``model/``; a rerun skips finished rounds and resumes an interrupted one from its checkpoints on the same samples.
-The final policy is ``<output_dir>/model`` (hard links to the last round's files).
+Each round writes ``<output_dir>/round-<r>/``: ``samples.jsonl`` (every sample, its score, which were kept),
+``stats.jsonl`` (the round's log) and ``model/``; ``round-<R+1>/`` holds the samples that measure the final policy
+(nothing is trained on them). A rerun skips finished rounds and resumes an interrupted one from its checkpoints on
+the same samples. The final policy is ``<output_dir>/model`` (hard links to the last round's files). Under several
+processes the main one samples and writes, and every process fine-tunes (DDP).
 """
 
 from __future__ import annotations
@@ -329,6 +331,7 @@ def run_best_of_n(
         a :class:`~rlhfkit.train.RunResult` (trainer ``best_of_n``) whose ``log_history`` has one row per round
         (``step`` = round) plus one for the final policy, and ``metrics`` with ``rounds_done``, ``monitor_alerts``.
     """
+    from accelerate import PartialState
     from transformers import TrainerControl, TrainerState
 
     metric_funcs = list(metric_funcs or [])
@@ -336,40 +339,40 @@ def run_best_of_n(
     if not prompts:
         raise ConfigError("run_best_of_n needs prompts; train_dataset is empty")
     out, sft_dir = Path(config.output_dir), str(model_name_or_path)
+    process = PartialState()  # several processes: the main one samples and writes, all of them fine-tune (DDP)
     monitor = HealthMonitor(monitor_config or MonitorConfig())
-    state, control = TrainerState(), TrainerControl()
+    state, control = TrainerState(is_world_process_zero=process.is_main_process), TrainerControl()
     monitor.on_train_begin(config, state, control)
     policy, history = sft_dir, []
-    for r in range(1, config.rounds + 2):  # the extra pass only measures the final policy
-        final = r == config.rounds + 1
+    for r in range(1, config.rounds + 2):  # round R + 1's samples measure the final policy (nothing is trained)
         round_dir = out / f"round-{r}"
-        samples_file = round_dir / "samples.jsonl"
-        if final or not samples_file.exists():
-            round_prompts = _round_prompts(prompts, config, r)
-            rows, stats = _sample_round(
-                policy, sft_dir, reward_model, round_prompts, config, preset, config.seed + r, metric_funcs
-            )
-            if not final:
-                write_jsonl(samples_file, rows)
-                write_jsonl(round_dir / "stats.jsonl", [stats])
-        else:  # resuming: the same samples and stats as before
-            rows, stats = read_jsonl(samples_file), read_jsonl(round_dir / "stats.jsonl")[0]
+        if not (round_dir / "stats.jsonl").exists():  # else resuming: the same samples as before
+            if process.is_main_process:
+                rows, stats = _sample_round(policy, sft_dir, reward_model, _round_prompts(prompts, config, r),
+                                            config, preset, config.seed + r, metric_funcs)  # fmt: skip
+                write_jsonl(round_dir / "samples.jsonl", rows)
+                write_jsonl(round_dir / "stats.jsonl", [stats])  # written last: its presence means the round sampled
+            process.wait_for_everyone()
+        rows, stats = read_jsonl(round_dir / "samples.jsonl"), read_jsonl(round_dir / "stats.jsonl")[0]
         state.global_step = r - 1  # the log describes the policy after r - 1 rounds
         history.append({**stats, "step": r - 1})
         monitor.on_log(config, state, control, logs=dict(stats))
         logger.info("best_of_n: policy after %d round(s): reward model %.3f, KL %.3f nats/seq", r - 1,
                     stats["reward"], stats["kl_per_sequence"])  # fmt: skip
-        if final or control.should_training_stop:
+        if r > config.rounds or control.should_training_stop:
             break
         if not (round_dir / MODEL_SUBDIR).exists():
             kept = [{"prompt": row["prompt"], "completion": _as_completion(row)} for row in rows if row["kept"]]
             round_config = dataclasses.replace(config, output_dir=str(round_dir))
             run_sft(policy, kept, round_config, preset=preset)
-            remove_checkpoints(round_dir)
+            if process.is_main_process:
+                remove_checkpoints(round_dir)
         policy = str(round_dir / MODEL_SUBDIR)
         _free_memory()
     monitor.on_train_end(config, state, control)
-    _link_final(Path(policy), out / MODEL_SUBDIR)
+    if process.is_main_process:
+        _link_final(Path(policy), out / MODEL_SUBDIR)
+    process.wait_for_everyone()
     metrics = {"rounds_done": state.global_step, "monitor_alerts": len(monitor.alerts), "stop_step": monitor.stop_step}
     return RunResult(trainer="best_of_n", model_dir=out / MODEL_SUBDIR, metrics=metrics, log_history=history)
 

@@ -2,6 +2,7 @@
 
     rlhfkit demo [--print-config]                   the whole pipeline on the built-in lab
     rlhfkit run CONFIG [--from STAGE] [--set K=V]   run (or resume) the pipeline from a YAML config
+    rlhfkit compare CONFIG|demo [--algorithms A,B]  PPO, GRPO, RLOO, DPO, best-of-N on the same data, one table
     rlhfkit presets list | show NAME [--stage S]    method / GPU-size presets and what they expand to
     rlhfkit data convert | agreement INPUT ...      preference data -> prompt/chosen/rejected; labeler agreement
     rlhfkit eval-rm MODEL DATA [--out DIR]          reward-model report and the gate before RL
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_pipeline_commands(sub)  # the order here is the order in --help
+    _add_compare(sub)
     _add_presets(sub)
     _add_data(sub)
     _add_eval_rm(sub)
@@ -147,23 +149,71 @@ def _demo(args: argparse.Namespace) -> int:
     return _run_pipeline(yaml.safe_load(text), args)
 
 
-def _run_pipeline(source, args: argparse.Namespace) -> int:
-    """Validate the whole config (``source``: a YAML path or a dict) with the ``--set`` / ``--out`` overrides, then
-    run it. ``rlhfkit.pipeline`` imports torch and TRL, hence the import here."""
-    from rlhfkit.pipeline import STAGES, parse_overrides, run_and_report
+def _load_pipeline_config(source, args: argparse.Namespace):
+    """The whole config (``source``: a YAML path or a dict) with the ``--set`` / ``--out`` overrides, validated: every
+    value, data source, the model and the output folder, all problems at once. ``rlhfkit.pipeline`` imports torch and
+    TRL, hence the import here."""
+    from rlhfkit.pipeline import STAGES, parse_overrides
     from rlhfkit.validate import check_pipeline
 
-    for flag, stage in (("--from", args.from_stage), ("--until", args.until)):
+    for flag, stage in (("--from", getattr(args, "from_stage", None)), ("--until", getattr(args, "until", None))):
         if stage is not None and stage not in STAGES:
             raise ConfigError(f"{flag} {stage!r} is not a stage; choose one of {list(STAGES)}")
     overrides = parse_overrides(args.set)
     if getattr(args, "out", None):
         overrides["output_dir"] = args.out
-    cfg = check_pipeline(source, overrides)  # every value, data source, the model and output folder; all problems
+    return check_pipeline(source, overrides)
+
+
+def _run_pipeline(source, args: argparse.Namespace) -> int:
+    """Validate the whole config, then run it (``--check``: only validate)."""
+    from rlhfkit.pipeline import run_and_report
+
+    cfg = _load_pipeline_config(source, args)
     if args.check:
         print("config OK")
         return 0
     run_and_report(cfg, from_stage=args.from_stage, until=args.until)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ compare
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="run PPO, GRPO, RLOO, DPO and best-of-N on the same SFT model, reward model and data"
+    )
+    p.add_argument("config", help="pipeline YAML (its sections configure each algorithm), or 'demo' for the demo's")
+    p.add_argument(
+        "--algorithms",
+        default="ppo,grpo,rloo,dpo,best_of_n",
+        help="comma-separated: ppo, grpo, rloo, dpo, best_of_n (default: all)",
+    )
+    p.add_argument("--best-of-n", default="1,2,4,8,16", help="N of the best-of-N curve (default: 1,2,4,8,16)")
+    p.add_argument("--out", help="output folder (overrides output_dir)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value syntax)"
+    )
+    p.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Shared stages once, then every algorithm in its own resumable folder; prints compare.md."""
+    import time
+
+    import yaml
+    from rich.console import Console
+
+    from rlhfkit.compare import parse_algorithms, parse_ns, run_compare
+
+    algorithms, ns = parse_algorithms(args.algorithms), parse_ns(args.best_of_n)
+    demo = args.config == "demo"  # `rlhfkit demo`'s config: its finished stages are reused
+    source = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text()) if demo else args.config
+    cfg = _load_pipeline_config(source, args)
+    console = Console()
+    start = time.perf_counter()
+    run_compare(cfg, algorithms, ns=ns, say=lambda m: console.print(m, markup=False, highlight=False))
+    console.print((cfg.output_dir / "compare.md").read_text(), markup=False, highlight=False)
+    console.print(f"compare: {time.perf_counter() - start:.0f} s wall; {cfg.output_dir / 'compare.md'}")
     return 0
 
 

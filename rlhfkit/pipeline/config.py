@@ -11,9 +11,12 @@ Config sections (TRL's dataclasses where TRL has one)::
     sft:       trl.SFTConfig fields
     reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings)
     gate:      GateArguments    (min_accuracy, override)
-    rl:        RLArguments      (algorithm: ppo | grpo, eval_prompts)
+    rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, eval_prompts, ...)
     ppo:       rlhfkit.ppo.PPOConfig fields
     grpo:      rlhfkit.grpo.GRPOConfig fields
+    rloo:      trl.RLOOConfig fields
+    dpo:       rlhfkit.dpo.DPOConfig fields
+    best_of_n: rlhfkit.best_of_n.BestOfNConfig fields (rejection-sampling fine-tuning)
     monitor:   rlhfkit.monitors.MonitorConfig fields
 """
 
@@ -26,11 +29,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from trl import SFTConfig
+from trl import RLOOConfig, SFTConfig
 
 from rlhfkit import lab
+from rlhfkit.best_of_n import BestOfNConfig
 from rlhfkit.config import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
 from rlhfkit.data.agreement import TIES
+from rlhfkit.dpo import DPOConfig
 from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
@@ -38,9 +43,19 @@ from rlhfkit.ppo.config import PPOConfig
 from rlhfkit.reward import RewardConfig
 from rlhfkit.rules import AT_LEAST_ONE, FRACTION, PROBABILITY, Range, check_values, config_problems, unknown_keys
 
-# The config class of each training run the pipeline builds, and the RL ones among them.
-TRAINER_CONFIGS: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "grpo": GRPOConfig}
-RL_TRAINERS = ("ppo", "grpo")
+# The config class of each training run the pipeline builds, and the RL stage's algorithms among them.
+TRAINER_CONFIGS: dict[str, type] = {
+    "sft": SFTConfig,
+    "reward": RewardConfig,
+    "ppo": PPOConfig,
+    "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
+    "dpo": DPOConfig,
+    "best_of_n": BestOfNConfig,
+}
+RL_TRAINERS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
+# The RL algorithms that optimise the reward model (the gate protects them); DPO trains on the pairs directly.
+USES_REWARD_MODEL = ("ppo", "grpo", "rloo", "best_of_n")
 
 
 STAGES = ("sft", "preferences", "reward", "rm_eval", "rl", "final_eval")
@@ -162,10 +177,11 @@ class AgreementArguments:
 
 @dataclass
 class GateArguments:
-    """The reward-model gate before RL."""
+    """The reward-model gate before RL: rm_eval judges the reward model, the rl stage refuses to optimise a weak one
+    (DPO, which does not optimise it, runs anyway and says so)."""
 
-    min_accuracy: float = field(default=0.60, metadata={"help": "Held-out accuracy the reward model must reach."})
-    override: bool = field(default=False, metadata={"help": "Run RL even when the gate fails (not advised)."})
+    min_accuracy: float = _field(0.60, stages=("rm_eval",), help="Held-out accuracy the reward model must reach.")
+    override: bool = _field(False, stages=("rl",), help="Run RL even when the gate fails (not advised).")
 
     def __post_init__(self):
         raise_problems(config_problems(self))
@@ -176,7 +192,10 @@ class RLArguments:
     """The RL stage."""
 
     algorithm: str = _field(
-        "grpo", stages=("rl",), help="grpo (TRL's GRPOTrainer) or ppo (rlhfkit's PPOTrainer, section 'ppo')."
+        "grpo",
+        stages=("rl",),
+        help="ppo (rlhfkit's PPOTrainer) | grpo | rloo (TRL's trainers) | dpo (TRL's DPOTrainer on the preference "
+        "pairs) | best_of_n (rejection-sampling fine-tuning); each reads the section of its name.",
     )
     layout: str | None = _field(
         None, stages=("rl",), help="PPO only: separate | shared (one base + adapters); default from the preset."
@@ -189,13 +208,20 @@ class RLArguments:
         stages=("final_eval",),
         help="Response length in the final evaluation (None: the RL stage's response length).",
     )
+    eval_temperature: float | None = _field(
+        None,
+        stages=("final_eval",),
+        help="Sampling temperature of the final evaluation (None: the RL stage's; DPO: 1.0).",
+    )
 
     RANGES: ClassVar[dict[str, Range]] = {"eval_prompts": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE}
 
     def __post_init__(self):
         problems = config_problems(self)
         if self.algorithm not in RL_TRAINERS:
-            problems.append(f"algorithm={self.algorithm!r} must be 'ppo' or 'grpo'")
+            problems.append(f"algorithm={self.algorithm!r} must be one of {', '.join(RL_TRAINERS)}")
+        if self.eval_temperature is not None and not self.eval_temperature > 0:
+            problems.append(f"eval_temperature={self.eval_temperature} must be > 0 (or null: the RL stage's)")
         if self.layout not in (None, "separate", "shared"):
             problems.append(f"layout={self.layout!r} must be 'separate', 'shared' or null (from the preset)")
         raise_problems(problems)
@@ -211,7 +237,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
-TRL_SECTIONS = ("sft", "reward", "ppo", "grpo", "monitor")
+TRL_SECTIONS = ("sft", "reward", *RL_TRAINERS, "monitor")
 
 
 @dataclass
@@ -323,8 +349,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0  # reported above
     model = sections.get("model") or ModelArguments()
     rl = sections.get("rl") or RLArguments()
-    # Build every training config now, so a bad key or value is reported before any stage starts (both RL sections
-    # when both are given: switching rl.algorithm later must not meet a typo).
+    # Build every training config now, so a bad key or value is reported before any stage starts (every RL section
+    # that is given: switching rl.algorithm later must not meet a typo).
     for trainer in ("sft", "reward", *(s for s in RL_TRAINERS if s == rl.algorithm or trl[s])):
         try:
             _trainer_config(trl, trainer, output_dir, seed, model)
@@ -358,12 +384,10 @@ WHOLE_SECTIONS: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
     "agreement": ("preferences",),
     "reward": ("reward",),
-    "gate": ("rm_eval",),
-    "ppo": ("rl",),
-    "grpo": ("rl",),
+    **dict.fromkeys(RL_TRAINERS, ("rl",)),
     "monitor": ("rl",),
 }
-FIELD_SECTIONS: dict[str, type] = {"lab": LabArguments, "data": DataSources, "rl": RLArguments}
+FIELD_SECTIONS: dict[str, type] = {"lab": LabArguments, "data": DataSources, "gate": GateArguments, "rl": RLArguments}
 
 
 def _stage_keys() -> dict[str, tuple[str, ...]]:
@@ -394,7 +418,8 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         if node is not None:  # unset keys are left out, so a key added in a later rlhfkit leaves old hashes valid
             out[key] = node
     if stage == "rl":  # only the chosen algorithm's section matters
-        out.pop("grpo" if cfg.rl.algorithm == "ppo" else "ppo", None)
+        for other in set(RL_TRAINERS) - {cfg.rl.algorithm}:
+            out.pop(other, None)
         if cfg.data.prompts != "lab":
             out["rl.eval_prompts"] = cfg.rl.eval_prompts
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.io import pyplot, save_figure, write_json, write_text
+from rlhfkit.monitors import read_metrics
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).
 HEADLINE = (
@@ -27,13 +28,18 @@ HEADLINE = (
     ("rm_eval", "accuracy", "reward-model accuracy vs gold (rm_eval)"),
     ("rm_eval", "auc", "reward-model ROC AUC"),
     ("rm_eval", "gate_passed", "gate passed"),
+    ("rl", "algorithm", "RL algorithm"),
     ("rl", "final_kl", "KL to the SFT model at the end (nats/seq)"),
     ("rl", "alerts", "monitor alerts"),
+    ("rl", "rounds_done", "rejection-sampling rounds done"),
+    ("rl", "implicit_accuracy", "DPO implicit-reward accuracy vs gold (held-out pairs)"),
+    ("rl", "implicit_auc", "DPO implicit-reward ROC AUC"),
     ("final_eval", "gold_sft", "gold reward of the SFT policy"),
     ("final_eval", "gold_rl", "gold reward of the RL policy"),
     ("final_eval", "gold_gain", "gold-reward gain of RL over SFT"),
     ("final_eval", "proxy_sft", "reward-model score of the SFT policy"),
     ("final_eval", "proxy_rl", "reward-model score of the RL policy"),
+    ("final_eval", "kl_rl", "KL of the RL policy to the SFT policy, held-out prompts (nats/seq)"),
 )
 
 
@@ -114,25 +120,15 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
     if reliability.exists():
         plots["Reward-model reliability"] = str(reliability)
     rl_log = _read_json(out / "rl" / "log_history.json") or []
-    kl_key = "objective/kl" if any("objective/kl" in r for r in rl_log) else "kl"
-    reward_key = "objective/scores" if any("objective/scores" in r for r in rl_log) else "reward"
-    length_key = next(
-        (
-            k
-            for k in ("objective/response_length", "val/response_length", "completions/mean_length")
-            if any(k in r for r in rl_log)
-        ),
-        "completions/mean_length",
-    )
+    # every algorithm's log on one scale (the monitors' reading: KL in nats per sequence, length in tokens)
+    series = [{"step": row.get("step", i), **m} for i, row in enumerate(rl_log) if (m := read_metrics(row))]
+    reward = "reward margin (implicit)" if cfg.rl.algorithm == "dpo" else "reward-model score"
     p = _plot(
         out / "plots" / "rl.png",
         [
-            ("reward-model score", [("proxy", *_series(rl_log, reward_key)), ("gold", *_series(rl_log, "lab/gold"))]),
-            (
-                "KL to SFT, nats/" + ("sequence" if kl_key == "objective/kl" else "token"),
-                [("kl", *_series(rl_log, kl_key))],
-            ),
-            ("response length", [("length", *_series(rl_log, length_key))]),
+            (reward, [("proxy", *_series(series, "reward")), ("gold", *_series(rl_log, "lab/gold"))]),
+            ("KL to SFT, nats/sequence", [("kl", *_series(series, "kl"))]),
+            ("response length (tokens)", [("length", *_series(series, "length"))]),
         ],
         f"RL ({cfg.rl.algorithm})",
     )
@@ -181,6 +177,10 @@ def _markdown(cfg, manifest, plots: dict[str, str]) -> str:
     alerts = manifest.stage("rl").get("metrics", {}).get("alert_messages") or []
     if alerts:
         lines += ["", "## Monitor alerts", ""] + [f"- {a}" for a in alerts]
+    skipped = manifest.stage("rl").get("metrics", {}).get("skipped") or []
+    if skipped:
+        algorithm = manifest.stage("rl").get("metrics", {}).get("algorithm", cfg.rl.algorithm)
+        lines += ["", f"## What {algorithm} does not use", ""] + [f"- {s}" for s in skipped]
     gate = manifest.stage("rm_eval").get("metrics", {}).get("gate_reasons") or []
     if gate:
         lines += ["", "## Reward-model gate", ""] + [f"- {r}" for r in gate]

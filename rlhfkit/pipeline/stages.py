@@ -13,20 +13,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rlhfkit import lab
+from rlhfkit.best_of_n import run_best_of_n
 from rlhfkit.config import DataArguments, resolve_model
 from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
 from rlhfkit.data.votes import agreement_summary
+from rlhfkit.dpo import evaluate_implicit_reward
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import read_jsonl, write_json, write_jsonl
-from rlhfkit.monitors import MonitorConfig
+from rlhfkit.monitors import MonitorConfig, read_metrics
+from rlhfkit.pipeline.config import USES_REWARD_MODEL
 from rlhfkit.pipeline.context import GateFailed, StageContext
+from rlhfkit.policy_eval import evaluate_policy
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
-from rlhfkit.scoring import load_scorer, sample_responses, score_texts
-from rlhfkit.train import run_grpo, run_ppo, run_reward, run_sft
+from rlhfkit.sampling import load_for_sampling
+from rlhfkit.scoring import load_scorer
+from rlhfkit.train import run_dpo, run_grpo, run_ppo, run_reward, run_rloo, run_sft
 
 logger = logging.getLogger(__name__)
 
@@ -163,68 +166,114 @@ def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
         "reward_std": report.reward_std,
         "length_spearman": report.length_spearman,
         "gate_passed": verdict.passed,
+        "gate_summary": verdict.summary,
         "gate_reasons": verdict.reasons,
     }
     ctx.say(f"[rm_eval] accuracy {report.accuracy:.3f} on {len(pairs)} held-out pairs; gate: {verdict.summary}")
-    if not verdict.passed and not cfg.gate.override:
-        write_json(ctx.dir("rm_eval") / "metrics.json", metrics)
-        raise GateFailed(f"reward-model gate failed: {verdict.summary}; set gate.override: true to run RL anyway")
-    return {"report_dir": str(ctx.dir("rm_eval"))}, metrics
+    return {"report_dir": str(ctx.dir("rm_eval"))}, metrics  # the rl stage applies the gate (DPO does not need it)
 
 
 # ------------------------------------------------------------------------------------------ RL
+def check_gate(ctx: StageContext) -> list[str]:
+    """Stop before an algorithm that optimises the reward model when rm_eval's gate failed (unless overridden).
+    Returns what the RL stage skips because of it (DPO runs on the pairs: the failed gate is only noted)."""
+    cfg, rm = ctx.cfg, ctx.outputs["rm_eval"]["metrics"]
+    if rm.get("gate_passed", True):
+        return []
+    if cfg.rl.algorithm not in USES_REWARD_MODEL:
+        return ["the reward-model gate (failed): DPO does not optimise the reward model, only the evaluation uses it"]
+    if not cfg.gate.override:
+        raise GateFailed(
+            f"reward-model gate failed: {rm.get('gate_summary', '')}; set gate.override: true to run "
+            f"{cfg.rl.algorithm} anyway, or rl.algorithm: dpo (it trains on the pairs, not on the reward model)"
+        )
+    return []
+
+
 def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
-    cfg = ctx.cfg
+    cfg, algorithm = ctx.cfg, ctx.cfg.rl.algorithm
+    skipped = check_gate(ctx)
+    monitor = MonitorConfig(**cfg.trl["monitor"])
+    if cfg.data.prompts == LAB:  # log gold beside proxy so over-optimisation shows in the health timeline and plot
+        monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+    if algorithm == "dpo":
+        result, extra, notes = _run_dpo(ctx, monitor)
+    else:
+        result, extra, notes = _run_on_prompts(ctx, monitor)
+    log = [row for row in result.log_history if "train_runtime" not in row]
+    if ctx.is_main:
+        write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
+    kls = [m["kl"] for m in map(read_metrics, log) if m and "kl" in m]  # nats per sequence for every algorithm
+    health = _read_health(ctx.dir("rl"))
+    metrics = {
+        "algorithm": algorithm,
+        "final_kl": kls[-1] if kls else None,
+        "alerts": result.metrics.get("monitor_alerts", len(health)),
+        "alert_messages": health,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "skipped": skipped + notes,
+        **extra,
+    }
+    return {"model_dir": str(result.model_dir)}, metrics
+
+
+def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
+    """PPO, GRPO, RLOO and rejection sampling: RL prompts, the reward model, gold logged beside it in the lab."""
+    cfg, algorithm = ctx.cfg, ctx.cfg.rl.algorithm
     with ctx.main_process_first():
         prompts = [{"prompt": p} for p in rl_prompts(ctx)[0]]
     rm = ctx.outputs["rm_eval"]["metrics"]
-    monitor = MonitorConfig(**cfg.trl["monitor"])
-    lab_task = cfg.data.prompts == LAB
-    if lab_task:  # log gold beside proxy so over-optimisation shows in the health timeline and the RL plot
-        monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+    reward_model, sft_model = ctx.outputs["reward"]["model_dir"], ctx.outputs["sft"]["model_dir"]
+    gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
+    config = cfg.trainer_config(algorithm)
+    if algorithm == "best_of_n":
+        result = run_best_of_n(sft_model, prompts, config, reward_model=reward_model, preset=cfg.model.preset,
+                               monitor_config=monitor, metric_funcs=gold)  # fmt: skip
+        notes = [
+            "reward normalisation (rm_eval's reward_mean / reward_std): the best sample of a prompt is picked by rank",
+            "a KL penalty: the number of rounds is the leash; each round's KL to the SFT model is measured",
+        ]
+        return result, {"rounds_done": result.metrics["rounds_done"]}, notes
     common = {
-        "reward_model": ctx.outputs["reward"]["model_dir"],
+        "reward_model": reward_model,
         "preset": cfg.model.preset,
         "monitor_config": monitor,
         "reward_mean": rm.get("reward_mean"),
         "reward_std": rm.get("reward_std"),
     }
-    sft_model = ctx.outputs["sft"]["model_dir"]
-    lab_gold = lab.lab_gold  # the gold reward, logged beside the proxy and never optimised
-    if cfg.rl.algorithm == "grpo":
-        result = run_grpo(
-            sft_model,
-            prompts,
-            cfg.trainer_config("grpo"),
-            reward_funcs=[lab_gold] if lab_task else None,
-            reward_weights=[1.0, 0.0] if lab_task else None,  # gold is logged, never optimised
-            **common,
-        )
+    if algorithm == "ppo":
+        result = run_ppo(sft_model, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common)
     else:
-        result = run_ppo(
-            sft_model,
-            prompts,
-            cfg.trainer_config("ppo"),
-            layout=cfg.rl.layout,
-            metric_funcs=[lab_gold] if lab_task else None,
-            **common,
-        )
-    log = [row for row in result.log_history if "train_runtime" not in row]
-    if ctx.is_main:
-        write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
-    kl_key = "objective/kl" if cfg.rl.algorithm == "ppo" else "kl"
-    kls = [row[kl_key] for row in log if kl_key in row]
-    lengths = [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
-    if cfg.rl.algorithm == "grpo" and kls and lengths:  # GRPO logs KL per token: put it per sequence
-        kls = [k * n for k, n in zip(kls, lengths)]
-    health = _read_health(ctx.dir("rl"))
-    metrics = {
-        "final_kl": kls[-1] if kls else None,
-        "alerts": result.metrics.get("monitor_alerts", len(health)),
-        "alert_messages": health,
-        "train_runtime": result.metrics.get("train_runtime"),
-    }
-    return {"model_dir": str(result.model_dir)}, metrics
+        run = run_grpo if algorithm == "grpo" else run_rloo
+        weights = [1.0, 0.0] if gold else None  # gold is logged, never optimised
+        result = run(sft_model, prompts, config, reward_funcs=gold, reward_weights=weights, **common)
+    return result, {}, []
+
+
+def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
+    """DPO on the reward stage's (filtered) training pairs; its implicit reward reported on the held-out pairs."""
+    cfg = ctx.cfg
+    columns = ("prompt", "chosen", "rejected")
+    train = [{k: r[k] for k in columns} for r in read_jsonl(ctx.outputs["preferences"]["train"])]
+    config = cfg.trainer_config("dpo")
+    sft_model = ctx.outputs["sft"]["model_dir"]
+    result = run_dpo(sft_model, train, config, preset=cfg.model.preset, monitor_config=monitor)
+    extra: dict[str, Any] = {}
+    held_out = read_jsonl(ctx.outputs["preferences"]["eval"])
+    if held_out and ctx.is_main:
+        report = evaluate_implicit_reward(result.model_dir, sft_model, held_out, beta=config.beta,
+                                          max_length=config.max_length, preset=cfg.model.preset)  # fmt: skip
+        write_report(report, ctx.dir("rl") / "implicit_reward")
+        extra = {"implicit_accuracy": report.accuracy, "implicit_auc": report.auc, "implicit_ece": report.ece,
+                 "implicit_length_spearman": report.length_spearman}  # fmt: skip
+        ctx.say(f"[rl] DPO's implicit reward: accuracy {report.accuracy:.3f} on {len(held_out)} held-out pairs")
+    notes = [
+        "RL prompts and the reward model in training: DPO fits the preference pairs (the reward stage's training "
+        "pairs); the reward model only scores the final evaluation",
+        "reward normalisation (rm_eval's reward_mean / reward_std): no reward is optimised",
+        "the gold reward in the training log: DPO samples nothing to score (the final evaluation has it)",
+    ]
+    return result, extra, notes
 
 
 GOLD_KEY = "rewards/lab_gold/mean"
@@ -247,41 +296,43 @@ def _read_health(run_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ final evaluation
+def eval_sampling(cfg) -> tuple[float, int]:
+    """``(temperature, max_new_tokens)`` of the final evaluation: ``rl.eval_temperature`` / ``rl.max_new_tokens``, else
+    as the RL stage sampled (PPO: ``response_length``; DPO, which samples only for its KL: temperature 1.0 and
+    ``kl_max_new_tokens``; the others: ``max_completion_length``)."""
+    algorithm = cfg.rl.algorithm
+    config = cfg.trainer_config(algorithm)
+    temperature = cfg.rl.eval_temperature or (1.0 if algorithm == "dpo" else config.temperature)
+    length = {"ppo": "response_length", "dpo": "kl_max_new_tokens"}.get(algorithm, "max_completion_length")
+    return float(temperature), int(cfg.rl.max_new_tokens or getattr(config, length))
+
+
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
+    """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.policy_eval.evaluate_policy`):
+    reward-model score, the lab's gold reward, length, and the RL policy's KL to the SFT policy (nats/sequence)."""
     cfg = ctx.cfg
     prompts = rl_prompts(ctx)[1]
-    rm, rm_tok = load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
-    metrics: dict[str, Any] = {"n_prompts": len(prompts)}
-    samples = {}
-    # Both policies are sampled as the RL stage sampled during training (GRPO: 1.0; PPO: 0.7 unless set).
-    rl_config = cfg.trainer_config(cfg.rl.algorithm)
-    temperature = rl_config.temperature
-    max_new = cfg.rl.max_new_tokens or (
-        rl_config.response_length if cfg.rl.algorithm == "ppo" else rl_config.max_completion_length
-    )
-    metrics.update(temperature=temperature, max_new_tokens=max_new)
-    for name in ("sft", "rl"):
-        responses = sample_responses(
-            ctx.outputs[name]["model_dir"],
-            prompts,
-            max_new,
-            cfg.seed,
-            temperature,
-            preset=cfg.model.preset,
-        )
-        samples[name] = responses
-        texts = [  # scored as the reward model was trained (scoring.encode: EOS appended / the chat template)
-            p + r if isinstance(p, str) else [*p, {"role": "assistant", "content": r}]
-            for p, r in zip(prompts, responses)
-        ]
-        metrics[f"proxy_{name}"] = float(np.mean(score_texts(rm, rm_tok, texts, device=rm.device)))
-        metrics[f"length_{name}"] = float(np.mean([len(r) for r in responses]))
-        if cfg.data.prompts == LAB:
-            metrics[f"gold_{name}"] = float(lab.gold_rewards(prompts, responses).mean())
-    if "gold_rl" in metrics:
-        metrics["gold_gain"] = metrics["gold_rl"] - metrics["gold_sft"]
-        ctx.say(f"[final_eval] gold reward: SFT {metrics['gold_sft']:.3f} -> RL {metrics['gold_rl']:.3f}")
-    rows = [{"prompt": p, "sft": s, "rl": r} for p, s, r in zip(prompts, samples["sft"], samples["rl"])]
+    temperature, max_new = eval_sampling(cfg)
+    rm, rm_tokenizer = load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
+    sft, sft_tokenizer = load_for_sampling(ctx.outputs["sft"]["model_dir"], cfg.model.preset)
+    policy, tokenizer = load_for_sampling(ctx.outputs["rl"]["model_dir"], cfg.model.preset)
+    common = {
+        "reward_model": rm,
+        "reward_tokenizer": rm_tokenizer,
+        "max_new_tokens": max_new,
+        "temperature": temperature,
+        "seed": cfg.seed,
+        "metric_fn": lab.lab_gold if cfg.data.prompts == LAB else None,
+    }
+    before = evaluate_policy(sft, sft_tokenizer, prompts, **common)
+    after = evaluate_policy(policy, tokenizer, prompts, reference=sft, **common)
+    metrics: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new}
+    metrics.update({**before.metrics("sft"), **after.metrics("rl")})
+    metrics.pop("kl_sft"), metrics.pop("kl_sem_sft")  # the SFT policy is the reference
+    if after.gold is not None:
+        metrics["gold_gain"] = after.gold - before.gold
+        ctx.say(f"[final_eval] gold reward: SFT {before.gold:.3f} -> RL {after.gold:.3f} (KL {after.kl:.2f} nats)")
+    rows = [{"prompt": p, "sft": s, "rl": r} for p, s, r in zip(prompts, before.responses, after.responses)]
     write_jsonl(ctx.dir("final_eval") / "samples.jsonl", rows)
     return {"samples": str(ctx.dir("final_eval") / "samples.jsonl")}, metrics
 

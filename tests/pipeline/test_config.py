@@ -61,8 +61,11 @@ CHANGES = [
     ("reward", "max_steps", 7, "reward"),
     ("reward", "group_rankings", False, "reward"),
     ("gate", "min_accuracy", 0.7, "rm_eval"),
+    ("gate", "override", True, "rl"),
     ("rl", "layout", "separate", "rl"),
     ("rl", "eval_prompts", 50, "final_eval"),
+    ("rl", "eval_temperature", 0.7, "final_eval"),
+    ("rl", "algorithm", "dpo", "rl"),
     ("ppo", "kl_coef", 0.3, "rl"),
     ("monitor", "kl_limit", 20.0, "rl"),
 ]
@@ -82,10 +85,15 @@ def test_a_changed_key_redoes_its_stage_and_the_later_ones(tmp_path, section, ke
     assert changed == list(STAGES[STAGES.index(first) :])
 
 
-def test_the_other_rl_algorithms_section_does_not_count(tmp_path):
+@pytest.mark.parametrize("section, key, value", [("grpo", "beta", 0.5), ("rloo", "beta", 0.5), ("dpo", "beta", 0.5),
+                                                ("best_of_n", "rounds", 5)])  # fmt: skip
+def test_the_other_rl_algorithms_sections_do_not_count(tmp_path, section, key, value):
     raw = json.loads(json.dumps(DEMO))
     raw["output_dir"] = str(tmp_path / "run")
     assert DEMO["rl"]["algorithm"] == "ppo"
     before = stage_digests(raw)
-    raw.setdefault("grpo", {})["beta"] = 0.5
+    raw.setdefault(section, {})[key] = value
     assert stage_digests(raw) == before
+    raw["rl"]["algorithm"] = section
+    after = stage_digests(raw)
+    assert [s for s in STAGES if after[s] != before[s]] == ["rl", "final_eval"]

@@ -43,7 +43,7 @@ def small(out: Path, **over) -> dict:
     [
         ({"sft": {"max_len": 3}}, r"unknown SFTConfig field\(s\) \['sft.max_len'\]"),
         ({"agreement": {"min_agrement": 0.7}}, r"unknown key\(s\) \['agreement.min_agrement'\]"),
-        ({"rl": {"algorithm": "dqn"}}, "rl.algorithm='dqn' must be 'ppo' or 'grpo'"),
+        ({"rl": {"algorithm": "dqn"}}, "rl.algorithm='dqn' must be one of ppo, grpo, rloo, dpo, best_of_n"),
         ({"stages": {}}, r"unknown key\(s\) \['stages'\]; valid top-level keys"),
         ({"model": {"preset": "qlora8"}}, "preset='qlora8' is not a method preset"),
         ({"monitor": {"kl_limt": 3}}, r"unknown key\(s\) \['monitor.kl_limt'\]"),
@@ -179,7 +179,8 @@ def test_gate_stops_before_rl(tmp_path):
     with pytest.raises(GateFailed, match="reward-model gate failed: .*gate.override: true"):
         run_pipeline(cfg)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["stages"]["rm_eval"]["status"] == "failed" and "rl" not in manifest["stages"]
+    assert manifest["stages"]["rm_eval"]["metrics"]["gate_passed"] is False  # rm_eval judges, rl refuses to start
+    assert manifest["stages"]["rl"]["status"] == "failed" and not (tmp_path / "run" / "rl" / "model").exists()
 
 
 def run_and_kill(cfg: dict, tmp_path: Path, stage_dir: Path, checkpoint_glob: str):

@@ -1,0 +1,79 @@
+"""Step 3 of InstructGPT with RLOO: REINFORCE with a leave-one-out baseline against the reward model.
+
+    accelerate launch recipes/rloo.py --config configs/lab/rloo.yaml
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/rloo.py \
+        --config configs/qwen2.5-0.5b-instruct/rloo.yaml
+
+TRL's RLOOTrainer samples `num_generations` completions per prompt and scores them with the reward model (formatted
+exactly as RewardTrainer trained it: rlhfkit.scoring.RewardModelScorer); a completion's advantage is its reward minus
+the mean of its siblings'. No value model. `beta` is a per-sequence KL penalty in the reward, so it is in units of
+the (normalised) reward: set `reward_mean` / `reward_std` from the reward model's eval report. The monitors
+(rlhfkit.monitors) are always on; any MonitorConfig field can be set in the YAML or on the command line.
+
+This file is recipes/grpo.py with RLOO's trainer and config, kept identical on purpose (RewardArguments included), so
+the two read side by side. Deliberately left out: rule-based reward functions (pass them to rlhfkit.train.run_rloo
+from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from trl import RLOOConfig
+
+from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.data.tables import load_prompts
+from rlhfkit.monitors import MonitorConfig
+from rlhfkit.train import run_rloo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardArguments:
+    """The reward model RLOO optimises."""
+
+    reward_model_path: str = field(
+        default="runs/lab/reward/model", metadata={"help": "Folder (or hub id) of the trained reward model."}
+    )
+    reward_mean: float | None = field(
+        default=None, metadata={"help": "Scores become (score - mean) / std: reward_mean of the RM eval report."}
+    )
+    reward_std: float | None = field(default=None, metadata={"help": "reward_std of the reward model's eval report."})
+
+
+def main(model_args, data_args, reward_args, monitor_config, training_args) -> dict:
+    # ---------------------------------------------------------------- data
+    prompts, _ = load_prompts(
+        data_args.dataset,
+        split=data_args.dataset_split,
+        seed=training_args.seed,
+        n_lab=data_args.lab_samples,
+        max_prompts=data_args.max_samples,
+    )
+    logger.info("RLOO prompts: %d", len(prompts))
+
+    # ---------------------------------------------------------------- model + reward + training
+    result = run_rloo(
+        resolve_model(model_args.model_name_or_path),
+        prompts,
+        training_args,
+        reward_model=reward_args.reward_model_path,
+        reward_mean=reward_args.reward_mean,
+        reward_std=reward_args.reward_std,
+        preset=model_args.preset,
+        trust_remote_code=training_args.trust_remote_code,
+        monitor_config=monitor_config,
+    )
+
+    # ---------------------------------------------------------------- report
+    if training_args.process_index == 0:
+        last = next((h for h in reversed(result.log_history) if "reward" in h), {})
+        summary = {k: last.get(k) for k in ("reward", "kl", "completions/mean_length", "entropy")}
+        print(json.dumps({"model_dir": str(result.model_dir), **summary, **result.metrics}, indent=2, default=str))
+    return result.metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(*parse_recipe("rloo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, RLOOConfig)))
