@@ -19,11 +19,10 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from trl import RLOOConfig
-
 from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.monitors import MonitorConfig
+from rlhfkit.rloo import RLOOConfig
 from rlhfkit.train import run_rloo
 
 logger = logging.getLogger(__name__)

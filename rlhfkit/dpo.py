@@ -33,6 +33,7 @@ import trl
 
 from rlhfkit.config import trainer_config
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.presets import DPO_KL_MAX_NEW_TOKENS, DPO_KL_SAMPLES
 from rlhfkit.rm_eval import RewardModelReport, report_from_scores, response_length
 from rlhfkit.sampling import generate_ids, load_for_sampling, sequence_kl, sequence_logprobs
 
@@ -44,13 +45,17 @@ class DPOConfig(trl.DPOConfig):
     Args:
         kl_samples (`int`, defaults to `32`): training prompts the policy is sampled on at every log to measure
             ``objective/kl`` (nats per sequence); 0 turns it off (the monitors' KL, length and truncation signals too).
+            The default is :data:`rlhfkit.presets.DPO_KL_SAMPLES` (the planner counts its generation).
         kl_max_new_tokens (`int`, defaults to `128`): tokens sampled per response for that measurement.
     """
 
     kl_samples: int = field(
-        default=32, metadata={"help": "Prompts sampled at every log to measure KL to the reference (0: off)."}
+        default=DPO_KL_SAMPLES,
+        metadata={"help": "Prompts sampled at every log to measure KL to the reference (0: off)."},
     )
-    kl_max_new_tokens: int = field(default=128, metadata={"help": "Tokens sampled per response for the KL."})
+    kl_max_new_tokens: int = field(
+        default=DPO_KL_MAX_NEW_TOKENS, metadata={"help": "Tokens sampled per response for the KL."}
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -6,10 +6,10 @@ Two kinds, both plain data that expand to plain objects you can inspect and over
 * **method presets** -- ``full``, ``lora``, ``qlora`` -- expand to a ``peft.LoraConfig`` (or None), a
   ``transformers.BitsAndBytesConfig`` (or None) and a few Trainer kwargs;
 * **GPU-size presets** -- 8, 12, 16, 24, 48, 80 GB -- expand, per trainer (``sft``, ``reward``, ``ppo``,
-  ``grpo``), to Trainer kwargs: per-device batch size, gradient accumulation, gradient checkpointing,
-  sequence / generation lengths. They are sized for the model classes people train on such a GPU
-  (8-16 GB: up to ~1.5B with qlora; 24 GB: up to 8B with qlora; 48-80 GB: 8B with lora or full
-  fine-tuning of ~1B); ``rlhfkit plan`` checks a concrete model against them.
+  ``grpo``, ``rloo``, ``dpo``, ``best_of_n``), to Trainer kwargs: per-device batch size, gradient accumulation,
+  gradient checkpointing, sequence / generation lengths. They are sized for the model classes people train on such
+  a GPU (8-16 GB: up to ~1.5B with qlora; 24 GB: up to 8B with qlora; 48-80 GB: 8B with lora or full fine-tuning of
+  ~1B); ``rlhfkit plan`` checks a concrete model against them.
 
 Precedence everywhere: preset < YAML config < command line.
 """
@@ -24,7 +24,7 @@ from rlhfkit.hardware import compute_dtype
 
 METHODS = ("full", "lora", "qlora")
 # The trainers a GPU-size preset has a row for (a training run's trainer, not a pipeline stage).
-TRAINERS = ("sft", "reward", "ppo", "grpo")
+TRAINERS = ("sft", "reward", "ppo", "grpo", "rloo", "dpo", "best_of_n")
 GPU_SIZES = (8, 12, 16, 24, 48, 80)
 
 # ---------------------------------------------------------------------------------------- RL defaults
@@ -36,6 +36,15 @@ GPU_SIZES = (8, 12, 16, 24, 48, 80)
 # (bench/overoptimization.py) 0.04 is still a loose leash for GRPO's unit-variance advantages: 0.3 kept most of the
 # gold reward where 0.01 and 0.04 lost it.
 GRPO_BETA = 0.04
+# RLOO's KL coefficient (rlhfkit.rloo.RLOOConfig): TRL's default, kept. RLOO subtracts beta x the sequence's
+# log-ratio from each reward (Ahmadian et al. 2024), so with rewards normalised by the reward model's spread 0.05 is
+# 0.05 standard deviations per nat of KL; TRL's GRPO default (0) would drop the leash, its RLOO default does not.
+RLOO_BETA = 0.05
+# DPO's KL measurement for the monitors (rlhfkit.dpo.DPOConfig, the planner): prompts sampled at every log, and tokens
+# per response. 32 sequences give the mean KL to about +-10% once it is above ~1 nat; the cost is one generation of
+# 32 sequences per log, small beside the logging interval's training steps.
+DPO_KL_SAMPLES = 32
+DPO_KL_MAX_NEW_TOKENS = 128
 
 # LoRA defaults, with the reason for each.
 LORA_DEFAULTS: dict[str, Any] = {
@@ -136,6 +145,10 @@ _GPU_COLUMNS: dict[str, tuple[str, ...]] = {
     "ppo": (*_BATCH, "response_length", "local_rollout_forward_batch_size"),
     # GRPO: per_device_train_batch_size * gradient_accumulation_steps must be divisible by num_generations.
     "grpo": (*_BATCH, "num_generations", "max_completion_length"),
+    "rloo": (*_BATCH, "num_generations", "max_completion_length"),  # as GRPO; k = 4 (RLOO's paper: 2..4)
+    "dpo": (*_BATCH, "max_length"),  # pairs per batch (2 sequences each), max_length of prompt + response
+    # rejection sampling: a round's fine-tuning batches, then N samples per prompt, generation_batch_size at a time
+    "best_of_n": (*_BATCH, "num_samples", "max_completion_length", "generation_batch_size"),
 }
 _GPU_ROWS: dict[str, dict[int, tuple]] = {
     "sft": {8: (1, 16, True, 1024), 12: (2, 8, True, 1024), 16: (2, 8, True, 2048),
@@ -146,6 +159,12 @@ _GPU_ROWS: dict[str, dict[int, tuple]] = {
             24: (4, 4, True, 256, 4), 48: (8, 2, True, 512, 8), 80: (16, 1, True, 512, 16)},
     "grpo": {8: (2, 8, True, 4, 128), 12: (4, 4, True, 8, 256), 16: (4, 4, True, 8, 256),
              24: (8, 2, True, 8, 512), 48: (16, 1, True, 8, 1024), 80: (32, 1, True, 16, 1024)},
+    "rloo": {8: (2, 8, True, 4, 128), 12: (4, 4, True, 4, 256), 16: (4, 4, True, 4, 256),
+             24: (8, 2, True, 4, 512), 48: (16, 1, True, 4, 1024), 80: (32, 1, True, 4, 1024)},
+    "dpo": {8: (1, 16, True, 512), 12: (2, 8, True, 1024), 16: (2, 8, True, 1024),
+            24: (4, 4, True, 1024), 48: (8, 2, True, 2048), 80: (16, 1, True, 2048)},
+    "best_of_n": {8: (1, 16, True, 4, 128, 8), 12: (2, 8, True, 8, 256, 16), 16: (2, 8, True, 8, 256, 16),
+                  24: (4, 4, True, 8, 512, 32), 48: (8, 2, True, 8, 1024, 64), 80: (16, 1, True, 16, 1024, 128)},
 }
 # fmt: on
 

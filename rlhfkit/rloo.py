@@ -12,19 +12,32 @@ leash the policy and scale the signal:
 * Scale: RLOO's advantages keep the reward's units (``normalize_advantages`` rescales them per batch); GRPO divides
   by each group's standard deviation.
 
-TRL's default ``beta=0.05`` keeps the leash on (unlike its GRPO default of 0); rlhfkit keeps it. The training run
-itself is :func:`rlhfkit.train.run_rloo` (the reward model scored as trained, presets, monitors, merged save).
+TRL's default ``beta=0.05`` keeps the leash on (unlike its GRPO default of 0); :class:`RLOOConfig` names it as
+rlhfkit's default (:data:`rlhfkit.presets.RLOO_BETA`, which the planner reads too). The training run itself is
+:func:`rlhfkit.train.run_rloo` (the reward model scored as trained, presets, monitors, merged save).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
-from trl import RLOOConfig
+import trl
 
 from rlhfkit.config import trainer_config
+from rlhfkit.presets import RLOO_BETA
+
+
+@dataclass
+class RLOOConfig(trl.RLOOConfig):
+    """TRL's ``RLOOConfig`` with ``beta`` defaulting to :data:`rlhfkit.presets.RLOO_BETA` (TRL's value, named once)."""
+
+    beta: float = field(
+        default=RLOO_BETA,
+        metadata={"help": "KL penalty per nat of sequence KL, subtracted from the reward (0 removes the leash)."},
+    )
 
 
 def rloo_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> RLOOConfig:
-    """A ``trl.RLOOConfig`` via :func:`rlhfkit.config.trainer_config` (precision, presets, then ``kwargs``)."""
+    """A :class:`RLOOConfig` via :func:`rlhfkit.config.trainer_config` (precision, presets, then ``kwargs``)."""
     return trainer_config(RLOOConfig, "rloo", output_dir, preset=preset, gpu=gpu, **kwargs)

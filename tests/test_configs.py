@@ -26,8 +26,12 @@ HUB_IDS = {
 MODEL_FOLDERS = sorted(
     p.name for p in (REPO / "configs").iterdir() if p.is_dir() and p.name not in ("accelerate", "lab")
 )
-STAGES = ("sft", "reward", "ppo", "grpo")
-LENGTH_FIELD = {"sft": "max_length", "reward": "max_length", "ppo": "response_length", "grpo": "max_completion_length"}
+STAGES = ("sft", "reward", "ppo", "grpo", "rloo", "dpo", "best_of_n")
+RL_SECTIONS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
+LENGTH_FIELD = {
+    "sft": "max_length", "reward": "max_length", "ppo": "response_length", "grpo": "max_completion_length",
+    "rloo": "max_completion_length", "dpo": "max_length", "best_of_n": "max_completion_length",
+}  # fmt: skip
 
 
 def _rel(p: Path) -> str:
@@ -82,7 +86,7 @@ def test_config_loads_with_its_parser(path):
         raw = yaml.safe_load(path.read_text())
         cfg = load_config(path)  # builds every training stage's config: a bad key or value raises, naming it
         assert cfg.rl.algorithm in raw and cfg.trainer_config(cfg.rl.algorithm).bf16 is False
-        for other in {"ppo", "grpo"} & set(raw) - {cfg.rl.algorithm}:  # a section kept for --set rl.algorithm=...
+        for other in set(RL_SECTIONS) & set(raw) - {cfg.rl.algorithm}:  # a section kept for --set rl.algorithm=...
             load_config(path, {"rl.algorithm": other})
         return
     from rlhfkit.monitors import MonitorConfig
@@ -99,13 +103,21 @@ def test_config_loads_with_its_parser(path):
     elif stage == "ppo":
         recipe = _recipe_module("ppo")
         types = (ModelArguments, DataArguments, recipe.PPOScriptArguments, MonitorConfig, recipe.PPOConfig)
+    elif stage in ("grpo", "rloo"):
+        recipe = _recipe_module(stage)
+        config = recipe.GRPOConfig if stage == "grpo" else recipe.RLOOConfig
+        types = (ModelArguments, DataArguments, recipe.RewardArguments, MonitorConfig, config)
+    elif stage == "dpo":
+        recipe = _recipe_module("dpo")
+        types = (ModelArguments, DataArguments, recipe.PairArguments, MonitorConfig, recipe.DPOConfig)
     else:
-        recipe = _recipe_module("grpo")
-        types = (ModelArguments, DataArguments, recipe.RewardArguments, MonitorConfig, recipe.GRPOConfig)
+        recipe = _recipe_module("best_of_n")
+        types = (ModelArguments, DataArguments, recipe.SelectorArguments, MonitorConfig, recipe.BestOfNConfig)
     parsed = parse_recipe(stage, types, ["--config", str(path)])
     assert parsed[-1].bf16 is False  # CPU here: precision comes from the hardware, never TRL's bf16 default
-    if stage in ("ppo", "grpo"):  # RL against the reward stage's model, with a KL leash
+    if stage in ("ppo", "grpo", "rloo", "best_of_n"):  # RL against the reward stage's model
         assert parsed[2].reward_model_path.endswith("reward/model")
+    if stage in ("ppo", "grpo", "rloo", "dpo"):  # with a KL leash
         assert (parsed[-1].kl_coef if stage == "ppo" else parsed[-1].beta) > 0
 
 
@@ -151,6 +163,10 @@ def test_real_model_pipeline_configs_fit_their_gpu(path):
         assert plan.settings["seq_len"] == section[LENGTH_FIELD[stage]]
     if "ppo" in plans:
         assert plans["ppo"].settings["layout"] == raw["rl"]["layout"] == "shared"
+    for other in set(RL_SECTIONS) & set(raw) - {raw["rl"]["algorithm"]}:  # what `rlhfkit compare` runs
+        plan = check_pipeline_fits(path, algorithm=other)[other]
+        assert plan.fits, f"{_rel(path)} {other}: {plan.total_bytes / GIB:.1f} GiB of {plan.gpu_gb:g} GB"
+        assert plan.settings["seq_len"] == raw[other][LENGTH_FIELD[other]]
 
 
 def test_readme_names_only_existing_files():

@@ -47,7 +47,7 @@ def test_unknown_names_and_fields_list_valid_ones():
     with pytest.raises(ConfigError, match=r"\[8, 12, 16, 24, 48, 80\]"):
         gpu_preset(20, "sft")
     with pytest.raises(ConfigError, match="choose one of"):
-        gpu_preset(24, "dpo")
+        gpu_preset(24, "kto")
     with pytest.raises(ConfigError, match="valid fields"):
         gpu_preset(24, "sft", batch_size=4)
     with pytest.raises(ConfigError, match="unknown preset"):
@@ -60,7 +60,7 @@ def test_gpu_presets_are_monotone_and_consistent(stage):
     for small, big in zip(rows, rows[1:]):
         assert big["per_device_train_batch_size"] >= small["per_device_train_batch_size"]
         assert small["gradient_checkpointing"] or not big["gradient_checkpointing"]
-    if stage == "grpo":  # TRL requires the generation batch to be divisible by num_generations
+    if stage in ("grpo", "rloo"):  # TRL requires the generation batch to be divisible by num_generations
         for r in rows:
             assert (r["per_device_train_batch_size"] * r["gradient_accumulation_steps"]) % r["num_generations"] == 0
 
@@ -68,9 +68,15 @@ def test_gpu_presets_are_monotone_and_consistent(stage):
 def test_gpu_preset_fields_are_real_trl_config_fields():
     from trl import GRPOConfig, RewardConfig, SFTConfig
 
-    PPOConfig = pytest.importorskip("rlhfkit.ppo").PPOConfig
+    from rlhfkit.best_of_n import BestOfNConfig
+    from rlhfkit.dpo import DPOConfig
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.rloo import RLOOConfig
 
-    for stage, cls in [("sft", SFTConfig), ("reward", RewardConfig), ("grpo", GRPOConfig), ("ppo", PPOConfig)]:
+    classes = {"sft": SFTConfig, "reward": RewardConfig, "grpo": GRPOConfig, "ppo": PPOConfig, "rloo": RLOOConfig,
+               "dpo": DPOConfig, "best_of_n": BestOfNConfig}  # fmt: skip
+    assert set(classes) == set(TRAINERS)
+    for stage, cls in classes.items():
         assert set(gpu_preset(24, stage)) <= set(cls.__dataclass_fields__), stage
 
 

@@ -14,7 +14,7 @@ Config sections (TRL's dataclasses where TRL has one)::
     rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, eval_prompts, ...)
     ppo:       rlhfkit.ppo.PPOConfig fields
     grpo:      rlhfkit.grpo.GRPOConfig fields
-    rloo:      trl.RLOOConfig fields
+    rloo:      rlhfkit.rloo.RLOOConfig fields
     dpo:       rlhfkit.dpo.DPOConfig fields
     best_of_n: rlhfkit.best_of_n.BestOfNConfig fields (rejection-sampling fine-tuning)
     monitor:   rlhfkit.monitors.MonitorConfig fields
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from trl import RLOOConfig, SFTConfig
+from trl import SFTConfig
 
 from rlhfkit import lab
 from rlhfkit.best_of_n import BestOfNConfig
@@ -41,6 +41,7 @@ from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.ppo.config import PPOConfig
 from rlhfkit.reward import RewardConfig
+from rlhfkit.rloo import RLOOConfig
 from rlhfkit.rules import AT_LEAST_ONE, FRACTION, PROBABILITY, Range, check_values, config_problems, unknown_keys
 
 # The config class of each training run the pipeline builds, and the RL stage's algorithms among them.

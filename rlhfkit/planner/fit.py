@@ -14,6 +14,8 @@ from rlhfkit.planner.memory import GIB
 from rlhfkit.planner.plans import SEQ_LEN_FIELD, Plan, plan
 from rlhfkit.presets import GPU_SIZES, METHODS, TRAINERS
 
+RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")  # a pipeline's rl.algorithm: the trainer it plans
+
 
 # ------------------------------------------------------------------------------------------------ fit table
 @dataclass
@@ -29,7 +31,7 @@ class FitRow:
 
 def fit_table(
     models: list[str],
-    trainers: tuple[str, ...] = TRAINERS,
+    trainers: tuple[str, ...] = ("sft", "reward", "ppo", "grpo"),
     gpus: tuple[int, ...] = GPU_SIZES,
     preset_for=None,
     **plan_kwargs: Any,
@@ -62,7 +64,10 @@ def fit_table_markdown(rows: list[FitRow]) -> str:
     gpus = sorted({r.gpu_gb for r in rows})
     keys = list(dict.fromkeys((r.model, r.trainer) for r in rows))
     cell = {(r.model, r.trainer, r.gpu_gb): r for r in rows}
-    label = {"sft": "SFT", "reward": "reward", "ppo": "PPO (shared base)", "grpo": "GRPO"}
+    label = {
+        "sft": "SFT", "reward": "reward", "ppo": "PPO (shared base)", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO",
+        "best_of_n": "best-of-N rounds",
+    }  # fmt: skip
     lines = [
         "| model | stage | " + " | ".join(f"{g} GB" for g in gpus) + " |",
         "|---|---|" + "---|" * len(gpus),
@@ -129,14 +134,17 @@ def check_config_fits(path: str | os.PathLike, model: str | os.PathLike | None =
     return plan(cfg["model_name_or_path"], trainer, cfg["preset"], float(cfg["gpu"]), **_plan_kwargs(trainer, cfg))
 
 
-def check_pipeline_fits(path: str | os.PathLike, model: str | os.PathLike | None = None) -> dict[str, Plan]:
+def check_pipeline_fits(
+    path: str | os.PathLike, model: str | os.PathLike | None = None, algorithm: str | None = None
+) -> dict[str, Plan]:
     """Plan every training run of a pipeline config (``rlhfkit run FILE``) on the GPU its ``model`` section names.
 
     Returns ``{"sft": Plan, "reward": Plan, <rl.algorithm>: Plan}``: each trainer with ``model.preset`` on
-    ``model.gpu``, its section's fields (``sft:``, ``reward:``, ``ppo:`` / ``grpo:``) overriding the GPU-size
+    ``model.gpu``, its section's fields (``sft:``, ``reward:``, ``ppo:`` / ``grpo:`` / ...) overriding the GPU-size
     preset's batch sizes and lengths, and PPO in ``rl.layout`` (default: shared with LoRA). Reads the YAML only
     (no torch, no TRL), so it does not validate the config: ``rlhfkit.pipeline.load_config`` does. ``model``
-    replaces ``model.model_name_or_path``.
+    replaces ``model.model_name_or_path``; ``algorithm`` plans that RL algorithm instead of ``rl.algorithm`` (as
+    ``--set rl.algorithm=...`` or ``rlhfkit compare`` would run it).
     """
     path = Path(path)
     cfg = _read_yaml(path)
@@ -149,9 +157,9 @@ def check_pipeline_fits(path: str | os.PathLike, model: str | os.PathLike | None
                 f"{path}: model.{key} is missing; the planner needs the model name, preset and gpu in section model"
             )
     rl = cfg.get("rl") or {}
-    algorithm = rl.get("algorithm", "grpo")
-    if algorithm not in ("ppo", "grpo"):
-        raise ConfigError(f"{path}: rl.algorithm={algorithm!r} must be 'ppo' or 'grpo'")
+    algorithm = algorithm or rl.get("algorithm", "grpo")
+    if algorithm not in RL_ALGORITHMS:
+        raise ConfigError(f"{path}: rl.algorithm={algorithm!r} must be one of {', '.join(RL_ALGORITHMS)}")
     dims = model_dims(section["model_name_or_path"])
     plans = {}
     for trainer in ("sft", "reward", algorithm):

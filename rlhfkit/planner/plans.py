@@ -2,8 +2,17 @@
 and lengths unless given), adds up the model copies it holds (:mod:`rlhfkit.planner.memory`'s formulas) and, when it
 does not fit, re-plans single changes to find the :class:`Suggestion` changes that do.
 
-The run is one of rlhfkit's trainers (``presets.TRAINERS``: sft, reward, ppo, grpo). ``rlhfkit plan --stage`` and
-the ``stage`` key of :meth:`Plan.to_dict` keep their names for the command line and JSON readers.
+The run is one of rlhfkit's trainers (``presets.TRAINERS``: sft, reward, ppo, grpo, rloo, dpo, best_of_n).
+``rlhfkit plan --stage`` and the ``stage`` key of :meth:`Plan.to_dict` keep their names for the command line and JSON
+readers.
+
+The alternatives to PPO: **rloo** holds what GRPO holds (policy, a reference copy when full fine-tuning with
+``beta != 0``, the reward model, the generation batch's KV cache). **dpo** holds the policy and a reference copy (none
+with LoRA: the adapter is disabled), forwards chosen and rejected together (``2 x batch`` sequences of ``max_length``)
+and, at each log, generates :data:`rlhfkit.presets.DPO_KL_SAMPLES` responses to measure its KL (a KV cache that does
+not overlap training). **best_of_n** alternates two phases and peaks at the larger: sampling (the policy and the SFT
+model for the KL, frozen, plus the KV cache of ``generation_batch_size`` sequences; the reward model is loaded after
+they are freed) and fine-tuning (an SFT run on prompt + response sequences).
 """
 
 from __future__ import annotations
@@ -24,14 +33,26 @@ from rlhfkit.planner.memory import (
     logits_bytes,
     weight_bytes,
 )
-from rlhfkit.presets import GPU_SIZES, GRPO_BETA, LORA_DEFAULTS, METHODS, TRAINERS, gpu_preset
+from rlhfkit.presets import (
+    DPO_KL_MAX_NEW_TOKENS,
+    DPO_KL_SAMPLES,
+    GPU_SIZES,
+    GRPO_BETA,
+    LORA_DEFAULTS,
+    METHODS,
+    RLOO_BETA,
+    TRAINERS,
+    gpu_preset,
+)
 
 LAYOUTS = ("separate", "shared")
 DEFAULT_PROMPT_LENGTH = 256  # RL trainers: prompt tokens (TRL's GRPOConfig has no prompt cap; set it per dataset)
-RL_TRAINERS = ("ppo", "grpo")
+RL_TRAINERS = ("ppo", "grpo", "rloo", "best_of_n")  # the trainers that generate responses to prompts
+GROUP_TRAINERS = ("grpo", "rloo")  # num_generations completions per prompt, one generation batch at a time
 # The config field that sets ``seq_len``, by trainer (what a suggestion names, what a config file sets).
 SEQ_LEN_FIELD = {
     "sft": "max_length", "reward": "max_length", "ppo": "response_length", "grpo": "max_completion_length",
+    "rloo": "max_completion_length", "dpo": "max_length", "best_of_n": "max_completion_length",
 }  # fmt: skip
 
 
@@ -132,10 +153,12 @@ def plan(
         seq_len: ``max_length`` (sft, reward) or the response length (ppo ``response_length``, grpo
             ``max_completion_length``).
         prompt_length: RL trainers: prompt tokens (default 256).
-        num_generations, generation_batch_size: GRPO (generation batch defaults to ``batch * grad_accum``).
+        num_generations, generation_batch_size: GRPO / RLOO (generation batch defaults to ``batch * grad_accum``);
+            best_of_n: sequences generated at once (default: the GPU preset's).
         rollout_batch_size: PPO ``local_rollout_forward_batch_size`` (sequences generated at once).
         gradient_checkpointing: defaults to the GPU preset's choice.
-        beta: GRPO KL coefficient; a full-fine-tuning reference copy is planned when it is not 0 (default 0.04).
+        beta: GRPO / RLOO KL coefficient; a full-fine-tuning reference copy is planned when it is not 0 (defaults
+            :data:`rlhfkit.presets.GRPO_BETA` / :data:`rlhfkit.presets.RLOO_BETA`).
         lora_r: LoRA rank (default ``LORA_DEFAULTS["r"]``).
         attention: ``sdpa`` (flash / memory-efficient kernels, default) or ``eager`` (default for Gemma-2, whose
             logit soft-capping SDPA does not support).
@@ -165,8 +188,12 @@ def plan(
         settings["prompt_length"] = int(prompt_length or DEFAULT_PROMPT_LENGTH)
     if trainer == "ppo":
         settings["rollout_batch_size"] = int(rollout_batch_size or defaults["local_rollout_forward_batch_size"])
-    if trainer == "grpo":
+    if trainer in GROUP_TRAINERS:
+        default_beta = GRPO_BETA if trainer == "grpo" else RLOO_BETA
+        beta = default_beta if beta is None else beta
         settings.update(_grpo_settings(defaults, bs, accum, num_generations, generation_batch_size, beta))
+    if trainer == "best_of_n":
+        settings["generation_batch_size"] = int(generation_batch_size or defaults["generation_batch_size"])
     return _plan_settings(dims, dims.name or str(model), trainer, preset, gpu_gb, settings, suggest=suggest)
 
 
@@ -212,7 +239,7 @@ def _grpo_settings(
     defaults: dict[str, Any], bs: int, accum: int, num_generations: int | None, generation_batch_size: int | None,
     beta: float | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """GRPO's generation batch (checked against the per-device batch) and KL coefficient."""
+    """GRPO's / RLOO's generation batch (checked against the per-device batch) and KL coefficient."""
     n_gen = int(num_generations or defaults["num_generations"])
     gen_batch = int(generation_batch_size or bs * accum)
     if gen_batch % n_gen or gen_batch % bs:
@@ -220,8 +247,7 @@ def _grpo_settings(
             f"generation_batch_size={gen_batch} must be divisible by num_generations={n_gen} and by "
             f"per_device_train_batch_size={bs}; change one of them"
         )
-    beta = GRPO_BETA if beta is None else float(beta)  # a KL leash: a reference copy is planned
-    return {"num_generations": n_gen, "generation_batch_size": gen_batch, "beta": beta}
+    return {"num_generations": n_gen, "generation_batch_size": gen_batch, "beta": float(beta)}
 
 
 def _plan_settings(
@@ -237,7 +263,16 @@ def _plan_settings(
     activations = act_ckpt if settings["gradient_checkpointing"] else act_full
     weights = sum(b for _, b in copies)
     optimizer = 2 * gradients  # AdamW exp_avg + exp_avg_sq, in the parameter's dtype
-    subtotal = weights + adapters + gradients + optimizer + max(activations + logits, kv)
+    if trainer == "best_of_n":  # sampling and fine-tuning alternate: the run peaks at the larger phase
+        frozen = weight_bytes(dims, quantized=preset == "qlora", dtype_bytes=_dtype_bytes(settings["precision"]))
+        sampling = 2 * frozen + kv  # the policy and the SFT model (KL) loaded together, frozen, + the KV cache
+        subtotal = max(weights + adapters + gradients + optimizer + activations + logits, sampling)
+        notes.append(
+            f"sampling phase: policy + SFT model + KV cache = {sampling / GIB:.1f} GiB; fine-tuning phase: the rest "
+            "of the breakdown (the reward model scores after the sampling models are freed)"
+        )
+    else:
+        subtotal = weights + adapters + gradients + optimizer + max(activations + logits, kv)
     overhead = OVERHEAD_FIXED + int(OVERHEAD_FRACTION * subtotal)
     total = subtotal + overhead
     capacity = int(gpu_gb * GIB)
@@ -293,7 +328,7 @@ def _model_memory(
         add_trainable("policy", "causal")
     elif trainer == "reward":
         add_trainable("reward model", "score")
-    elif trainer == "grpo":
+    elif trainer in GROUP_TRAINERS:
         add_trainable("policy", "causal")
         if settings["beta"] == 0:
             notes.append("beta=0: no reference model")
@@ -302,6 +337,14 @@ def _model_memory(
         else:
             add_frozen("reference", "causal")
         add_frozen("reward model", "score")
+    elif trainer == "dpo":
+        add_trainable("policy", "causal")
+        if peft:
+            notes.append(disabled_ref)
+        else:
+            add_frozen("reference", "causal")
+    elif trainer == "best_of_n":
+        add_trainable("policy (fine-tuning phase)", "causal")
     elif settings["layout"] == "separate":
         add_trainable("policy", "causal")
         if peft:
@@ -324,7 +367,7 @@ def _sequence_memory(
     """Activations without and with gradient checkpointing, logits, and the generation KV cache (RL trainers)."""
     e = _dtype_bytes(settings["precision"])
     forwards = 2 if trainer == "ppo" else 1  # PPO backpropagates through the policy and the value model
-    tokens = settings["batch_size"] * length * (2 if trainer == "reward" else 1)
+    tokens = settings["batch_size"] * length * (2 if trainer in ("reward", "dpo") else 1)  # pairs: both sides
     act_kwargs = {"act_bytes": e, "attention": settings["attention"]}
     act_kwargs["lora_r"] = settings["lora_r"] if preset != "full" else None
     act_full = forwards * activation_bytes(dims, tokens, length, checkpointing=False, **act_kwargs)
@@ -334,9 +377,11 @@ def _sequence_memory(
     kv = 0
     if trainer == "ppo":
         kv = kv_cache_bytes(dims, settings["rollout_batch_size"], length, e)
-    elif trainer == "grpo":
+    elif trainer in (*GROUP_TRAINERS, "best_of_n"):
         kv = kv_cache_bytes(dims, settings["generation_batch_size"], length, e)
-    if kv:
+    elif trainer == "dpo":  # the KL measurement at each log: prompts up to max_length, then the sampled responses
+        kv = kv_cache_bytes(dims, DPO_KL_SAMPLES, length + DPO_KL_MAX_NEW_TOKENS, e)
+    if kv and trainer != "best_of_n":
         notes.append("generation (KV cache) and training (activations + logits) do not overlap: peak = the larger")
     return act_full, act_ckpt, logits, kv
 
@@ -368,11 +413,13 @@ def _candidates(p: Plan) -> list[list[dict[str, Any]]]:
     smaller = []
     for b in _halvings(bs, 1):
         o = {"batch_size": b, "grad_accum": accum * bs // b}
-        if trainer == "grpo" and s["generation_batch_size"] % b:
+        if trainer in GROUP_TRAINERS and s["generation_batch_size"] % b:
             continue
         smaller.append(o)
     groups.append(smaller)
-    if trainer == "grpo":
+    if trainer == "best_of_n":
+        groups.append([{"generation_batch_size": x} for x in _halvings(s["generation_batch_size"], 1)])
+    if trainer in GROUP_TRAINERS:
         n, g = s["num_generations"], s["generation_batch_size"]
         groups.append([{"generation_batch_size": x} for x in _halvings(g, 1) if x % n == 0 and x % bs == 0])
         fewer = [{"num_generations": m, "generation_batch_size": g * m // n} for m in _halvings(n, 2)]

@@ -16,9 +16,9 @@ from rlhfkit.planner import plan
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
 
-@pytest.mark.parametrize("trainer", ["sft", "reward", "ppo", "grpo"])
+@pytest.mark.parametrize("trainer", ["sft", "reward", "ppo", "grpo", "rloo", "dpo"])  # best_of_n: its own test
 def test_plan_is_monotone_and_methods_are_ordered(trainer):
-    kw = {"num_generations": 2} if trainer == "grpo" else {}
+    kw = {"num_generations": 2} if trainer in ("grpo", "rloo") else {}
     base = plan(MODEL, trainer, "lora", 24, batch_size=2, seq_len=256, **kw)
     assert plan(MODEL, trainer, "lora", 24, batch_size=4, seq_len=256, **kw).total_bytes > base.total_bytes
     assert plan(MODEL, trainer, "lora", 24, batch_size=2, seq_len=512, **kw).total_bytes > base.total_bytes
@@ -52,7 +52,7 @@ def test_trainer_layouts_hold_the_right_model_copies():
 @pytest.mark.parametrize(
     "args, kwargs, message",
     [
-        (("dpo",), {}, "trainer='dpo' is not one of rlhfkit's trainers"),
+        (("kto",), {}, "trainer='kto' is not one of rlhfkit's trainers"),
         (("sft", "int8"), {}, "preset='int8' is not a method preset"),
         (("sft", "lora", 0), {}, "gpu=0 must be the GPU memory in GB"),
         (("sft", "lora"), {"layout": "shared"}, "layout='shared' applies to stage=ppo only; drop it for stage=sft"),
@@ -112,3 +112,28 @@ def test_cli_plan_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_the_alternatives_hold_their_model_copies():
+    """DPO: policy + reference (none with LoRA), chosen and rejected forwarded together; RLOO: GRPO's copies with its
+    own KL default; best-of-N rounds: the larger of sampling (policy + SFT model + KV cache) and fine-tuning."""
+    from rlhfkit.presets import RLOO_BETA
+
+    names = lambda p: [n for n, _ in p.copies]  # noqa: E731
+    assert names(plan(MODEL, "dpo", "full", 80)) == ["policy", "reference"]
+    assert names(plan(MODEL, "dpo", "lora", 80)) == ["policy base"]
+    same = {"batch_size": 2, "seq_len": 512, "gradient_checkpointing": False}
+    dpo, reward = plan(MODEL, "dpo", "lora", 80, **same), plan(MODEL, "reward", "lora", 80, **same)
+    assert dpo.activations_full == pytest.approx(reward.activations_full, rel=0.01)  # 2 x batch sequences each
+    assert dpo.breakdown["logits"] > 0 and dpo.breakdown["kv_cache"] > 0  # the LM head; the KL samples
+
+    rloo, grpo = plan(MODEL, "rloo", "full", 80), plan(MODEL, "grpo", "full", 80)
+    assert rloo.settings["beta"] == RLOO_BETA and names(rloo) == names(grpo) == ["policy", "reference", "reward model"]
+    assert plan(MODEL, "rloo", "full", 80, beta=0).copies == [c for c in rloo.copies if c[0] != "reference"]
+
+    small = plan(MODEL, "best_of_n", "qlora", 80, generation_batch_size=1)
+    big = plan(MODEL, "best_of_n", "qlora", 80, generation_batch_size=512)
+    assert big.total_bytes > small.total_bytes and "sampling phase" in big.notes[-1]
+    sft = plan(MODEL, "sft", "qlora", 80, batch_size=small.settings["batch_size"],
+               grad_accum=small.settings["grad_accum"], seq_len=256 + small.settings["seq_len"])  # fmt: skip
+    assert small.total_bytes >= sft.total_bytes  # at least the fine-tuning phase
