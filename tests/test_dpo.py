@@ -1,6 +1,8 @@
 """DPO: pairs tokenized as DPOTrainer tokenizes them, the implicit reward against a hand computation and against
 TRL's own logged rewards, the run (monitors, sampled KL, merged save, LoRA reference) and its config."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,25 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="kl_samples=-1"):
         dpo_config(tmp_path, kl_samples=-1)
     assert dpo_config(tmp_path).bf16 is False  # precision from the hardware, never TRL's bf16 default on a CPU
+
+
+def test_dpo_recipe_runs_on_the_lab(nano_model, tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from rlhfkit.config import parse_recipe
+    from rlhfkit.monitors import MonitorConfig
+
+    spec = importlib.util.spec_from_file_location("dpo_recipe", Path(__file__).parents[1] / "recipes" / "dpo.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["dpo_recipe"] = recipe  # Trainer pickles the config into each checkpoint
+    spec.loader.exec_module(recipe)
+    types = (recipe.ModelArguments, recipe.DataArguments, recipe.PairArguments, MonitorConfig, recipe.DPOConfig)
+    argv = ["--config", str(Path(__file__).parents[1] / "configs" / "lab" / "dpo.yaml"), "--model_name_or_path",
+            str(nano_model), "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--lab_samples", "200",
+            "--kl_samples", "4", "--logging_steps", "1"]  # fmt: skip
+    metrics = recipe.main(*parse_recipe("dpo", types, argv))
+    assert metrics["monitor_alerts"] >= 0 and (tmp_path / "out" / "model" / "model.safetensors").exists()
+    report = json.loads((tmp_path / "out" / "implicit_reward" / "report.json").read_text())
+    assert report["n_pairs"] > 0 and 0.0 <= report["accuracy"] <= 1.0

@@ -52,3 +52,23 @@ def test_rloo_errors_name_the_field(nano_model, tmp_path):
     with pytest.raises(ConfigError, match=r"reward_weights=\[1.0\] has 1 weight\(s\) for 2"):
         run_rloo(nano_model, lab.make_prompts(8), _config(tmp_path), reward_model=nano_model,
                  reward_funcs=[lab.lab_gold], reward_weights=[1.0])  # fmt: skip
+
+
+def test_rloo_recipe_runs_on_the_lab(nano_model, tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from rlhfkit.config import parse_recipe
+    from rlhfkit.monitors import MonitorConfig
+
+    spec = importlib.util.spec_from_file_location("rloo_recipe", Path(__file__).parents[1] / "recipes" / "rloo.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["rloo_recipe"] = recipe  # Trainer pickles the config into each checkpoint
+    spec.loader.exec_module(recipe)
+    types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.RLOOConfig)
+    argv = ["--config", str(Path(__file__).parents[1] / "configs" / "lab" / "rloo.yaml"), "--model_name_or_path",
+            str(nano_model), "--reward_model_path", str(nano_model), "--output_dir", str(tmp_path / "out"),
+            "--max_steps", "2", "--per_device_train_batch_size", "16", "--lab_samples", "64"]  # fmt: skip
+    metrics = recipe.main(*parse_recipe("rloo", types, argv))
+    assert metrics["monitor_alerts"] >= 0 and (tmp_path / "out" / "model" / "model.safetensors").exists()

@@ -1,0 +1,41 @@
+"""The rl stage's gate (DPO runs without the reward model, the others need it) and the final evaluation's sampling."""
+
+import json
+from importlib.resources import files
+
+import pytest
+import yaml
+
+from rlhfkit.pipeline import GateFailed, StageContext, load_config
+from rlhfkit.pipeline.stages import check_gate, eval_sampling
+
+DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
+
+
+def _ctx(tmp_path, gate_passed: bool, **over) -> StageContext:
+    raw = json.loads(json.dumps(DEMO))
+    raw["output_dir"] = str(tmp_path / "run")
+    cfg = load_config(raw, over)
+    rm_eval = {"metrics": {"gate_passed": gate_passed, "gate_summary": "accuracy 0.55 < 0.60"}}
+    return StageContext(cfg=cfg, manifest=None, outputs={"rm_eval": rm_eval}, say=lambda _: None)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo", "best_of_n"])
+def test_a_failed_gate_stops_the_algorithms_that_optimise_the_reward_model(tmp_path, algorithm):
+    with pytest.raises(GateFailed, match=f"accuracy 0.55 < 0.60; set gate.override: true to run {algorithm} anyway"):
+        check_gate(_ctx(tmp_path, False, **{"rl.algorithm": algorithm}))
+    assert check_gate(_ctx(tmp_path, False, **{"rl.algorithm": algorithm, "gate.override": True})) == []
+    assert check_gate(_ctx(tmp_path, True, **{"rl.algorithm": algorithm})) == []
+
+
+def test_dpo_runs_despite_a_failed_gate_and_says_so(tmp_path):
+    notes = check_gate(_ctx(tmp_path, False, **{"rl.algorithm": "dpo"}))
+    assert len(notes) == 1 and "DPO does not optimise the reward model" in notes[0]
+    assert check_gate(_ctx(tmp_path, True, **{"rl.algorithm": "dpo"})) == []
+
+
+def test_final_evaluation_samples_as_the_rl_stage_unless_told(tmp_path):
+    for algorithm, length in [("ppo", 24), ("grpo", 24), ("rloo", 24), ("best_of_n", 24), ("dpo", 24)]:
+        assert eval_sampling(_ctx(tmp_path, True, **{"rl.algorithm": algorithm}).cfg) == (1.0, length)
+    told = _ctx(tmp_path, True, **{"rl.algorithm": "dpo", "rl.eval_temperature": 0.7, "rl.max_new_tokens": 12})
+    assert eval_sampling(told.cfg) == (0.7, 12)
