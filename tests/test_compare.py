@@ -107,3 +107,21 @@ def test_compare_runs_every_algorithm_once_on_shared_stages_and_resumes(tmp_path
     assert {n: r["gold"] for n, r in again["algorithms"].items()} == {
         n: r["gold"] for n, r in result["algorithms"].items()
     }
+
+
+# Held-out gold gain over the SFT policy each algorithm must reach on the demo config (seed 0), about half of what
+# was measured (README: "Compare them"), so a real regression fails and machine noise does not.
+GOLD_FLOORS = {"ppo": 0.04, "grpo": 0.04, "rloo": 0.04, "dpo": 0.04, "best_of_n": 0.04}
+
+
+@pytest.mark.slow
+def test_every_algorithm_raises_held_out_gold_on_the_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "demo", "--out", str(tmp_path / "demo")]) == 0
+    result = json.loads((tmp_path / "demo" / "compare.json").read_text())
+    sft = result["sft"]["gold"]
+    gains = {name: row["gold"] - sft for name, row in result["algorithms"].items()}
+    assert all(gains[name] >= floor for name, floor in GOLD_FLOORS.items()), gains
+    stops = result["best_of_n"]["gold_stops"]
+    assert stops["proxy_monotone"] and "stops_at" in stops
+    assert "gold" in (tmp_path / "demo" / "compare.md").read_text()
