@@ -1,7 +1,7 @@
 """Judging a policy on held-out prompts the same way for every algorithm: reward-model score, gold reward, KL, length.
 
-:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.sampling.generate`: the settings and seed of
-:func:`rlhfkit.scoring.sample_responses`, so the same seed gives the same responses), scores prompt + response with
+:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.sampling.generate`, the sampling of
+:func:`rlhfkit.scoring.sample_responses`: the same seed gives the same responses), scores prompt + response with
 the reward model exactly as it was trained (:func:`rlhfkit.scoring.score_texts`, raw scores), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
 (:func:`rlhfkit.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO, GRPO,

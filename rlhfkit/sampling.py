@@ -1,9 +1,9 @@
 """Sampling a policy and measuring how far it moved from a reference: the one KL every algorithm is judged by.
 
 * :func:`generate` / :func:`generate_ids`: sampled responses with their token ids, so that what was sampled can be
-  scored exactly (no decode / re-encode round trip). Settings are those of :func:`rlhfkit.scoring.sample_responses`
-  (top_k 0, top_p 1, left padding, chat prompts rendered with the generation prompt, one seed per call), so the same
-  seed gives the same responses.
+  scored exactly (no decode / re-encode round trip): top_k 0, top_p 1 (the policy RL optimised), left padding, chat
+  prompts rendered with the generation prompt, one seed per call. The one sampling loop:
+  :func:`rlhfkit.scoring.sample_responses` returns its texts.
 * :func:`sequence_logprobs`: ``log p(response | prompt)`` summed over the response's tokens, at a temperature.
 * :func:`sequence_kl`: KL(policy || reference) in **nats per sequence**, estimated on the policy's own samples as
   ``mean(log pi(y|x) - log pi_ref(y|x))`` (an unbiased Monte-Carlo estimate; PPO's ``objective/kl`` is the same

@@ -13,7 +13,8 @@
   avoids pad == EOS. Right-padded batches of a causal model run without an attention mask (the pads come after
   every real token, so they change nothing), which keeps SDPA on its causal kernel: see :func:`score_token_ids`.
 * :class:`RewardModelScorer`: the same formatting and scoring as a GRPO reward function.
-* :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled.
+* :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled
+  (:func:`rlhfkit.sampling.generate`).
 
 Who scores through this module: ``rm_eval.evaluate_reward_model`` (the pipeline's ``rm_eval``, ``recipes/reward.py``,
 ``rlhfkit eval-rm``), the pipeline's ``final_eval`` (:func:`score_texts`), GRPO (:class:`RewardModelScorer`) and
@@ -42,7 +43,8 @@ import numpy as np
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.hardware import detect_hardware
-from rlhfkit.models import load_policy, load_reward_model
+from rlhfkit.models import load_reward_model
+from rlhfkit.sampling import generate, load_for_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -260,34 +262,20 @@ def sample_responses(
     """Sample one response per prompt at ``temperature`` with top_k 0 and top_p 1 (the policy RL optimised).
 
     Prompts are strings or chat messages (rendered with the chat template and its generation prompt). ``preset``
-    ``qlora`` loads the model in 4 bits, as the RL stage did.
+    ``qlora`` loads the model in 4 bits, as the RL stage did. The texts of :func:`rlhfkit.sampling.generate`, the one
+    sampling loop (which also keeps the token ids, for the KL).
     """
-    import torch
-
-    model, tokenizer = load_policy(model_dir, preset, padding_side="left")
-    if not getattr(model, "is_quantized", False):
-        model.to(detect_hardware().device)
-    model.eval()
-    chat = bool(prompts) and not isinstance(prompts[0], str)
-    if chat:
-        prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    torch.manual_seed(seed)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        # a rendered chat template already holds its special tokens
-        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
-        with torch.no_grad():
-            gen = model.generate(
-                **enc.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                top_k=0,
-                top_p=1.0,
-                temperature=temperature,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-    return out
+    model, tokenizer = load_for_sampling(model_dir, preset)
+    samples = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    return samples.texts
 
 
 def load_scorer(model_dir: str, preset="full"):

@@ -27,11 +27,25 @@ def _hand_logprob(model, prompt_ids, response_ids, temperature=1.0) -> float:
     return total
 
 
-def test_generate_matches_sample_responses_and_keeps_ids(nano_model, policy):
+def _reference_samples(model, tokenizer, prompts, max_new_tokens, seed, batch_size) -> list[str]:
+    """Sampling written out with the tokenizer's own left padding and one global seed (what sampling replaced)."""
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
+                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def test_generate_samples_as_written_out_and_keeps_ids(nano_model, policy):
     model, tokenizer = policy
     prompts = lab.make_prompts(10, seed=4)
     samples = generate(model, tokenizer, prompts, max_new_tokens=8, temperature=1.0, seed=3, batch_size=4)
-    assert samples.texts == sample_responses(str(nano_model), prompts, 8, 3, 1.0, batch_size=4)
+    assert samples.texts == _reference_samples(model, tokenizer, prompts, 8, 3, 4)
+    assert sample_responses(str(nano_model), prompts, 8, 3, 1.0, batch_size=4) == samples.texts
     assert samples.prompts == prompts and len(samples) == 10
     for ids, text, done in zip(samples.response_ids, samples.texts, samples.finished):
         assert tokenizer.decode(ids, skip_special_tokens=True) == text
