@@ -1,5 +1,5 @@
 """The whole InstructGPT pipeline from one config: SFT -> preference data (+ labeler-agreement filtering) -> reward
-model -> evaluation + gate -> RL (PPO or GRPO, monitors on) -> final evaluation.
+model -> evaluation + gate -> RL (PPO, GRPO, RLOO, DPO or best-of-N, monitors on) -> final evaluation.
 
     accelerate launch recipes/instructgpt.py --config configs/lab/pipeline.yaml
     accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/instructgpt.py \

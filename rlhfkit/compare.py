@@ -13,7 +13,9 @@ score, gold reward in the lab, KL to the SFT policy in nats per sequence on the 
     <output_dir>/compare.json, compare.md, compare.png
 
 Everything resumes: a rerun skips what is done (the shared stages, each finished algorithm, the curve) and resumes an
-interrupted algorithm from its checkpoints, so running the same command twice trains nothing the second time.
+interrupted algorithm from its checkpoints, so running the same command twice trains nothing the second time. What
+changed since is redone, and said: an algorithm whose section changed is retrained alone; a changed shared stage
+(say the reward section) redoes it, the stages after it and every algorithm.
 Wall time and peak memory are those of an algorithm's RL stage (its training), measured in this process: peak GPU
 memory allocated by torch on a GPU, else the process's peak resident memory (``VmHWM``, reset before each algorithm
 on Linux), which on a CPU includes Python and the libraries (~0.6 GB here) and so mostly shows differences.
@@ -33,9 +35,9 @@ from rlhfkit.best_of_n import best_of_n_curve
 from rlhfkit.data.tables import LAB
 from rlhfkit.errors import ConfigError
 from rlhfkit.io import pyplot, save_figure, write_json, write_text
-from rlhfkit.pipeline.config import RL_TRAINERS, PipelineConfig, load_config
+from rlhfkit.pipeline.config import RL_TRAINERS, STAGES, PipelineConfig, load_config, stage_digests
 from rlhfkit.pipeline.context import GateFailed, StageContext
-from rlhfkit.pipeline.manifest import Manifest, config_hash
+from rlhfkit.pipeline.manifest import Manifest, changed_keys, config_hash
 from rlhfkit.pipeline.report import write_pipeline_report
 from rlhfkit.pipeline.runner import run_pipeline
 from rlhfkit.pipeline.stages import eval_sampling, rl_prompts
@@ -90,6 +92,19 @@ def algorithm_configs(cfg: PipelineConfig, algorithms: Sequence[str]) -> dict[st
     return out
 
 
+def redo_changed(cfg: PipelineConfig, stages: Sequence[str], say: Callable[[str], None]) -> None:
+    """A finished stage among ``stages`` whose config changed since it ran is forgotten, with every stage after it,
+    so the next run redoes them (``rlhfkit run`` stops and asks for ``--from``; a comparison redoes what changed)."""
+    manifest = Manifest(cfg.output_dir)
+    for stage, (inputs, digest) in stage_digests(cfg).items():
+        entry = manifest.stage(stage)
+        if stage in stages and entry.get("status") == "done" and entry.get("config_hash") != digest:
+            keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage"]
+            say(f"[{stage}] config changed since it ran ({', '.join(keys)}): redoing it and what follows")
+            manifest.invalidate_from(list(STAGES[STAGES.index(stage) :]))
+            return
+
+
 def share_stages(base: Manifest, run_dir: Path) -> None:
     """Record the shared stages in an algorithm's manifest (its pipeline then skips them and reads their outputs).
     When they changed since the algorithm last ran, its rl and final_eval stages are forgotten: they start over."""
@@ -142,6 +157,7 @@ def run_algorithm(cfg: PipelineConfig, base: Manifest, say: Callable[[str], None
     """Run one algorithm's pipeline (reusing the shared stages); returns its compare record."""
     run_dir = cfg.output_dir
     share_stages(base, run_dir)
+    redo_changed(cfg, ("rl", "final_eval"), say)  # e.g. its section was edited since the last comparison
     record_path = run_dir / RUN_RECORD
     manifest = Manifest(run_dir)
     record = _read(record_path) or {}
@@ -219,6 +235,7 @@ def run_compare(
     configs = algorithm_configs(cfg, algorithms)
     temperature, max_new = eval_sampling(cfg)
     start = time.perf_counter()
+    redo_changed(cfg, SHARED_STAGES, say)
     base = run_pipeline(cfg, until="rm_eval", say=say)
     rows = {}
     for name, algo_cfg in configs.items():

@@ -1,9 +1,12 @@
 """The training runs: build a trainer from its config + an rlhfkit preset, train, save.
 
 :func:`run_sft`, :func:`run_reward` (TRL's trainers), :func:`run_ppo` (rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer`)
-and :func:`run_grpo` (TRL's ``GRPOTrainer`` with :class:`~rlhfkit.scoring.RewardModelScorer`) each return a
-:class:`RunResult`. The pipeline's stages and the recipes call these; a run is named after its trainer (``sft``,
-``reward``, ``ppo``, ``grpo``), a pipeline *stage* after its place in the pipeline (``rl`` runs ``ppo`` or ``grpo``).
+:func:`run_grpo` / :func:`run_rloo` (TRL's ``GRPOTrainer`` / ``RLOOTrainer`` with
+:class:`~rlhfkit.scoring.RewardModelScorer`, one implementation) and :func:`run_dpo` (:class:`rlhfkit.dpo.DPOTrainer`)
+each return a :class:`RunResult`; rejection sampling, an orchestration of :func:`run_sft` rounds, is
+:func:`rlhfkit.best_of_n.run_best_of_n`. The pipeline's stages and the recipes call these; a run is named after its
+trainer (``sft``, ``reward``, ``ppo``, ``grpo``, ``rloo``, ``dpo``, ``best_of_n``), a pipeline *stage* after its
+place in the pipeline (``rl`` runs one of the last five).
 
 Every run writes into its ``config.output_dir``:
 

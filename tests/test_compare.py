@@ -104,9 +104,15 @@ def test_compare_runs_every_algorithm_once_on_shared_stages_and_resumes(tmp_path
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == models
     assert {p: p.read_text() for p in out.glob("*/compare_run.json")} == records
     again = json.loads((out / "compare.json").read_text())
-    assert {n: r["gold"] for n, r in again["algorithms"].items()} == {
-        n: r["gold"] for n, r in result["algorithms"].items()
-    }
+    golds = {n: r["gold"] for n, r in result["algorithms"].items()}
+    assert {n: r["gold"] for n, r in again["algorithms"].items()} == golds
+
+    # an edited section retrains that algorithm alone, and says why
+    assert main(["compare", str(path), "--best-of-n", "1,2,4", "--set", "dpo.beta=0.3"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("config changed since it ran") == 1 and "dpo.beta" in said
+    changed = [p for p, t in models.items() if p.stat().st_mtime_ns != t]
+    assert changed == [out / "dpo" / "rl" / "model" / "model.safetensors"]
 
 
 # Held-out gold gain over the SFT policy each algorithm must reach on the demo config (seed 0), about half of what

@@ -1,5 +1,5 @@
 """The InstructGPT pipeline: SFT -> preference data (+ agreement filtering) -> reward model -> evaluation + gate ->
-RL (PPO or GRPO, with monitors) -> final evaluation, from one YAML config.
+RL (PPO, GRPO, RLOO, DPO or rejection sampling, with monitors) -> final evaluation, from one YAML config.
 
 * :mod:`rlhfkit.pipeline.config` -- sections, :func:`load_config`, which keys each stage depends on;
 * :mod:`rlhfkit.pipeline.context` -- :class:`StageContext` (what a stage runs in), :class:`GateFailed`;

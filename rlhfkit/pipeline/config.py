@@ -39,6 +39,7 @@ from rlhfkit.dpo import DPOConfig
 from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
+from rlhfkit.pipeline.manifest import config_hash
 from rlhfkit.ppo.config import PPOConfig
 from rlhfkit.reward import RewardConfig
 from rlhfkit.rloo import RLOOConfig
@@ -423,6 +424,17 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
             out.pop(other, None)
         if cfg.data.prompts != "lab":
             out["rl.eval_prompts"] = cfg.rl.eval_prompts
+    return out
+
+
+def stage_digests(cfg: PipelineConfig) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each stage's inputs (:func:`stage_inputs`) and its hash, chained: a stage's hash covers its inputs and the hash
+    of the stage before it, so a change redoes that stage and every later one. What the manifest records."""
+    out, upstream = {}, ""
+    for stage in STAGES:
+        inputs = stage_inputs(cfg, stage)
+        upstream = config_hash({"inputs": inputs, "upstream": upstream})
+        out[stage] = (inputs, upstream)
     return out
 
 

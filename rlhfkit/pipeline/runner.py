@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_inputs
+from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_digests
 from rlhfkit.pipeline.context import MAIN_PROCESS_STAGES, StageContext, distributed_state
 from rlhfkit.pipeline.lock import RunLock
-from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, config_hash, fingerprint
+from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
 from rlhfkit.pipeline.stages import STAGE_FUNCTIONS
 from rlhfkit.train import remove_checkpoints
@@ -79,7 +79,7 @@ def _open_run_folder(ctx: StageContext, lock: RunLock, from_stage: str | None) -
     ctx.manifest = Manifest(cfg.output_dir)
     if from_stage is not None:
         ctx.manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
-    for stage, digest in stage_digests(cfg).items():
+    for stage, (_, digest) in stage_digests(cfg).items():
         entry = ctx.manifest.stage(stage)
         if entry.get("status") != "done" or entry.get("config_hash") != digest:
             continue
@@ -104,15 +104,6 @@ def _changed_outputs(ctx: StageContext, stage: str, entry: dict[str, Any]) -> li
     return [f"{path} (missing)" for path in paths if not Path(path).exists()]
 
 
-def stage_digests(cfg: PipelineConfig) -> dict[str, str]:
-    """Each stage's config hash: its inputs (:func:`~rlhfkit.pipeline.config.stage_inputs`) chained with the hash of
-    the stage before it."""
-    out, upstream = {}, ""
-    for stage in STAGES:
-        upstream = out[stage] = config_hash({"inputs": stage_inputs(cfg, stage), "upstream": upstream})
-    return out
-
-
 def stale_temporary_files(output_dir: str | os.PathLike) -> list[Path]:
     """Temporary files and folders (``.NAME.*.tmp``, from :func:`rlhfkit.io.atomic_path`) that an interrupted run
     left in a run folder: at its top level and in the folders rlhfkit writes (stages, plots, the lab base model).
@@ -128,8 +119,7 @@ def stale_temporary_files(output_dir: str | os.PathLike) -> list[Path]:
 def _run_stages(ctx: StageContext, until: str | None) -> None:
     """Skip, resume or run each stage in order (every process)."""
     cfg, manifest = ctx.cfg, ctx.manifest
-    for stage, digest in stage_digests(cfg).items():
-        inputs = stage_inputs(cfg, stage)
+    for stage, (inputs, digest) in stage_digests(cfg).items():
         entry = manifest.stage(stage)
         if entry.get("status") == "done":
             if entry.get("config_hash") != digest:

@@ -18,19 +18,15 @@ from rlhfkit.pipeline.config import (
     TRL_SECTIONS,
     WHOLE_SECTIONS,
     load_config,
-    stage_inputs,
+    stage_digests,
 )
-from rlhfkit.pipeline.manifest import config_hash
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 
 
-def stage_digests(raw: dict) -> dict[str, str]:
+def digests(raw: dict) -> dict[str, str]:
     """Each stage's hash as the runner computes it (its inputs plus the hash of the stage before it)."""
-    cfg, upstream, out = load_config(raw), "", {}
-    for stage in STAGES:
-        upstream = out[stage] = config_hash({"inputs": stage_inputs(cfg, stage), "upstream": upstream})
-    return out
+    return {stage: digest for stage, (_, digest) in stage_digests(load_config(raw)).items()}
 
 
 def test_every_config_key_feeds_a_stage():
@@ -75,12 +71,12 @@ CHANGES = [
 def test_a_changed_key_redoes_its_stage_and_the_later_ones(tmp_path, section, key, value, first):
     raw = json.loads(json.dumps(DEMO))
     raw["output_dir"] = str(tmp_path / "run")
-    before = stage_digests(raw)
+    before = digests(raw)
     if key is None:
         raw[section] = value
     else:
         raw.setdefault(section, {})[key] = value
-    after = stage_digests(raw)
+    after = digests(raw)
     changed = [stage for stage in STAGES if before[stage] != after[stage]]
     assert changed == list(STAGES[STAGES.index(first) :])
 
@@ -91,9 +87,9 @@ def test_the_other_rl_algorithms_sections_do_not_count(tmp_path, section, key, v
     raw = json.loads(json.dumps(DEMO))
     raw["output_dir"] = str(tmp_path / "run")
     assert DEMO["rl"]["algorithm"] == "ppo"
-    before = stage_digests(raw)
+    before = digests(raw)
     raw.setdefault(section, {})[key] = value
-    assert stage_digests(raw) == before
+    assert digests(raw) == before
     raw["rl"]["algorithm"] = section
-    after = stage_digests(raw)
+    after = digests(raw)
     assert [s for s in STAGES if after[s] != before[s]] == ["rl", "final_eval"]
