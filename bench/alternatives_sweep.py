@@ -26,28 +26,30 @@ from rlhfkit.pipeline.manifest import Manifest
 
 GRID: dict[str, list[dict]] = {
     "rloo": [
-        {},  # the demo's: beta 0.1, lr 5e-4, 60 steps, k = 8
-        {"rloo.beta": 0.02},
-        {"rloo.beta": 0.3},
-        {"rloo.learning_rate": 1.0e-3},
+        {},  # the demo's: beta 0.1 (per nat of sequence KL, rewards in reward-model standard deviations), lr 5e-4
+        {"rloo.beta": 0.02},  # a looser leash
+        {"rloo.beta": 0.3},  # a tighter one
     ],
     "dpo": [
-        {},  # the demo's: beta 0.1, lr 2e-4, 100 steps
-        {"dpo.beta": 0.3},
-        {"dpo.learning_rate": 5.0e-5},
-        {"dpo.learning_rate": 5.0e-4},
+        {},  # the demo's settings
+        {"dpo.beta": 0.5},  # a tighter leash
+        {"dpo.learning_rate": 5.0e-5},  # smaller steps
+        {"dpo.loss_type": ["sigmoid", "sft"]},  # DPO + the chosen responses' NLL (RPO, Pang et al. 2024)
     ],
     "best_of_n": [
-        {},  # the demo's: 3 rounds, N = 8, 24 steps of lr 5e-4 per round
+        {},  # the demo's settings
         {"best_of_n.rounds": 1},
+        {"best_of_n.num_samples": 4, "best_of_n.rounds": 2},
         {"best_of_n.num_samples": 4},
-        {"best_of_n.learning_rate": 2.0e-4},
     ],
 }
 
 
 def _tag(setting: dict) -> str:
-    return "default" if not setting else "_".join(f"{k.split('.')[-1]}={v}" for k, v in setting.items())
+    def value(v):
+        return "+".join(map(str, v)) if isinstance(v, list) else v
+
+    return "demo" if not setting else "_".join(f"{k.split('.')[-1]}={value(v)}" for k, v in setting.items())
 
 
 def main() -> None:
@@ -64,8 +66,8 @@ def main() -> None:
     for algorithm, settings in GRID.items():
         if args.only and algorithm != args.only:
             continue
-        for setting in settings:
-            out = base_dir / "sweep" / f"{algorithm}-{_tag(setting)}"
+        for setting in settings:  # the demo's own setting is read from `rlhfkit compare demo`'s folder when there
+            out = base_dir / algorithm if not setting else base_dir / "sweep" / f"{algorithm}-{_tag(setting)}"
             overrides = {"output_dir": str(out), "rl.algorithm": algorithm, "rl.eval_temperature": 1.0,
                          "rl.max_new_tokens": 24, **setting}  # fmt: skip
             record = run_algorithm(load_config(json.loads(json.dumps(demo)), overrides), base, print)

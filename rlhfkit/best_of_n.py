@@ -33,16 +33,17 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import trl
 
 from rlhfkit.config import trainer_config
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.io import atomic_path, read_jsonl, write_jsonl
 from rlhfkit.models import MODEL_SUBDIR
 from rlhfkit.monitors import HealthMonitor, MonitorConfig
+from rlhfkit.rules import AT_LEAST_ONE, POSITIVE, Range, config_problems
 from rlhfkit.sampling import Samples, generate, load_for_sampling, sequence_kl
 from rlhfkit.scoring import REWARD_MODEL_NAME, load_scorer, score_texts
 from rlhfkit.train import RunResult, remove_checkpoints, run_sft
@@ -209,15 +210,18 @@ class BestOfNConfig(trl.SFTConfig):
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (1.0: the policy itself)."})
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generation call."})
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "rounds": AT_LEAST_ONE,
+        "num_samples": AT_LEAST_ONE,
+        "prompts_per_round": AT_LEAST_ONE,
+        "max_completion_length": AT_LEAST_ONE,
+        "temperature": POSITIVE,
+        "generation_batch_size": AT_LEAST_ONE,
+    }
+
     def __post_init__(self):
         super().__post_init__()
-        problems = [f"{k}={getattr(self, k)} must be >= 1" for k in ("rounds", "num_samples") if getattr(self, k) < 1]
-        if self.prompts_per_round is not None and self.prompts_per_round < 1:
-            problems.append(f"prompts_per_round={self.prompts_per_round} must be >= 1 or null (all prompts)")
-        if self.temperature <= 0:
-            problems.append(f"temperature={self.temperature} must be > 0")
-        if problems:
-            raise ConfigError("BestOfNConfig: " + "; ".join(problems))
+        raise_problems(config_problems(self))
 
 
 def best_of_n_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> BestOfNConfig:

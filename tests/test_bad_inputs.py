@@ -901,7 +901,7 @@ CASES = [
         "rl-algorithm",
         TOO_LATE,
         lambda ws: run(ws, {"rl.algorithm": "dqn"}),
-        r"rl\.algorithm='dqn' must be 'ppo' or 'grpo'",
+        r"rl\.algorithm='dqn' must be one of ppo, grpo, rloo, dpo, best_of_n",
     ),
     Case("sft-max-length-0", TRACEBACK, lambda ws: run(ws, {"sft.max_length": 0}), r"sft\.max_length=0: must be >= 1"),
     Case(
