@@ -129,7 +129,7 @@ def test_rejection_sampling_rounds_select_train_log_and_resume(nano_model, tmp_p
 
 
 def test_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ConfigError, match="rounds=0 must be >= 1"):
+    with pytest.raises(ConfigError, match="rounds=0: must be >= 1"):
         best_of_n_config(tmp_path, rounds=0)
     with pytest.raises(ConfigError, match="prompts_per_round=0"):
         best_of_n_config(tmp_path, prompts_per_round=0)
