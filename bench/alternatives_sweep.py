@@ -33,7 +33,8 @@ GRID: dict[str, list[dict]] = {
     "dpo": [
         {},  # the demo's settings
         {"dpo.beta": 0.5},  # a tighter leash
-        {"dpo.learning_rate": 5.0e-5},  # smaller steps
+        {"dpo.learning_rate": 1.0e-4},  # smaller steps
+        {"dpo.learning_rate": 5.0e-5},  # smaller still
         {"dpo.loss_type": ["sigmoid", "sft"]},  # DPO + the chosen responses' NLL (RPO, Pang et al. 2024)
     ],
     "best_of_n": [

@@ -17,13 +17,15 @@ and evaluation during training.
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from rlhfkit import lab
 from rlhfkit.best_of_n import BestOfNConfig, run_best_of_n
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import LAB, load_prompts
 from rlhfkit.monitors import MonitorConfig
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -68,4 +70,6 @@ def main(model_args, data_args, selector_args, monitor_config, training_args: Be
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("best_of_n", (ModelArguments, DataArguments, SelectorArguments, MonitorConfig, BestOfNConfig)))
+    sys.exit(
+        run_recipe(main, "best_of_n", (ModelArguments, DataArguments, SelectorArguments, MonitorConfig, BestOfNConfig))
+    )

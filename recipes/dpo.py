@@ -19,14 +19,16 @@ Deliberately left out: DPO variants (IPO, hinge, ... are TRL's `loss_type`), and
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_preference_data
 from rlhfkit.dpo import DPOConfig, evaluate_implicit_reward
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.rm_eval import write_report
 from rlhfkit.train import run_dpo
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -73,4 +75,4 @@ def main(model_args, data_args, pair_args, monitor_config, training_args: DPOCon
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("dpo", (ModelArguments, DataArguments, PairArguments, MonitorConfig, DPOConfig)))
+    sys.exit(run_recipe(main, "dpo", (ModelArguments, DataArguments, PairArguments, MonitorConfig, DPOConfig)))

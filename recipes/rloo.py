@@ -17,13 +17,15 @@ from Python) and evaluation during training (sample the saved model instead: it 
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe, resolve_model
+from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.rloo import RLOOConfig
 from rlhfkit.train import run_rloo
+from rlhfkit.validate import run_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -75,4 +77,4 @@ def main(model_args, data_args, reward_args, monitor_config, training_args) -> d
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*parse_recipe("rloo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, RLOOConfig)))
+    sys.exit(run_recipe(main, "rloo", (ModelArguments, DataArguments, RewardArguments, MonitorConfig, RLOOConfig)))

@@ -509,7 +509,7 @@ def check_recipe(trainer: str, parsed: Sequence[Any]) -> None:
     if data is not None:
         if trainer == "sft":
             problems += data_problems(data.dataset, "dataset", SFT_COLUMNS, "SFT", data.dataset_split)
-        elif trainer == "reward":
+        elif trainer in ("reward", "dpo"):  # DPO trains on the preference pairs
             problems += preference_problems(data.dataset, "dataset", data.dataset_format, data.dataset_split)
         else:
             problems += data_problems(data.dataset, "dataset", PROMPT_COLUMNS, trainer.upper(), data.dataset_split)

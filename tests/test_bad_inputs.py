@@ -741,8 +741,8 @@ CASES = [
     Case(
         "presets-bad-stage",
         ARGPARSE,
-        lambda ws: ["rlhfkit", "presets", "show", "24", "--stage", "dpo"],
-        r"argument --stage: invalid choice: 'dpo' \(choose from .*sft",
+        lambda ws: ["rlhfkit", "presets", "show", "24", "--stage", "dqn"],
+        r"argument --stage: invalid choice: 'dqn' \(choose from .*sft",
     ),
     Case(
         "plan-bad-preset",
@@ -902,6 +902,24 @@ CASES = [
         TOO_LATE,
         lambda ws: run(ws, {"rl.algorithm": "dqn"}),
         r"rl\.algorithm='dqn' must be one of ppo, grpo, rloo, dpo, best_of_n",
+    ),
+    Case(
+        "best-of-n-rounds-0",
+        SILENT,
+        lambda ws: run(ws, {"rl.algorithm": "best_of_n", "best_of_n.rounds": 0}),
+        r"best_of_n\.rounds=0: must be >= 1",
+    ),
+    Case(
+        "dpo-beta-negative",
+        TOO_LATE,
+        lambda ws: run(ws, {"rl.algorithm": "dpo", "dpo.beta": -0.1}),
+        r"dpo\.beta=-0\.1",
+    ),
+    Case(
+        "rl-eval-temperature-0",
+        SILENT,
+        lambda ws: run(ws, {"rl.eval_temperature": 0}),
+        r"rl\.eval_temperature=0",
     ),
     Case("sft-max-length-0", TRACEBACK, lambda ws: run(ws, {"sft.max_length": 0}), r"sft\.max_length=0: must be >= 1"),
     Case(
