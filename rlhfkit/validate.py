@@ -36,7 +36,15 @@ from rlhfkit.data import FORMATS, detect_format
 from rlhfkit.entry import pop_debug, run_guarded
 from rlhfkit.errors import ConfigError, DataError, raise_problems
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.pipeline.config import STAGES, TRAINER_CONFIGS, DataSources, PipelineConfig, load_config, read_config
+from rlhfkit.pipeline.config import (
+    RL_TRAINERS,
+    STAGES,
+    TRAINER_CONFIGS,
+    DataSources,
+    PipelineConfig,
+    load_config,
+    read_config,
+)
 from rlhfkit.pipeline.lock import LOCK_FILE
 from rlhfkit.pipeline.manifest import MANIFEST
 from rlhfkit.rules import check_values, unknown_keys
@@ -49,6 +57,9 @@ SFT_COLUMNS = (("prompt", "completion"), ("messages",), ("text",))
 PROMPT_COLUMNS = (("prompt",),)
 # What rlhfkit writes at the top of a run folder (besides the stage folders and temporary .NAME.*.tmp files).
 RUN_FOLDER_FILES = (MANIFEST, LOCK_FILE, "report.md", "report.json", "plots", "base_model")
+# What `rlhfkit compare` adds (rlhfkit.compare): a folder per algorithm, the best-of-N curve and the comparison;
+# bench/alternatives_sweep.py keeps its runs in sweep/.
+COMPARE_FILES = (*RL_TRAINERS, "best_of_n_curve.json", "compare.json", "compare.md", "compare.png", "sweep")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -385,7 +396,7 @@ def _creatable_problems(path: Path, key: str, what: str) -> list[str]:
 
 def is_run_entry(name: str) -> bool:
     """Whether a name at the top of a run folder is one rlhfkit writes there."""
-    return name in STAGES or name in RUN_FOLDER_FILES or (name.startswith(".") and name.endswith(".tmp"))
+    return name in (*STAGES, *RUN_FOLDER_FILES, *COMPARE_FILES) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def output_dir_problems(path: str | os.PathLike, key: str = "output_dir", run: bool = True) -> list[str]:

@@ -131,3 +131,16 @@ def test_every_algorithm_raises_held_out_gold_on_the_demo(tmp_path, monkeypatch)
     stops = result["best_of_n"]["gold_stops"]
     assert stops["proxy_monotone"] and "stops_at" in stops
     assert "gold" in (tmp_path / "demo" / "compare.md").read_text()
+
+
+def test_a_compare_folder_is_a_run_folder_to_the_output_check(tmp_path):
+    """`rlhfkit compare` reruns on its own folder (algorithm folders, the curve, the comparison), and still refuses a
+    folder that holds someone else's file."""
+    from rlhfkit.validate import output_dir_problems
+
+    for name in ("manifest.json", "sft", "rm_eval", *ALGORITHMS, "best_of_n_curve.json", "compare.json", "compare.md"):
+        (tmp_path / name).mkdir() if "." not in name else (tmp_path / name).write_text("{}")
+    assert output_dir_problems(tmp_path) == []
+    (tmp_path / "notes.txt").write_text("mine")
+    (problem,) = output_dir_problems(tmp_path)
+    assert "notes.txt" in problem and "not an rlhfkit run's" in problem
