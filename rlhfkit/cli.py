@@ -121,18 +121,18 @@ def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
 def _pipeline_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo STAGE and every stage after it")
     p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set sft.max_steps=100 (YAML value syntax)",
-    )
-    if with_out:
-        p.add_argument("--out", help="output folder (overrides output_dir)")
+    _config_flags(p, with_out)
     p.add_argument(
         "--check", action="store_true", help="only check the config, data, model and output folder; run nothing"
     )
+
+
+def _config_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
+    """``--set KEY=VALUE`` (repeatable) and ``--out``: overrides of a pipeline config (run, demo, compare)."""
+    text = "override a config key, e.g. --set sft.max_steps=100 (YAML value syntax)"
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=text)
+    if with_out:
+        p.add_argument("--out", help="output folder (overrides output_dir)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -189,10 +189,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="comma-separated: ppo, grpo, rloo, dpo, best_of_n (default: all)",
     )
     p.add_argument("--best-of-n", default="1,2,4,8,16", help="N of the best-of-N curve (default: 1,2,4,8,16)")
-    p.add_argument("--out", help="output folder (overrides output_dir)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value syntax)"
-    )
+    _config_flags(p)
     p.set_defaults(func=_compare)
 
 
