@@ -130,10 +130,15 @@ class Manifest:
         metrics: dict[str, Any],
         status: str = "done",
         files: dict[str, list] | None = None,
+        folder: str | os.PathLike | None = None,
     ) -> None:
-        """Record a finished stage: its outputs, metrics and the :func:`fingerprint` of its folder (``files``)."""
+        """Record a finished stage: its outputs, metrics, and the :func:`fingerprint` of its folder (``files``) with
+        the folder's path (``folder``: where a run that shares the stage verifies it)."""
         finished = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.update(name, status=status, outputs=outputs, metrics=metrics, files=files or {}, finished=finished)
+        where = {} if folder is None else {"folder": str(folder)}
+        self.update(
+            name, status=status, outputs=outputs, metrics=metrics, files=files or {}, **where, finished=finished
+        )
 
     def invalidate_from(self, names: list[str]) -> None:
         """Forget these stages (``--from STAGE`` redoes a stage and everything after it)."""

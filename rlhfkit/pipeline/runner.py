@@ -94,10 +94,13 @@ def _open_run_folder(ctx: StageContext, lock: RunLock, from_stage: str | None) -
 
 
 def _changed_outputs(ctx: StageContext, stage: str, entry: dict[str, Any]) -> list[str]:
-    """What is missing or changed among a finished stage's recorded files (for a manifest written before files
-    were recorded: its output paths that are missing)."""
+    """What is missing or changed among a finished stage's recorded files, in the folder they were recorded in
+    (a stage shared from another run folder, as ``rlhfkit compare`` shares them, is checked where it lives; for a
+    manifest written before files were recorded: its output paths that are missing)."""
     if "files" in entry:
-        return [f"{stage}/{item}" for item in changed_files(ctx.dir(stage), entry["files"])]
+        folder = Path(entry.get("folder") or ctx.dir(stage))
+        label = stage if folder == Path(ctx.dir(stage)) else str(folder)
+        return [f"{label}/{item}" for item in changed_files(folder, entry["files"])]
     paths = [
         v for v in entry.get("outputs", {}).values() if isinstance(v, str) and v.startswith(str(ctx.cfg.output_dir))
     ]
@@ -159,7 +162,7 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
         try:
             outputs, metrics = fn(ctx)
             if ctx.is_main:
-                manifest.finish(stage, outputs, metrics, files=fingerprint(ctx.dir(stage)))
+                manifest.finish(stage, outputs, metrics, files=fingerprint(ctx.dir(stage)), folder=ctx.dir(stage))
         except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
             if ctx.is_main:
                 manifest.update(stage, status="failed")

@@ -16,6 +16,7 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.pipeline import STAGES, load_config, run_pipeline, runner
 from rlhfkit.pipeline.lock import LOCK_FILE, RunLock, read_lock
 from rlhfkit.pipeline.manifest import changed_files, fingerprint
+from rlhfkit.pipeline.runner import _changed_outputs
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 
@@ -128,3 +129,24 @@ def test_the_lock_is_released_when_a_stage_fails(tmp_path, monkeypatch):
     with RunLock(tmp_path / "run") as lock:  # the folder can be locked again
         assert lock.held and read_lock(tmp_path / "run")["pid"] == os.getpid()
     assert read_lock(tmp_path / "run") is None
+
+
+def test_a_stage_shared_from_another_folder_is_verified_where_it_lives(tmp_path, monkeypatch):
+    """`rlhfkit compare` records the shared stages of its base run in each algorithm's manifest: their files are
+    checked in the folder they were recorded in (not re-done because the algorithm's folder has no copy), and a change
+    there still redoes them."""
+    base, run = tmp_path / "base", tmp_path / "run"
+    (base / "sft" / "model").mkdir(parents=True)
+    (base / "sft" / "model" / "weights.bin").write_bytes(b"abc")
+    entry = {"status": "done", "files": fingerprint(base / "sft"), "folder": str(base / "sft")}
+
+    class Ctx:
+        cfg = None
+
+        @staticmethod
+        def dir(stage):
+            return run / stage
+
+    assert _changed_outputs(Ctx, "sft", entry) == []
+    (base / "sft" / "model" / "weights.bin").write_bytes(b"abd")
+    assert _changed_outputs(Ctx, "sft", entry) == [f"{base / 'sft'}/model/weights.bin (changed)"]
