@@ -366,6 +366,21 @@ def evaluate_reward_model(
         subset_column, agreement_column: per-subset / per-agreement accuracy when the pairs have these columns.
         n_bins: reliability bins; n_worst: lowest-margin pairs kept with their texts.
     """
+    rows, ids, n_dropped = encode_pairs(tokenizer, pairs, max_length)
+    pad = resolve_pad_token_id(model, tokenizer)
+    scores = score_token_ids(
+        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
+    )
+    n = len(rows)
+    return pair_report(
+        rows, scores[:n], scores[n:], n_dropped, subset_column, agreement_column, n_bins=n_bins, n_worst=n_worst
+    )
+
+
+def encode_pairs(tokenizer, pairs, max_length: int | None = None) -> tuple[list[dict], list[list[int]], int]:
+    """Token ids of held-out pairs as ``RewardTrainer`` built them: ``(kept rows, ids, n_dropped)``, where ``ids``
+    holds the kept rows' chosen sequences, then their rejected ones, and pairs longer than ``max_length`` are
+    dropped (as ``RewardTrainer`` filters with ``RewardConfig.max_length``)."""
     rows = _as_rows(pairs)
     for i, row in enumerate(rows):
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
@@ -386,29 +401,36 @@ def evaluate_reward_model(
         logger.warning(
             "%d of %d pairs are longer than max_length=%d tokens and were not scored", n_dropped, len(rows), max_length
         )
-    rows = [rows[i] for i in keep]
     ids = [encoded[i][0] for i in keep] + [encoded[i][1] for i in keep]
-    pad = resolve_pad_token_id(model, tokenizer)
-    scores = score_token_ids(
-        model, ids, pad_token_id=pad, batch_size=batch_size, padding_side=padding_side, device=device
-    )
-    n = len(rows)
+    return [rows[i] for i in keep], ids, n_dropped
+
+
+def pair_report(
+    rows: list[dict],
+    r_chosen,
+    r_rejected,
+    n_dropped: int = 0,
+    subset_column: str | None = "subset",
+    agreement_column: str | None = "agreement",
+    **kwargs: Any,
+) -> RewardModelReport:
+    """:func:`report_from_scores` for scored pairs (rows from :func:`encode_pairs`), with their lengths, subsets
+    and labeler agreement when the rows have them; ``kwargs``: ``n_bins``, ``n_worst``."""
 
     def has(column: str | None) -> bool:
         return column is not None and any(column in row for row in rows)
 
     return report_from_scores(
-        scores[:n],
-        scores[n:],
+        r_chosen,
+        r_rejected,
         chosen_lengths=[response_length(row["chosen"]) for row in rows],
         rejected_lengths=[response_length(row["rejected"]) for row in rows],
         subsets=[row.get(subset_column) for row in rows] if has(subset_column) else None,
         agreement=[row.get(agreement_column) for row in rows] if has(agreement_column) else None,
         pairs=rows,
-        n_bins=n_bins,
-        n_worst=n_worst,
         length_unit="characters",
         n_dropped=n_dropped,
+        **kwargs,
     )
 
 

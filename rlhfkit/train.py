@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.dpo import DPOTrainer
+from rlhfkit.ensemble import load_reward_function, place_reward_function
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.io import atomic_path
+from rlhfkit.io import atomic_path, write_json
 from rlhfkit.models import (
     ADAPTER_SUBDIR,
     MODEL_SUBDIR,
@@ -47,9 +48,10 @@ from rlhfkit.models import (
 )
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
+from rlhfkit.ppo.trainer import TRAINABLE_WEIGHTS_NAME
 from rlhfkit.presets import GRPO_BETA, method_preset
-from rlhfkit.reward import RewardConfig, RewardTrainer
-from rlhfkit.scoring import RewardModelScorer
+from rlhfkit.reward import MEMBER_DIR, EnsembleMember, RewardConfig, RewardTrainer, bootstrap, read_ensemble, write_ensemble
+from rlhfkit.scoring import RewardModelScorer, resolve_pad_token_id, score_token_ids, tokenize_pair
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +160,16 @@ def run_reward(
             ``chosen``/``rejected``; an optional ``margin`` column (e.g. a vote margin) enters the loss. Pairs with a
             ``group`` column (rankings: :func:`rlhfkit.data.from_rankings`) train with the K-wise loss, one ranking
             per batch element, unless ``config.group_rankings`` is False.
-        config: a :class:`rlhfkit.reward.RewardConfig` (``trl.RewardConfig`` plus ``group_rankings``); a plain
-            ``trl.RewardConfig`` works too (rankings then train K-wise, the default).
+        config: a :class:`rlhfkit.reward.RewardConfig` (``trl.RewardConfig`` plus ``group_rankings`` and the
+            ensemble's fields); a plain ``trl.RewardConfig`` works too (rankings then train K-wise, the default).
+            ``ensemble_size > 1`` trains that many members (seeds ``seed``, ``seed + 1``, ...; with
+            ``ensemble_bootstrap`` each on a bootstrap resample) into ``<output_dir>/member-k/`` and writes
+            ``<output_dir>/model/ensemble.json`` (:mod:`rlhfkit.reward`). Finished members are kept on a rerun.
         preset: with ``lora`` / ``qlora`` the adapter targets every linear layer and the ``score`` head
             is trained in full (``modules_to_save``).
+    Returns:
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) reward model, or the ensemble's
+        ``ensemble.json``; for an ensemble ``metrics`` holds each member's as ``member_k/<name>``.
     """
     method = method_preset(preset, task_type="SEQ_CLS") if isinstance(preset, str) else preset
     cols = ("chosen", "rejected")
@@ -172,6 +180,16 @@ def run_reward(
             "group_rankings=True needs a 'group' column in the training pairs (one id per prompt's ranking, as "
             "rlhfkit.data.from_rankings writes); give ranking data or set group_rankings to null/false"
         )
+    kw = {"trust_remote_code": trust_remote_code, "callbacks": callbacks}
+    if getattr(config, "ensemble_size", 1) > 1:
+        return _run_reward_ensemble(str(model_name_or_path), train_dataset, config, eval_dataset, method, **kw)
+    trainer, tokenizer = _reward_trainer(str(model_name_or_path), train_dataset, config, eval_dataset, method, **kw)
+    return _train_and_save(trainer, tokenizer, config, "reward", str(model_name_or_path), "reward", eval_dataset)
+
+
+def _reward_trainer(
+    model_name_or_path: str, train_dataset, config, eval_dataset, method, *, trust_remote_code, callbacks
+):
     model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
     trainer = RewardTrainer(
         model=model,
@@ -182,10 +200,69 @@ def run_reward(
         peft_config=method.lora,
         callbacks=callbacks,
     )
-    return _train_and_save(trainer, tokenizer, config, "reward", str(model_name_or_path), "reward", eval_dataset)
+    return trainer, tokenizer
 
 
-def _train_and_save(trainer, tokenizer, config, name, base_model, model_kind, eval_dataset) -> RunResult:
+STATS_PAIRS = 500  # preference pairs whose responses give each ensemble member's score mean / std
+MEMBER_STATS_FILE = "score_stats.json"
+
+
+def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_dataset, method, **kw) -> RunResult:
+    """Train ``config.ensemble_size`` reward models and write the ensemble (see :func:`run_reward`)."""
+    import dataclasses
+    import json
+
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    out = Path(config.output_dir)
+    stats_source = eval_dataset if eval_dataset is not None else train_dataset
+    stats_rows = stats_source.select(range(min(STATS_PAIRS, len(stats_source)))).to_list()
+    members, metrics, history = [], {}, []
+    for k in range(config.ensemble_size):
+        member_out = out / MEMBER_DIR.format(k=k)
+        cfg = dataclasses.replace(config, output_dir=str(member_out), seed=config.seed + k, ensemble_size=1)
+        stats_file = member_out / MEMBER_STATS_FILE
+        if stats_file.is_file() and (member_out / MODEL_SUBDIR / "config.json").is_file():
+            logger.info("reward: ensemble member %d is already trained (%s)", k, member_out)
+            saved = json.loads(stats_file.read_text())
+        else:
+            rows = train_dataset
+            if config.ensemble_bootstrap:
+                rows = as_dataset(bootstrap(train_dataset.to_list(), config.seed + k), "train_dataset")
+            set_seed(cfg.seed)  # the new score head's initialisation differs per member
+            trainer, tokenizer = _reward_trainer(model_name_or_path, rows, cfg, eval_dataset, method, **kw)
+            result = _train_and_save(trainer, tokenizer, cfg, "reward", model_name_or_path, "reward", eval_dataset)
+            mean, std = member_score_stats(trainer.model, tokenizer, stats_rows, cfg.max_length)
+            saved = {"mean": mean, "std": std, "metrics": result.metrics, "log_history": result.log_history}
+            if trainer.accelerator.is_main_process:
+                write_json(stats_file, saved)
+        metrics.update({f"member_{k}/{name}": v for name, v in saved["metrics"].items()})
+        history += [{**row, "member": k} for row in saved["log_history"]]
+        adapter = member_out / ADAPTER_SUBDIR
+        members.append(EnsembleMember(member_out / MODEL_SUBDIR, adapter if adapter.is_dir() else None,
+                                      saved["mean"], saved["std"]))  # fmt: skip
+    model_dir = out / MODEL_SUBDIR
+    if PartialState().is_main_process:
+        write_ensemble(model_dir, members, model_name_or_path)
+    PartialState().wait_for_everyone()
+    return RunResult(trainer="reward", model_dir=model_dir, metrics=metrics, log_history=history)
+
+
+def member_score_stats(model, tokenizer, pairs: list[dict], max_length: int | None = None) -> tuple[float, float]:
+    """Mean and standard deviation of a reward model's scores of the chosen and rejected responses of ``pairs``
+    (scored as trained, :mod:`rlhfkit.scoring`; sequences longer than ``max_length`` tokens are skipped)."""
+    ids = [seq for pair in pairs for seq in tokenize_pair(tokenizer, pair)]
+    ids = [s for s in ids if max_length is None or len(s) <= max_length]
+    if len(ids) < 2:
+        raise DataError("fewer than two preference responses fit max_length; cannot standardise an ensemble member")
+    scores = score_token_ids(model, ids, pad_token_id=resolve_pad_token_id(model, tokenizer))
+    return float(scores.mean()), float(scores.std())
+
+
+def _train_and_save(
+    trainer, tokenizer, config, name, base_model, model_kind, eval_dataset, health: HealthMonitor | None = None
+) -> RunResult:
     metrics: dict[str, float] = {}
     if eval_dataset is not None:
         before = trainer.evaluate()
@@ -195,6 +272,8 @@ def _train_and_save(trainer, tokenizer, config, name, base_model, model_kind, ev
         logger.info("%s: resuming from %s", name, resume)
     out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or resume)
     metrics.update(out.metrics)
+    if health is not None:
+        metrics.update(return_healthy(trainer, health))
     if eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if "runtime" not in k})
     model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
@@ -207,6 +286,30 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
+    """After a stop alert, load the monitor's last healthy checkpoint into the trainer's model (so that it is what
+    gets saved as ``model/``). Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``,
+    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds) and ``returned_reason``."""
+    summary = health.summary()
+    returned = health.returned_step if health.stop_step is not None else None
+    if returned is not None:
+        checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{returned}"
+        if isinstance(trainer, PPOTrainer):
+            from safetensors.torch import load_file
+
+            weights = load_file(str(checkpoint / TRAINABLE_WEIGHTS_NAME), device=str(trainer.accelerator.device))
+            trainer.model.load_state_dict(weights, strict=False)
+        else:
+            trainer._load_from_checkpoint(str(checkpoint))
+        logger.warning("monitor: %s", health.returned_reason)
+    reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
+    return {
+        "monitor_alerts": summary["alerts"],
+        "stop_step": health.stop_step,
+        "last_healthy_step": health.last_healthy_step,
+        "returned_step": returned if returned is not None else trainer.state.global_step,
+        "returned_reason": reason,
+    }
 # ------------------------------------------------------------------------------------------ PPO
 def run_ppo(
     model_name_or_path: str | os.PathLike,
@@ -222,6 +325,8 @@ def run_ppo(
     metric_funcs: Sequence | None = None,
     reward_mean: float | None = None,
     reward_std: float | None = None,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
     """RL against the reward model with rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer` (InstructGPT's PPO).
 
@@ -241,21 +346,39 @@ def run_ppo(
             gold reward, say).
         reward_mean, reward_std: normalise reward-model scores as ``(score - mean) / std`` (from rm_eval); they
             replace ``config.reward_mean`` / ``config.reward_std``, so ``kl_coef`` is in units of the score spread.
+        reward_aggregation, reward_ensemble_coef: how the members of an ensemble ``reward_model`` make one reward
+            (:func:`rlhfkit.ensemble.aggregate_rewards`); the members' spread is logged as
+            ``rewards/ensemble_std/mean``. The value model starts from member 0.
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
-        of the SFT model, its adapter kept in ``<output_dir>/adapter``); ``metrics["monitor_alerts"]`` counts alerts.
+        of the SFT model, its adapter kept in ``<output_dir>/adapter``) -- after a stop alert, the weights of the
+        last healthy checkpoint; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``, ``stop_step``,
+        ``last_healthy_step``, ``returned_step``, ``returned_reason``).
     """
     import dataclasses
 
     if reward_mean is not None or reward_std is not None:  # PPOConfig checks them (together, std > 0)
         config = dataclasses.replace(config, reward_mean=reward_mean, reward_std=reward_std)
     prompts = _prompt_dataset(train_dataset)
-    models = load_ppo_models(
-        str(model_name_or_path), str(reward_model), preset=preset, layout=layout, trust_remote_code=trust_remote_code
-    )
+    members = read_ensemble(reward_model)
+    kw = {"preset": preset, "layout": layout, "trust_remote_code": trust_remote_code}
+    models = load_ppo_models(str(model_name_or_path), str(members[0].model_dir if members else reward_model), **kw)
+    metric_funcs = list(metric_funcs or [])
+    if members:  # the ensemble scores through PPO's reward-function path (normalised by PPO's reward_mean / std)
+        scorer = load_reward_function(
+            reward_model,
+            preset,
+            aggregation=reward_aggregation,
+            coef=reward_ensemble_coef,
+            trust_remote_code=trust_remote_code,
+        )
+        models.update(reward_model=scorer, reward_processing_class=None)
+        metric_funcs.append(scorer.ensemble_std)
     trainer = PPOTrainer(
         config, train_dataset=prompts, metric_funcs=metric_funcs, callbacks=list(callbacks or []), **models
     )
+    if members:
+        place_reward_function(models["reward_model"], trainer.accelerator.device)
     frozen, frozen_exclude = _frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
@@ -264,9 +387,9 @@ def run_ppo(
     if resume:
         logger.info("ppo: resuming from %s", resume)
     out = trainer.train(resume_from_checkpoint=resume)
-    model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
-    metrics = {**out.metrics, "monitor_alerts": len(health.alerts)}
+    metrics = {**out.metrics, **return_healthy(trainer, health)}
+    model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
     return RunResult(trainer="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
 
 
@@ -329,6 +452,8 @@ def run_grpo(
     monitor_config=None,
     reward_mean: float | None = None,
     reward_std: float | None = None,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
     """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
 
@@ -338,9 +463,10 @@ def run_grpo(
             prompt strings is accepted too. Other columns are passed to ``reward_funcs`` as keyword arguments.
         config: a ``trl.GRPOConfig``; build it with :func:`grpo_config` (presets, precision, ``beta=0.04``).
             ``beta == 0`` logs a warning: no reference model, no KL leash.
-        reward_model: folder of a trained reward model (``run_reward``'s ``model_dir``) or a loaded
+        reward_model: folder of a trained reward model or ensemble (``run_reward``'s ``model_dir``) or a loaded
             ``AutoModelForSequenceClassification``; scored by :class:`RewardModelScorer` exactly as
-            ``RewardTrainer`` trained it. With the ``qlora`` preset a folder is loaded in 4 bits.
+            ``RewardTrainer`` trained it (an ensemble: :class:`~rlhfkit.ensemble.EnsembleScorer`, which also logs
+            the members' spread as ``rewards/ensemble_std/mean``). With the ``qlora`` preset it is loaded in 4 bits.
         reward_tokenizer: the reward model's tokenizer; loaded from ``reward_model`` when it is a folder.
         reward_funcs: one or a list of extra rule-based reward functions, TRL's signature
             ``f(prompts, completions, completion_ids, **columns) -> list[float]``.
@@ -354,9 +480,12 @@ def run_grpo(
             and reward models are checked bit-identical at the end.
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
         reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
+        reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward, ``mean`` | ``min`` |
+            ``mean_minus_std`` (:func:`rlhfkit.ensemble.aggregate_rewards`); ignored for one reward model.
     Returns:
-        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]`` counts
-        the monitor's alerts.
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the weights of
+        the last healthy checkpoint; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,
+        ``stop_step``, ``last_healthy_step``, ``returned_step``, ``returned_reason``).
     """
     from trl import GRPOTrainer
 
@@ -371,6 +500,8 @@ def run_grpo(
         monitor_config=monitor_config,
         reward_mean=reward_mean,
         reward_std=reward_std,
+        reward_aggregation=reward_aggregation,
+        reward_ensemble_coef=reward_ensemble_coef,
     )
     return _run_sampling_rl(GRPOTrainer, "grpo", model_name_or_path, train_dataset, config, **rewards)
 
@@ -390,6 +521,8 @@ def run_rloo(
     monitor_config=None,
     reward_mean: float | None = None,
     reward_std: float | None = None,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
     """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
 
@@ -413,6 +546,8 @@ def run_rloo(
         monitor_config=monitor_config,
         reward_mean=reward_mean,
         reward_std=reward_std,
+        reward_aggregation=reward_aggregation,
+        reward_ensemble_coef=reward_ensemble_coef,
     )
     return _run_sampling_rl(RLOOTrainer, "rloo", model_name_or_path, train_dataset, config, **rewards)
 
@@ -434,6 +569,8 @@ def _run_sampling_rl(
     monitor_config,
     reward_mean,
     reward_std,
+    reward_aggregation,
+    reward_ensemble_coef,
 ) -> RunResult:
     """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (same signature)."""
     method = method_preset(preset) if isinstance(preset, str) else preset
@@ -449,14 +586,20 @@ def _run_sampling_rl(
     train_dataset = _prompt_dataset(train_dataset)
 
     funcs: list = []
-    if reward_model is not None:
-        if isinstance(reward_model, str | os.PathLike):
-            rm_preset = method_preset("qlora") if method.quantization is not None else "full"
-            reward_model, loaded_tokenizer = load_reward_model(
-                reward_model, rm_preset, trust_remote_code=trust_remote_code
+    if isinstance(reward_model, str | os.PathLike):  # one reward model or an ensemble (rlhfkit.reward)
+        funcs.append(
+            load_reward_function(
+                reward_model,
+                method,
+                aggregation=reward_aggregation,
+                coef=reward_ensemble_coef,
+                mean=reward_mean,
+                std=reward_std,
+                trust_remote_code=trust_remote_code,
             )
-            reward_tokenizer = reward_tokenizer or loaded_tokenizer
-        elif reward_tokenizer is None:
+        )
+    elif reward_model is not None:
+        if reward_tokenizer is None:
             raise ConfigError("reward_tokenizer is required when reward_model is a loaded model; pass its tokenizer")
         funcs.append(RewardModelScorer(reward_model, reward_tokenizer, mean=reward_mean, std=reward_std))
     funcs.extend([reward_funcs] if callable(reward_funcs) else list(reward_funcs or []))
@@ -478,9 +621,8 @@ def _run_sampling_rl(
         peft_config=method.lora,
         callbacks=list(callbacks or []),
     )
-    scorer = funcs[0] if isinstance(funcs[0], RewardModelScorer) else None
-    if scorer is not None and not getattr(scorer.model, "is_loaded_in_4bit", False):
-        scorer.model.to(trainer.accelerator.device)
+    if reward_model is not None:
+        place_reward_function(funcs[0], trainer.accelerator.device)
     # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
     return _train_monitored(trainer, tokenizer, config, name, str(model_name_or_path), monitor_config)
 
@@ -488,15 +630,14 @@ def _run_sampling_rl(
 def _train_monitored(
     trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None
 ) -> RunResult:
-    """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save; count the alerts."""
+    """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save -- after a stop alert the
+    last healthy checkpoint (:func:`return_healthy`, whose metrics the result carries)."""
     frozen, frozen_exclude = _frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
         trainer.add_callback(callback)
-    result = _train_and_save(trainer, tokenizer, config, name, base_model, "causal", eval_dataset)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
-    result.metrics["monitor_alerts"] = len(health.alerts)
-    return result
+    return _train_and_save(trainer, tokenizer, config, name, base_model, "causal", eval_dataset, health)
 
 
 # ------------------------------------------------------------------------------------------ DPO

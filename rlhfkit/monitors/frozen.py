@@ -153,8 +153,9 @@ def frozen_models(trainer) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
     * a separate reference (``trainer.ref_model``), else the PEFT policy's base (the reference is the policy with
       its adapters disabled; every parameter trainable now is skipped -- with a shared base that is the policy and
       value adapters, so the reward adapter is checked too);
-    * reward models: ``trainer.reward_model`` (PPO) and every ``nn.Module`` in ``trainer.reward_funcs`` (GRPO),
-      or a reward function's ``.model`` (e.g. rlhfkit's ``RewardModelScorer``).
+    * reward models: ``trainer.reward_model`` / ``trainer.reward_fn`` (PPO) and every ``nn.Module`` in
+      ``trainer.reward_funcs`` (GRPO), or a reward function's ``.model`` (rlhfkit's ``RewardModelScorer``) or
+      ``.models`` (an :class:`~rlhfkit.ensemble.EnsembleScorer`'s member models).
     """
     from torch import nn
 
@@ -168,8 +169,11 @@ def frozen_models(trainer) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
         if hasattr(policy, "peft_config"):
             models["reference"] = policy
             exclude["reference"] = tuple(f"^{re.escape(n)}$" for n, p in policy.named_parameters() if p.requires_grad)
-    rewards = [getattr(trainer, "reward_model", None), *(getattr(trainer, "reward_funcs", None) or [])]
-    rewards = [r if isinstance(r, nn.Module) else getattr(r, "model", None) for r in rewards]
+    candidates = [getattr(trainer, name, None) for name in ("reward_model", "reward_fn")]
+    rewards = []
+    for r in [*candidates, *(getattr(trainer, "reward_funcs", None) or [])]:
+        # a module, a reward function's .model (RewardModelScorer) or .models (an ensemble's member models)
+        rewards += [r] if isinstance(r, nn.Module) else getattr(r, "models", None) or [getattr(r, "model", None)]
     seen = {id(m) for m in models.values()}
     rewards = [r for r in rewards if isinstance(r, nn.Module) and id(r) not in seen]
     for i, r in enumerate(rewards):
