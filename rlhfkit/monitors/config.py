@@ -13,6 +13,14 @@ Action = Literal["warn", "stop", "off"]
 
 ACTIONS = ("warn", "stop", "off")
 
+# Defaults chosen by measurement on the lab's over-optimisation grid (bench/overoptimization.py, README "Monitors").
+KL_CAUTION = 0.1  # nats per token of the starting answer length
+KL_LIMIT = 0.2
+DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
+GAIN_FLATTENING = 0.25  # x the best earlier proxy gain per sqrt(KL)
+GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
+MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
+
 
 @dataclass
 class MonitorConfig:
@@ -26,9 +34,11 @@ class MonitorConfig:
         trend_window (`int`, defaults to `5`): logged steps in the reward-vs-KL slope test.
         alert_patience (`int`, defaults to `2`): consecutive logged steps a condition must hold before it fires
             (one noisy batch is not a trend).
-        kl_caution (`float`, defaults to `8.0`): KL (nats per sequence) above which the policy is drifting far.
+        kl_caution (`float`, defaults to `KL_CAUTION`): KL per token of the starting answer length (the KL per
+            sequence divided by the baseline mean length, so it does not grow because answers do) above which the
+            policy is drifting far.
         kl_caution_action (`str`, defaults to `"warn"`).
-        kl_limit (`float`, defaults to `15.0`): KL (nats per sequence) above which reward hacking is likely.
+        kl_limit (`float`, defaults to `KL_LIMIT`): the same KL scale; above it reward hacking is likely.
         kl_limit_action (`str`, defaults to `"stop"`).
         negative_kl_tolerance (`float`, defaults to `0.1`): mean KL below minus this (nats per sequence) is a
             generation / reference mismatch.
@@ -48,6 +58,19 @@ class MonitorConfig:
         clipping_action (`str`, defaults to `"warn"`).
         truncation_rise (`float`, defaults to `0.2`): rise of the no-EOS share over its baseline (0.2 = 20 points).
         truncation_action (`str`, defaults to `"warn"`).
+        disagreement_growth (`float`, defaults to `DISAGREEMENT_GROWTH`): the reward ensemble's member spread
+            (``rewards/ensemble_std/mean``) above this x its baseline: the policy has reached responses the reward
+            models were not trained to agree on.
+        ensemble_disagreement_action (`str`, defaults to `"stop"`).
+        gain_flattening_fraction (`float`, defaults to `GAIN_FLATTENING`): the proxy reward's recent gain per unit of
+            sqrt(KL) below this fraction of its best earlier gain (Gao et al. 2022: the gold reward peaks where the
+            reward-vs-sqrt(KL) curve turns, while the proxy keeps rising, ever more slowly).
+        gain_flattening_min_kl (`float`, defaults to `GAIN_MIN_KL`): KL per token of the starting length below which
+            the gain is not judged (near the start sqrt(KL) is too small for a slope).
+        reward_gain_flattening_action (`str`, defaults to `"stop"`).
+        healthy_checkpoint_steps (`int`, defaults to `1`): save a checkpoint at a healthy logged step when the last
+            one the monitor asked for is at least this many global steps old (0: only the trainer's ``save_steps``),
+            so that a stop can return the last healthy model.
         health_extra_keys (`list[str]`, defaults to `[]`): other logged keys to keep in the timeline and plot
             against KL (e.g. a gold reward logged as ``rewards/gold/mean``).
         frozen_check_steps (`int`, defaults to `0`): also verify the frozen models every N steps (0: begin/end).
@@ -60,10 +83,14 @@ class MonitorConfig:
     alert_patience: int = field(
         default=2, metadata={"help": "Consecutive logged steps a condition must hold before its alert fires."}
     )
-    kl_caution: float = field(default=8.0, metadata={"help": "KL (nats per sequence) that raises kl_caution."})
+    kl_caution: float = field(
+        default=KL_CAUTION,
+        metadata={"help": "KL per token of the starting answer length (KL per sequence / baseline length)."},
+    )
     kl_caution_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
     kl_limit: float = field(
-        default=15.0, metadata={"help": "KL (nats per sequence) above which reward hacking is likely (kl_limit)."}
+        default=KL_LIMIT,
+        metadata={"help": "KL per token of the starting answer length above which reward hacking is likely."},
     )
     kl_limit_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
     negative_kl_tolerance: float = field(
@@ -94,6 +121,23 @@ class MonitorConfig:
         default=0.2, metadata={"help": "Rise of the no-EOS (truncated) share above its baseline (0.2 = 20 points)."}
     )
     truncation_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    disagreement_growth: float = field(
+        default=DISAGREEMENT_GROWTH,
+        metadata={"help": "Reward-ensemble member spread above this x its start raises ensemble_disagreement."},
+    )
+    ensemble_disagreement_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
+    gain_flattening_fraction: float = field(
+        default=GAIN_FLATTENING,
+        metadata={"help": "Proxy gain per sqrt(KL) below this fraction of its best earlier value (Gao et al.)."},
+    )
+    gain_flattening_min_kl: float = field(
+        default=GAIN_MIN_KL, metadata={"help": "KL per starting token below which the gain is not judged."}
+    )
+    reward_gain_flattening_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
+    healthy_checkpoint_steps: int = field(
+        default=1,
+        metadata={"help": "Checkpoint healthy logged steps at least this many steps apart (0: only save_steps)."},
+    )
     health_extra_keys: list[str] = field(
         default_factory=list,
         metadata={"help": "Other logged keys kept in the timeline and plotted against KL (e.g. a gold reward)."},
@@ -110,6 +154,18 @@ class MonitorConfig:
             for f in fields(self)
             if f.name.endswith("_action") and getattr(self, f.name) not in ACTIONS
         ]
+        for name in ("kl_caution", "kl_limit"):
+            if getattr(self, name) > MAX_KL_PER_TOKEN:
+                problems.append(
+                    f"{name}={getattr(self, name)} is in nats per token of the starting answer length, not per "
+                    f"sequence; divide a per-sequence level by the answer length (15 nats at 150 tokens: 0.1)"
+                )
+        if self.healthy_checkpoint_steps < 0:
+            problems.append(f"healthy_checkpoint_steps={self.healthy_checkpoint_steps} must be >= 0 (0: off)")
+        if not 0 < self.gain_flattening_fraction < 1:
+            problems.append(f"gain_flattening_fraction={self.gain_flattening_fraction} must be in (0, 1)")
+        if self.disagreement_growth <= 1:
+            problems.append(f"disagreement_growth={self.disagreement_growth} must be > 1")
         for name in ("baseline_steps", "alert_patience"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
@@ -124,7 +180,7 @@ class MonitorConfig:
 
 
 SERIES = ("kl", "reward", "length", "entropy", "reward_std", "frac_reward_zero_std", "clipfrac", "approxkl",
-          "truncation")  # fmt: skip
+          "truncation", "disagreement")  # fmt: skip
 
 
 SERIES_LABELS = {
@@ -137,6 +193,7 @@ SERIES_LABELS = {
     "clipfrac": "clip fraction",
     "approxkl": "approx KL (per token)",
     "truncation": "no-EOS share",
+    "disagreement": "reward-ensemble spread",
 }
 
 
@@ -150,15 +207,29 @@ _RM_FIX = "retrain the reward model with labeler-agreement filtering and length-
 SIGNALS: dict[str, tuple[str, str, str]] = {
     "kl_caution": (
         "kl",
-        "KL to the reference is {detail} (caution above {threshold:g}): the policy is leaving the region where "
-        "the reward model was trained and can be trusted",
+        "KL to the reference is {detail} (caution above {threshold:g} per starting token): the policy is leaving the "
+        "region where the reward model was trained and can be trusted",
         f"Watch samples; {_KL_FIX}.",
     ),
     "kl_limit": (
         "kl",
-        "KL to the reference is {detail} (limit {threshold:g}): at this distance the reward model is usually "
-        "being exploited (reward hacking)",
-        f"Use an earlier checkpoint; {_KL_FIX}; if the gold/human score fell, {_RM_FIX}.",
+        "KL to the reference is {detail} (limit {threshold:g} per starting token): at this distance the reward model "
+        "is usually being exploited (reward hacking)",
+        f"Use the last healthy checkpoint; {_KL_FIX}; if the gold/human score fell, {_RM_FIX}.",
+    ),
+    "ensemble_disagreement": (
+        "disagreement",
+        "the reward models of the ensemble disagree {detail} (threshold {threshold:g}x): the policy now writes "
+        "responses the reward models were not trained to agree on, where their scores can be exploited",
+        f"Use the last healthy checkpoint; {_KL_FIX}; or optimise reward_aggregation: mean_minus_std (or min); "
+        "add preference data on such responses",
+    ),
+    "reward_gain_flattening": (
+        "reward",
+        "the proxy reward's gain per unit of sqrt(KL) fell to {detail} (threshold {threshold:g}x): reward is now "
+        "bought with ever more distance from the reference, where the gold reward typically peaks and falls "
+        "(Gao et al. 2022)",
+        f"Use the last healthy checkpoint; {_KL_FIX}; compare samples with a held-out or gold judgement.",
     ),
     "negative_kl": (
         "kl",

@@ -60,6 +60,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,10 +68,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlhfkit.ensemble import ENSEMBLE_STD_KEY
 from rlhfkit.io import write_text
 from rlhfkit.monitors.config import SIGNALS, MonitorConfig
 from rlhfkit.monitors.frozen import FrozenModelCheck, frozen_models
 from rlhfkit.monitors.plots import health_table, plot_health
+from rlhfkit.monitors.signals import conditions as signal_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         }
     else:
         return None
+    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.ensemble), both trainers
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -163,21 +167,6 @@ class Alert:
     message: str
 
 
-def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Theil-Sen slope (median of the pairwise slopes): one noisy batch in the window does not make a trend."""
-    slopes = sorted(
-        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
-    )
-    if not slopes:
-        return 0.0
-    mid = len(slopes) // 2
-    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs)
-
-
 class HealthMonitor(TrainerCallback):
     """KL-health and reward-hacking signals from the trainer's logs, with warn / stop actions (see module doc).
 
@@ -186,11 +175,18 @@ class HealthMonitor(TrainerCallback):
             ``active`` signal names, new ``alerts``), also written to ``output_dir/health.jsonl`` on rank 0.
         alerts: every :class:`Alert` fired, in order.
         stop_step: global step at which a ``stop`` alert ended training (its checkpoint is ``checkpoint-{stop_step}``).
-        last_healthy_step: last logged step where no signal's condition held (None before the first such log).
+        last_healthy_step: last logged step where no judged signal's condition held (None before the first such
+            log); the judged signals are those whose action is ``stop`` (all that are not ``off`` if none is).
+        returned_step: after a stop, the step of the newest checkpoint at or before ``last_healthy_step`` -- the
+            model the RL run returns (None: no such checkpoint, the stopped weights are returned).
+        returned_reason: one sentence saying which step is returned and why.
+        healthy_checkpoints: the steps of the checkpoints the monitor asked for at healthy logged steps.
     """
 
     def __init__(self, config: MonitorConfig | None = None):
         self.config = config or MonitorConfig()
+        actions = {signal: getattr(self.config, f"{signal}_action") for signal in SIGNALS}
+        self.judged = [s for s, a in actions.items() if a == "stop"] or [s for s, a in actions.items() if a != "off"]
         self._reset()
 
     def _reset(self) -> None:
@@ -198,6 +194,9 @@ class HealthMonitor(TrainerCallback):
         self.alerts: list[Alert] = []
         self.stop_step: int | None = None
         self.last_healthy_step: int | None = None
+        self.returned_step: int | None = None
+        self.returned_reason: str | None = None
+        self.healthy_checkpoints: list[int] = []
         self._streak: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._noted_no_kl = False
         self._path: Path | None = None
@@ -218,7 +217,8 @@ class HealthMonitor(TrainerCallback):
         if metrics is None:
             return
         main = state.is_world_process_zero
-        record = {"step": state.global_step, **metrics}
+        step = state.global_step
+        record = {"step": step, **metrics}
         record.update({k: logs[k] for k in self.config.health_extra_keys if isinstance(logs.get(k), int | float)})
         new = self._observe(record)
         if "kl" not in record and not self._noted_no_kl and main:
@@ -227,18 +227,35 @@ class HealthMonitor(TrainerCallback):
                 "monitor: no KL in the %s logs (GRPO logs none when beta=0); the KL signals are off for this run",
                 record["stage"],
             )
+        if self.last_healthy_step == step and self.stop_step is None:
+            self._checkpoint_healthy(args, state, control)
         for alert in new:
             if alert.action == "stop" and self.stop_step is None:
                 control.should_training_stop = True
                 control.should_save = True
-                self.stop_step = state.global_step
+                self.stop_step = step
+                self.returned_step = self.fallback_step(args.output_dir)
+                self.returned_reason = self._returned_reason(alert)
                 record["stop"] = True
-                alert.message += self._stop_note(args, state.global_step)
-                record["alerts"] = [asdict(a) for a in new]
+                alert.message += f" Stopping: {self.returned_reason}"
+            elif alert.action == "warn":
+                alert.message += self._fallback_note(args.output_dir)
             if main:
                 logger.warning("monitor: %s", alert.message)
+        record["alerts"] = [asdict(a) for a in new]
         if main:
             self._write()
+
+    def on_save(self, args, state, control, **kwargs):
+        """Without ``save_total_limit``, delete the healthy checkpoints the monitor asked for once a newer one exists
+        (the trainer's own ``save_steps`` checkpoints are left alone)."""
+        if args.save_total_limit or not state.is_world_process_zero or not args.output_dir:
+            return
+        every = getattr(state, "save_steps", 0) or 0
+        for old in self.healthy_checkpoints[:-1]:
+            if not (every and old % every == 0):
+                shutil.rmtree(Path(args.output_dir) / f"checkpoint-{old}", ignore_errors=True)
+        self.healthy_checkpoints = self.healthy_checkpoints[-1:]
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.timeline:
@@ -255,6 +272,40 @@ class HealthMonitor(TrainerCallback):
             except ImportError as e:
                 logger.warning("monitor: no health plots: %s", e)
 
+    # ------------------------------------------------------------------ healthy checkpoints
+    def _checkpoint_healthy(self, args, state, control) -> None:
+        """Ask the trainer to save this healthy step (it saves right after logging) and protect the checkpoint from
+        ``save_total_limit``'s rotation, which never deletes ``state.best_model_checkpoint``."""
+        every, last = self.config.healthy_checkpoint_steps, (self.healthy_checkpoints or [None])[-1]
+        if not every or (last is not None and state.global_step - last < every):
+            return
+        control.should_save = True
+        self.healthy_checkpoints.append(state.global_step)
+        if args.output_dir:
+            state.best_model_checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+
+    def fallback_step(self, output_dir: str | os.PathLike | None) -> int | None:
+        """The newest ``checkpoint-M`` in ``output_dir`` with M <= :attr:`last_healthy_step` (None: there is none)."""
+        if self.last_healthy_step is None or not output_dir or not os.path.isdir(output_dir):
+            return None
+        saved = [int(m.group(1)) for m in map(re.compile(r"checkpoint-(\d+)$").match, os.listdir(output_dir)) if m]
+        return max((s for s in saved if s <= self.last_healthy_step), default=None)
+
+    def _returned_reason(self, alert: Alert) -> str:
+        stop = f"{alert.signal} stopped training at step {alert.step}"
+        if self.returned_step is None:
+            healthy = "no logged step was healthy" if self.last_healthy_step is None else (
+                f"no checkpoint exists at or before the last healthy step {self.last_healthy_step}")  # fmt: skip
+            return f"{stop}; {healthy}, so the weights at step {alert.step} are returned."
+        return (f"{stop}; the RL stage returns checkpoint-{self.returned_step}, the newest checkpoint at or before "
+                f"the last healthy step {self.last_healthy_step} (checkpoint-{alert.step} is kept too).")  # fmt: skip
+
+    def _fallback_note(self, output_dir) -> str:
+        fallback = self.fallback_step(output_dir)
+        if fallback is None:
+            return ""
+        return f" Fall back to checkpoint-{fallback} (the last healthy logged step is {self.last_healthy_step})."
+
     # ------------------------------------------------------------------ logic
     def _replay(self, record: dict[str, Any]) -> None:
         """Re-add a saved record (resume): recompute streaks, keep its stored alerts."""
@@ -269,7 +320,7 @@ class HealthMonitor(TrainerCallback):
     def _observe(self, record: dict[str, Any]) -> list[Alert]:
         """Append ``record`` to the timeline, update every signal's streak, return the alerts that fire now."""
         self.timeline.append(record)
-        conditions = self._conditions()
+        conditions = signal_conditions(self.timeline, self.config)
         new, active = [], []
         for signal in SIGNALS:
             action = getattr(self.config, f"{signal}_action")
@@ -285,94 +336,24 @@ class HealthMonitor(TrainerCallback):
                 new.append(Alert(record["step"], signal, action, value, threshold, message))
         record["active"] = active
         record["alerts"] = [asdict(a) for a in new]
-        if not any(self._streak.values()):
+        if not any(self._streak[s] for s in self.judged):
             self.last_healthy_step = record["step"]
         self.alerts.extend(new)
         return new
-
-    def _values(self, name: str) -> list[float]:
-        return [r[name] for r in self.timeline if r.get(name) is not None]
-
-    def _baseline(self, name: str) -> float | None:
-        """Mean of the first ``baseline_steps`` values, once the current value is past them."""
-        values = self._values(name)
-        n = self.config.baseline_steps
-        return _mean(values[:n]) if len(values) > n and self.timeline[-1].get(name) is not None else None
-
-    def _conditions(self) -> dict[str, tuple[float, float, str]]:
-        """signal -> (value, threshold, detail text) for each condition that holds at the latest record."""
-        c, now, out = self.config, self.timeline[-1], {}
-        kl = now.get("kl")
-        if kl is not None:
-            if kl > c.kl_caution:
-                out["kl_caution"] = (kl, c.kl_caution, f"{kl:.2f} nats/sequence")
-            if kl > c.kl_limit:
-                out["kl_limit"] = (kl, c.kl_limit, f"{kl:.2f} nats/sequence")
-            if kl < -c.negative_kl_tolerance:
-                out["negative_kl"] = (kl, c.negative_kl_tolerance, f"{kl:.3f} nats/sequence")
-        base = self._baseline("length")
-        if base:
-            ratio = now["length"] / base
-            if ratio > c.length_drift_ratio or ratio < 1 / c.length_drift_ratio:
-                detail = f"{ratio:.2f}x its start ({base:.1f} -> {now['length']:.1f} tokens)"
-                out["length_drift"] = (ratio, c.length_drift_ratio, detail)
-        base = self._baseline("entropy")
-        if base and base > 0 and now["entropy"] / base < c.entropy_collapse_fraction:
-            ratio = now["entropy"] / base
-            detail = f"{ratio:.2f}x its start ({base:.3f} -> {now['entropy']:.3f} nats/token)"
-            out["entropy_collapse"] = (ratio, c.entropy_collapse_fraction, detail)
-        zero = now.get("frac_reward_zero_std")
-        base = self._baseline("reward_std")
-        if zero is not None and zero > c.reward_zero_std_fraction:
-            detail = f"{zero:.0%} of groups have identical rewards"
-            out["reward_variance"] = (zero, c.reward_zero_std_fraction, detail)
-        elif base and base > 0 and now["reward_std"] / base < c.reward_std_fraction:
-            ratio = now["reward_std"] / base
-            detail = f"reward std is {ratio:.2f}x its start ({base:.3g} -> {now['reward_std']:.3g})"
-            out["reward_variance"] = (ratio, c.reward_std_fraction, detail)
-        points = [r for r in self.timeline if r.get("kl") is not None and r.get("reward") is not None]
-        points = points[-c.trend_window :]
-        if len(points) == c.trend_window and points[-1] is now:
-            steps = [float(r["step"]) for r in points]
-            kl_slope = _slope(steps, [r["kl"] for r in points])
-            reward_slope = _slope(steps, [r["reward"] for r in points])
-            if reward_slope > 0 and kl_slope > c.reward_kl_slope:
-                detail = f"{kl_slope:.2f} nats/sequence per step over the last {c.trend_window} logs"
-                out["reward_kl_race"] = (kl_slope, c.reward_kl_slope, detail)
-        clip, approx = now.get("clipfrac"), now.get("approxkl")
-        if clip is not None and clip > c.clip_fraction_max:
-            out["clipping"] = (clip, c.clip_fraction_max, f"clip fraction is {clip:.2f}")
-        elif approx is not None and approx > c.approx_kl_max:
-            out["clipping"] = (approx, c.approx_kl_max, f"approx-KL between PPO epochs is {approx:.3f} per token")
-        base = self._baseline("truncation")
-        if base is not None and now["truncation"] - base > c.truncation_rise:
-            detail = f"from {base:.0%} to {now['truncation']:.0%}"
-            out["truncation"] = (now["truncation"] - base, c.truncation_rise, detail)
-        return out
-
-    def _stop_note(self, args, step: int) -> str:
-        note = f" Stopping: checkpoint-{step} is saved (weights after {step} updates)"
-        if self.last_healthy_step is None:
-            return note + "; no logged step was healthy."
-        fallback = None
-        if args.output_dir and os.path.isdir(args.output_dir):
-            saved = [int(m.group(1)) for m in map(re.compile(r"checkpoint-(\d+)$").match, os.listdir(args.output_dir))
-                     if m]  # fmt: skip
-            fallback = max((s for s in saved if s <= self.last_healthy_step), default=None)
-        note += f"; the last healthy logged step is {self.last_healthy_step}"
-        return note + (f" (checkpoint-{fallback} is the newest checkpoint at or before it)." if fallback else ".")
 
     def _write(self) -> None:
         if self._path is not None:
             write_text(self._path, "".join(json.dumps(r, default=str) + "\n" for r in self.timeline))
 
     def summary(self) -> dict[str, Any]:
-        """Numbers for a run manifest: alert count and messages, stop step, last healthy step, health file."""
+        """Numbers for a run manifest: alerts, stop step, last healthy step, the step returned and why, health file."""
         return {
             "alerts": len(self.alerts),
             "alert_messages": [a.message for a in self.alerts],
             "stop_step": self.stop_step,
             "last_healthy_step": self.last_healthy_step,
+            "returned_step": self.returned_step,
+            "returned_reason": self.returned_reason,
             "health_file": str(self._path) if self._path else None,
         }
 
