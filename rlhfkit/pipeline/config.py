@@ -9,9 +9,9 @@ Config sections (TRL's dataclasses where TRL has one)::
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
     agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
-    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings)
+    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size, ensemble_bootstrap)
     gate:      GateArguments    (min_accuracy, override)
-    rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, eval_prompts, ...)
+    rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, layout, reward_aggregation, ...)
     ppo:       rlhfkit.ppo.PPOConfig fields
     grpo:      rlhfkit.grpo.GRPOConfig fields
     rloo:      rlhfkit.rloo.RLOOConfig fields
@@ -36,6 +36,7 @@ from rlhfkit.best_of_n import BestOfNConfig
 from rlhfkit.config import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
 from rlhfkit.data.agreement import TIES
 from rlhfkit.dpo import DPOConfig
+from rlhfkit.ensemble import AGGREGATIONS
 from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
@@ -43,7 +44,16 @@ from rlhfkit.pipeline.manifest import config_hash
 from rlhfkit.ppo.config import PPOConfig
 from rlhfkit.reward import RewardConfig
 from rlhfkit.rloo import RLOOConfig
-from rlhfkit.rules import AT_LEAST_ONE, FRACTION, PROBABILITY, Range, check_values, config_problems, unknown_keys
+from rlhfkit.rules import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    PROBABILITY,
+    Range,
+    check_values,
+    config_problems,
+    unknown_keys,
+)
 
 # The config class of each training run the pipeline builds, and the RL stage's algorithms among them.
 TRAINER_CONFIGS: dict[str, type] = {
@@ -202,6 +212,14 @@ class RLArguments:
     layout: str | None = _field(
         None, stages=("rl",), help="PPO only: separate | shared (one base + adapters); default from the preset."
     )
+    reward_aggregation: str = _field(
+        "mean",
+        stages=("rl",),
+        help="With a reward ensemble (reward.ensemble_size > 1): mean | min | mean_minus_std of the members' scores.",
+    )
+    reward_ensemble_coef: float = _field(
+        1.0, stages=("rl",), help="mean_minus_std only: weight of the members' std subtracted from their mean."
+    )
     # Held-out prompts change only the final evaluation, except that those held out of a prompt dataset change
     # which prompts RL gets: stage_inputs adds the key to the rl stage then.
     eval_prompts: int = _field(200, stages=("final_eval",), help="Held-out prompts for the final evaluation.")
@@ -216,7 +234,11 @@ class RLArguments:
         help="Sampling temperature of the final evaluation (None: the RL stage's; DPO: 1.0).",
     )
 
-    RANGES: ClassVar[dict[str, Range]] = {"eval_prompts": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE}
+    RANGES: ClassVar[dict[str, Range]] = {
+        "eval_prompts": AT_LEAST_ONE,
+        "max_new_tokens": AT_LEAST_ONE,
+        "reward_ensemble_coef": NON_NEGATIVE,
+    }
 
     def __post_init__(self):
         problems = config_problems(self)
@@ -226,6 +248,8 @@ class RLArguments:
             problems.append(f"eval_temperature={self.eval_temperature} must be > 0 (or null: the RL stage's)")
         if self.layout not in (None, "separate", "shared"):
             problems.append(f"layout={self.layout!r} must be 'separate', 'shared' or null (from the preset)")
+        if self.reward_aggregation not in AGGREGATIONS:
+            problems.append(f"reward_aggregation={self.reward_aggregation!r} must be one of {', '.join(AGGREGATIONS)}")
         raise_problems(problems)
 
 

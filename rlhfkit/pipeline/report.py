@@ -34,6 +34,7 @@ HEADLINE = (
     ("rl", "rounds_done", "rejection-sampling rounds done"),
     ("rl", "implicit_accuracy", "DPO implicit-reward accuracy vs gold (held-out pairs)"),
     ("rl", "implicit_auc", "DPO implicit-reward ROC AUC"),
+    ("rl", "returned_step", "RL step whose weights the stage returns"),
     ("final_eval", "gold_sft", "gold reward of the SFT policy"),
     ("final_eval", "gold_rl", "gold reward of the RL policy"),
     ("final_eval", "gold_gain", "gold-reward gain of RL over SFT"),
@@ -174,13 +175,16 @@ def _markdown(cfg, manifest, plots: dict[str, str]) -> str:
     for name, entry in manifest.data["stages"].items():
         outputs = ", ".join(f"{k}: `{v}`" for k, v in entry.get("outputs", {}).items())
         lines.append(f"| {name} | {entry.get('status')} | {entry.get('finished', '')} | {outputs} |")
-    alerts = manifest.stage("rl").get("metrics", {}).get("alert_messages") or []
+    rl = manifest.stage("rl").get("metrics", {})
+    alerts = rl.get("alert_messages") or []
     if alerts:
         lines += ["", "## Monitor alerts", ""] + [f"- {a}" for a in alerts]
     skipped = manifest.stage("rl").get("metrics", {}).get("skipped") or []
     if skipped:
         algorithm = manifest.stage("rl").get("metrics", {}).get("algorithm", cfg.rl.algorithm)
         lines += ["", f"## What {algorithm} does not use", ""] + [f"- {s}" for s in skipped]
+    if rl.get("returned_reason"):
+        lines += ["", "## Returned RL model", "", f"Step {rl.get('returned_step')}: {rl['returned_reason']}"]
     gate = manifest.stage("rm_eval").get("metrics", {}).get("gate_reasons") or []
     if gate:
         lines += ["", "## Reward-model gate", ""] + [f"- {r}" for r in gate]

@@ -20,12 +20,15 @@ from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
 from rlhfkit.data.votes import agreement_summary
 from rlhfkit.dpo import evaluate_implicit_reward
+from rlhfkit.ensemble import evaluate_ensemble, load_reward_function, place_reward_function
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.hardware import detect_hardware
 from rlhfkit.io import read_jsonl, write_json, write_jsonl
 from rlhfkit.monitors import MonitorConfig, read_metrics
 from rlhfkit.pipeline.config import USES_REWARD_MODEL
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.policy_eval import evaluate_policy
+from rlhfkit.reward import MEMBER_DIR, read_ensemble
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 from rlhfkit.sampling import load_for_sampling
 from rlhfkit.scoring import load_scorer
@@ -153,9 +156,19 @@ def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
     if not pairs:
         raise DataError("no held-out preference pairs to evaluate the reward model on; set data.eval_fraction > 0")
     # Loaded as RL will use it (4-bit under qlora), on the GPU when there is one; truncated as it was trained.
-    model, tokenizer = load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
-    max_length = cfg.trainer_config("reward").max_length
-    report = evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device)
+    model_dir, max_length = ctx.outputs["reward"]["model_dir"], cfg.trainer_config("reward").max_length
+    ensemble = None
+    if read_ensemble(model_dir) is not None:  # each member, the members' mean and their disagreement
+        scorer = load_reward_function(model_dir, cfg.model.preset)
+        place_reward_function(scorer, detect_hardware().device)
+        ensemble = evaluate_ensemble(scorer, pairs, max_length=max_length)
+        report = ensemble.ensemble
+        for k, member in enumerate(ensemble.members):
+            write_report(member, ctx.dir("rm_eval") / MEMBER_DIR.format(k=k))
+        write_json(ctx.dir("rm_eval") / "ensemble.json", ensemble.to_dict())
+    else:
+        model, tokenizer = load_scorer(model_dir, cfg.model.preset)
+        report = evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device)
     verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy)
     write_report(report, ctx.dir("rm_eval"), verdict=verdict)
     metrics = {
@@ -169,6 +182,10 @@ def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
         "gate_summary": verdict.summary,
         "gate_reasons": verdict.reasons,
     }
+    if ensemble is not None:
+        metrics["member_accuracy"] = [m.accuracy for m in ensemble.members]
+        metrics["member_auc"] = [m.auc for m in ensemble.members]
+        metrics.update({f"ensemble_{k}": v for k, v in ensemble.disagreement.items()})
     ctx.say(f"[rm_eval] accuracy {report.accuracy:.3f} on {len(pairs)} held-out pairs; gate: {verdict.summary}")
     return {"report_dir": str(ctx.dir("rm_eval"))}, metrics  # the rl stage applies the gate (DPO does not need it)
 
@@ -212,6 +229,8 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
         "alert_messages": health,
         "train_runtime": result.metrics.get("train_runtime"),
         "skipped": skipped + notes,
+        # which weights model/ holds: the last healthy checkpoint after a stop alert, else the final ones
+        **{k: result.metrics.get(k) for k in ("stop_step", "last_healthy_step", "returned_step", "returned_reason")},
         **extra,
     }
     return {"model_dir": str(result.model_dir)}, metrics
@@ -240,6 +259,8 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
         "monitor_config": monitor,
         "reward_mean": rm.get("reward_mean"),
         "reward_std": rm.get("reward_std"),
+        "reward_aggregation": cfg.rl.reward_aggregation,
+        "reward_ensemble_coef": cfg.rl.reward_ensemble_coef,
     }
     if algorithm == "ppo":
         result = run_ppo(sft_model, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common)
