@@ -1,29 +1,30 @@
-"""Reward over-optimisation on the lab, observed: proxy reward vs gold reward under GRPO, and when the monitor fires.
+"""Reward over-optimisation on the lab, caught by the default monitors: a grid of PPO and GRPO runs.
 
-    .venv/bin/python bench/overoptimization.py                       # ~2 min on 2 CPU cores (models are cached)
-    .venv/bin/python bench/overoptimization.py --beta 0.3            # a tighter KL leash
-    .venv/bin/python bench/overoptimization.py --length-bias 0.5 --lr 1e-3 --stop
+    nice -n 10 .venv/bin/python bench/overoptimization.py                  # the whole grid, resumable
+    .venv/bin/python bench/overoptimization.py --algorithms grpo --biases 0.3 --seeds 0 --rewards single
 
-The lab has a gold reward (rlhfkit.lab.gold_reward), so Goodhart's law can be measured instead of argued:
+The lab has a gold reward (rlhfkit.lab.gold_reward), so Goodhart's law can be measured instead of argued. Per seed
+an SFT nano model learns the list task; per labeler length bias and seed a reward ensemble (``--members`` reward
+models, seeds seed..seed+K-1) learns from the majority votes of 5 labelers who, with probability ``length_bias``,
+prefer the longer list. The *single* reward model is member 0 of that ensemble; the *ensemble* rewards RL with
+``mean_minus_std`` of the members' standardised scores. Every cell of the grid, algorithm {ppo, grpo} x bias x seed
+x reward {single, ensemble}, runs RL with the monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`)
+twice:
 
-1. an SFT nano model learns the list task from demonstrations (gold ~0.72);
-2. a reward model (the *proxy*) learns from the majority votes of LENGTH-BIASED labelers
-   (``LabelerPool(length_bias=0.3)``: with that probability a labeler prefers the longer list);
-3. GRPO optimises the proxy with a small KL coefficient (beta 0.01); two extra reward functions with weight 0,
-   ``gold`` and ``items``, score the same sampled completions with the gold reward and the item count, so TRL
-   logs ``rewards/gold/mean`` beside ``rewards/reward_model/mean`` at every logging step without changing the
-   training signal; the monitor keeps them in its timeline and plots (``MonitorConfig.health_extra_keys``).
+* **stopped**: exactly as a user gets it (``run_ppo`` / ``run_grpo``): a stop alert ends the run, and ``model/`` is
+  the last healthy checkpoint -- ``returned_step``, scored on held-out prompts as ``gold_returned``;
+* **unstopped**: the same run with every ``stop`` action turned into ``warn`` (a warn-only twin, same seeds, so it
+  is identical up to the stop), trained to the end: the whole gold / proxy curve, and ``gold_final_unstopped``.
 
-Two monitors watch the run: rlhfkit's defaults (KL levels of 8 / 15 nats per sequence, quoted for chat-length
-answers) and the same levels rescaled to the lab's ~6-token answers (:data:`SCALED`). Both only warn (``--stop``
-lets the default one end the run), so the whole curve is seen. The script prints a table (step, proxy reward,
-gold reward, KL in nats per sequence, mean tokens and list items, new alerts of each monitor), the gold peak and
-where each monitor first fired relative to it, and saves ``overoptimization.png``, ``overoptimization.json`` and
-the monitor's ``health.jsonl`` and plots in the run folder under ``--out``. Gold and proxy are measured on the
-training samples (temperature 1): each point averages the logging interval (10 steps x 64 completions).
+Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside the reward; never optimised) and
+smoothed with a centred moving average over :data:`SMOOTH` logged steps; ``gold_peak`` is the smoothed curve's
+maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has only 72 distinct
+prompts). Results go to ``<out>/overoptimization.json`` (one record per run with exactly the issue's keys, plus the
+details under ``runs_detail``) and a plot per run (``<run>/overoptimization.png``). Finished runs are skipped, so
+an interrupted grid resumes.
 
-Deliberately left out: PPO (rlhfkit.ppo was not committed when this was written; its trainer logs the same
-metric names, so the same recorders and monitors apply), and evaluation on held-out prompts.
+Deliberately left out: DPO / best-of-N, real models, and tuning RL hyperparameters per cell (one setting per
+algorithm, with its KL coefficient at rlhfkit's default).
 """
 
 from __future__ import annotations
@@ -35,272 +36,314 @@ from pathlib import Path
 
 import numpy as np
 
+SMOOTH = 3  # logged steps in the centred moving average of gold / proxy
+MEMBERS = 4
+GRPO = {"steps": 300, "lr": 2e-4, "logging_steps": 5}
+PPO = {"updates": 150, "lr": 1e-4}
+RESPONSE_LENGTH = 24
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/bench/overoptimization", help="output folder (models, logs, plot)")
-    p.add_argument("--length-bias", type=float, default=0.3, help="labelers' probability of judging by length")
-    p.add_argument("--beta", type=float, default=0.01, help="GRPO KL coefficient (rlhfkit's default is 0.04)")
-    p.add_argument("--lr", type=float, default=2e-4, help="GRPO learning rate")
-    p.add_argument("--steps", type=int, default=300, help="GRPO steps (8 prompts x 8 completions each)")
-    p.add_argument("--logging-steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop", action="store_true", help="let the monitor stop the run (default: warn only)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
+    p.add_argument("--out", default="runs/bench/overoptimization", help="output folder (models, runs, json)")
+    p.add_argument("--algorithms", nargs="+", default=["ppo", "grpo"], choices=["ppo", "grpo"])
+    p.add_argument("--biases", nargs="+", type=float, default=[0.3, 0.5], help="labelers' length bias")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--rewards", nargs="+", default=["single", "ensemble"], choices=["single", "ensemble"])
+    p.add_argument("--members", type=int, default=MEMBERS, help="reward models in the ensemble")
+    p.add_argument("--rm-steps", type=int, default=800, help="training steps of each reward model")
+    p.add_argument("--coef", type=float, default=1.0, help="std weight of the ensemble's mean_minus_std")
+    p.add_argument("--grpo-steps", type=int, default=GRPO["steps"])
+    p.add_argument("--ppo-updates", type=int, default=PPO["updates"])
+    p.add_argument("--eval-prompts", type=int, default=400, help="fresh prompts for each held-out gold score")
+    p.add_argument("--unstopped-only", action="store_true", help="only the warn-only twins (to study the curves)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p.parse_args(argv)
 
 
-# ------------------------------------------------------------------------------------------ reward recorders
+# ------------------------------------------------------------------------------------------ recorders
 def gold(prompts, completions, **kwargs):
-    """The lab's gold reward of each completion (weight 0: recorded, never optimised)."""
+    """The lab's gold reward of each completion (weight 0 / a metric: recorded, never optimised)."""
     from rlhfkit import lab
 
     return lab.gold_rewards(prompts, completions).tolist()
 
 
 def items(prompts, completions, **kwargs):
-    """Number of list items in each completion (weight 0: the length the biased labelers rewarded)."""
+    """Number of list items in each completion (the length the biased labelers rewarded)."""
     from rlhfkit import lab
 
     return [float(lab.count_items(c)) for c in completions]
 
 
-# ------------------------------------------------------------------------------------------ stages
-def train_sft_and_biased_rm(out: Path, length_bias: float, seed: int) -> tuple[Path, Path, dict]:
-    """SFT nano model and a reward model on length-biased majority votes (reused when already in ``out``)."""
-    from trl import RewardConfig, SFTConfig
+# ------------------------------------------------------------------------------------------ SFT and reward models
+COMMON = {"report_to": [], "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000,
+          "logging_steps": 100, "disable_tqdm": True}  # fmt: skip
+
+
+def sft_model(out: Path, seed: int) -> Path:
+    from trl import SFTConfig
 
     from rlhfkit import lab
     from rlhfkit.config import trainer_config
-    from rlhfkit.train import run_reward, run_sft
+    from rlhfkit.train import run_sft
 
-    common = {"report_to": [], "seed": seed, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000,
-              "logging_steps": 100, "disable_tqdm": True}  # fmt: skip
-    sft_dir, rm_dir = out / "sft" / "model", out / f"rm-bias{length_bias:g}" / "model"
+    sft_dir = out / "sft" / "model"
     if not (sft_dir / "model.safetensors").exists():
         nano = lab.build_tiny_model(out / "nano", size="nano", seed=seed)
         cfg = trainer_config(SFTConfig, "sft", out / "sft", max_steps=800, per_device_train_batch_size=32,
-                           learning_rate=3e-3, **common)  # fmt: skip
+                             learning_rate=3e-3, seed=seed, **COMMON)  # fmt: skip
         run_sft(nano, lab.demonstrations(2000, seed), cfg)
-    pool = lab.LabelerPool(5, noise=0.2, length_bias=length_bias, seed=seed)
-    rows = lab.comparison_dataset(4000, pool, seed=seed + 1)
-    pairs = []
-    for r in rows:
-        v = np.array(r["votes"])
-        a_wins = (v == 1).sum() > (v == 0).sum()
-        chosen, rejected = (r["response_a"], r["response_b"]) if a_wins else (r["response_b"], r["response_a"])
-        pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
-    if not (rm_dir / "model.safetensors").exists():
-        cfg = trainer_config(RewardConfig, "reward", rm_dir.parent, max_steps=800, per_device_train_batch_size=32,
-                           learning_rate=1e-3, **common)  # fmt: skip
-        run_reward(sft_dir, pairs, cfg)
-    return sft_dir, rm_dir, reward_model_report(rm_dir, seed)
+    return sft_dir
 
 
-def reward_model_report(rm_dir: Path, seed: int) -> dict:
-    """The proxy's accuracy against the gold preference, overall and where gold prefers the SHORTER list."""
+def reward_ensemble(out: Path, sft_dir: Path, length_bias: float, seed: int, members: int, steps: int) -> Path:
+    """Reward models from length-biased majority votes: ``members`` of them (member 0 is the single one)."""
     from rlhfkit import lab
-    from rlhfkit.models import load_reward_model
-    from rlhfkit.scoring import RewardModelScorer
+    from rlhfkit.config import trainer_config
+    from rlhfkit.reward import RewardConfig
+    from rlhfkit.train import run_reward
+
+    rm_out = out / f"rm-bias{length_bias:g}"
+    if not (rm_out / "model" / "ensemble.json").exists():
+        pool = lab.LabelerPool(5, noise=0.2, length_bias=length_bias, seed=seed)
+        pairs = []
+        for r in lab.comparison_dataset(4000, pool, seed=seed + 1):
+            v = np.array(r["votes"])
+            a_wins = (v == 1).sum() > (v == 0).sum()
+            chosen, rejected = (r["response_a"], r["response_b"]) if a_wins else (r["response_b"], r["response_a"])
+            pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
+        cfg = trainer_config(RewardConfig, "reward", rm_out, max_steps=steps, per_device_train_batch_size=32,
+                             learning_rate=1e-3, seed=seed, ensemble_size=members, **COMMON)  # fmt: skip
+        run_reward(sft_dir, pairs, cfg)
+    return rm_out / "model"
+
+
+def reward_accuracy(rm_dir: Path, seed: int) -> dict:
+    """Accuracy against the gold preference of each member and of the ensemble's mean, on 1000 fresh pairs."""
+    import torch
+
+    from rlhfkit import lab
+    from rlhfkit.ensemble import aggregate_rewards, load_reward_function
 
     rows = [r for r in lab.comparison_dataset(1000, lab.LabelerPool(1, seed=seed), seed=seed + 99)
             if r["gold_a"] != r["gold_b"]]  # fmt: skip
-    scorer = RewardModelScorer(*load_reward_model(rm_dir))
+    scorer = load_reward_function(rm_dir)
     prompts = [r["prompt"] for r in rows]
-    sa = np.array(scorer(prompts, [r["response_a"] for r in rows]))
-    sb = np.array(scorer(prompts, [r["response_b"] for r in rows]))
-    gold_a = np.array([r["gold_a"] > r["gold_b"] for r in rows])
-    correct = (sa > sb) == gold_a
-    len_a = np.array([lab.count_items(r["response_a"]) for r in rows])
-    len_b = np.array([lab.count_items(r["response_b"]) for r in rows])
-    shorter_better = np.where(gold_a, len_a < len_b, len_b < len_a)
-    return {"accuracy": float(correct.mean()), "shorter_better_accuracy": float(correct[shorter_better].mean())}
+    sa = scorer.member_scores(prompts, [r["response_a"] for r in rows])
+    sb = scorer.member_scores(prompts, [r["response_b"] for r in rows])
+    gold_a = torch.tensor([r["gold_a"] > r["gold_b"] for r in rows])
+    members = [float(((a > b) == gold_a).float().mean()) for a, b in zip(sa, sb)]
+    mean_correct = (aggregate_rewards(sa, "mean") > aggregate_rewards(sb, "mean")) == gold_a
+    return {"member_accuracy": members, "ensemble_accuracy": float(mean_correct.float().mean())}
 
 
-# The monitor's default KL levels, 8 (caution) and 15 (limit) nats per sequence, are quoted for chat-length
-# responses; at ~100 tokens they mean ~0.08 and ~0.15 nats per token. Lab answers are ~6 tokens, where the same
-# per-token levels are ~0.5 and ~0.9 nats per sequence; the KL-race slope is scaled the same way (0.5 -> 0.03).
-# Chosen from that arithmetic, not fitted to this run.
-SCALED = {"kl_caution": 0.5, "kl_limit": 1.0, "reward_kl_slope": 0.03}
+# ------------------------------------------------------------------------------------------ one RL run
+def monitor_config(stop: bool):
+    """The default monitors; the warn-only twin turns each ``stop`` action into ``warn``."""
+    import dataclasses
+
+    from rlhfkit.monitors import MonitorConfig
+
+    cfg = MonitorConfig(health_extra_keys=["rewards/gold/mean", "rewards/items/mean"])
+    if stop:
+        return cfg
+    warn = {f.name: "warn" for f in dataclasses.fields(cfg) if f.name.endswith("_action") and getattr(cfg, f.name) == "stop"}
+    return dataclasses.replace(cfg, **warn)
 
 
-def run_grpo_with_gold(sft_dir: Path, rm_dir: Path, out: Path, args):
-    """GRPO against the proxy, recording gold and item count.
-
-    Returns (TRL log history, the default monitor's timeline, the length-scaled monitor's timeline).
-    """
+def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: bool):
+    """Train one RL run; returns (RunResult, the monitor's timeline)."""
     from rlhfkit import lab
     from rlhfkit.grpo import grpo_config
-    from rlhfkit.monitors import HealthMonitor, MonitorConfig, load_timeline
-    from rlhfkit.train import remove_checkpoints, run_grpo
+    from rlhfkit.monitors import load_timeline
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.config import trainer_config
+    from rlhfkit.reward import read_ensemble
+    from rlhfkit.train import run_grpo, run_ppo
 
-    cfg = grpo_config(
-        out,
-        beta=args.beta,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        max_steps=args.steps,
-        per_device_train_batch_size=64,  # 8 prompts x 8 completions per step
-        num_generations=8,
-        max_completion_length=32,
-        temperature=1.0,
-        gradient_checkpointing=False,
-        logging_steps=args.logging_steps,
-        save_steps=args.logging_steps * 5,
-        report_to=[],
-        seed=args.seed,
-        disable_tqdm=True,
-    )
-    # warn-only by default so the whole curve is seen; the table marks where kl_limit's stop action would end the run
-    actions = {} if args.stop else {"kl_limit_action": "warn"}
-    extra = ["rewards/gold/mean", "rewards/items/mean"]
-    monitor = MonitorConfig(health_extra_keys=extra, **actions)
-    # A second monitor with the default KL levels rescaled to the lab's answer length, written to its own file.
-    scaled = HealthMonitor(MonitorConfig(health_file="health_scaled.jsonl", health_plots=False, **SCALED, **actions))
-    result = run_grpo(
-        sft_dir,
-        lab.make_prompts(args.steps * 8 + 64, seed=args.seed + 7),
-        cfg,
-        reward_model=rm_dir,
-        reward_funcs=[gold, items],
-        reward_weights=[1.0, 0.0, 0.0],  # only the proxy is optimised; gold and items are recorded
-        monitor_config=monitor,
-        callbacks=[scaled],
-    )
-    remove_checkpoints(out)
-    return [h for h in result.log_history if "reward" in h], load_timeline(out), scaled.timeline
+    seed = cell["seed"]
+    members = read_ensemble(rm_dir)
+    if cell["reward"] == "single":  # member 0 alone, normalised with its own statistics
+        reward = {"reward_model": members[0].model_dir, "reward_mean": members[0].mean, "reward_std": members[0].std}
+    else:
+        reward = {"reward_model": rm_dir, "reward_aggregation": "mean_minus_std", "reward_ensemble_coef": args.coef}
+    common = {"report_to": [], "seed": seed, "disable_tqdm": True, "save_total_limit": None}
+    if cell["algorithm"] == "grpo":
+        cfg = grpo_config(run_dir, learning_rate=GRPO["lr"], lr_scheduler_type="constant", max_steps=args.grpo_steps,
+                          per_device_train_batch_size=64, num_generations=8, max_completion_length=RESPONSE_LENGTH,
+                          temperature=1.0, gradient_checkpointing=False, logging_steps=GRPO["logging_steps"],
+                          save_steps=10_000, **common)  # fmt: skip
+        result = run_grpo(sft_dir, lab.make_prompts(args.grpo_steps * 8 + 64, seed=seed + 7), cfg,
+                          reward_funcs=[gold, items], reward_weights=[1.0, 0.0, 0.0],
+                          monitor_config=monitor_config(stop), **reward)  # fmt: skip
+    else:
+        cfg = trainer_config(PPOConfig, "ppo", run_dir, total_episodes=args.ppo_updates * 64,
+                             per_device_train_batch_size=16, gradient_accumulation_steps=4, num_mini_batches=2,
+                             learning_rate=PPO["lr"], response_length=RESPONSE_LENGTH, stop_token="eos",
+                             missing_eos_penalty=1.0, temperature=1.0, save_steps=10_000, num_sample_generations=0,
+                             **common)  # fmt: skip
+        result = run_ppo(sft_dir, lab.make_prompts(512, seed=seed + 7), cfg, metric_funcs=[gold, items],
+                         monitor_config=monitor_config(stop), **reward)  # fmt: skip
+    return result, load_timeline(run_dir)
 
 
-# ------------------------------------------------------------------------------------------ report
-def table_rows(logs: list[dict], timeline: list[dict], scaled_timeline: list[dict]) -> list[dict]:
-    health = {r["step"]: r for r in timeline}
-    scaled = {r["step"]: r for r in scaled_timeline}
-    rows = []
-    for h in logs:
-        record = health.get(h["step"], {})
-        rows.append(
-            {
-                "step": h["step"],
-                "proxy": h["rewards/reward_model/mean"],
-                "gold": h["rewards/gold/mean"],
-                "kl": record.get("kl"),
-                "tokens": h["completions/mean_length"],
-                "items": h["rewards/items/mean"],
-                "alerts": [a["signal"] for a in record.get("alerts", [])],
-                "scaled_alerts": [a["signal"] for a in scaled.get(h["step"], {}).get("alerts", [])],
-            }
-        )
-    return rows
+def held_out_gold(model_dir: Path, seed: int, n: int) -> float:
+    from rlhfkit import lab
+    from rlhfkit.scoring import sample_responses
+
+    prompts = lab.make_prompts(n, seed=10_000 + seed)
+    return float(lab.gold_rewards(prompts, sample_responses(str(model_dir), prompts, RESPONSE_LENGTH, seed)).mean())
 
 
-def print_table(rows: list[dict]) -> None:
-    head = f"{'step':>5} {'proxy':>7} {'gold':>7} {'KL/seq':>7} {'tokens':>7} {'items':>6}"
-    print(f"{head}  {'new alerts (default)':<34}new alerts (length-scaled KL levels)")
-    for r in rows:
-        kl = f"{r['kl']:.2f}" if r["kl"] is not None else "-"
-        alerts, scaled = ", ".join(r["alerts"]) or "-", ", ".join(r["scaled_alerts"]) or "-"
-        print(f"{r['step']:>5} {r['proxy']:>7.3f} {r['gold']:>7.3f} {kl:>7} {r['tokens']:>7.2f} {r['items']:>6.2f}  "
-              f"{alerts:<34}{scaled}")  # fmt: skip
+# ------------------------------------------------------------------------------------------ per-run summary
+def smooth(values: list[float], window: int = SMOOTH) -> list[float]:
+    """Centred moving average (shorter at the ends)."""
+    half = window // 2
+    return [float(np.mean(values[max(0, i - half) : i + half + 1])) for i in range(len(values))]
 
 
-def first_alert(rows: list[dict], peak: dict, key: str) -> dict:
-    first = next((r for r in rows if r[key]), None)
-    if first is None:
-        return {"step": None}
-    return {"step": first["step"], "signals": first[key], "gold": first["gold"], "kl": first["kl"],
-            "gold_below_peak": peak["gold"] - first["gold"] if first["step"] > peak["step"] else 0.0}  # fmt: skip
+def curve(timeline: list[dict]) -> dict:
+    rows = [r for r in timeline if r.get("rewards/gold/mean") is not None]
+    steps = [r["step"] for r in rows]
+    gold_raw, proxy = [r["rewards/gold/mean"] for r in rows], [r["reward"] for r in rows]
+    return {"steps": steps, "gold": gold_raw, "gold_smooth": smooth(gold_raw), "proxy": proxy,
+            "proxy_smooth": smooth(proxy), "kl": [r.get("kl") for r in rows]}  # fmt: skip
 
 
-def summarise(rows: list[dict]) -> dict:
-    peak = max(rows, key=lambda r: r["gold"])
+def first_stop_alert(timeline: list[dict], stop_signals: set[str]) -> dict | None:
+    for r in timeline:
+        for a in r.get("alerts", []):
+            if a["signal"] in stop_signals:
+                return a
+    return None
+
+
+def summarise(cell: dict, c: dict, unstopped_tl: list[dict], stopped, stop_signals: set[str]) -> dict:
+    """The issue's keys for one run (+ details)."""
+    i = int(np.argmax(c["gold_smooth"]))
+    peak, peak_step = c["gold_smooth"][i], c["steps"][i]
+    below = next((s for s, g in zip(c["steps"][i:], c["gold_smooth"][i:]) if g < 0.9 * peak), None)
+    alert = first_stop_alert(unstopped_tl, stop_signals)
     return {
-        "gold_start": rows[0]["gold"],
-        "gold_peak": peak["gold"],
-        "gold_peak_step": peak["step"],
-        "gold_final": rows[-1]["gold"],
-        "proxy_start": rows[0]["proxy"],
-        "proxy_final": rows[-1]["proxy"],
-        "kl_at_gold_peak": peak["kl"],
-        "first_alert": first_alert(rows, peak, "alerts"),
-        "first_alert_scaled": first_alert(rows, peak, "scaled_alerts"),
+        **cell,
+        "gold_peak": peak,
+        "gold_peak_step": peak_step,
+        "first_alert_step": alert["step"] if alert else None,
+        "first_alert": alert["signal"] if alert else None,
+        "stop_step": stopped.get("stop_step") if stopped else None,
+        "returned_step": stopped.get("returned_step") if stopped else None,
+        "gold_10pct_below_peak_step": below,
     }
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    from rlhfkit.io import pyplot, save_figure
+# ------------------------------------------------------------------------------------------ plot
+def plot_run(record: dict, c: dict, timeline: list[dict], stop_signals: set[str], path: Path) -> None:
+    import matplotlib
 
-    steps = [r["step"] for r in rows]
-    fig, (ax, ax2) = pyplot().subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
-    ax.plot(steps, [r["proxy"] for r in rows], "o-", ms=3, color="tab:blue", label="proxy (reward model)")
-    ax.set_ylabel("proxy reward", color="tab:blue")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(c["steps"], c["gold"], ".", color="tab:orange", alpha=0.35)
+    ax.plot(c["steps"], c["gold_smooth"], "-", lw=2, color="tab:orange", label="gold (smoothed, training batches)")
+    ax.axhline(record["gold_sft"], ls=":", color="tab:orange", lw=1, label=f"gold of SFT (held out) {record['gold_sft']:.2f}")
+    ax.axhline(0.9 * record["gold_peak"], ls="--", color="tab:orange", lw=0.7, alpha=0.6, label="90% of gold peak")
+    ax.set_ylabel("gold reward", color="tab:orange")
+    ax.set_xlabel("RL step")
     right = ax.twinx()
-    right.plot(steps, [r["gold"] for r in rows], "s-", ms=3, color="tab:orange", label="gold (lab)")
-    right.set_ylabel("gold reward", color="tab:orange")
-    ax2.plot(steps, [r["items"] for r in rows], "o-", ms=3, color="tab:green", label="mean items")
-    ax2.set_ylabel("mean list items", color="tab:green")
-    kl = [(r["step"], r["kl"]) for r in rows if r["kl"] is not None]
-    if kl:
-        ax2r = ax2.twinx()
-        ax2r.plot([s for s, _ in kl], [k for _, k in kl], "^-", ms=3, color="tab:gray")
-        ax2r.set_ylabel("KL (nats/sequence)", color="tab:gray")
-    for key, colour, y in (("alerts", "red", 1.0), ("scaled_alerts", "purple", 0.5)):
-        seen = set()
-        for r in rows:
-            for signal in r[key]:
-                for a in (ax, ax2):
-                    a.axvline(r["step"], ls="--", lw=0.8, color=colour)
-                if signal not in seen:
-                    ax.annotate(signal, (r["step"], y), xycoords=("data", "axes fraction"), rotation=90, va="top",
-                                ha="right", fontsize=7, color=colour)  # fmt: skip
-                    seen.add(signal)
-    ax2.set_xlabel("GRPO step (alerts: red = default monitor, purple = length-scaled KL levels)")
-    ax.set_title(title, fontsize=9)
+    right.plot(c["steps"], c["proxy_smooth"], "-", lw=1.5, color="tab:blue", label="proxy (smoothed)")
+    right.set_ylabel("proxy reward (what RL optimises)", color="tab:blue")
+    seen = set()
+    for r in timeline:
+        for a in r.get("alerts", []):
+            stop = a["signal"] in stop_signals
+            if (a["signal"], stop) in seen:
+                continue
+            seen.add((a["signal"], stop))
+            ax.axvline(r["step"], ls="--", lw=0.8, color="red" if stop else "gray")
+            ax.annotate(a["signal"], (r["step"], 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        fontsize=7, color="red" if stop else "gray")  # fmt: skip
+    if record.get("returned_step") is not None and record.get("gold_returned") is not None:
+        ax.plot([record["returned_step"]], [record["gold_returned"]], "*", ms=14, color="green",
+                label=f"returned model (step {record['returned_step']}), held-out gold {record['gold_returned']:.2f}")  # fmt: skip
+    if record.get("gold_final_unstopped") is not None:
+        ax.plot([c["steps"][-1]], [record["gold_final_unstopped"]], "x", ms=10, color="black",
+                label=f"unstopped final, held-out gold {record['gold_final_unstopped']:.2f}")  # fmt: skip
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
+    ax.set_title(f"{record['algorithm'].upper()}, length bias {record['length_bias']:g}, seed {record['seed']}, "
+                 f"{record['reward']} reward model (alerts: red = stop, gray = warn)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    save_figure(fig, path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def main(argv=None) -> dict:
+# ------------------------------------------------------------------------------------------ main
+def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, out: Path, args) -> dict:
+    import dataclasses
+
+    from rlhfkit.monitors import MonitorConfig
+    from rlhfkit.train import remove_checkpoints
+
+    name = f"{cell['algorithm']}-{cell['reward']}"
+    run_dir = out / name
+    done = run_dir / "record.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    stop_signals = {f.name[: -len("_action")] for f in dataclasses.fields(MonitorConfig)
+                    if f.name.endswith("_action") and getattr(MonitorConfig(), f.name) == "stop"}  # fmt: skip
+    t0 = time.time()
+    unstopped, tl = rl_run(cell, sft_dir, rm_dir, run_dir / "unstopped", args, stop=False)
+    c = curve(tl)
+    record = {**cell, "gold_sft": gold_sft}
+    record["gold_final_unstopped"] = held_out_gold(unstopped.model_dir, cell["seed"], args.eval_prompts)
+    remove_checkpoints(run_dir / "unstopped")
+    stopped = None
+    if not args.unstopped_only:
+        result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "stopped", args, stop=True)
+        stopped = {k: result.metrics.get(k) for k in ("stop_step", "returned_step", "returned_reason")}
+        record["gold_returned"] = held_out_gold(result.model_dir, cell["seed"], args.eval_prompts)
+        remove_checkpoints(run_dir / "stopped")
+    record.update(summarise(cell, c, tl, stopped, stop_signals))
+    record["seconds"] = time.time() - t0
+    record["curve"] = c
+    plot_run(record, c, tl, stop_signals, run_dir / "overoptimization.png")
+    done.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+KEYS = ("algorithm", "length_bias", "seed", "reward", "gold_sft", "gold_peak", "gold_peak_step", "first_alert_step",
+        "first_alert", "stop_step", "returned_step", "gold_returned", "gold_final_unstopped")  # fmt: skip
+
+
+def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.time()
-
-    # ---------------------------------------------------------------- SFT + length-biased reward model
-    sft_dir, rm_dir, rm_report = train_sft_and_biased_rm(out, args.length_bias, args.seed)
-    print(f"reward model from labelers with length_bias={args.length_bias}: accuracy vs gold "
-          f"{rm_report['accuracy']:.3f}, on pairs where the shorter list is better "
-          f"{rm_report['shorter_better_accuracy']:.3f} ({time.time() - t0:.0f} s)")  # fmt: skip
-
-    # ---------------------------------------------------------------- GRPO with gold recorded
-    t1 = time.time()
-    run_dir = out / f"grpo-bias{args.length_bias:g}-beta{args.beta:g}-lr{args.lr:g}-seed{args.seed}"
-    logs, timeline, scaled_timeline = run_grpo_with_gold(sft_dir, rm_dir, run_dir, args)
-    print(f"GRPO: {args.steps} steps, beta={args.beta:g}, lr={args.lr:g} ({time.time() - t1:.0f} s)\n")
-
-    # ---------------------------------------------------------------- report
-    rows = table_rows(logs, timeline, scaled_timeline)
-    print_table(rows)
-    summary = {"args": vars(args), "reward_model": rm_report, **summarise(rows)}
-    s = summary
-    print(f"\ngold: {s['gold_start']:.3f} at step {rows[0]['step']} -> peak {s['gold_peak']:.3f} at step "
-          f"{s['gold_peak_step']} -> {s['gold_final']:.3f} at the end; proxy {s['proxy_start']:.3f} -> "
-          f"{s['proxy_final']:.3f}")  # fmt: skip
-    print(f"KL at the gold peak: {s['kl_at_gold_peak']:.2f} nats/sequence")
-    for name, key in (("default", "first_alert"), (f"length-scaled KL levels {SCALED}", "first_alert_scaled")):
-        a = s[key]
-        if a["step"] is None:
-            print(f"monitor ({name}): no alert")
-        else:
-            print(f"monitor ({name}): first alert at step {a['step']} ({', '.join(a['signals'])}), KL {a['kl']:.2f}, "
-                  f"gold {a['gold']:.3f} = {a['gold_below_peak']:.3f} below its peak")  # fmt: skip
-    title = (f"GRPO on a reward model from length-biased labelers (bias {args.length_bias:g}), beta={args.beta:g}, "
-             f"lr={args.lr:g}")  # fmt: skip
-    plot(rows, run_dir / "overoptimization.png", title)
-    (run_dir / "overoptimization.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
-    print(f"saved {run_dir / 'overoptimization.png'}, {run_dir / 'health.jsonl'} and the monitor's plots")
-    return summary
+    records = []
+    for seed in args.seeds:
+        sft_dir = sft_model(out / f"seed{seed}", seed)
+        gold_sft = held_out_gold(sft_dir, seed, args.eval_prompts)
+        for bias in args.biases:
+            base = out / f"seed{seed}" / f"bias{bias:g}"
+            rm_dir = reward_ensemble(base, sft_dir, bias, seed, args.members, args.rm_steps)
+            for algorithm in args.algorithms:
+                for reward in args.rewards:
+                    cell = {"algorithm": algorithm, "length_bias": bias, "seed": seed, "reward": reward}
+                    r = run_cell(cell, sft_dir, rm_dir, gold_sft, base, args)
+                    records.append(r)
+                    print(json.dumps({k: r.get(k) for k in KEYS}), flush=True)
+    (out / "overoptimization.json").write_text(
+        json.dumps({"runs": [{k: r.get(k) for k in KEYS} for r in records], "wall_seconds": time.time() - t0},
+                   indent=2) + "\n"  # fmt: skip
+    )
+    print(f"wrote {out / 'overoptimization.json'} ({time.time() - t0:.0f} s)")
+    return records
 
 
 if __name__ == "__main__":
