@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--ppo-updates", type=int, default=PPO["updates"])
     p.add_argument("--eval-prompts", type=int, default=400, help="fresh prompts for each held-out gold score")
     p.add_argument("--unstopped-only", action="store_true", help="only the warn-only twins (to study the curves)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
     return p.parse_args(argv)
 
 
@@ -148,17 +149,17 @@ def monitor_config(stop: bool):
     cfg = MonitorConfig(health_extra_keys=["rewards/gold/mean", "rewards/items/mean"])
     if stop:
         return cfg
-    warn = {f.name: "warn" for f in dataclasses.fields(cfg) if f.name.endswith("_action") and getattr(cfg, f.name) == "stop"}
-    return dataclasses.replace(cfg, **warn)
+    stops = [f.name for f in dataclasses.fields(cfg) if f.name.endswith("_action") and getattr(cfg, f.name) == "stop"]
+    return dataclasses.replace(cfg, **dict.fromkeys(stops, "warn"))
 
 
 def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: bool):
     """Train one RL run; returns (RunResult, the monitor's timeline)."""
     from rlhfkit import lab
+    from rlhfkit.config import trainer_config
     from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import load_timeline
     from rlhfkit.ppo import PPOConfig
-    from rlhfkit.config import trainer_config
     from rlhfkit.reward import read_ensemble
     from rlhfkit.train import run_grpo, run_ppo
 
@@ -203,51 +204,56 @@ def smooth(values: list[float], window: int = SMOOTH) -> list[float]:
     return [float(np.mean(values[max(0, i - half) : i + half + 1])) for i in range(len(values))]
 
 
-def curve(timeline: list[dict]) -> dict:
-    rows = [r for r in timeline if r.get("rewards/gold/mean") is not None]
-    steps = [r["step"] for r in rows]
-    gold_raw, proxy = [r["rewards/gold/mean"] for r in rows], [r["reward"] for r in rows]
-    return {"steps": steps, "gold": gold_raw, "gold_smooth": smooth(gold_raw), "proxy": proxy,
-            "proxy_smooth": smooth(proxy), "kl": [r.get("kl") for r in rows]}  # fmt: skip
+def curve(log_history: list[dict]) -> dict:
+    """Gold and proxy (smoothed too) and KL at each logged RL step of a run."""
+    rows = [r for r in log_history if r.get("rewards/gold/mean") is not None]
+    proxy_key = "objective/scores" if any("objective/scores" in r for r in rows) else "reward"
+    gold_raw, proxy = [r["rewards/gold/mean"] for r in rows], [r[proxy_key] for r in rows]
+    return {"steps": [r["step"] for r in rows], "gold": gold_raw, "gold_smooth": smooth(gold_raw), "proxy": proxy,
+            "proxy_smooth": smooth(proxy)}  # fmt: skip
 
 
-def first_stop_alert(timeline: list[dict], stop_signals: set[str]) -> dict | None:
-    for r in timeline:
-        for a in r.get("alerts", []):
-            if a["signal"] in stop_signals:
-                return a
-    return None
+def replay(log_history: list[dict], batch_size: int):
+    """The default monitor over a finished run's logs -- what it raised live, since it is a function of the logs
+    (the stop action only ends a run; here every alert is recorded and the run goes on)."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from rlhfkit.monitors import HealthMonitor, MonitorConfig
+
+    monitor = HealthMonitor(MonitorConfig(health_plots=False))
+    state, args = TrainerState(train_batch_size=batch_size), SimpleNamespace(output_dir=None, save_total_limit=None)
+    for logs in log_history:
+        state.global_step = logs.get("step", state.global_step)
+        monitor.on_log(args, state, TrainerControl(), logs=dict(logs))
+    return monitor
 
 
-def summarise(cell: dict, c: dict, unstopped_tl: list[dict], stopped, stop_signals: set[str]) -> dict:
-    """The issue's keys for one run (+ details)."""
+def summarise(c: dict, monitor) -> dict:
+    """The gold peak of the smoothed curve, where it first falls 10% below it, and the first stop alert."""
     i = int(np.argmax(c["gold_smooth"]))
-    peak, peak_step = c["gold_smooth"][i], c["steps"][i]
+    peak = c["gold_smooth"][i]
     below = next((s for s, g in zip(c["steps"][i:], c["gold_smooth"][i:]) if g < 0.9 * peak), None)
-    alert = first_stop_alert(unstopped_tl, stop_signals)
+    first = next((a for a in monitor.alerts if a.action == "stop"), None)
     return {
-        **cell,
         "gold_peak": peak,
-        "gold_peak_step": peak_step,
-        "first_alert_step": alert["step"] if alert else None,
-        "first_alert": alert["signal"] if alert else None,
-        "stop_step": stopped.get("stop_step") if stopped else None,
-        "returned_step": stopped.get("returned_step") if stopped else None,
+        "gold_peak_step": c["steps"][i],
+        "first_alert_step": first.step if first else None,
+        "first_alert": first.signal if first else None,
         "gold_10pct_below_peak_step": below,
     }
 
 
 # ------------------------------------------------------------------------------------------ plot
-def plot_run(record: dict, c: dict, timeline: list[dict], stop_signals: set[str], path: Path) -> None:
-    import matplotlib
+def plot_run(record: dict, c: dict, monitor, path: Path) -> None:
+    from rlhfkit.io import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = pyplot().subplots(figsize=(8, 4.8))
     ax.plot(c["steps"], c["gold"], ".", color="tab:orange", alpha=0.35)
     ax.plot(c["steps"], c["gold_smooth"], "-", lw=2, color="tab:orange", label="gold (smoothed, training batches)")
-    ax.axhline(record["gold_sft"], ls=":", color="tab:orange", lw=1, label=f"gold of SFT (held out) {record['gold_sft']:.2f}")
+    sft = f"gold of SFT (held out) {record['gold_sft']:.2f}"
+    ax.axhline(record["gold_sft"], ls=":", color="tab:orange", lw=1, label=sft)
     ax.axhline(0.9 * record["gold_peak"], ls="--", color="tab:orange", lw=0.7, alpha=0.6, label="90% of gold peak")
     ax.set_ylabel("gold reward", color="tab:orange")
     ax.set_xlabel("RL step")
@@ -255,18 +261,17 @@ def plot_run(record: dict, c: dict, timeline: list[dict], stop_signals: set[str]
     right.plot(c["steps"], c["proxy_smooth"], "-", lw=1.5, color="tab:blue", label="proxy (smoothed)")
     right.set_ylabel("proxy reward (what RL optimises)", color="tab:blue")
     seen = set()
-    for r in timeline:
-        for a in r.get("alerts", []):
-            stop = a["signal"] in stop_signals
-            if (a["signal"], stop) in seen:
-                continue
-            seen.add((a["signal"], stop))
-            ax.axvline(r["step"], ls="--", lw=0.8, color="red" if stop else "gray")
-            ax.annotate(a["signal"], (r["step"], 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                        fontsize=7, color="red" if stop else "gray")  # fmt: skip
+    for a in monitor.alerts:
+        stop = a.action == "stop"
+        if (a.signal, stop) in seen:
+            continue
+        seen.add((a.signal, stop))
+        ax.axvline(a.step, ls="--", lw=0.8, color="red" if stop else "gray")
+        ax.annotate(f"{a.signal} ({a.action})", (a.step, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=7, color="red" if stop else "gray")  # fmt: skip
     if record.get("returned_step") is not None and record.get("gold_returned") is not None:
-        ax.plot([record["returned_step"]], [record["gold_returned"]], "*", ms=14, color="green",
-                label=f"returned model (step {record['returned_step']}), held-out gold {record['gold_returned']:.2f}")  # fmt: skip
+        label = f"returned model (step {record['returned_step']}), held-out gold {record['gold_returned']:.2f}"
+        ax.plot([record["returned_step"]], [record["gold_returned"]], "*", ms=14, color="green", label=label)
     if record.get("gold_final_unstopped") is not None:
         ax.plot([c["steps"][-1]], [record["gold_final_unstopped"]], "x", ms=10, color="black",
                 label=f"unstopped final, held-out gold {record['gold_final_unstopped']:.2f}")  # fmt: skip
@@ -276,41 +281,52 @@ def plot_run(record: dict, c: dict, timeline: list[dict], stop_signals: set[str]
     ax.set_title(f"{record['algorithm'].upper()}, length bias {record['length_bias']:g}, seed {record['seed']}, "
                  f"{record['reward']} reward model (alerts: red = stop, gray = warn)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------ main
 def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, out: Path, args) -> dict:
+    """One grid cell: the unstopped twin (cached: its logs and held-out final gold do not depend on the monitor's
+    settings), the stopped run (cached per monitor config), the summary and the plot."""
     import dataclasses
 
     from rlhfkit.monitors import MonitorConfig
     from rlhfkit.train import remove_checkpoints
 
-    name = f"{cell['algorithm']}-{cell['reward']}"
-    run_dir = out / name
-    done = run_dir / "record.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    stop_signals = {f.name[: -len("_action")] for f in dataclasses.fields(MonitorConfig)
-                    if f.name.endswith("_action") and getattr(MonitorConfig(), f.name) == "stop"}  # fmt: skip
-    t0 = time.time()
-    unstopped, tl = rl_run(cell, sft_dir, rm_dir, run_dir / "unstopped", args, stop=False)
-    c = curve(tl)
-    record = {**cell, "gold_sft": gold_sft}
-    record["gold_final_unstopped"] = held_out_gold(unstopped.model_dir, cell["seed"], args.eval_prompts)
-    remove_checkpoints(run_dir / "unstopped")
-    stopped = None
+    run_dir = out / f"{cell['algorithm']}-{cell['reward']}"
+    seed, t0 = cell["seed"], time.time()
+    cache = run_dir / "unstopped" / "result.json"
+    if not cache.exists():
+        result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "unstopped", args, stop=False)
+        gold_final = held_out_gold(result.model_dir, seed, args.eval_prompts)
+        remove_checkpoints(run_dir / "unstopped")
+        cache.write_text(json.dumps({"log_history": result.log_history, "gold_final_unstopped": gold_final,
+                                     "seconds": time.time() - t0}) + "\n")  # fmt: skip
+    unstopped = json.loads(cache.read_text())
+    record = {**cell, "gold_sft": gold_sft, "gold_final_unstopped": unstopped["gold_final_unstopped"]}
+    stopped = {}
     if not args.unstopped_only:
-        result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "stopped", args, stop=True)
-        stopped = {k: result.metrics.get(k) for k in ("stop_step", "returned_step", "returned_reason")}
-        record["gold_returned"] = held_out_gold(result.model_dir, cell["seed"], args.eval_prompts)
-        remove_checkpoints(run_dir / "stopped")
-    record.update(summarise(cell, c, tl, stopped, stop_signals))
-    record["seconds"] = time.time() - t0
-    record["curve"] = c
-    plot_run(record, c, tl, stop_signals, run_dir / "overoptimization.png")
-    done.write_text(json.dumps(record, indent=2) + "\n")
+        defaults = dataclasses.asdict(MonitorConfig())
+        cache = run_dir / "stopped" / "result.json"
+        if cache.exists() and json.loads(cache.read_text())["monitor"] != defaults:
+            shutil.rmtree(run_dir / "stopped")  # the defaults changed: run it again
+        if not cache.exists():
+            t1 = time.time()
+            result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "stopped", args, stop=True)
+            keep = ("stop_step", "last_healthy_step", "returned_step", "returned_reason")
+            stopped = {k: result.metrics.get(k) for k in keep}
+            stopped["gold_returned"] = held_out_gold(result.model_dir, seed, args.eval_prompts)
+            remove_checkpoints(run_dir / "stopped")
+            cache.write_text(json.dumps({**stopped, "monitor": defaults, "seconds": time.time() - t1}) + "\n")
+        stopped = json.loads(cache.read_text())
+        record.update({k: stopped[k] for k in ("stop_step", "returned_step", "gold_returned", "returned_reason")})
+    batch = 64  # PPO: prompts per update; GRPO: completions per step
+    monitor = replay(unstopped["log_history"], batch)
+    c = curve(unstopped["log_history"])
+    record.update(summarise(c, monitor))
+    record["seconds"] = unstopped.get("seconds", 0) + stopped.get("seconds", 0)
+    plot_run(record, c, monitor, run_dir / "overoptimization.png")
+    (run_dir / "record.json").write_text(json.dumps({**record, "curve": c}, indent=2) + "\n")
     return record
 
 
@@ -339,8 +355,10 @@ def main(argv=None) -> list[dict]:
                     records.append(r)
                     print(json.dumps({k: r.get(k) for k in KEYS}), flush=True)
     (out / "overoptimization.json").write_text(
-        json.dumps({"runs": [{k: r.get(k) for k in KEYS} for r in records], "wall_seconds": time.time() - t0},
-                   indent=2) + "\n"  # fmt: skip
+        json.dumps(
+            {"runs": [{k: r.get(k) for k in KEYS} for r in records], "wall_seconds": time.time() - t0}, indent=2
+        )
+        + "\n"  # fmt: skip
     )
     print(f"wrote {out / 'overoptimization.json'} ({time.time() - t0:.0f} s)")
     return records

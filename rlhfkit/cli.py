@@ -619,6 +619,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="qlora", choices=METHODS, help="method (default qlora)")
     p.add_argument("--gpu", type=float, default=24, help="GPU memory in GB (default 24)")
     p.add_argument("--layout", choices=LAYOUTS, help="PPO: separate models or one shared base")
+    p.add_argument("--reward-members", type=int, default=1, help="RL stages: reward models of an ensemble (default 1)")
     p.add_argument("--batch-size", type=int, help="per_device_train_batch_size (default: the GPU preset's)")
     p.add_argument("--grad-accum", type=int, help="gradient_accumulation_steps (default: the GPU preset's)")
     p.add_argument(
@@ -640,7 +641,8 @@ def _plan(args: argparse.Namespace) -> int:
         check_plan_config(args.config, args.model)
         plans = list(plan_config(args.config, args.model).values())
     elif args.model and args.stage:
-        settings = ("layout", "batch_size", "grad_accum", "seq_len", "prompt_length", "num_generations")
+        settings = ("layout", "reward_members", "batch_size", "grad_accum", "seq_len", "prompt_length")
+        settings += ("num_generations",)
         kwargs = {name: getattr(args, name) for name in (*settings, "gradient_checkpointing")}
         plans = [plan(args.model, args.stage, args.preset, args.gpu, **kwargs)]
     else:

@@ -23,8 +23,10 @@ def load_timeline(path: str | os.PathLike) -> list[dict[str, Any]]:
 def _thresholds(config: MonitorConfig) -> dict[str, str]:
     c = config
     return {
-        "kl_caution": f"> {c.kl_caution:g}",
-        "kl_limit": f"> {c.kl_limit:g}",
+        "kl_caution": f"> {c.kl_caution:g}/start token",
+        "kl_limit": f"> {c.kl_limit:g}/start token",
+        "ensemble_disagreement": f"x{c.disagreement_growth:g} start",
+        "reward_gain_flattening": f"gain < {c.gain_flattening_fraction:g}x best",
         "negative_kl": f"< -{c.negative_kl_tolerance:g}",
         "length_drift": f"x{c.length_drift_ratio:g} start",
         "entropy_collapse": f"< {c.entropy_collapse_fraction:g}x start",

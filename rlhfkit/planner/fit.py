@@ -141,7 +141,8 @@ def check_pipeline_fits(
 
     Returns ``{"sft": Plan, "reward": Plan, <rl.algorithm>: Plan}``: each trainer with ``model.preset`` on
     ``model.gpu``, its section's fields (``sft:``, ``reward:``, ``ppo:`` / ``grpo:`` / ...) overriding the GPU-size
-    preset's batch sizes and lengths, and PPO in ``rl.layout`` (default: shared with LoRA). Reads the YAML only
+    preset's batch sizes and lengths, PPO in ``rl.layout`` (default: shared with LoRA), and the RL run holding
+    ``reward.ensemble_size`` reward models. Reads the YAML only
     (no torch, no TRL), so it does not validate the config: ``rlhfkit.pipeline.load_config`` does. ``model``
     replaces ``model.model_name_or_path``; ``algorithm`` plans that RL algorithm instead of ``rl.algorithm`` (as
     ``--set rl.algorithm=...`` or ``rlhfkit compare`` would run it).
@@ -166,6 +167,8 @@ def check_pipeline_fits(
         kwargs = _plan_kwargs(trainer, cfg.get(trainer) or {})
         if trainer == "ppo" and rl.get("layout") is not None:
             kwargs["layout"] = rl["layout"]
+        if trainer == algorithm:  # the reward ensemble's members are all held during RL
+            kwargs["reward_members"] = int((cfg.get("reward") or {}).get("ensemble_size", 1))
         plans[trainer] = plan(dims, trainer, section["preset"], float(section["gpu"]), **kwargs)
     return plans
 

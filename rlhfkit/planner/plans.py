@@ -124,6 +124,7 @@ def plan(
     gpu_gb: float = 24,
     *,
     layout: str | None = None,
+    reward_members: int = 1,
     batch_size: int | None = None,
     grad_accum: int | None = None,
     seq_len: int | None = None,
@@ -149,6 +150,9 @@ def plan(
         layout: PPO only: ``separate`` (policy, reference, reward and value models; with peft the reference is
             the policy with its adapter disabled) or ``shared`` (one base + policy / value / reward adapters;
             lora/qlora only). Defaults to ``shared`` with peft, ``separate`` for full fine-tuning.
+        reward_members: RL trainers: reward models in the ensemble (``reward.ensemble_size``). With peft they are
+            adapters + heads on one reward base (on the shared base for PPO ``shared``); full: one copy each. The
+            reward trainer trains them one after another (no extra memory).
         batch_size, grad_accum: per-device batch (pairs for ``reward``) and accumulation steps.
         seq_len: ``max_length`` (sft, reward) or the response length (ppo ``response_length``, grpo
             ``max_completion_length``).
@@ -166,7 +170,7 @@ def plan(
         precision: ``bf16`` (rlhfkit's default on GPUs), ``mixed`` (fp32 master weights) or ``fp32`` (CPU).
         suggest: compute suggestions when the plan does not fit.
     """
-    layout = _checked_layout(trainer, preset, precision, gpu_gb, layout)
+    layout = _checked_layout(trainer, preset, precision, gpu_gb, layout, reward_members)
     counts = {
         "batch_size": batch_size, "grad_accum": grad_accum, "seq_len": seq_len, "prompt_length": prompt_length,
         "generation_batch_size": generation_batch_size, "rollout_batch_size": rollout_batch_size, "lora_r": lora_r,
@@ -186,6 +190,7 @@ def plan(
     }  # fmt: skip
     if trainer in RL_TRAINERS:
         settings["prompt_length"] = int(prompt_length or DEFAULT_PROMPT_LENGTH)
+        settings["reward_members"] = int(reward_members)
     if trainer == "ppo":
         settings["rollout_batch_size"] = int(rollout_batch_size or defaults["local_rollout_forward_batch_size"])
     if trainer in GROUP_TRAINERS:
@@ -212,7 +217,9 @@ def _check_counts(counts: dict[str, int | None], num_generations: int | None) ->
     raise_problems(problems)
 
 
-def _checked_layout(trainer: str, preset: str, precision: str, gpu_gb: float, layout: str | None) -> str | None:
+def _checked_layout(
+    trainer: str, preset: str, precision: str, gpu_gb: float, layout: str | None, reward_members: int = 1
+) -> str | None:
     """Validate :func:`plan`'s choices (one-line errors naming the value); returns the PPO layout (None otherwise)."""
     if trainer not in TRAINERS:
         raise ConfigError(f"trainer={trainer!r} is not one of rlhfkit's trainers; choose one of {list(TRAINERS)}")
@@ -222,6 +229,8 @@ def _checked_layout(trainer: str, preset: str, precision: str, gpu_gb: float, la
         raise ConfigError(f"precision={precision!r} is not supported; choose bf16, mixed or fp32")
     if not gpu_gb or gpu_gb <= 0:
         raise ConfigError(f"gpu={gpu_gb!r} must be the GPU memory in GB, e.g. --gpu 24")
+    if not isinstance(reward_members, int) or reward_members < 1:
+        raise ConfigError(f"reward_members={reward_members!r} must be a whole number >= 1 (reward.ensemble_size)")
     peft = preset != "full"
     if trainer != "ppo":
         if layout is not None:
@@ -324,6 +333,17 @@ def _model_memory(
     def add_frozen(name: str, h: str) -> None:
         copies.append((name + (" (4-bit)" if quant else ""), base[h]))
 
+    def add_rewards() -> None:  # the reward model, or an ensemble: K adapters + heads on one base (peft) / K copies
+        k = settings.get("reward_members", 1)
+        if k == 1 or not peft:
+            for i in range(k):
+                add_frozen("reward model" + (f" {i}" if k > 1 else ""), "score")
+            return
+        nonlocal adapters
+        add_frozen(f"reward base ({k} members)", "score")
+        adapters += k * (lora * 4 + dims.hidden_size * wb)  # peft loads adapters in fp32
+        notes.append(f"reward ensemble: {k} frozen adapters + heads on one reward base")
+
     if trainer == "sft":
         add_trainable("policy", "causal")
     elif trainer == "reward":
@@ -336,7 +356,7 @@ def _model_memory(
             notes.append(disabled_ref)
         else:
             add_frozen("reference", "causal")
-        add_frozen("reward model", "score")
+        add_rewards()
     elif trainer == "dpo":
         add_trainable("policy", "causal")
         if peft:
@@ -351,13 +371,16 @@ def _model_memory(
             notes.append(disabled_ref)
         else:
             add_frozen("reference", "causal")
-        add_frozen("reward model", "score")
+        add_rewards()
         add_trainable("value model", "score")
     else:  # ppo, shared base
         copies.append(("shared base" + (" (4-bit)" if quant else ""), base["causal"]))
-        adapters = 3 * lora * 4 + 2 * dims.hidden_size * wb  # policy, value (trained), reward (frozen) + 2 heads
+        k = settings.get("reward_members", 1)
+        # policy, value (trained, fp32 LoRA) + K frozen reward adapters, value head + K reward heads
+        adapters = 2 * lora * 4 + k * lora * 4 + (1 + k) * dims.hidden_size * wb
         trainable.extend([(lora, 4), (lora, 4), (dims.hidden_size, wb)])
-        notes.append("one base: reference = adapters disabled; policy, value and reward are adapters on it")
+        rewards = f"{k} reward models" if k > 1 else "reward"
+        notes.append(f"one base: reference = adapters disabled; policy, value and {rewards} are adapters on it")
     return copies, adapters, sum(n * b for n, b in trainable)
 
 

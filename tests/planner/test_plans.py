@@ -31,6 +31,27 @@ def test_plan_is_monotone_and_methods_are_ordered(trainer):
     assert totals == sorted(totals) and len(set(totals)) == 3
 
 
+def test_reward_ensemble_members_are_counted():
+    from rlhfkit.planner import model_dims
+
+    dims, names = model_dims(MODEL), lambda p: [n for n, _ in p.copies]  # noqa: E731
+    full = plan(MODEL, "ppo", "full", 80, reward_members=3)
+    assert names(full) == ["policy", "reference", "reward model 0", "reward model 1", "reward model 2", "value model"]
+    assert full.total_bytes > plan(MODEL, "ppo", "full", 80).total_bytes
+    grpo = plan(MODEL, "grpo", "lora", 24, reward_members=4)  # one reward base + 4 adapters and heads
+    assert names(grpo) == ["policy base", "reward base (4 members)"]
+    one = plan(MODEL, "grpo", "lora", 24)
+    lora_bytes, head_bytes = dims.lora_params(16) * 4, dims.hidden_size * 2
+    assert grpo.breakdown["adapters"] - one.breakdown["adapters"] == 4 * (lora_bytes + head_bytes)
+    shared = plan(MODEL, "ppo", "qlora", 24, reward_members=4)  # K reward adapters + heads on the shared base
+    assert names(shared) == ["shared base (4-bit)"]
+    extra = shared.breakdown["adapters"] - plan(MODEL, "ppo", "qlora", 24).breakdown["adapters"]
+    assert extra == 3 * (lora_bytes + head_bytes)
+    assert plan("Qwen/Qwen2.5-7B-Instruct", "ppo", "qlora", 24, reward_members=4).fits  # issue 13: 4 members fit
+    with pytest.raises(ConfigError, match="reward_members=0 must be"):
+        plan(MODEL, "ppo", "qlora", 24, reward_members=0)
+
+
 def test_impossible_plan_says_so():
     p = plan("meta-llama/Llama-3.1-8B-Instruct", "ppo", "qlora", 8)
     assert p.verdict == "does not fit" and not p.suggestions and "larger GPU" in p.notes[-1]
