@@ -39,8 +39,8 @@ import numpy as np
 
 SMOOTH = 3  # logged steps in the centred moving average of gold / proxy
 MEMBERS = 4
-GRPO = {"steps": 300, "lr": 2e-4, "logging_steps": 5}
-PPO = {"updates": 150, "lr": 1e-4}
+GRPO = {"steps": 300, "lr": 1e-4, "logging_steps": 5}  # beta: rlhfkit's default (0.04)
+PPO = {"updates": 200, "lr": 1e-4, "kl_coef": 0.02}  # 0.02: the README's over-optimising leash
 RESPONSE_LENGTH = 24
 
 
@@ -181,8 +181,9 @@ def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: b
     else:
         cfg = trainer_config(PPOConfig, "ppo", run_dir, total_episodes=args.ppo_updates * 64,
                              per_device_train_batch_size=16, gradient_accumulation_steps=4, num_mini_batches=2,
-                             learning_rate=PPO["lr"], response_length=RESPONSE_LENGTH, stop_token="eos",
-                             missing_eos_penalty=1.0, temperature=1.0, save_steps=10_000, num_sample_generations=0,
+                             learning_rate=PPO["lr"], kl_coef=PPO["kl_coef"], response_length=RESPONSE_LENGTH,
+                             stop_token="eos", missing_eos_penalty=1.0, temperature=1.0, save_steps=10_000,
+                             num_sample_generations=0,
                              **common)  # fmt: skip
         result = run_ppo(sft_dir, lab.make_prompts(512, seed=seed + 7), cfg, metric_funcs=[gold, items],
                          monitor_config=monitor_config(stop), **reward)  # fmt: skip
