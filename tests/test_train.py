@@ -135,3 +135,89 @@ def test_reward_stage_names_missing_columns(nano_model, tmp_path):
         run_reward(nano_model, [{"prompt": "Q", "chosen": "a"}], cfg)
     with pytest.raises(DataError, match="empty"):
         run_reward(nano_model, [], cfg)
+
+
+# ------------------------------------------------------------------------------------------ ensembles, healthy return
+@pytest.fixture(scope="module")
+def reward_ensemble(nano_model, tmp_path_factory):
+    """Two reward members on the nano model (a few steps: plumbing, not quality)."""
+    from rlhfkit.reward import RewardConfig
+
+    out = tmp_path_factory.mktemp("ensemble")
+    pairs = _majority_pairs(lab.comparison_dataset(64, lab.LabelerPool(3, noise=0.1), seed=1))
+    cfg = trainer_config(RewardConfig, "reward", out, max_steps=2, per_device_train_batch_size=8, report_to=[],
+                         save_steps=100, seed=3, ensemble_size=2)  # fmt: skip
+    return run_reward(nano_model, pairs, cfg, eval_dataset=pairs[:16]), pairs, cfg
+
+
+def test_reward_ensemble_trains_seeded_members_and_keeps_them_on_a_rerun(reward_ensemble, nano_model):
+    from rlhfkit.reward import read_ensemble
+
+    result, pairs, cfg = reward_ensemble
+    members = read_ensemble(result.model_dir)
+    assert len(members) == 2 and result.model_dir.name == "model"
+    heads = [load_file_tensor(m.model_dir, "score.weight") for m in members]
+    assert not torch.equal(heads[0], heads[1])  # seeds 3 and 4: different heads
+    assert all(m.std > 0 for m in members) and {"member_0/eval_accuracy", "member_1/eval_accuracy"} <= set(
+        result.metrics
+    )
+    stamp = [(m.model_dir / "model.safetensors").stat().st_mtime_ns for m in members]
+    again = run_reward(nano_model, pairs, cfg, eval_dataset=pairs[:16])  # finished members are not retrained
+    assert [(m.model_dir / "model.safetensors").stat().st_mtime_ns for m in read_ensemble(again.model_dir)] == stamp
+
+
+def load_file_tensor(model_dir, suffix):
+    from safetensors.torch import load_file
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    return next(v for k, v in weights.items() if k.endswith(suffix))
+
+
+STOP_AT_FIRST_KL = {"kl_limit": 1e-6, "alert_patience": 1, "health_plots": False}  # KL is 0 only at step 1
+
+
+def test_ensemble_ppo_logs_the_spread_and_returns_the_last_healthy_checkpoint(reward_ensemble, nano_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.monitors import MonitorConfig
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.train import run_ppo
+
+    result, _, _ = reward_ensemble
+    cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 4, per_device_train_batch_size=8,
+                         num_mini_batches=1, learning_rate=1e-3, response_length=8, stop_token="eos",
+                         kl_estimator="k3", temperature=1.0, save_steps=100, report_to=[], num_sample_generations=0,
+                         seed=0)  # fmt: skip
+    rl = run_ppo(nano_model, lab.make_prompts(16), cfg, reward_model=result.model_dir,
+                 reward_aggregation="mean_minus_std", monitor_config=MonitorConfig(**STOP_AT_FIRST_KL))  # fmt: skip
+    logs = [h for h in rl.log_history if "objective/kl" in h]
+    assert logs[0]["rewards/ensemble_std/mean"] > 0  # the members' spread, every update
+    assert (rl.metrics["stop_step"], rl.metrics["returned_step"]) == (2, 1) and "checkpoint-1" in (
+        rl.metrics["returned_reason"]
+    )
+    policy = AutoModelForCausalLM.from_pretrained(rl.model_dir).state_dict()
+    for step, same in ((1, True), (2, False)):  # model/ is checkpoint-1 (healthy), not checkpoint-2 (the stop)
+        saved = load_file(str(tmp_path / f"checkpoint-{step}" / "trainable.safetensors"))
+        saved = {k[len("policy.") :]: v for k, v in saved.items() if k.startswith("policy.")}
+        assert all(torch.equal(policy[k], v) for k, v in saved.items()) == same
+
+
+def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.grpo import grpo_config
+    from rlhfkit.monitors import MonitorConfig
+    from rlhfkit.reward import read_ensemble
+    from rlhfkit.train import run_grpo
+
+    member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
+    cfg = grpo_config(tmp_path, max_steps=5, per_device_train_batch_size=8, num_generations=4, learning_rate=1e-3,
+                      max_completion_length=8, logging_steps=1, save_steps=100, report_to=[], disable_tqdm=True,
+                      seed=0)  # fmt: skip
+    rl = run_grpo(nano_model, lab.make_prompts(40), cfg, reward_model=member,
+                  monitor_config=MonitorConfig(**STOP_AT_FIRST_KL))  # fmt: skip
+    assert (rl.metrics["stop_step"], rl.metrics["returned_step"]) == (2, 1)
+    returned = load_file(str(rl.model_dir / "model.safetensors"))
+    for step, same in ((1, True), (2, False)):
+        saved = load_file(str(tmp_path / f"checkpoint-{step}" / "model.safetensors"))
+        assert all(torch.equal(returned[k], v) for k, v in saved.items()) == same

@@ -56,14 +56,16 @@ CHANGES = [
     ("sft", "learning_rate", 1e-3, "sft"),
     ("reward", "max_steps", 7, "reward"),
     ("reward", "group_rankings", False, "reward"),
+    ("reward", "ensemble_size", 3, "reward"),
     ("gate", "min_accuracy", 0.7, "rm_eval"),
     ("gate", "override", True, "rl"),
     ("rl", "layout", "separate", "rl"),
+    ("rl", "reward_aggregation", "mean_minus_std", "rl"),
     ("rl", "eval_prompts", 50, "final_eval"),
     ("rl", "eval_temperature", 0.7, "final_eval"),
     ("rl", "algorithm", "dpo", "rl"),
     ("ppo", "kl_coef", 0.3, "rl"),
-    ("monitor", "kl_limit", 20.0, "rl"),
+    ("monitor", "kl_limit", 0.3, "rl"),
 ]
 
 

@@ -66,10 +66,10 @@ def test_yaml_numbers_written_as_strings_are_read_as_numbers(tmp_path):
     raw = yaml.safe_load(text)
     assert raw["reward"]["learning_rate"] == "1e-3"  # what PyYAML gives
     raw["data"] = {"max_prompts": "8e3", "eval_fraction": "5e-2"}
-    raw["monitor"] = {"kl_limit": "1.5e1"}
+    raw["monitor"] = {"kl_limit": "1.5e-1"}
     cfg = load_config(raw)
     assert cfg.trainer_config("reward").learning_rate == 1e-3
-    assert (cfg.data.max_prompts, cfg.data.eval_fraction, cfg.trl["monitor"]["kl_limit"]) == (8000, 0.05, 15.0)
+    assert (cfg.data.max_prompts, cfg.data.eval_fraction, cfg.trl["monitor"]["kl_limit"]) == (8000, 0.05, 0.15)
 
 
 @pytest.mark.parametrize(
