@@ -237,6 +237,7 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
             saved = {"mean": mean, "std": std, "metrics": result.metrics, "log_history": result.log_history}
             if trainer.accelerator.is_main_process:
                 write_json(stats_file, saved)
+                remove_checkpoints(member_out)  # a finished member is kept whole: a rerun resumes at the next one
         metrics.update({f"member_{k}/{name}": v for name, v in saved["metrics"].items()})
         history += [{**row, "member": k} for row in saved["log_history"]]
         adapter = member_out / ADAPTER_SUBDIR

@@ -147,7 +147,8 @@ def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
     if ctx.is_main:
         write_json(ctx.dir("reward") / "log_history.json", result.log_history)
     keep = ("eval_accuracy_before", "eval_accuracy", "train_loss", "train_runtime")
-    return {"model_dir": str(result.model_dir)}, {k: result.metrics[k] for k in keep if k in result.metrics}
+    metrics = {k: v for k, v in result.metrics.items() if k in keep or k.split("/")[-1] in keep}  # member_k/...
+    return {"model_dir": str(result.model_dir)}, metrics
 
 
 def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:

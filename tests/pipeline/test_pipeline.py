@@ -164,6 +164,23 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     assert manifest.stage("final_eval")["metrics"]["temperature"] == 1.0
 
 
+@pytest.mark.slow
+def test_pipeline_with_a_reward_ensemble(tmp_path):
+    out = tmp_path / "run"
+    cfg = small(out, **{"reward.ensemble_size": 2, "reward.max_steps": 150, "rl.reward_aggregation": "mean_minus_std"})
+    manifest = run_pipeline(load_config(cfg))
+    rm_eval = manifest.stage("rm_eval")["metrics"]
+    assert len(rm_eval["member_accuracy"]) == 2 and 0 < rm_eval["ensemble_split_pairs"] < 1
+    assert {"member_0/eval_accuracy", "member_1/eval_accuracy"} <= set(manifest.stage("reward")["metrics"])
+    assert (out / "rm_eval" / "member-1" / "report.json").exists() and (out / "rm_eval" / "ensemble.json").exists()
+    rl_log = json.loads((out / "rl" / "log_history.json").read_text())
+    assert all(r["rewards/ensemble_std/mean"] > 0 for r in rl_log if "objective/kl" in r)
+    rl = manifest.stage("rl")["metrics"]
+    assert rl["returned_step"] == 2 and rl["returned_reason"] == "no stop alert: the final weights"
+    assert "proxy_rl" in manifest.stage("final_eval")["metrics"]
+    assert not list(out.glob("reward/*/checkpoint-*"))  # members keep their model, not their checkpoints
+
+
 def test_both_rl_sections_are_validated(tmp_path):
     cfg = small(tmp_path / "run")
     cfg["grpo"]["bta"] = 0.1  # the demo runs ppo; a typo in the grpo section is still reported
