@@ -169,7 +169,8 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
     monitor, control = _run(_series("ppo", SYMPTOMS["kl_limit"]["ppo"]), tmp_path)
     assert control.should_training_stop and control.should_save
     assert monitor.stop_step == ONSET + 1 and monitor.last_healthy_step == ONSET - 1
-    assert "checkpoint-11 is saved" in monitor.alerts[-1].message
+    assert "no checkpoint exists at or before the last healthy step 9" in monitor.alerts[-1].message
+    assert monitor.returned_step is None and "weights at step 11 are returned" in monitor.returned_reason
 
 
 def test_actions_are_configurable(tmp_path):
@@ -180,6 +181,8 @@ def test_actions_are_configurable(tmp_path):
     assert monitor.alerts == [] and not control.should_training_stop
     with pytest.raises(ConfigError, match="kl_limit_action='halt'"):
         MonitorConfig(kl_limit_action="halt")
+    with pytest.raises(ConfigError, match=r"kl_limit=15.0 is in nats per token .* \(15 nats at 150 tokens: 0.1\)"):
+        MonitorConfig(kl_limit=15.0)  # a per-sequence level from before: one line says how to convert it
 
 
 def test_timeline_table_plots_and_resume(tmp_path):
@@ -220,11 +223,11 @@ def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
     )
     assert not clash
     yaml = tmp_path / "grpo.yaml"
-    yaml.write_text("output_dir: out\nuse_cpu: true\nbf16: false\nkl_limit: 12\nkl_limit_action: warn\n")
+    yaml.write_text("output_dir: out\nuse_cpu: true\nbf16: false\nkl_limit: 0.12\nkl_limit_action: warn\n")
     grpo, monitor = TrlParser((GRPOConfig, MonitorConfig)).parse_args_and_config(
         ["--config", str(yaml), "--health_extra_keys", "rewards/gold/mean"]
     )
-    assert monitor.kl_limit == 12.0 and monitor.kl_limit_action == "warn"
+    assert monitor.kl_limit == 0.12 and monitor.kl_limit_action == "warn"
     assert monitor.health_extra_keys == ["rewards/gold/mean"] and grpo.output_dir == "out"
 
 
@@ -256,10 +259,25 @@ def test_stop_ends_a_trainer_run_with_a_checkpoint_of_the_alert_step(tmp_path):
     callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False), frozen={"reference": ref})]
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
     trainer.train()
-    assert trainer.state.global_step == 5  # KL > 15 at steps 4 and 5 (alert_patience=2): stop at 5 of 20
+    assert trainer.state.global_step == 5  # KL far over the limit at steps 4 and 5 (alert_patience=2): stop at 5
     assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
-    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-5"]
+    # healthy steps 1-3 were checkpointed as they came (older ones deleted: no save_total_limit); 3 is returned
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-5"]
+    health = next(cb for cb in callbacks if isinstance(cb, HealthMonitor))
+    assert (health.healthy_checkpoints, health.returned_step, health.last_healthy_step) == ([3], 3, 3)
     assert json.loads((tmp_path / "health.jsonl").read_text().splitlines()[-1])["stop"]
+
+
+def test_the_healthy_checkpoint_survives_save_total_limit(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
+    args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_steps=1,
+                 save_total_limit=1)  # fmt: skip
+    callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False))]
+    Trainer(model=_tiny_llama(), args=args, train_dataset=data, callbacks=callbacks).train()
+    # the trainer saves every step and keeps one; the monitor's healthy checkpoint-3 is protected from rotation
+    assert "checkpoint-3" in [p.name for p in tmp_path.glob("checkpoint-*")]
+    assert callbacks[1].returned_step == 3
 
 
 def test_stop_ends_a_tiny_grpo_run_and_the_reference_stays_frozen(nano_model, tmp_path):
