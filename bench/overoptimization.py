@@ -6,10 +6,10 @@
 The lab has a gold reward (rlhfkit.lab.gold_reward), so Goodhart's law can be measured instead of argued. Per seed
 an SFT nano model learns the list task; per labeler length bias and seed a reward ensemble (``--members`` reward
 models, seeds seed..seed+K-1) learns from the majority votes of 5 labelers who, with probability ``length_bias``,
-prefer the longer list. The *single* reward model is member 0 of that ensemble; the *ensemble* rewards RL with
-``mean_minus_std`` of the members' standardised scores. Every cell of the grid, algorithm {ppo, grpo} x bias x seed
-x reward {single, ensemble}, runs RL with the monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`)
-twice:
+prefer the longer list (the demo pipeline's labelers and agreement filtering otherwise). The *single* reward model
+is member 0 of that ensemble; the *ensemble* rewards RL with ``mean_minus_std`` of the members' standardised
+scores. Every cell of the grid, algorithm {ppo, grpo} x bias x seed x reward {single, ensemble}, runs RL with the
+monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`) twice:
 
 * **stopped**: exactly as a user gets it (``run_ppo`` / ``run_grpo``): a stop alert ends the run, and ``model/`` is
   the last healthy checkpoint -- ``returned_step``, scored on held-out prompts as ``gold_returned``;
@@ -17,11 +17,12 @@ twice:
   is identical up to the stop), trained to the end: the whole gold / proxy curve, and ``gold_final_unstopped``.
 
 Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside the reward; never optimised) and
-smoothed with a centred moving average over :data:`SMOOTH` logged steps; ``gold_peak`` is the smoothed curve's
-maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has only 72 distinct
-prompts). Results go to ``<out>/overoptimization.json`` (one record per run with exactly the issue's keys, plus the
-details under ``runs_detail``) and a plot per run (``<run>/overoptimization.png``). Finished runs are skipped, so
-an interrupted grid resumes.
+smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answers (GRPO: 3 logs of 5 steps x 64
+completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
+smoothed curve's maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has
+only 72 distinct prompts). Results go to ``<out>/overoptimization.json`` (one record per run with exactly the
+issue's keys, plus the details under ``runs_detail``) and a plot per run (``<run>/overoptimization.png``). Finished
+runs are skipped, so an interrupted grid resumes.
 
 Deliberately left out: DPO / best-of-N, real models, and tuning RL hyperparameters per cell (one setting per
 algorithm, with its KL coefficient at rlhfkit's default).
@@ -37,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-SMOOTH = 3  # logged steps in the centred moving average of gold / proxy
-MEMBERS = 4
-GRPO = {"steps": 300, "lr": 1e-4, "logging_steps": 5}  # beta: rlhfkit's default (0.04)
-PPO = {"updates": 200, "lr": 1e-4, "kl_coef": 0.02}  # 0.02: the README's over-optimising leash
+SMOOTH_SAMPLES = 960  # sampled answers in the centred moving average of gold / proxy
+MEMBERS = 3
+GRPO = {"steps": 200, "lr": 5e-4, "beta": 0.2, "logging_steps": 5}  # the lab pipeline's GRPO, 3x longer
+PPO = {"updates": 200, "lr": 1e-4, "kl_coef": 0.1}  # the demo's PPO, 3x longer
 RESPONSE_LENGTH = 24
 
 
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--coef", type=float, default=1.0, help="std weight of the ensemble's mean_minus_std")
     p.add_argument("--grpo-steps", type=int, default=GRPO["steps"])
     p.add_argument("--ppo-updates", type=int, default=PPO["updates"])
-    p.add_argument("--eval-prompts", type=int, default=400, help="fresh prompts for each held-out gold score")
+    p.add_argument("--eval-prompts", type=int, default=1500, help="fresh prompts for each held-out gold score")
     p.add_argument("--unstopped-only", action="store_true", help="only the warn-only twins (to study the curves)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
     return p.parse_args(argv)
@@ -99,24 +100,23 @@ def sft_model(out: Path, seed: int) -> Path:
 
 
 def reward_ensemble(out: Path, sft_dir: Path, length_bias: float, seed: int, members: int, steps: int) -> Path:
-    """Reward models from length-biased majority votes: ``members`` of them (member 0 is the single one)."""
+    """Reward models from the demo pipeline's preference data with length-biased labelers (``members`` of them;
+    member 0 is the single one)."""
     from rlhfkit import lab
     from rlhfkit.config import trainer_config
+    from rlhfkit.data.tables import lab_preferences
     from rlhfkit.reward import RewardConfig
     from rlhfkit.train import run_reward
 
     rm_out = out / f"rm-bias{length_bias:g}"
     if not (rm_out / "model" / "ensemble.json").exists():
-        pool = lab.LabelerPool(5, noise=0.2, length_bias=length_bias, seed=seed)
-        pairs = []
-        for r in lab.comparison_dataset(4000, pool, seed=seed + 1):
-            v = np.array(r["votes"])
-            a_wins = (v == 1).sum() > (v == 0).sum()
-            chosen, rejected = (r["response_a"], r["response_b"]) if a_wins else (r["response_b"], r["response_a"])
-            pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
+        # the demo's labelers (one unreliable) and agreement filtering, plus the length bias
+        pool = lab.LabelerPool(5, noise=[0.1, 0.15, 0.2, 0.25, 0.5], length_bias=length_bias, seed=seed)
+        prefs = lab_preferences(4000, pool, seed=seed, min_agreement=0.7)
+        train = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in prefs.train]
         cfg = trainer_config(RewardConfig, "reward", rm_out, max_steps=steps, per_device_train_batch_size=32,
                              learning_rate=1e-3, seed=seed, ensemble_size=members, **COMMON)  # fmt: skip
-        run_reward(sft_dir, pairs, cfg)
+        run_reward(sft_dir, train, cfg)
     return rm_out / "model"
 
 
@@ -171,7 +171,8 @@ def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: b
         reward = {"reward_model": rm_dir, "reward_aggregation": "mean_minus_std", "reward_ensemble_coef": args.coef}
     common = {"report_to": [], "seed": seed, "disable_tqdm": True, "save_total_limit": None}
     if cell["algorithm"] == "grpo":
-        cfg = grpo_config(run_dir, learning_rate=GRPO["lr"], lr_scheduler_type="constant", max_steps=args.grpo_steps,
+        cfg = grpo_config(run_dir, beta=GRPO["beta"], learning_rate=GRPO["lr"], lr_scheduler_type="constant",
+                          max_steps=args.grpo_steps,
                           per_device_train_batch_size=64, num_generations=8, max_completion_length=RESPONSE_LENGTH,
                           temperature=1.0, gradient_checkpointing=False, logging_steps=GRPO["logging_steps"],
                           save_steps=10_000, **common)  # fmt: skip
@@ -199,7 +200,7 @@ def held_out_gold(model_dir: Path, seed: int, n: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ per-run summary
-def smooth(values: list[float], window: int = SMOOTH) -> list[float]:
+def smooth(values: list[float], window: int) -> list[float]:
     """Centred moving average (shorter at the ends)."""
     half = window // 2
     return [float(np.mean(values[max(0, i - half) : i + half + 1])) for i in range(len(values))]
@@ -210,8 +211,10 @@ def curve(log_history: list[dict]) -> dict:
     rows = [r for r in log_history if r.get("rewards/gold/mean") is not None]
     proxy_key = "objective/scores" if any("objective/scores" in r for r in rows) else "reward"
     gold_raw, proxy = [r["rewards/gold/mean"] for r in rows], [r[proxy_key] for r in rows]
-    return {"steps": [r["step"] for r in rows], "gold": gold_raw, "gold_smooth": smooth(gold_raw), "proxy": proxy,
-            "proxy_smooth": smooth(proxy)}  # fmt: skip
+    per_log = 64 * (GRPO["logging_steps"] if proxy_key == "reward" else 1)  # answers behind one logged value
+    window = max(1, round(SMOOTH_SAMPLES / per_log)) // 2 * 2 + 1  # odd: centred
+    return {"steps": [r["step"] for r in rows], "gold": gold_raw, "gold_smooth": smooth(gold_raw, window),
+            "proxy": proxy, "proxy_smooth": smooth(proxy, window)}  # fmt: skip
 
 
 def replay(log_history: list[dict], batch_size: int):
