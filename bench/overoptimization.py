@@ -125,7 +125,7 @@ def reward_accuracy(rm_dir: Path, seed: int) -> dict:
     import torch
 
     from rlhfkit import lab
-    from rlhfkit.ensemble import aggregate_rewards, load_reward_function
+    from rlhfkit.scoring import aggregate_rewards, load_reward_function
 
     rows = [r for r in lab.comparison_dataset(1000, lab.LabelerPool(1, seed=seed), seed=seed + 99)
             if r["gold_a"] != r["gold_b"]]  # fmt: skip
@@ -160,7 +160,7 @@ def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: b
     from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import load_timeline
     from rlhfkit.ppo import PPOConfig
-    from rlhfkit.reward import read_ensemble
+    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.train import run_grpo, run_ppo
 
     seed = cell["seed"]

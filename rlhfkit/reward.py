@@ -1,5 +1,4 @@
-"""The reward model: its config, TRL's ``RewardTrainer`` plus InstructGPT's K-wise loss for ranking data, and
-ensembles of reward models.
+"""The reward model's config and trainer: TRL's ``RewardTrainer`` plus InstructGPT's K-wise loss for ranking data.
 
 InstructGPT (Ouyang et al. 2022, section 3.5) had labelers rank K = 4..9 responses per prompt and trained the
 reward model on all C(K, 2) comparisons of a prompt *as one batch element*:
@@ -16,7 +15,8 @@ comparisons, so tied ranks (pairs dropped as ties) and partial orders are respec
 over the comparisons the group really has. An optional ``margin`` column is subtracted per pair as TRL does.
 
 * :class:`RewardConfig` -- ``trl.RewardConfig`` plus ``group_rankings`` (default: on for data with a ``group``
-  column) and the ensemble's ``ensemble_size`` / ``ensemble_bootstrap``;
+  column) and the ensemble's ``ensemble_size`` / ``ensemble_bootstrap`` (:mod:`rlhfkit.ensemble`: how an
+  ensemble is saved);
 * :func:`ranking_loss` -- the loss on hand-made tensors;
 * :class:`RankingCollator`, :class:`RewardTrainer` -- TRL's trainer with that collator and loss; pair
   datasets (no ``group`` column, or ``group_rankings=False``) go through TRL's own collator and loss unchanged.
@@ -24,32 +24,12 @@ over the comparisons the group really has. An optional ``margin`` column is subt
 
 Deliberately omitted: InstructGPT's normalisation of the final reward (rm_eval measures mean and std, and the RL
 stages normalise with them) and any re-weighting of prompts by K.
-
-An *ensemble* is K reward models (members) trained on the same preference pairs from the same SFT model, differing
-in seed (score-head initialisation and data order) and, with ``ensemble_bootstrap``, in a bootstrap resample of the
-pairs. With the ``lora`` / ``qlora`` presets the members are K adapters + score heads on one base, so at RL time they
-cost one base model in memory; with full fine-tuning they are K models. The disagreement of the members on a
-response (the spread of their scores) is what the RL monitors watch and what ``reward_aggregation:
-mean_minus_std`` subtracts (Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
-
-On disk, :func:`rlhfkit.train.run_reward` with ``ensemble_size: K > 1`` writes::
-
-    <output_dir>/member-0/model/    (and member-0/adapter/ with LoRA)   ... member-{K-1}/
-    <output_dir>/model/ensemble.json    the members (paths relative to it) and each member's score mean / std
-
-``<output_dir>/model`` is what every later stage gets as "the reward model", whether it holds one model or an
-``ensemble.json``; :func:`read_ensemble` tells them apart. Members' raw scores have arbitrary offsets (the
-Bradley-Terry loss only sees differences), so each member's score is standardised with its own mean and standard
-deviation on preference responses before scores are combined or compared (:func:`rlhfkit.scoring.aggregate_rewards`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -59,14 +39,11 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import pad
 
-from rlhfkit.errors import ConfigError, DataError, raise_problems
-from rlhfkit.io import atomic_path
+from rlhfkit.errors import DataError, raise_problems
 from rlhfkit.rules import AT_LEAST_ONE, Range, config_problems
 from rlhfkit.scoring import tokenize_pair
 
 GROUP_COLUMNS = ("response_ids", "pairs", "pair_margins")  # a tokenized group row (pair_margins optional)
-ENSEMBLE_FILE = "ensemble.json"
-MEMBER_DIR = "member-{k}"
 
 
 @dataclass
@@ -104,66 +81,6 @@ class RewardConfig(trl.RewardConfig):
     def __post_init__(self):
         super().__post_init__()
         raise_problems(config_problems(self))
-
-
-# ----------------------------------------------------------------------------- ensembles
-def bootstrap(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """A bootstrap resample of ``rows``: ``len(rows)`` rows drawn with replacement, reproducible under ``seed``."""
-    rng = random.Random(seed)
-    return [rows[rng.randrange(len(rows))] for _ in range(len(rows))]
-
-
-@dataclass
-class EnsembleMember:
-    """One member of a saved ensemble: its model folder, its LoRA adapter folder (or None) and score statistics."""
-
-    model_dir: Path
-    adapter_dir: Path | None
-    mean: float
-    std: float
-
-
-def write_ensemble(out_dir: str | os.PathLike, members: list[EnsembleMember], base_model: str) -> Path:
-    """Write ``<out_dir>/ensemble.json`` atomically (member paths stored relative to ``out_dir``)."""
-    out_dir = Path(out_dir)
-    rel = lambda p: None if p is None else os.path.relpath(p, out_dir)  # noqa: E731
-    spec = {
-        "base_model": base_model,
-        "members": [
-            {"model_dir": rel(m.model_dir), "adapter_dir": rel(m.adapter_dir), "mean": m.mean, "std": m.std}
-            for m in members
-        ],
-    }
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        (tmp / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-    return out_dir
-
-
-def read_ensemble(path: str | os.PathLike) -> list[EnsembleMember] | None:
-    """The members of the ensemble saved at ``path`` (a folder with ``ensemble.json``), or None for one model."""
-    file = Path(path) / ENSEMBLE_FILE
-    if not file.is_file():
-        return None
-    spec = json.loads(file.read_text())
-    members = []
-    for i, m in enumerate(spec["members"]):
-        model_dir = (Path(path) / m["model_dir"]).resolve()
-        if not (model_dir / "config.json").is_file():
-            raise ConfigError(
-                f"{file}: member {i} model folder {str(model_dir)!r} is missing; retrain the reward stage"
-            )
-        adapter = (Path(path) / m["adapter_dir"]).resolve() if m.get("adapter_dir") else None
-        if not float(m["std"]) > 0:
-            raise ConfigError(f"{file}: member {i} has score std {m['std']}; it must be > 0 (retrain the member)")
-        members.append(EnsembleMember(model_dir, adapter, float(m["mean"]), float(m["std"])))
-    return members
-
-
-def ensemble_size(path: str | os.PathLike) -> int:
-    """Members of the reward model saved at ``path`` (1 for a single model)."""
-    members = read_ensemble(path)
-    return 1 if members is None else len(members)
 
 
 # ----------------------------------------------------------------------------- the loss

@@ -28,7 +28,7 @@ import numpy as np
 
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import json_safe, pyplot, save_figure, write_json, write_text
-from rlhfkit.scoring import resolve_pad_token_id, score_token_ids, tokenize_pair
+from rlhfkit.scoring import encode_pairs, resolve_pad_token_id, score_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -329,14 +329,6 @@ def _worst_pairs(margin: np.ndarray, rc: np.ndarray, rr: np.ndarray, pairs, n_wo
 
 
 # ----------------------------------------------------------------------------- end to end
-def _as_rows(pairs) -> list[dict]:
-    if isinstance(pairs, list):
-        return pairs
-    if hasattr(pairs, "to_list"):  # datasets.Dataset
-        return pairs.to_list()
-    return list(pairs)
-
-
 def evaluate_reward_model(
     model,
     tokenizer,
@@ -375,34 +367,6 @@ def evaluate_reward_model(
     return pair_report(
         rows, scores[:n], scores[n:], n_dropped, subset_column, agreement_column, n_bins=n_bins, n_worst=n_worst
     )
-
-
-def encode_pairs(tokenizer, pairs, max_length: int | None = None) -> tuple[list[dict], list[list[int]], int]:
-    """Token ids of held-out pairs as ``RewardTrainer`` built them: ``(kept rows, ids, n_dropped)``, where ``ids``
-    holds the kept rows' chosen sequences, then their rejected ones, and pairs longer than ``max_length`` are
-    dropped (as ``RewardTrainer`` filters with ``RewardConfig.max_length``)."""
-    rows = _as_rows(pairs)
-    for i, row in enumerate(rows):
-        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
-        if missing:
-            raise DataError(
-                f"pair {i}: missing {', '.join(missing)}; evaluate explicit-prompt pairs (prompt/chosen/rejected), "
-                "e.g. converted with `rlhfkit data convert --format hh`"
-            )
-    encoded = [tokenize_pair(tokenizer, row) for row in rows]
-    if max_length is not None:
-        keep = [i for i, (c, r) in enumerate(encoded) if len(c) <= max_length and len(r) <= max_length]
-    else:
-        keep = list(range(len(rows)))
-    n_dropped = len(rows) - len(keep)
-    if not keep:
-        raise DataError(f"all {len(rows)} pairs are longer than max_length={max_length} tokens; raise max_length")
-    if n_dropped:
-        logger.warning(
-            "%d of %d pairs are longer than max_length=%d tokens and were not scored", n_dropped, len(rows), max_length
-        )
-    ids = [encoded[i][0] for i in keep] + [encoded[i][1] for i in keep]
-    return [rows[i] for i in keep], ids, n_dropped
 
 
 def pair_report(

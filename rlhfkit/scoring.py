@@ -12,12 +12,20 @@
   EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.prepare_tokenizer`
   avoids pad == EOS. Right-padded batches of a causal model run without an attention mask (the pads come after
   every real token, so they change nothing), which keeps SDPA on its causal kernel: see :func:`score_token_ids`.
+* :func:`encode_pairs`: held-out preference pairs as token ids (``max_length`` filtered as in training).
 * :class:`RewardModelScorer`: the same formatting and scoring as a GRPO reward function.
+* Ensembles (:mod:`rlhfkit.ensemble`: K members, each with its score mean / std): :class:`EnsembleScorer` scores with
+  every member's :class:`RewardModelScorer`, standardises each with its own statistics and combines them with
+  :func:`aggregate_rewards` (``mean`` | ``min`` | ``mean_minus_std``), logging the members' spread
+  (:data:`ENSEMBLE_STD_KEY`) every batch; :func:`load_reward_function` loads the reward stage's ``model/`` -- one
+  model or an ensemble -- as RL uses it (LoRA members: one base holding K adapters + heads).
 * :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled
   (:func:`rlhfkit.sampling.generate`).
 
 Who scores through this module: ``rm_eval.evaluate_reward_model`` (the pipeline's ``rm_eval``, ``recipes/reward.py``,
-``rlhfkit eval-rm``), the pipeline's ``final_eval`` (:func:`score_texts`), GRPO (:class:`RewardModelScorer`) and
+``rlhfkit eval-rm``), ``ensemble_eval.evaluate_ensemble``, the pipeline's ``final_eval`` (:func:`score_texts`, or an
+ensemble's :class:`EnsembleScorer`), GRPO (:class:`RewardModelScorer` / :class:`EnsembleScorer`), PPO with an ensemble
+(its reward-function path) and
 PPO with a reward model that has its own tokenizer (``PPOTrainer._external_scores``: :func:`encode` on the decoded
 text, EOS only after an answer that ended, then :func:`score_token_ids`).
 
@@ -36,14 +44,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.hardware import detect_hardware
-from rlhfkit.models import load_reward_model
+from rlhfkit.ensemble import read_ensemble
+from rlhfkit.models import load_policy, load_reward_model
+from rlhfkit.presets import MethodPreset, method_preset
 from rlhfkit.sampling import generate, load_for_sampling
 
 logger = logging.getLogger(__name__)
@@ -78,6 +89,42 @@ def tokenize_pair(tokenizer, pair: dict) -> tuple[list[int], list[int]]:
         }
     prompt = pair["prompt"]
     return encode(tokenizer, prompt + pair["chosen"], **kwargs), encode(tokenizer, prompt + pair["rejected"], **kwargs)
+
+
+def as_rows(pairs) -> list[dict]:
+    if isinstance(pairs, list):
+        return pairs
+    if hasattr(pairs, "to_list"):  # datasets.Dataset
+        return pairs.to_list()
+    return list(pairs)
+
+
+def encode_pairs(tokenizer, pairs, max_length: int | None = None) -> tuple[list[dict], list[list[int]], int]:
+    """Token ids of held-out pairs as ``RewardTrainer`` built them: ``(kept rows, ids, n_dropped)``, where ``ids``
+    holds the kept rows' chosen sequences, then their rejected ones, and pairs longer than ``max_length`` are
+    dropped (as ``RewardTrainer`` filters with ``RewardConfig.max_length``)."""
+    rows = as_rows(pairs)
+    for i, row in enumerate(rows):
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise DataError(
+                f"pair {i}: missing {', '.join(missing)}; evaluate explicit-prompt pairs (prompt/chosen/rejected), "
+                "e.g. converted with `rlhfkit data convert --format hh`"
+            )
+    encoded = [tokenize_pair(tokenizer, row) for row in rows]
+    if max_length is not None:
+        keep = [i for i, (c, r) in enumerate(encoded) if len(c) <= max_length and len(r) <= max_length]
+    else:
+        keep = list(range(len(rows)))
+    n_dropped = len(rows) - len(keep)
+    if not keep:
+        raise DataError(f"all {len(rows)} pairs are longer than max_length={max_length} tokens; raise max_length")
+    if n_dropped:
+        logger.warning(
+            "%d of %d pairs are longer than max_length=%d tokens and were not scored", n_dropped, len(rows), max_length
+        )
+    ids = [encoded[i][0] for i in keep] + [encoded[i][1] for i in keep]
+    return [rows[i] for i in keep], ids, n_dropped
 
 
 def resolve_pad_token_id(model, tokenizer) -> int:
@@ -285,3 +332,200 @@ def load_scorer(model_dir: str, preset="full"):
     if not getattr(model, "is_quantized", False):
         model.to(detect_hardware().device)
     return model.eval(), tokenizer
+
+
+# ------------------------------------------------------------------------------------------ ensembles
+# An ensemble's members (rlhfkit.reward) are scored one by one with RewardModelScorer, each standardised with its own
+# score mean / std: members trained from different seeds are then on one scale (the Bradley-Terry loss fixes score
+# differences, not offsets, and an unstandardised spread would mostly measure offsets).
+AGGREGATIONS = ("mean", "min", "mean_minus_std")
+# The members' spread and mean, logged every batch under TRL's key for a per-response quantity (rewards/<name>/mean).
+ENSEMBLE_STD_KEY = "rewards/ensemble_std/mean"
+ENSEMBLE_MEAN_KEY = "rewards/ensemble_mean/mean"
+
+
+def check_aggregation(aggregation: str, coef: float) -> None:
+    """Raise a one-line :class:`ConfigError` for an unknown aggregation or a negative coefficient."""
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(f"reward_aggregation={aggregation!r} must be one of {AGGREGATIONS}")
+    if coef < 0:
+        raise ConfigError(f"reward_ensemble_coef={coef} must be >= 0 (it scales the members' std subtracted)")
+
+
+def aggregate_rewards(scores, aggregation: str = "mean", coef: float = 1.0):
+    """One reward per response from the members' standardised scores.
+
+    Args:
+        scores: ``(K, N)``: member k's standardised score of response n.
+        aggregation: ``mean`` (the members' average), ``min`` (worst case, Coste et al.'s WCO) or
+            ``mean_minus_std`` (``mean - coef * std``, the population std over members: an uncertainty penalty).
+        coef: the std's weight in ``mean_minus_std`` (ignored otherwise).
+    Returns:
+        ``(N,)`` float tensor. With one member every aggregation is that member's score.
+    """
+    check_aggregation(aggregation, coef)
+    if scores.ndim != 2 or scores.shape[0] < 1:
+        raise ConfigError(f"scores must be (members, responses), got shape {tuple(scores.shape)}")
+    if aggregation == "min":
+        return scores.min(0).values
+    mean = scores.mean(0)
+    if aggregation == "mean":
+        return mean
+    return mean - coef * scores.std(0, correction=0)
+
+
+def ensemble_stats(scores) -> dict[str, float]:
+    """Batch statistics of ``(K, N)`` standardised scores: the mean over responses of the members' std
+    (:data:`ENSEMBLE_STD_KEY`) and of their mean (:data:`ENSEMBLE_MEAN_KEY`)."""
+    return {
+        ENSEMBLE_STD_KEY: float(scores.std(0, correction=0).mean()),
+        ENSEMBLE_MEAN_KEY: float(scores.mean()),
+    }
+
+
+class EnsembleScorer:
+    """K reward models as one reward function, TRL's signature ``f(prompts, completions, **kwargs) -> list[float]``.
+
+    Each member is a :class:`RewardModelScorer` (scoring exactly as ``RewardTrainer`` trained it) holding its own
+    standardisation (``mean`` / ``std``); members that are adapters of one peft model name their adapter, which is
+    made active while they score. Each call also stores :attr:`last_scores` (``(K, N)``) and :attr:`last_stats`, and
+    logs the stats through TRL GRPO's ``log_metric`` keyword when given.
+
+    Args:
+        members: one scorer per member.
+        adapters: per member, the peft adapter to activate (None: the member is its own model).
+        aggregation, coef: see :func:`aggregate_rewards`.
+        mean, std: optional normalisation of the aggregate, ``(reward - mean) / std`` (e.g. the ensemble's score
+            statistics from rm_eval), as :class:`RewardModelScorer` normalises one model's score.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[RewardModelScorer],
+        *,
+        adapters: Sequence[str | None] | None = None,
+        aggregation: str = "mean",
+        coef: float = 1.0,
+        mean: float | None = None,
+        std: float | None = None,
+    ):
+        check_aggregation(aggregation, coef)
+        if std is not None and not std > 0:
+            raise ConfigError(f"reward_std={std} must be > 0; pass the ensemble's score standard deviation")
+        if not members:
+            raise ConfigError("EnsembleScorer needs at least one member")
+        self.members = list(members)
+        self.adapters = list(adapters) if adapters is not None else [None] * len(self.members)
+        if len(self.adapters) != len(self.members):
+            raise ConfigError(f"{len(self.adapters)} adapter names for {len(self.members)} members")
+        self.aggregation, self.coef = aggregation, coef
+        self.mean = 0.0 if mean is None else float(mean)
+        self.std = 1.0 if std is None else float(std)
+        self._last_completions: Sequence | None = None
+        self.last_scores = None  # (K, N) tensor of the last call
+        self.last_stats: dict[str, float] = {}
+        self.__name__ = REWARD_MODEL_NAME
+
+    @property
+    def models(self) -> list:
+        """The distinct member models (one peft model for adapter members), for the frozen-model check."""
+        seen, out = set(), []
+        for m in self.members:
+            if id(m.model) not in seen:
+                seen.add(id(m.model))
+                out.append(m.model)
+        return out
+
+    def activate(self, k: int) -> RewardModelScorer:
+        """Member ``k``, with its adapter made active when the members are adapters of one peft model."""
+        member, adapter = self.members[k], self.adapters[k]
+        if adapter is not None:
+            member.model.set_adapter(adapter)
+            member.model.requires_grad_(False)  # peft's set_adapter marks the active adapter trainable
+        return member
+
+    def member_scores(self, prompts: Sequence, completions: Sequence):
+        """``(K, N)`` float32 tensor: the standardised scores of the (prompt, completion) pairs by every member."""
+        import torch
+
+        return torch.stack(
+            [torch.as_tensor(self.activate(k)(prompts, completions), dtype=torch.float32) for k in range(len(self))]
+        )
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __call__(self, prompts, completions, log_metric: Callable[[str, float], None] | None = None, **kwargs):
+        scores = self.member_scores(prompts, completions)
+        self.last_scores, self.last_stats, self._last_completions = scores, ensemble_stats(scores), completions
+        if log_metric is not None:  # TRL GRPO: averaged over the logging interval, logged beside `reward`
+            for key, value in self.last_stats.items():
+                log_metric(key, value)
+        reward = aggregate_rewards(scores, self.aggregation, self.coef)
+        return ((reward - self.mean) / self.std).tolist()
+
+    def ensemble_std(self, prompts, completions, **kwargs) -> list[float]:
+        """Per response, the members' std of standardised scores: a metric function (PPO's ``metric_funcs`` log
+        it as ``rewards/ensemble_std/mean``). Reuses the scores of the last call on the same completions."""
+        if completions is not self._last_completions or self.last_scores is None:
+            self.last_scores, self._last_completions = self.member_scores(prompts, completions), completions
+        return self.last_scores.std(0, correction=0).tolist()
+
+
+def load_reward_function(
+    path: str | os.PathLike,
+    preset: str | MethodPreset = "full",
+    *,
+    aggregation: str = "mean",
+    coef: float = 1.0,
+    mean: float | None = None,
+    std: float | None = None,
+    trust_remote_code: bool = False,
+) -> RewardModelScorer | EnsembleScorer:
+    """The reward stage's ``model/`` folder as an RL reward function, loaded as RL uses it.
+
+    One model: a :class:`RewardModelScorer` (optionally normalised with ``mean`` / ``std``). An ensemble
+    (``ensemble.json``): an :class:`EnsembleScorer` whose members are standardised with their own statistics (then
+    ``mean`` / ``std``, the ensemble's score statistics from rm_eval, are applied to the aggregate by the caller,
+    e.g. PPO's ``reward_mean`` / ``reward_std``). Members saved with LoRA adapters share one base model (4-bit under
+    ``qlora``) holding one adapter + score head per member; full members are K models.
+    """
+    check_aggregation(aggregation, coef)
+    method = method_preset(preset) if isinstance(preset, str) else preset
+    rm_preset = method_preset("qlora", task_type="SEQ_CLS") if method.quantization is not None else "full"
+    kw = {"trust_remote_code": trust_remote_code}
+    members = read_ensemble(path)
+    if members is None:
+        model, tokenizer = load_reward_model(path, rm_preset, **kw)
+        return RewardModelScorer(model, tokenizer, mean=mean, std=std)
+    if all(m.adapter_dir is not None for m in members) and method.lora is not None:
+        from peft import PeftModel
+
+        base, tokenizer = load_reward_model(_adapter_base(members[0].adapter_dir), rm_preset, **kw)
+        names = [f"member_{k}" for k in range(len(members))]
+        model = PeftModel.from_pretrained(base, str(members[0].adapter_dir), adapter_name=names[0])
+        for name, m in zip(names[1:], members[1:]):
+            model.load_adapter(str(m.adapter_dir), adapter_name=name)
+        scorers = [RewardModelScorer(model, tokenizer, mean=m.mean, std=m.std) for m in members]
+        return EnsembleScorer(scorers, adapters=names, aggregation=aggregation, coef=coef, mean=mean, std=std)
+    scorers = []
+    for m in members:
+        model, tokenizer = load_reward_model(m.model_dir, rm_preset, **kw)
+        scorers.append(RewardModelScorer(model, tokenizer, mean=m.mean, std=m.std))
+    return EnsembleScorer(scorers, aggregation=aggregation, coef=coef, mean=mean, std=std)
+
+
+def _adapter_base(adapter_dir) -> str:
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    if not base:
+        raise ConfigError(f"adapter {str(adapter_dir)!r} does not name its base model; retrain the reward stage")
+    return base
+
+
+def place_reward_function(fn: Any, device) -> None:
+    """Move a reward function's unquantised model(s) to ``device`` (4-bit models are placed when loaded)."""
+    for model in getattr(fn, "models", None) or [getattr(fn, "model", None)]:
+        if model is not None and not getattr(model, "is_loaded_in_4bit", False):
+            model.to(device)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.dpo import DPOTrainer
-from rlhfkit.ensemble import load_reward_function, place_reward_function
+from rlhfkit.ensemble import MEMBER_DIR, EnsembleMember, bootstrap, write_ensemble
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import atomic_path, write_json
 from rlhfkit.models import (
@@ -48,10 +48,18 @@ from rlhfkit.models import (
 )
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
-from rlhfkit.ppo.trainer import TRAINABLE_WEIGHTS_NAME
+from rlhfkit.ppo.checkpoint import load_trainable
 from rlhfkit.presets import GRPO_BETA, method_preset
-from rlhfkit.reward import MEMBER_DIR, EnsembleMember, RewardConfig, RewardTrainer, bootstrap, read_ensemble, write_ensemble
-from rlhfkit.scoring import RewardModelScorer, resolve_pad_token_id, score_token_ids, tokenize_pair
+from rlhfkit.reward import RewardConfig, RewardTrainer
+from rlhfkit.scoring import (
+    EnsembleScorer,
+    RewardModelScorer,
+    load_reward_function,
+    place_reward_function,
+    resolve_pad_token_id,
+    score_token_ids,
+    tokenize_pair,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +304,7 @@ def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
     if returned is not None:
         checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{returned}"
         if isinstance(trainer, PPOTrainer):
-            from safetensors.torch import load_file
-
-            weights = load_file(str(checkpoint / TRAINABLE_WEIGHTS_NAME), device=str(trainer.accelerator.device))
-            trainer.model.load_state_dict(weights, strict=False)
+            load_trainable(trainer.model, str(checkpoint), trainer.accelerator.device)
         else:
             trainer._load_from_checkpoint(str(checkpoint))
         logger.warning("monitor: %s", health.returned_reason)
@@ -348,8 +353,9 @@ def run_ppo(
         reward_mean, reward_std: normalise reward-model scores as ``(score - mean) / std`` (from rm_eval); they
             replace ``config.reward_mean`` / ``config.reward_std``, so ``kl_coef`` is in units of the score spread.
         reward_aggregation, reward_ensemble_coef: how the members of an ensemble ``reward_model`` make one reward
-            (:func:`rlhfkit.ensemble.aggregate_rewards`); the members' spread is logged as
-            ``rewards/ensemble_std/mean``. The value model starts from member 0.
+            (:func:`rlhfkit.scoring.aggregate_rewards`); the members' spread is logged as
+            ``rewards/ensemble_std/mean``. With the shared layout the members are K reward adapters on the one
+            base; the value model starts from member 0 (:func:`rlhfkit.ppo.load_ppo_models`).
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
         of the SFT model, its adapter kept in ``<output_dir>/adapter``) -- after a stop alert, the weights of the
@@ -361,24 +367,22 @@ def run_ppo(
     if reward_mean is not None or reward_std is not None:  # PPOConfig checks them (together, std > 0)
         config = dataclasses.replace(config, reward_mean=reward_mean, reward_std=reward_std)
     prompts = _prompt_dataset(train_dataset)
-    members = read_ensemble(reward_model)
-    kw = {"preset": preset, "layout": layout, "trust_remote_code": trust_remote_code}
-    models = load_ppo_models(str(model_name_or_path), str(members[0].model_dir if members else reward_model), **kw)
+    models = load_ppo_models(
+        str(model_name_or_path),
+        str(reward_model),
+        preset=preset,
+        layout=layout,
+        trust_remote_code=trust_remote_code,
+        reward_aggregation=reward_aggregation,
+        reward_ensemble_coef=reward_ensemble_coef,
+    )
     metric_funcs = list(metric_funcs or [])
-    if members:  # the ensemble scores through PPO's reward-function path (normalised by PPO's reward_mean / std)
-        scorer = load_reward_function(
-            reward_model,
-            preset,
-            aggregation=reward_aggregation,
-            coef=reward_ensemble_coef,
-            trust_remote_code=trust_remote_code,
-        )
-        models.update(reward_model=scorer, reward_processing_class=None)
-        metric_funcs.append(scorer.ensemble_std)
+    if isinstance(models["reward_model"], EnsembleScorer):  # its members' spread, logged every update
+        metric_funcs.append(models["reward_model"].ensemble_std)
     trainer = PPOTrainer(
         config, train_dataset=prompts, metric_funcs=metric_funcs, callbacks=list(callbacks or []), **models
     )
-    if members:
+    if isinstance(models["reward_model"], EnsembleScorer):
         place_reward_function(models["reward_model"], trainer.accelerator.device)
     frozen, frozen_exclude = _frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
@@ -466,7 +470,7 @@ def run_grpo(
             ``beta == 0`` logs a warning: no reference model, no KL leash.
         reward_model: folder of a trained reward model or ensemble (``run_reward``'s ``model_dir``) or a loaded
             ``AutoModelForSequenceClassification``; scored by :class:`RewardModelScorer` exactly as
-            ``RewardTrainer`` trained it (an ensemble: :class:`~rlhfkit.ensemble.EnsembleScorer`, which also logs
+            ``RewardTrainer`` trained it (an ensemble: :class:`~rlhfkit.scoring.EnsembleScorer`, which also logs
             the members' spread as ``rewards/ensemble_std/mean``). With the ``qlora`` preset it is loaded in 4 bits.
         reward_tokenizer: the reward model's tokenizer; loaded from ``reward_model`` when it is a folder.
         reward_funcs: one or a list of extra rule-based reward functions, TRL's signature
@@ -482,7 +486,7 @@ def run_grpo(
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig` (default: ``MonitorConfig()``).
         reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
         reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward, ``mean`` | ``min`` |
-            ``mean_minus_std`` (:func:`rlhfkit.ensemble.aggregate_rewards`); ignored for one reward model.
+            ``mean_minus_std`` (:func:`rlhfkit.scoring.aggregate_rewards`); ignored for one reward model.
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the weights of
         the last healthy checkpoint; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,

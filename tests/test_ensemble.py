@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rlhfkit.ensemble import (
-    ENSEMBLE_MEAN_KEY,
-    ENSEMBLE_STD_KEY,
-    EnsembleScorer,
-    aggregate_rewards,
-    evaluate_ensemble,
-)
+from rlhfkit.ensemble_eval import evaluate_ensemble
 from rlhfkit.errors import ConfigError
-from rlhfkit.reward import ENSEMBLE_FILE, EnsembleMember, RewardConfig, bootstrap, read_ensemble, write_ensemble
+from rlhfkit.ensemble import ENSEMBLE_FILE, EnsembleMember, bootstrap, read_ensemble, write_ensemble
+from rlhfkit.reward import RewardConfig
+from rlhfkit.scoring import ENSEMBLE_MEAN_KEY, ENSEMBLE_STD_KEY, EnsembleScorer, aggregate_rewards
 
 # 3 members x 2 responses, standardised scores
 SCORES = torch.tensor([[1.0, -0.5], [2.0, 0.5], [3.0, 0.0]])

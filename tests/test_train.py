@@ -151,7 +151,7 @@ def reward_ensemble(nano_model, tmp_path_factory):
 
 
 def test_reward_ensemble_trains_seeded_members_and_keeps_them_on_a_rerun(reward_ensemble, nano_model):
-    from rlhfkit.reward import read_ensemble
+    from rlhfkit.ensemble import read_ensemble
 
     result, pairs, cfg = reward_ensemble
     members = read_ensemble(result.model_dir)
@@ -207,7 +207,7 @@ def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_mod
 
     from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.reward import read_ensemble
+    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.train import run_grpo
 
     member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir

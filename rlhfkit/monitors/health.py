@@ -68,12 +68,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlhfkit.ensemble import ENSEMBLE_STD_KEY
 from rlhfkit.io import write_text
 from rlhfkit.monitors.config import SIGNALS, MonitorConfig
 from rlhfkit.monitors.frozen import FrozenModelCheck, frozen_models
 from rlhfkit.monitors.plots import health_table, plot_health
 from rlhfkit.monitors.signals import conditions as signal_conditions
+from rlhfkit.scoring import ENSEMBLE_STD_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         }
     else:
         return None
-    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.ensemble), both trainers
+    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.scoring), both trainers
     return {k: v for k, v in out.items() if v is not None}
 
 

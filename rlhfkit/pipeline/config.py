@@ -36,7 +36,6 @@ from rlhfkit.best_of_n import BestOfNConfig
 from rlhfkit.config import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
 from rlhfkit.data.agreement import TIES
 from rlhfkit.dpo import DPOConfig
-from rlhfkit.ensemble import AGGREGATIONS
 from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
@@ -54,6 +53,7 @@ from rlhfkit.rules import (
     config_problems,
     unknown_keys,
 )
+from rlhfkit.scoring import AGGREGATIONS
 
 # The config class of each training run the pipeline builds, and the RL stage's algorithms among them.
 TRAINER_CONFIGS: dict[str, type] = {

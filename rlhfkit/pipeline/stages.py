@@ -20,7 +20,8 @@ from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
 from rlhfkit.data.votes import agreement_summary
 from rlhfkit.dpo import evaluate_implicit_reward
-from rlhfkit.ensemble import evaluate_ensemble, load_reward_function, place_reward_function
+from rlhfkit.ensemble import MEMBER_DIR, read_ensemble
+from rlhfkit.ensemble_eval import evaluate_ensemble
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.hardware import detect_hardware
 from rlhfkit.io import read_jsonl, write_json, write_jsonl
@@ -28,10 +29,9 @@ from rlhfkit.monitors import MonitorConfig, read_metrics
 from rlhfkit.pipeline.config import USES_REWARD_MODEL
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.policy_eval import evaluate_policy
-from rlhfkit.reward import MEMBER_DIR, read_ensemble
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 from rlhfkit.sampling import load_for_sampling
-from rlhfkit.scoring import load_scorer
+from rlhfkit.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.train import run_dpo, run_grpo, run_ppo, run_reward, run_rloo, run_sft
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ from torch import nn
 from rlhfkit.errors import ConfigError
 from rlhfkit.models import load_policy, load_reward_model
 from rlhfkit.presets import MethodPreset, method_preset
+from rlhfkit.ensemble import read_ensemble
+from rlhfkit.scoring import aggregate_rewards, check_aggregation, load_reward_function
 
 logger = logging.getLogger(__name__)
 
@@ -101,33 +103,54 @@ class PolicyAndValue(nn.Module):
 
 class SharedBase(nn.Module):
     """Shared-base layout: one peft model whose adapters are the policy, the value model and (optionally) the
-    reward model, plus the value and reward heads. The reference model is the base with adapters disabled.
+    reward model -- or the K members of a reward ensemble -- plus the value and reward heads. The reference model
+    is the base with adapters disabled.
 
     Build it with :func:`build_shared_base`. Attributes: ``model`` (the ``PeftModel``), ``value_head``,
-    ``reward_head`` (or None), ``policy_adapter`` / ``value_adapter`` / ``reward_adapter`` (names).
+    ``reward_heads`` (one per reward adapter), ``policy_adapter`` / ``value_adapter`` / ``reward_adapters`` (names);
+    ``reward_adapter`` / ``reward_head`` are the first (None without a reward adapter). With K > 1 reward adapters,
+    :meth:`rewards` standardises each member with ``reward_stats`` (``(mean, std)`` per member) and combines them
+    with :func:`rlhfkit.scoring.aggregate_rewards` (``aggregation``, ``coef``).
     """
 
     def __init__(
         self,
         model,
         value_head: nn.Module,
-        reward_head: nn.Module | None = None,
+        reward_heads: nn.Module | list[nn.Module] | None = None,
         *,
         policy_adapter: str = "default",
         value_adapter: str = "value",
-        reward_adapter: str | None = None,
+        reward_adapters: str | list[str] | None = None,
+        reward_stats: list[tuple[float, float]] | None = None,
+        aggregation: str = "mean",
+        coef: float = 1.0,
     ):
         super().__init__()
-        names = [policy_adapter, value_adapter] + ([reward_adapter] if reward_adapter else [])
-        missing = [n for n in names if n not in model.peft_config]
+        heads = [reward_heads] if isinstance(reward_heads, nn.Module) else list(reward_heads or [])
+        adapters = [reward_adapters] if isinstance(reward_adapters, str) else list(reward_adapters or [])
+        missing = [n for n in [policy_adapter, value_adapter, *adapters] if n not in model.peft_config]
         if missing:
             raise ConfigError(f"SharedBase: adapter(s) {missing} not in the peft model {sorted(model.peft_config)}")
-        if (reward_adapter is None) != (reward_head is None):
-            raise ConfigError("SharedBase: reward_adapter and reward_head must be given together")
+        if len(adapters) != len(heads):
+            raise ConfigError(f"SharedBase: {len(adapters)} reward adapter(s) but {len(heads)} reward head(s)")
+        if len(adapters) > 1 and (reward_stats is None or len(reward_stats) != len(adapters)):
+            raise ConfigError("SharedBase: a reward ensemble needs reward_stats, one (mean, std) per member")
+        check_aggregation(aggregation, coef)
         self.model = model
         self.value_head = value_head
-        self.reward_head = reward_head
-        self.policy_adapter, self.value_adapter, self.reward_adapter = policy_adapter, value_adapter, reward_adapter
+        self.reward_heads = nn.ModuleList(heads)
+        self.policy_adapter, self.value_adapter, self.reward_adapters = policy_adapter, value_adapter, adapters
+        self.reward_stats, self.aggregation, self.coef = reward_stats, aggregation, coef
+        self.last_member_scores: torch.Tensor | None = None  # (K, B, L) standardised, from the last rewards() call
+
+    @property
+    def reward_adapter(self) -> str | None:
+        return self.reward_adapters[0] if self.reward_adapters else None
+
+    @property
+    def reward_head(self) -> nn.Module | None:
+        return self.reward_heads[0] if len(self.reward_heads) else None
 
     @property
     def backbone(self) -> nn.Module:
@@ -153,8 +176,17 @@ class SharedBase(nn.Module):
             return per_token_scores(self.backbone, self.value_head, input_ids, attention_mask, position_ids)
 
     def rewards(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        with use_adapter(self.model, self.reward_adapter):
-            return per_token_scores(self.backbone, self.reward_head, input_ids, attention_mask, position_ids)
+        """The reward head at every position, ``(B, L)`` float32: the reward adapter's, or the ensemble's aggregate
+        of its members' standardised scores (kept in :attr:`last_member_scores`, ``(K, B, L)``)."""
+        scores = []
+        for name, head in zip(self.reward_adapters, self.reward_heads):
+            with use_adapter(self.model, name):
+                scores.append(per_token_scores(self.backbone, head, input_ids, attention_mask, position_ids))
+        if len(scores) == 1:
+            return scores[0]
+        members = torch.stack([(s - mean) / std for s, (mean, std) in zip(scores, self.reward_stats)])
+        self.last_member_scores = members
+        return aggregate_rewards(members.flatten(1), self.aggregation, self.coef).view_as(scores[0])
 
 
 def _adapter_parameters(peft_model, adapter_name: str) -> list[tuple[str, nn.Parameter]]:
@@ -165,7 +197,10 @@ def build_shared_base(
     base_model,
     lora_config=None,
     *,
-    reward_adapter: str | os.PathLike | None = None,
+    reward_adapter: str | os.PathLike | list[str | os.PathLike] | None = None,
+    reward_stats: list[tuple[float, float]] | None = None,
+    aggregation: str = "mean",
+    coef: float = 1.0,
     value_from_reward: bool = True,
     value_adapter: str = "value",
 ) -> SharedBase:
@@ -178,10 +213,14 @@ def build_shared_base(
             same configuration unless it is copied from the reward adapter.
         reward_adapter: folder of the reward model's LoRA adapter (a ``SEQ_CLS`` LoRA trained on this same base,
             with its ``score`` head in ``modules_to_save`` -- what rlhfkit's reward stage writes to ``adapter/``).
-            It is loaded frozen as adapter ``"reward"`` with a frozen head. None: rewards come from elsewhere
-            (a separate reward model or a reward function passed to :class:`PPOTrainer`).
-        value_from_reward: initialise the value adapter and head from the reward adapter (InstructGPT initialises
-            the value function from the reward model); otherwise a fresh adapter and a zero head.
+            It is loaded frozen as adapter ``"reward"`` with a frozen head. A list: the members of a reward
+            ensemble (``member-k/adapter``), loaded as ``"reward_0"``, ``"reward_1"``, ...; K members cost K
+            adapters and heads on the one base. None: rewards come from elsewhere (a separate reward model or a
+            reward function passed to :class:`PPOTrainer`).
+        reward_stats, aggregation, coef: an ensemble's members' ``(mean, std)`` and how their standardised scores
+            make one reward (see :class:`SharedBase`).
+        value_from_reward: initialise the value adapter and head from the (first) reward adapter (InstructGPT
+            initialises the value function from the reward model); otherwise a fresh adapter and a zero head.
     Returns:
         a :class:`SharedBase` whose trainable weights are exactly the policy adapter, the value adapter and the
         value head.
@@ -198,24 +237,26 @@ def build_shared_base(
     config = model.get_base_model().config.get_text_config()
     device = next(model.parameters()).device
 
-    reward_head = None
-    reward_name = None
-    if reward_adapter is not None:
-        reward_name = "reward"
-        reward_cfg, reward_weights, head_weight = _read_reward_adapter(reward_adapter)
-        model.add_adapter(reward_name, reward_cfg)
-        _load_adapter_weights(model, reward_weights, reward_name, reward_adapter)
-        reward_head = nn.Linear(config.hidden_size, 1, bias=False, device=device)
+    paths = [reward_adapter] if isinstance(reward_adapter, str | os.PathLike) else list(reward_adapter or [])
+    names = ["reward"] if len(paths) == 1 else [f"reward_{k}" for k in range(len(paths))]
+    heads, first = [], None
+    for name, path in zip(names, paths):
+        reward_cfg, reward_weights, head_weight = _read_reward_adapter(path)
+        model.add_adapter(name, reward_cfg)
+        _load_adapter_weights(model, reward_weights, name, path)
+        head = nn.Linear(config.hidden_size, 1, bias=False, device=device)
         with torch.no_grad():
-            reward_head.weight.copy_(head_weight.reshape(1, -1))
+            head.weight.copy_(head_weight.reshape(1, -1))
+        heads.append(head.requires_grad_(False))
+        first = first or (reward_cfg, reward_weights, path)
     value_head = nn.Linear(config.hidden_size, 1, bias=False, device=device)
-    if reward_adapter is not None and value_from_reward:
-        value_cfg = copy.deepcopy(reward_cfg)
+    if first is not None and value_from_reward:
+        value_cfg = copy.deepcopy(first[0])
         value_cfg.inference_mode = False
         model.add_adapter(value_adapter, value_cfg)
-        _load_adapter_weights(model, reward_weights, value_adapter, reward_adapter)
+        _load_adapter_weights(model, first[1], value_adapter, first[2])
         with torch.no_grad():
-            value_head.weight.copy_(reward_head.weight)
+            value_head.weight.copy_(heads[0].weight)
     else:
         model.add_adapter(value_adapter, copy.deepcopy(model.peft_config[policy_adapter]))
         nn.init.zeros_(value_head.weight)  # V = 0 to start: a neutral baseline
@@ -227,15 +268,16 @@ def build_shared_base(
         for _, p in _adapter_parameters(model, name):
             p.requires_grad_(True)
     value_head.requires_grad_(True)
-    if reward_head is not None:
-        reward_head.requires_grad_(False)
     return SharedBase(
         model,
         value_head,
-        reward_head,
+        heads,
         policy_adapter=policy_adapter,
         value_adapter=value_adapter,
-        reward_adapter=reward_name,
+        reward_adapters=names,
+        reward_stats=reward_stats,
+        aggregation=aggregation,
+        coef=coef,
     )
 
 
@@ -263,8 +305,8 @@ def check_shared_frozen(shared: SharedBase) -> None:
                 f"shared base weight {name!r} is trainable, but the reference (base) and reward adapter must stay "
                 "frozen; build the layout with rlhfkit.ppo.build_shared_base"
             )
-    if shared.reward_head is not None:
-        require_frozen(shared.reward_head, "SharedBase.reward_head")
+    for k, head in enumerate(shared.reward_heads):
+        require_frozen(head, f"SharedBase.reward_heads[{k}]")
 
 
 def disable_dropout(module: nn.Module) -> None:
@@ -357,6 +399,8 @@ def load_ppo_models(
     preset="full",
     layout: str | None = None,
     trust_remote_code: bool = False,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> dict[str, Any]:
     """Load the models of either layout from the SFT folder and the reward stage's output, for :class:`PPOTrainer`.
 
@@ -366,9 +410,14 @@ def load_ppo_models(
         sft_model: the SFT model folder (or hub id): the policy's start and the reference.
         reward_model: the reward model folder. With the shared layout, the LoRA adapter the reward stage saved
             beside it (``<reward output>/adapter``, or this folder itself if it is an adapter) becomes the reward
-            adapter; without one the reward model is loaded separately (4-bit under ``qlora``).
+            adapter; without one the reward model is loaded separately (4-bit under ``qlora``). A reward ensemble
+            (``ensemble.json``, :mod:`rlhfkit.reward`): with the shared layout its members' adapters become K reward
+            adapters on the base; otherwise (or without adapters) it scores through PPO's reward-function path
+            (:class:`rlhfkit.scoring.EnsembleScorer`). The value model starts from member 0.
         preset: ``full`` | ``lora`` | ``qlora`` (or a :class:`rlhfkit.presets.MethodPreset`).
         layout: ``separate`` | ``shared``; default: ``separate`` for ``full``, ``shared`` with LoRA.
+        reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward
+            (:func:`rlhfkit.scoring.aggregate_rewards`).
     Returns:
         keyword arguments for :class:`PPOTrainer`: ``processing_class``, ``model``, ``ref_model``,
         ``reward_model``, ``value_model``, ``reward_processing_class``.
@@ -384,32 +433,42 @@ def load_ppo_models(
     if layout == "separate" and method.quantization is not None:
         raise ConfigError("layout=separate trains a full value model, which cannot be 4-bit; use layout=shared")
     kw = {"trust_remote_code": trust_remote_code}
+    members = read_ensemble(reward_model)
+    ensemble = {"aggregation": reward_aggregation, "coef": reward_ensemble_coef}
     policy, tokenizer = load_policy(sft_model, method, **kw)
     out: dict[str, Any] = {"processing_class": tokenizer, "ref_model": None, "value_model": None}
+    if layout == "shared" and members and all(m.adapter_dir is not None for m in members):
+        shared = build_shared_base(policy, method.lora, reward_adapter=[m.adapter_dir for m in members],
+                                   reward_stats=[(m.mean, m.std) for m in members], **ensemble)  # fmt: skip
+        out.update(model=shared, reward_model=None, reward_processing_class=None)
+        return out
+    rm, rm_tokenizer = None, tokenizer
+    if members:  # scored by the ensemble as a reward function
+        rm = load_reward_function(reward_model, method, **ensemble, **kw)
+        rm_tokenizer = rm.members[0].tokenizer
     if layout == "separate":
         if method.lora is None:
             out["ref_model"] = load_policy(sft_model, "full", **kw)[0].requires_grad_(False)
         else:
             policy = get_peft_model(policy, method.lora)  # reference: the same weights with the adapter off
-        rm, rm_tokenizer = load_reward_model(reward_model, "full", **kw)
-        out["value_model"] = load_reward_model(reward_model, "full", **kw)[0]  # InstructGPT: V starts as the RM
-        out.update(model=policy, reward_model=rm.requires_grad_(False))
+        value_source = members[0].model_dir if members else reward_model
+        if rm is None:
+            rm, rm_tokenizer = load_reward_model(reward_model, "full", **kw)
+            rm.requires_grad_(False)
+        out["value_model"] = load_reward_model(value_source, "full", **kw)[0]  # InstructGPT: V starts as the RM
+        out.update(model=policy, reward_model=rm)
     else:
-        adapter = next(
-            (
-                d
-                for d in (os.path.join(reward_model, os.pardir, "adapter"), str(reward_model))
-                if os.path.isfile(os.path.join(d, "adapter_config.json"))
-            ),
+        adapter = None if members else next(
+            (d for d in (os.path.join(reward_model, os.pardir, "adapter"), str(reward_model))
+             if os.path.isfile(os.path.join(d, "adapter_config.json"))),
             None,
-        )
-        rm, rm_tokenizer = None, tokenizer
-        if adapter is None:
+        )  # fmt: skip
+        if adapter is None and rm is None:
             logger.info("no reward adapter beside %s: loading the reward model separately", reward_model)
             rm_preset = method_preset("qlora") if method.quantization is not None else "full"
             rm, rm_tokenizer = load_reward_model(reward_model, rm_preset, **kw)
             rm.requires_grad_(False)
         out.update(model=build_shared_base(policy, method.lora, reward_adapter=adapter), reward_model=rm)
     same_vocab = rm_tokenizer.get_vocab() == tokenizer.get_vocab()
-    out["reward_processing_class"] = None if same_vocab else rm_tokenizer
+    out["reward_processing_class"] = None if same_vocab or members else rm_tokenizer
     return out

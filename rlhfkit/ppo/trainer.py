@@ -48,7 +48,7 @@ from rlhfkit.ppo.rollout import (
     sampling_config,
     tokenize_prompts,
 )
-from rlhfkit.scoring import encode, resolve_pad_token_id, score_token_ids
+from rlhfkit.scoring import ENSEMBLE_STD_KEY, encode, resolve_pad_token_id, score_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class PPOTrainer(Trainer):
         self.reward_model = reward_model if isinstance(reward_model, nn.Module) else None
         self.reward_processing_class = reward_processing_class
         self.metric_funcs = list(metric_funcs or [])
+        self._ensemble_std: list[torch.Tensor] = []  # a shared base's reward ensemble: members' spread per answer
         self.shared = model if isinstance(model, SharedBase) else None
         if self.shared is not None:
             wrapper = self._shared_layout(ref_model, reward_model, value_model)
@@ -255,6 +256,7 @@ class PPOTrainer(Trainer):
         """Sample responses to this process's prompts ``indices`` and score them: what the PPO epochs hold fixed."""
         tok, device = self.processing_class, self.accelerator.device
         queries, query_mask = left_pad([self.prompt_ids[i] for i in indices], tok.pad_token_id, device)
+        self._ensemble_std = []
         responses, mask = self._generate(queries, query_mask)
         logprobs, ref_logprobs, values, model_scores = self._forward_passes(queries, query_mask, responses, mask)
         completions = tok.batch_decode(responses.masked_fill(~mask, tok.pad_token_id), skip_special_tokens=True)
@@ -336,7 +338,10 @@ class PPOTrainer(Trainer):
             score_inputs = forward_inputs(queries, query_mask, ext, score_mask)
         last = queries.shape[1] + score_mask.sum(1) - 1
         per_token = self._reward_per_token(score_inputs)
-        return per_token[torch.arange(len(last), device=self.accelerator.device), last]
+        rows = torch.arange(len(last), device=self.accelerator.device)
+        if self.reward_model is None and len(self.shared.reward_adapters) > 1:
+            self._ensemble_std.append(self.shared.last_member_scores[:, rows, last].std(0, correction=0))
+        return per_token[rows, last]
 
     def _as_policy(self):
         if self.shared is not None:
@@ -542,6 +547,8 @@ class PPOTrainer(Trainer):
             "val/num_eos_tokens": ((rollout.responses == eos) & mask).sum().float(),
             "completions/mean_length": mask.sum(1).float().mean(),
         }
+        if self._ensemble_std:
+            local[ENSEMBLE_STD_KEY] = torch.cat(self._ensemble_std).mean()
         if self.metric_funcs:
             ids = rollout.completion_ids()
             for fn in self.metric_funcs:

@@ -280,6 +280,50 @@ def test_shared_base_reward_adapter_scores_like_the_separate_reward_model(tmp_pa
     assert not any(p.requires_grad for p in shared.reward_head.parameters())
 
 
+def _saved_reward_adapter(policy, folder, seed):
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    rm = get_peft_model(make_classifier(policy), lora_config("SEQ_CLS", modules_to_save=["score"]))
+    with torch.no_grad():
+        for n, p in rm.named_parameters():
+            if "lora_B" in n or "modules_to_save" in n:
+                p.normal_(0, 0.2)  # a "trained" reward adapter and head
+    rm.save_pretrained(folder)
+    return rm
+
+
+def test_shared_base_reward_ensemble_aggregates_its_members_standardised(tmp_path):
+    from rlhfkit.ppo import per_token_scores
+    from rlhfkit.scoring import aggregate_rewards
+
+    policy = make_policy()
+    members = [_saved_reward_adapter(policy, tmp_path / f"m{k}", seed=k + 1) for k in range(3)]
+    stats = [(0.1, 0.5), (-0.2, 2.0), (0.0, 1.0)]
+    adapters = [tmp_path / f"m{k}" for k in range(3)]
+    shared = build_shared_base(copy.deepcopy(policy), lora_config(), reward_adapter=adapters, reward_stats=stats,
+                               aggregation="mean_minus_std", coef=0.5)  # fmt: skip
+    assert shared.reward_adapters == ["reward_0", "reward_1", "reward_2"] and len(shared.reward_heads) == 3
+    x = torch.randint(2, 30, (3, 7))
+    inputs = {"input_ids": x, "attention_mask": torch.ones_like(x), "position_ids": torch.arange(7).expand(3, 7)}
+    alone = [per_token_scores(m.get_base_model().model, m.get_base_model().score, **inputs) for m in members]
+    z = torch.stack([(s - mean) / std for s, (mean, std) in zip(alone, stats)])  # by hand: (K, B, L)
+    expected = z.mean(0) - 0.5 * z.std(0, correction=0)
+    assert torch.allclose(shared.rewards(**inputs), expected, atol=1e-5)
+    assert torch.allclose(shared.last_member_scores, z, atol=1e-5)
+    assert torch.allclose(aggregate_rewards(z.flatten(1), "mean_minus_std", 0.5).view_as(expected), expected)
+    assert torch.allclose(shared.values(**inputs), alone[0], atol=1e-5)  # value starts from member 0
+    trainable = {n for n, p in shared.named_parameters() if p.requires_grad}
+    assert all(n == "value_head.weight" or ".default." in n or ".value." in n for n in trainable)
+    trainer = PPOTrainer(ppo_args(tmp_path, total_episodes=32, learning_rate=1e-2), make_tokenizer(), shared,
+                         train_dataset=PROMPTS)  # fmt: skip
+    trainer.train()
+    spread = history(trainer, "rewards/ensemble_std/mean")
+    assert len(spread) == 1 and spread[0] > 0  # the members' spread, logged every update
+    with pytest.raises(ConfigError, match="needs reward_stats"):
+        build_shared_base(copy.deepcopy(policy), lora_config(), reward_adapter=[tmp_path / "m0", tmp_path / "m1"])
+
+
 # ----------------------------------------------------------------------------------------- rollout invariants
 def test_zero_learning_rate_gives_ratio_one_zero_kl_and_the_configured_scores(tmp_path):
     trainer = separate_trainer(
