@@ -442,6 +442,15 @@ def _prompt_dataset(data):
 
 
 # ------------------------------------------------------------------------------------------ GRPO and RLOO
+def _reward_function(reward_model, reward_tokenizer, method, trust_remote_code: bool, ensemble: dict, norm: dict):
+    """GRPO / RLOO's reward-model function: a folder (one model or an ensemble) loaded as RL uses it, or a loaded model."""
+    if isinstance(reward_model, str | os.PathLike):
+        return load_reward_function(reward_model, method, trust_remote_code=trust_remote_code, **ensemble, **norm)
+    if reward_tokenizer is None:
+        raise ConfigError("reward_tokenizer is required when reward_model is a loaded model; pass its tokenizer")
+    return RewardModelScorer(reward_model, reward_tokenizer, **norm)
+
+
 def run_grpo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
@@ -591,22 +600,10 @@ def _run_sampling_rl(
     train_dataset = _prompt_dataset(train_dataset)
 
     funcs: list = []
-    if isinstance(reward_model, str | os.PathLike):  # one reward model or an ensemble (rlhfkit.reward)
-        funcs.append(
-            load_reward_function(
-                reward_model,
-                method,
-                aggregation=reward_aggregation,
-                coef=reward_ensemble_coef,
-                mean=reward_mean,
-                std=reward_std,
-                trust_remote_code=trust_remote_code,
-            )
-        )
-    elif reward_model is not None:
-        if reward_tokenizer is None:
-            raise ConfigError("reward_tokenizer is required when reward_model is a loaded model; pass its tokenizer")
-        funcs.append(RewardModelScorer(reward_model, reward_tokenizer, mean=reward_mean, std=reward_std))
+    if reward_model is not None:
+        ensemble = {"aggregation": reward_aggregation, "coef": reward_ensemble_coef}
+        kw = {"mean": reward_mean, "std": reward_std}
+        funcs.append(_reward_function(reward_model, reward_tokenizer, method, trust_remote_code, ensemble, kw))
     funcs.extend([reward_funcs] if callable(reward_funcs) else list(reward_funcs or []))
     if reward_weights is not None:
         config.reward_weights = [float(w) for w in reward_weights]
