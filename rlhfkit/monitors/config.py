@@ -14,10 +14,11 @@ Action = Literal["warn", "stop", "off"]
 ACTIONS = ("warn", "stop", "off")
 
 # Defaults chosen by measurement on the lab's over-optimisation grid (bench/overoptimization.py, README "Monitors").
+SMOOTHING_STEPS = 15  # global steps whose logs are averaged before a level is judged
 KL_CAUTION = 0.1  # nats per token of the starting answer length
 KL_LIMIT = 0.2
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
-GAIN_FLATTENING = 0.25  # x the best earlier proxy gain per sqrt(KL)
+GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
 MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
 
@@ -29,8 +30,13 @@ class MonitorConfig:
     Every ``*_action`` field is ``warn`` (log + record), ``stop`` (save a checkpoint and end training) or ``off``.
 
     Args:
-        baseline_steps (`int`, defaults to `3`): logged steps whose mean is the starting level of length, entropy,
-            reward std and truncation rate.
+        baseline_steps (`int`, defaults to `3`): fewest logged steps whose mean is the starting level of a metric
+            (length, entropy, reward std, truncation rate, ensemble spread): the logs of its first ``smoothing_steps``
+            steps, at least this many.
+        smoothing_steps (`int`, defaults to `SMOOTHING_STEPS`): every level a signal judges (KL, length, entropy,
+            reward std, no-EOS share, ensemble spread) is the mean of the logs of the last this many global steps
+            -- about 1000 sampled answers at the lab's 64 per step -- so that one small batch's noise does not
+            decide (at least the latest log is used).
         trend_window (`int`, defaults to `5`): logged steps in the reward-vs-KL slope test.
         alert_patience (`int`, defaults to `2`): consecutive logged steps a condition must hold before it fires
             (one noisy batch is not a trend).
@@ -62,9 +68,10 @@ class MonitorConfig:
             (``rewards/ensemble_std/mean``) above this x its baseline: the policy has reached responses the reward
             models were not trained to agree on.
         ensemble_disagreement_action (`str`, defaults to `"stop"`).
-        gain_flattening_fraction (`float`, defaults to `GAIN_FLATTENING`): the proxy reward's recent gain per unit of
-            sqrt(KL) below this fraction of its best earlier gain (Gao et al. 2022: the gold reward peaks where the
-            reward-vs-sqrt(KL) curve turns, while the proxy keeps rising, ever more slowly).
+        gain_flattening_fraction (`float`, defaults to `GAIN_FLATTENING`): the smoothed proxy reward gained less over
+            the second half of the distance travelled (sqrt of the KL per starting token) than this fraction of its
+            gain over the first half (Gao et al. 2022: the gold reward peaks where the reward-vs-sqrt(KL) curve
+            turns, while the proxy keeps rising, ever more slowly).
         gain_flattening_min_kl (`float`, defaults to `GAIN_MIN_KL`): KL per token of the starting length below which
             the gain is not judged (near the start sqrt(KL) is too small for a slope).
         reward_gain_flattening_action (`str`, defaults to `"stop"`).
@@ -78,7 +85,13 @@ class MonitorConfig:
         health_plots (`bool`, defaults to `True`): write the PNG plots at the end of training.
     """
 
-    baseline_steps: int = field(default=3, metadata={"help": "Logged steps whose mean is a metric's starting level."})
+    baseline_steps: int = field(
+        default=3, metadata={"help": "Fewest logged steps whose mean is a metric's starting level."}
+    )
+    smoothing_steps: int = field(
+        default=SMOOTHING_STEPS,
+        metadata={"help": "Levels are judged on the mean of the logs of the last this many global steps."},
+    )
     trend_window: int = field(default=5, metadata={"help": "Logged steps in the reward-vs-KL slope test."})
     alert_patience: int = field(
         default=2, metadata={"help": "Consecutive logged steps a condition must hold before its alert fires."}
@@ -128,7 +141,7 @@ class MonitorConfig:
     ensemble_disagreement_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
     gain_flattening_fraction: float = field(
         default=GAIN_FLATTENING,
-        metadata={"help": "Proxy gain per sqrt(KL) below this fraction of its best earlier value (Gao et al.)."},
+        metadata={"help": "Proxy gain over the 2nd half of sqrt(KL) travelled below this fraction of the 1st half's."},
     )
     gain_flattening_min_kl: float = field(
         default=GAIN_MIN_KL, metadata={"help": "KL per starting token below which the gain is not judged."}
@@ -166,7 +179,7 @@ class MonitorConfig:
             problems.append(f"gain_flattening_fraction={self.gain_flattening_fraction} must be in (0, 1)")
         if self.disagreement_growth <= 1:
             problems.append(f"disagreement_growth={self.disagreement_growth} must be > 1")
-        for name in ("baseline_steps", "alert_patience"):
+        for name in ("baseline_steps", "alert_patience", "smoothing_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.trend_window < 2:
