@@ -1,6 +1,6 @@
-"""The new over-optimisation signals as pure functions of hand-made timelines: KL per starting token, the reward
-ensemble's disagreement growth, and the proxy's gain per sqrt(KL) flattening -- each must fire on its symptom and
-stay quiet without it."""
+"""The over-optimisation signals as pure functions of hand-made timelines: smoothed levels, KL per starting token,
+the reward ensemble's disagreement growth, and the proxy's gain per sqrt(KL) flattening -- each must fire on its
+symptom and stay quiet without it."""
 
 from __future__ import annotations
 
@@ -9,21 +9,29 @@ import math
 import pytest
 
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.monitors.signals import conditions, gain_flattening, kl_per_start_token, theil_sen
+from rlhfkit.monitors.signals import (
+    baseline,
+    conditions,
+    gain_flattening,
+    kl_per_start_token,
+    recent,
+    start,
+    theil_sen,
+)
 
 CFG = MonitorConfig(
-    baseline_steps=3, trend_window=4, kl_caution=0.1, kl_limit=0.2, disagreement_growth=1.5,
+    baseline_steps=3, smoothing_steps=1, kl_caution=0.1, kl_limit=0.2, disagreement_growth=1.5,
     gain_flattening_fraction=0.25, gain_flattening_min_kl=0.01,
 )  # fmt: skip
 
 
-def _timeline(kl, reward, length=10.0, disagreement=None):
-    """Records at steps 1..n from per-step lists (a scalar is repeated)."""
+def _timeline(kl, reward, length=10.0, disagreement=None, every=1):
+    """Records at steps every, 2 * every, ... from per-log lists (a scalar is repeated)."""
     n = len(kl)
     as_list = lambda v: list(v) if isinstance(v, list) else [v] * n  # noqa: E731
     rows = []
     for i, (k, r, ln, d) in enumerate(zip(kl, as_list(reward), as_list(length), as_list(disagreement))):
-        row = {"step": i + 1, "kl": k, "reward": r, "length": ln}
+        row = {"step": (i + 1) * every, "kl": k, "reward": r, "length": ln}
         if d is not None:
             row["disagreement"] = d
         rows.append(row)
@@ -36,6 +44,17 @@ def test_theil_sen_is_the_median_pairwise_slope():
     assert theil_sen([1.0, 1.0], [0.0, 5.0]) == 0.0
 
 
+def test_levels_are_means_over_the_last_smoothing_steps_and_baselines_over_the_first():
+    cfg = MonitorConfig(smoothing_steps=4, baseline_steps=2)
+    timeline = _timeline([0.0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 9.0])  # steps 1..6
+    assert recent(timeline, "reward", cfg) == pytest.approx((3 + 4 + 5 + 9) / 4)  # steps 3..6
+    assert start(timeline, "reward", cfg) == pytest.approx((1 + 2 + 3 + 4) / 4)  # steps 1..4
+    assert baseline(timeline[:4], "reward", cfg) is None  # the starting window is not complete before step 5
+    every5 = _timeline([0.0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 9.0], every=5)  # GRPO-like: a log every 5 steps
+    assert recent(every5, "reward", cfg) == 9.0  # one log covers the window
+    assert start(every5, "reward", cfg) == pytest.approx(1.5)  # but at least baseline_steps logs
+
+
 def test_kl_is_judged_per_token_of_the_starting_length():
     # 3 nats per sequence over 10-token answers is 0.3 per token: above the limit ...
     timeline = _timeline([0.0, 0.5, 1.0, 3.0], 0.0, length=10.0)
@@ -46,6 +65,9 @@ def test_kl_is_judged_per_token_of_the_starting_length():
     # answers that grow do not dilute it: the starting length stays the scale
     grown = _timeline([0.0, 0.5, 1.0, 3.0], 0.0, length=[10.0, 10.0, 10.0, 40.0])
     assert conditions(grown, CFG)["kl_limit"][0] == pytest.approx(0.3)
+    # smoothed: one batch's spike is averaged with the rest of the window
+    spike = _timeline([0.0, 0.5, 1.0, 1.0, 1.0, 3.0], 0.0)
+    assert "kl_limit" not in conditions(spike, MonitorConfig(smoothing_steps=4, kl_limit=0.2))  # (1+1+1+3)/4/10
 
 
 def test_ensemble_disagreement_fires_when_the_spread_grows_relative_to_its_start():
@@ -58,17 +80,24 @@ def test_ensemble_disagreement_fires_when_the_spread_grows_relative_to_its_start
 
 
 def test_gain_flattening_fires_when_the_proxy_stops_paying_for_kl():
-    # KL per starting token grows linearly; the proxy rises linearly in sqrt(KL) (healthy), then stalls
-    kl = [0.02 * t * 10 for t in range(1, 21)]  # per sequence, 10-token answers: 0.02 t per token
-    rising = [2.0 * math.sqrt(0.02 * t) for t in range(1, 21)]
-    assert gain_flattening(_timeline(kl, rising), CFG) is None
-    stalled = rising[:12] + [rising[11] + 0.002 * i for i in range(1, 9)]
-    hit = gain_flattening(_timeline(kl, stalled), CFG)
-    assert hit is not None and hit[0] < 0.25 and "reward per sqrt" in hit[2]
+    # KL per starting token grows linearly in the step; sqrt(KL) = d
+    kl = [0.01 * t * 10 for t in range(1, 41)]  # per sequence, 10-token answers
+    d = [math.sqrt(0.01 * t) for t in range(1, 41)]
+    linear = [1.0 + 2.0 * x for x in d]  # the proxy rises linearly in sqrt(KL): both halves gain alike
+    assert gain_flattening(_timeline(kl, linear), CFG) is None
+    # the proxy stops rising at d = 0.33 (step 11): at step 40 the second half of the distance (d 0.32 -> 0.63) gained
+    # 2 x (0.33 - 0.316), the first half (from the mean of the first 3 logs to d = 0.316) 2 x (0.316 - 0.138)
+    stalled = [1.0 + 2.0 * min(x, 0.33) for x in d]
+    value, threshold, detail = gain_flattening(_timeline(kl, stalled), CFG)
+    p0, mid = sum(stalled[:3]) / 3, stalled[9]  # step 10: the first at d >= d(40) / 2
+    assert value == pytest.approx((stalled[-1] - mid) / (mid - p0)) and value < threshold and "first half" in detail
+    # a concave Gao et al. curve d (alpha - beta log d) flattens too, once far enough
+    gao = [1.0 + x * (1.0 - 1.5 * math.log(x)) for x in d]
+    assert gain_flattening(_timeline(kl[:8], gao[:8]), CFG) is None  # near the start: both halves still pay
 
 
 def test_gain_flattening_needs_distance_and_a_rising_proxy():
     kl = [0.0001 * t for t in range(1, 21)]  # never leaves the start: not judged
-    assert gain_flattening(_timeline(kl, [0.0] * 20), CFG) is None
-    kl = [0.02 * t * 10 for t in range(1, 21)]
+    assert gain_flattening(_timeline(kl, [float(t) for t in range(20)]), CFG) is None
+    kl = [0.01 * t * 10 for t in range(1, 21)]
     assert gain_flattening(_timeline(kl, [1.0] * 20), CFG) is None  # a proxy that never rose has no curve to turn
