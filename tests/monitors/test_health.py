@@ -44,11 +44,12 @@ def _args(tmp_path, **kw):
 
 
 def _healthy(style: str, t: int) -> dict[str, float]:
-    """One log of a healthy run at step t: KL creeps up to ~2 nats/seq, reward rises slowly, the rest is steady."""
+    """One log of a healthy run at step t: KL creeps up to 1 nat/seq (0.05 per token of the 20-token answers), the
+    reward rises slowly (faster per sqrt(KL) as it goes), the ensemble's spread and the rest are steady."""
     wobble = 0.02 * math.sin(t)
     if style == "ppo":
         return {
-            "objective/kl": 0.1 * t,
+            "objective/kl": 0.05 * t,
             "objective/entropy": 40.0,
             "objective/scores": 0.02 * t + wobble,
             "objective/rlhf_reward": 0.01 * t,
@@ -61,10 +62,11 @@ def _healthy(style: str, t: int) -> dict[str, float]:
             "val/ratio": 1.0,
             "val/num_eos_tokens": 60.0,
             "completions/mean_length": 20.0 + 10 * wobble,
+            "rewards/ensemble_std/mean": 0.3 + wobble / 2,
         }
     return {
         "loss": 0.0,
-        "kl": 0.005 * t,
+        "kl": 0.0025 * t,
         "entropy": 1.5 - 0.005 * t,
         "reward": 0.02 * t + wobble,
         "reward_std": 0.5 + wobble,
@@ -72,6 +74,7 @@ def _healthy(style: str, t: int) -> dict[str, float]:
         "clip_ratio/region_mean": 0.01,
         "completions/mean_length": 20.0 + 10 * wobble,
         "completions/clipped_ratio": 0.05,
+        "rewards/ensemble_std/mean": 0.3 + wobble / 2,
     }
 
 
@@ -105,13 +108,22 @@ SYMPTOMS = {
         "ppo": lambda t, g: {"val/num_eos_tokens": 20.0},  # 20 of 64 responses end: 69% truncated
         "grpo": lambda t, g: {"completions/clipped_ratio": 0.6},
     },
+    "ensemble_disagreement": {  # the reward models' spread triples
+        "ppo": lambda t, g: {"rewards/ensemble_std/mean": 0.9},
+        "grpo": lambda t, g: {"rewards/ensemble_std/mean": 0.9},
+    },
+    "reward_gain_flattening": {  # the proxy stops rising while the KL keeps growing, faster
+        "ppo": lambda t, g: {"objective/scores": 0.02 * ONSET, "objective/kl": 0.05 * t + 0.3 * (t - ONSET)},
+        "grpo": lambda t, g: {"reward": 0.02 * ONSET, "kl": 0.0025 * t + 0.015 * (t - ONSET)},
+    },
 }
 
 
 def _run(logs_by_step, tmp_path, config=None, monitor=None, start=0):
     args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
     state.global_step, state.train_batch_size = start, BATCH
-    monitor = monitor or HealthMonitor(config or MonitorConfig(health_plots=False))
+    # levels judged on each log alone (smoothing_steps=1): these tests are about when each condition holds
+    monitor = monitor or HealthMonitor(config or MonitorConfig(health_plots=False, smoothing_steps=1))
     monitor.on_train_begin(args, state, control)
     for step, logs in logs_by_step:
         state.global_step = step
@@ -144,7 +156,9 @@ def test_healthy_run_stays_quiet(style, tmp_path):
     ("signal", "style"), [(signal, style) for signal, styles in SYMPTOMS.items() for style in styles]
 )
 def test_each_signal_fires_on_its_symptom(signal, style, tmp_path):
-    monitor, _ = _run(_series(style, SYMPTOMS[signal][style]), tmp_path)
+    warn_only = {f"{s}_action": "warn" for s in SIGNALS}  # another signal's stop must not end the run first
+    config = MonitorConfig(health_plots=False, smoothing_steps=1, **warn_only)
+    monitor, _ = _run(_series(style, SYMPTOMS[signal][style]), tmp_path, config)
     fired = [a for a in monitor.alerts if a.signal == signal]
     assert fired, f"{signal} did not fire; alerts: {[a.signal for a in monitor.alerts]}"
     assert ONSET <= fired[0].step <= ONSET + 5
@@ -175,9 +189,9 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
 
 def test_actions_are_configurable(tmp_path):
     symptom = SYMPTOMS["length_drift"]["ppo"]
-    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="stop"))
+    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="stop", smoothing_steps=1))
     assert control.should_training_stop and monitor.stop_step is not None
-    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="off"))
+    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="off", smoothing_steps=1))
     assert monitor.alerts == [] and not control.should_training_stop
     with pytest.raises(ConfigError, match="kl_limit_action='halt'"):
         MonitorConfig(kl_limit_action="halt")
@@ -186,7 +200,7 @@ def test_actions_are_configurable(tmp_path):
 
 
 def test_timeline_table_plots_and_resume(tmp_path):
-    config = MonitorConfig(health_extra_keys=["rewards/gold/mean"])
+    config = MonitorConfig(health_extra_keys=["rewards/gold/mean"], smoothing_steps=1)
     series = _series("grpo", SYMPTOMS["kl_limit"]["grpo"])
     logs = [(t, {**g, "rewards/gold/mean": 0.5 - 0.01 * (t - 12) ** 2}) for t, g in series]
     monitor, _ = _run(logs, tmp_path, config)
