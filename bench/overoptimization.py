@@ -157,10 +157,10 @@ def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: b
     """Train one RL run; returns (RunResult, the monitor's timeline)."""
     from rlhfkit import lab
     from rlhfkit.config import trainer_config
+    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import load_timeline
     from rlhfkit.ppo import PPOConfig
-    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.train import run_grpo, run_ppo
 
     seed = cell["seed"]

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from rlhfkit.config import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_preference_data
-from rlhfkit.reward import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss on rankings)
+from rlhfkit.ensemble_eval import evaluate_ensemble
+from rlhfkit.reward import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss), ensemble_size
 from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
 from rlhfkit.scoring import load_scorer
 from rlhfkit.train import run_reward
@@ -52,9 +53,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, gate_args: GateAr
     # Scored as RL will score it (rlhfkit.scoring: 4-bit under qlora, on the GPU if any, truncated as trained).
     if held_out is not None and training_args.process_index == 0:
         model, tokenizer = load_scorer(result.model_dir, model_args.preset)
-        report = evaluate_reward_model(
-            model, tokenizer, held_out, max_length=training_args.max_length, device=model.device
-        )
+        if tokenizer is None:  # an ensemble (ensemble_size > 1): judged on its members' mean standardised score
+            report = evaluate_ensemble(model, held_out, max_length=training_args.max_length).ensemble
+        else:
+            report = evaluate_reward_model(
+                model, tokenizer, held_out, max_length=training_args.max_length, device=model.device
+            )
         verdict = rm_gate(report, min_accuracy=gate_args.min_accuracy)
         write_report(report, f"{training_args.output_dir}/eval", verdict=verdict)
         print(json.dumps({"model_dir": str(result.model_dir), "accuracy": report.accuracy, "auc": report.auc}))

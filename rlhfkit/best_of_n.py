@@ -45,7 +45,7 @@ from rlhfkit.models import MODEL_SUBDIR
 from rlhfkit.monitors import HealthMonitor, MonitorConfig
 from rlhfkit.rules import AT_LEAST_ONE, POSITIVE, Range, config_problems
 from rlhfkit.sampling import Samples, generate, load_for_sampling, sequence_kl
-from rlhfkit.scoring import REWARD_MODEL_NAME, load_scorer, score_texts
+from rlhfkit.scoring import REWARD_MODEL_NAME, load_scorer, proxy_scores
 from rlhfkit.train import RunResult, remove_checkpoints, run_sft
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ def best_of_n_curve(
     batch_size: int = 64,
 ) -> BestOfNCurve:
     """Sample ``max(ns)`` responses per prompt from ``model``, score them with the reward model (raw scores, as the
-    final evaluation reports them) and, with ``metric_fn(prompts, completions) -> list[float]`` (e.g.
+    final evaluation reports them; :func:`rlhfkit.scoring.proxy_scores`, so an ensemble's scorer with
+    ``reward_tokenizer`` None works too) and, with ``metric_fn(prompts, completions) -> list[float]`` (e.g.
     :func:`rlhfkit.lab.lab_gold`), a gold reward; return the best-of-N curve over ``ns``."""
     ns = sorted({int(n) for n in ns})
     m = ns[-1]
@@ -177,7 +178,7 @@ def best_of_n_curve(
         num_samples=m,
         batch_size=batch_size,
     )
-    proxy = score_texts(reward_model, reward_tokenizer, samples.full_texts(), device=reward_model.device)
+    proxy = proxy_scores(reward_model, reward_tokenizer, samples)
     gold = None if metric_fn is None else np.asarray(metric_fn(samples.prompts, samples.texts), dtype=np.float64)
     shape = (len(prompts), m)
     return curve_from_scores(proxy.reshape(shape), ns, None if gold is None else gold.reshape(shape))
@@ -260,7 +261,7 @@ def _sample_round(policy_dir: str, sft_dir: str, reward_model: str, prompts: lis
         del reference
     del model
     rm, rm_tokenizer = load_scorer(str(reward_model), preset)
-    scores = score_texts(rm, rm_tokenizer, samples.full_texts(), device=rm.device)
+    scores = proxy_scores(rm, rm_tokenizer, samples)
     del rm
     _free_memory()
     rows = _select(samples, scores, metric_funcs)

@@ -606,9 +606,7 @@ def _eval_rm(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ plan
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan", help="memory plan of a model x stage x preset on a GPU, with fixes when it won't fit (exit 1)"
-    )
+    p = sub.add_parser("plan", help="memory plan of a model x stage x preset on a GPU; fixes if it won't fit (exit 1)")
     p.add_argument("--model", help="hub id (offline table or HF cache) or local model folder")
     p.add_argument("--stage", choices=TRAINERS)
     p.add_argument(
@@ -622,9 +620,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reward-members", type=int, default=1, help="RL stages: reward models of an ensemble (default 1)")
     p.add_argument("--batch-size", type=int, help="per_device_train_batch_size (default: the GPU preset's)")
     p.add_argument("--grad-accum", type=int, help="gradient_accumulation_steps (default: the GPU preset's)")
-    p.add_argument(
-        "--seq-len", type=int, help="max_length (sft, reward) or response length (ppo, grpo); default: GPU preset's"
-    )
+    p.add_argument("--seq-len", type=int, help="max_length (sft, reward) or response length (RL); default: preset's")
     p.add_argument("--prompt-length", type=int, help="RL stages: prompt tokens (default 256)")
     p.add_argument("--num-generations", type=int, help="GRPO: completions per prompt")
     ckpt = p.add_mutually_exclusive_group()
@@ -641,9 +637,8 @@ def _plan(args: argparse.Namespace) -> int:
         check_plan_config(args.config, args.model)
         plans = list(plan_config(args.config, args.model).values())
     elif args.model and args.stage:
-        settings = ("layout", "reward_members", "batch_size", "grad_accum", "seq_len", "prompt_length")
-        settings += ("num_generations",)
-        kwargs = {name: getattr(args, name) for name in (*settings, "gradient_checkpointing")}
+        names = ("layout", "reward_members", "batch_size", "grad_accum", "seq_len", "prompt_length")
+        kwargs = {n: getattr(args, n) for n in (*names, "num_generations", "gradient_checkpointing")}
         plans = [plan(args.model, args.stage, args.preset, args.gpu, **kwargs)]
     else:
         raise ConfigError("rlhfkit plan needs --model and --stage (or --config FILE)")

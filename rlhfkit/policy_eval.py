@@ -2,7 +2,8 @@
 
 :func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.sampling.generate`, the sampling of
 :func:`rlhfkit.scoring.sample_responses`: the same seed gives the same responses), scores prompt + response with
-the reward model exactly as it was trained (:func:`rlhfkit.scoring.score_texts`, raw scores), applies a gold reward
+the reward model exactly as it was trained (:func:`rlhfkit.scoring.proxy_scores`: raw scores; an ensemble's
+members' mean standardised score), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
 (:func:`rlhfkit.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO, GRPO,
 RLOO, DPO and rejection sampling are judged on one scale.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlhfkit.sampling import generate, sequence_kl
-from rlhfkit.scoring import score_texts
+from rlhfkit.scoring import proxy_scores
 
 
 @dataclass
@@ -68,7 +69,8 @@ def evaluate_policy(
     Args:
         policy, tokenizer: a loaded policy (:func:`rlhfkit.sampling.load_for_sampling`) and its tokenizer.
         prompts: strings or chat messages.
-        reward_model, reward_tokenizer: the reward model (:func:`rlhfkit.scoring.load_scorer`).
+        reward_model, reward_tokenizer: the reward model (:func:`rlhfkit.scoring.load_scorer`); for an ensemble, its
+            :class:`~rlhfkit.scoring.EnsembleScorer` and None (the proxy is then the members' mean standardised score).
         reference: the model the KL is measured to (the SFT model); None (or ``policy`` itself): KL 0.
         metric_fn: a gold reward with TRL's reward-function signature, ``f(prompts, completions) -> list[float]``.
     """
@@ -81,7 +83,7 @@ def evaluate_policy(
         seed=seed,
         batch_size=batch_size,
     )
-    proxy = score_texts(reward_model, reward_tokenizer, samples.full_texts(), device=reward_model.device)
+    proxy = proxy_scores(reward_model, reward_tokenizer, samples)
     kl, kl_sem = 0.0, 0.0
     if reference is not None and reference is not policy:
         estimate = sequence_kl(policy, reference, samples, temperature=temperature)

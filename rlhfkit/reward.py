@@ -40,7 +40,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import pad
 
 from rlhfkit.errors import DataError, raise_problems
-from rlhfkit.rules import AT_LEAST_ONE, Range, config_problems
+from rlhfkit.rules import Range, config_problems
 from rlhfkit.scoring import tokenize_pair
 
 GROUP_COLUMNS = ("response_ids", "pairs", "pair_margins")  # a tokenized group row (pair_margins optional)
@@ -76,7 +76,7 @@ class RewardConfig(trl.RewardConfig):
         default=False, metadata={"help": "Train each member on a bootstrap resample of the pairs."}
     )
 
-    RANGES: ClassVar[dict[str, Range]] = {"ensemble_size": AT_LEAST_ONE}
+    RANGES: ClassVar[dict[str, Range]] = {"ensemble_size": Range(1, example="4")}  # 1: a single reward model
 
     def __post_init__(self):
         super().__post_init__()

@@ -19,6 +19,8 @@
   :func:`aggregate_rewards` (``mean`` | ``min`` | ``mean_minus_std``), logging the members' spread
   (:data:`ENSEMBLE_STD_KEY`) every batch; :func:`load_reward_function` loads the reward stage's ``model/`` -- one
   model or an ensemble -- as RL uses it (LoRA members: one base holding K adapters + heads).
+  :func:`member_score_stats` measures a member's score mean / std when it is trained; :func:`proxy_scores` scores
+  sampled responses with one model or an ensemble (what :func:`load_scorer` returns).
 * :func:`sample_responses`: one sampled response per prompt from a saved policy, as the RL stage sampled
   (:func:`rlhfkit.sampling.generate`).
 
@@ -50,10 +52,10 @@ from typing import Any
 
 import numpy as np
 
+from rlhfkit.ensemble import read_ensemble
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.hardware import detect_hardware
-from rlhfkit.ensemble import read_ensemble
-from rlhfkit.models import load_policy, load_reward_model
+from rlhfkit.models import load_reward_model
 from rlhfkit.presets import MethodPreset, method_preset
 from rlhfkit.sampling import generate, load_for_sampling
 
@@ -245,6 +247,28 @@ def score_texts(
     )
 
 
+def member_score_stats(model, tokenizer, pairs: list[dict], max_length: int | None = None) -> tuple[float, float]:
+    """Mean and standard deviation of a reward model's scores of the chosen and rejected responses of ``pairs``
+    (scored as trained, :mod:`rlhfkit.scoring`; sequences longer than ``max_length`` tokens are skipped)."""
+    ids = [seq for pair in pairs for seq in tokenize_pair(tokenizer, pair)]
+    ids = [s for s in ids if max_length is None or len(s) <= max_length]
+    if len(ids) < 2:
+        raise DataError("fewer than two preference responses fit max_length; cannot standardise an ensemble member")
+    scores = score_token_ids(model, ids, pad_token_id=resolve_pad_token_id(model, tokenizer))
+    return float(scores.mean()), float(scores.std())
+
+
+def proxy_scores(reward_model, reward_tokenizer, samples) -> np.ndarray:
+    """The reward model's score of each of ``samples`` (a :class:`rlhfkit.sampling.Samples`), as :func:`load_scorer`
+    loaded it: one model's raw score of prompt + response (:func:`score_texts`), or, with ``reward_tokenizer`` None,
+    a reward function's (an ensemble's :class:`EnsembleScorer`: its members' standardised scores aggregated)."""
+    if reward_tokenizer is not None:
+        return score_texts(reward_model, reward_tokenizer, samples.full_texts(), device=reward_model.device)
+    pairs = zip(samples.prompts, samples.texts, strict=True)  # TRL's completions: text, or the assistant's turn
+    completions = [r if isinstance(p, str) else [{"role": "assistant", "content": r}] for p, r in pairs]
+    return np.asarray(reward_model(list(samples.prompts), completions), dtype=np.float64)
+
+
 REWARD_MODEL_NAME = "reward_model"  # TRL logs its scores as rewards/reward_model/mean and /std
 
 
@@ -327,7 +351,13 @@ def sample_responses(
 
 def load_scorer(model_dir: str, preset="full"):
     """A trained reward model for scoring, loaded as the RL stage loads it: 4-bit under ``qlora``, else on the GPU
-    when there is one; in eval mode. Returns ``(model, tokenizer)``."""
+    when there is one; in eval mode. Returns ``(model, tokenizer)``; for an ensemble's folder (``ensemble.json``)
+    ``(EnsembleScorer, None)``: the mean of the members' standardised scores (:func:`load_reward_function`).
+    :func:`proxy_scores` scores samples with either."""
+    if read_ensemble(model_dir) is not None:
+        scorer = load_reward_function(model_dir, preset)
+        place_reward_function(scorer, detect_hardware().device)
+        return scorer, None
     model, tokenizer = load_reward_model(model_dir, preset)
     if not getattr(model, "is_quantized", False):
         model.to(detect_hardware().device)

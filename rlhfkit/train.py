@@ -55,10 +55,8 @@ from rlhfkit.scoring import (
     EnsembleScorer,
     RewardModelScorer,
     load_reward_function,
+    member_score_stats,
     place_reward_function,
-    resolve_pad_token_id,
-    score_token_ids,
-    tokenize_pair,
 )
 
 logger = logging.getLogger(__name__)
@@ -198,6 +196,9 @@ def run_reward(
 def _reward_trainer(
     model_name_or_path: str, train_dataset, config, eval_dataset, method, *, trust_remote_code, callbacks
 ):
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the new score head's initialisation: reproducible, and different per ensemble member
     model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
     trainer = RewardTrainer(
         model=model,
@@ -221,7 +222,6 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
     import json
 
     from accelerate import PartialState
-    from transformers import set_seed
 
     out = Path(config.output_dir)
     stats_source = eval_dataset if eval_dataset is not None else train_dataset
@@ -238,7 +238,6 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
             rows = train_dataset
             if config.ensemble_bootstrap:
                 rows = as_dataset(bootstrap(train_dataset.to_list(), config.seed + k), "train_dataset")
-            set_seed(cfg.seed)  # the new score head's initialisation differs per member
             trainer, tokenizer = _reward_trainer(model_name_or_path, rows, cfg, eval_dataset, method, **kw)
             result = _train_and_save(trainer, tokenizer, cfg, "reward", model_name_or_path, "reward", eval_dataset)
             mean, std = member_score_stats(trainer.model, tokenizer, stats_rows, cfg.max_length)
@@ -256,17 +255,6 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
         write_ensemble(model_dir, members, model_name_or_path)
     PartialState().wait_for_everyone()
     return RunResult(trainer="reward", model_dir=model_dir, metrics=metrics, log_history=history)
-
-
-def member_score_stats(model, tokenizer, pairs: list[dict], max_length: int | None = None) -> tuple[float, float]:
-    """Mean and standard deviation of a reward model's scores of the chosen and rejected responses of ``pairs``
-    (scored as trained, :mod:`rlhfkit.scoring`; sequences longer than ``max_length`` tokens are skipped)."""
-    ids = [seq for pair in pairs for seq in tokenize_pair(tokenizer, pair)]
-    ids = [s for s in ids if max_length is None or len(s) <= max_length]
-    if len(ids) < 2:
-        raise DataError("fewer than two preference responses fit max_length; cannot standardise an ensemble member")
-    scores = score_token_ids(model, ids, pad_token_id=resolve_pad_token_id(model, tokenizer))
-    return float(scores.mean()), float(scores.std())
 
 
 def _train_and_save(
@@ -316,6 +304,8 @@ def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
         "returned_step": returned if returned is not None else trainer.state.global_step,
         "returned_reason": reason,
     }
+
+
 # ------------------------------------------------------------------------------------------ PPO
 def run_ppo(
     model_name_or_path: str | os.PathLike,
@@ -443,7 +433,8 @@ def _prompt_dataset(data):
 
 # ------------------------------------------------------------------------------------------ GRPO and RLOO
 def _reward_function(reward_model, reward_tokenizer, method, trust_remote_code: bool, ensemble: dict, norm: dict):
-    """GRPO / RLOO's reward-model function: a folder (one model or an ensemble) loaded as RL uses it, or a loaded model."""
+    """GRPO's / RLOO's reward-model function: a folder (one model or an ensemble) loaded as RL uses it, or a loaded
+    model."""
     if isinstance(reward_model, str | os.PathLike):
         return load_reward_function(reward_model, method, trust_remote_code=trust_remote_code, **ensemble, **norm)
     if reward_tokenizer is None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from rlhfkit.ensemble import ENSEMBLE_FILE, EnsembleMember, bootstrap, read_ensemble, write_ensemble
 from rlhfkit.ensemble_eval import evaluate_ensemble
 from rlhfkit.errors import ConfigError
-from rlhfkit.ensemble import ENSEMBLE_FILE, EnsembleMember, bootstrap, read_ensemble, write_ensemble
 from rlhfkit.reward import RewardConfig
 from rlhfkit.scoring import ENSEMBLE_MEAN_KEY, ENSEMBLE_STD_KEY, EnsembleScorer, aggregate_rewards
 
@@ -39,7 +39,7 @@ def test_one_member_is_that_member_and_bad_arguments_are_one_line_errors():
         aggregate_rewards(SCORES, "median")
     with pytest.raises(ConfigError, match="reward_ensemble_coef=-1"):
         aggregate_rewards(SCORES, "mean_minus_std", coef=-1)
-    with pytest.raises(ConfigError, match="ensemble_size=0 must be >= 1"):
+    with pytest.raises(ConfigError, match="ensemble_size=0: must be >= 1"):
         RewardConfig(output_dir="x", ensemble_size=0, report_to=[], use_cpu=True, bf16=False)
 
 

@@ -205,9 +205,9 @@ def test_ensemble_ppo_logs_the_spread_and_returns_the_last_healthy_checkpoint(re
 def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_model, tmp_path):
     from safetensors.torch import load_file
 
+    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.train import run_grpo
 
     member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir

@@ -9,7 +9,7 @@ Config sections (TRL's dataclasses where TRL has one)::
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
     agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
-    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size, ensemble_bootstrap)
+    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size / _bootstrap)
     gate:      GateArguments    (min_accuracy, override)
     rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, layout, reward_aggregation, ...)
     ppo:       rlhfkit.ppo.PPOConfig fields

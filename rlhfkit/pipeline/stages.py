@@ -331,7 +331,8 @@ def eval_sampling(cfg) -> tuple[float, int]:
 
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
     """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.policy_eval.evaluate_policy`):
-    reward-model score, the lab's gold reward, length, and the RL policy's KL to the SFT policy (nats/sequence)."""
+    reward-model score (an ensemble's: its members' mean standardised score), the lab's gold reward, length, and the
+    RL policy's KL to the SFT policy (nats/sequence)."""
     cfg = ctx.cfg
     prompts = rl_prompts(ctx)[1]
     temperature, max_new = eval_sampling(cfg)

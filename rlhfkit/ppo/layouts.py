@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.ensemble import read_ensemble
 from rlhfkit.errors import ConfigError
 from rlhfkit.models import load_policy, load_reward_model
 from rlhfkit.presets import MethodPreset, method_preset
-from rlhfkit.ensemble import read_ensemble
 from rlhfkit.scoring import aggregate_rewards, check_aggregation, load_reward_function
 
 logger = logging.getLogger(__name__)

@@ -189,9 +189,13 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
 
 def test_actions_are_configurable(tmp_path):
     symptom = SYMPTOMS["length_drift"]["ppo"]
-    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="stop", smoothing_steps=1))
+    monitor, control = _run(
+        _series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="stop", smoothing_steps=1)
+    )
     assert control.should_training_stop and monitor.stop_step is not None
-    monitor, control = _run(_series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="off", smoothing_steps=1))
+    monitor, control = _run(
+        _series("ppo", symptom), tmp_path, MonitorConfig(length_drift_action="off", smoothing_steps=1)
+    )
     assert monitor.alerts == [] and not control.should_training_stop
     with pytest.raises(ConfigError, match="kl_limit_action='halt'"):
         MonitorConfig(kl_limit_action="halt")
