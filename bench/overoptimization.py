@@ -60,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-prompts", type=int, default=1500, help="fresh prompts for each held-out gold score")
     p.add_argument("--unstopped-only", action="store_true", help="only the warn-only twins (to study the curves)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
+    p.add_argument(
+        "--collect", action="store_true", help="train nothing: write the json from the finished runs (a partial grid)"
+    )
     return p.parse_args(argv)
 
 
@@ -346,6 +349,8 @@ def main(argv=None) -> list[dict]:
     out = Path(args.out)
     t0 = time.time()
     records = []
+    if args.collect:  # processes that ran parts of the grid into one folder, summarised together
+        return _collect(out, args)
     for seed in args.seeds:
         sft_dir = sft_model(out / f"seed{seed}", seed)
         gold_sft = held_out_gold(sft_dir, seed, args.eval_prompts)
@@ -365,6 +370,26 @@ def main(argv=None) -> list[dict]:
         + "\n"  # fmt: skip
     )
     print(f"wrote {out / 'overoptimization.json'} ({time.time() - t0:.0f} s)")
+    return records
+
+
+def _collect(out: Path, args) -> list[dict]:
+    """The records of the grid's finished runs (``record.json``), the missing cells named; the wall time is the sum
+    of the runs' own times (RL runs and their held-out scoring; SFT and reward models not included)."""
+    records, missing = [], []
+    for seed in args.seeds:
+        for bias in args.biases:
+            for algorithm in args.algorithms:
+                for reward in args.rewards:
+                    path = out / f"seed{seed}" / f"bias{bias:g}" / f"{algorithm}-{reward}" / "record.json"
+                    if path.exists():
+                        records.append(json.loads(path.read_text()))
+                    else:
+                        missing.append({"algorithm": algorithm, "length_bias": bias, "seed": seed, "reward": reward})
+    summary = {"runs": [{k: r.get(k) for k in KEYS} for r in records], "missing": missing,
+               "run_seconds": sum(r.get("seconds", 0) for r in records)}  # fmt: skip
+    (out / "overoptimization.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out / 'overoptimization.json'}: {len(records)} runs, {len(missing)} missing")
     return records
 
 

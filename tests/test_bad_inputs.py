@@ -946,6 +946,31 @@ CASES = [
         lambda ws: run(ws, {"sft": [1, 2]}),
         r"section 'sft' must be a mapping of keys to values, got list",
     ),
+    # -- reward-model ensembles (issue 13) ---------------------------------------------------------------------
+    Case(
+        "ensemble-size-0",
+        TRACEBACK,
+        lambda ws: run(ws, {"reward.ensemble_size": 0}),
+        r"reward\.ensemble_size=0: must be >= 1",
+    ),
+    Case(
+        "ensemble-size-text",
+        TRACEBACK,
+        lambda ws: run(ws, {"reward.ensemble_size": "three"}),
+        r"reward\.ensemble_size='three' is not a whole number",
+    ),
+    Case(
+        "aggregation-median",
+        TOO_LATE,
+        lambda ws: run(ws, {"rl.reward_aggregation": "median"}),
+        r"rl\.reward_aggregation='median' must be one of mean, min, mean_minus_std",
+    ),
+    Case(
+        "ensemble-coef-negative",
+        TRACEBACK,
+        lambda ws: run(ws, {"rl.reward_ensemble_coef": -1}),
+        r"rl\.reward_ensemble_coef=-1: must be >= 0",
+    ),
 ]
 
 
