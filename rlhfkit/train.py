@@ -196,9 +196,6 @@ def run_reward(
 def _reward_trainer(
     model_name_or_path: str, train_dataset, config, eval_dataset, method, *, trust_remote_code, callbacks
 ):
-    from transformers import set_seed
-
-    set_seed(config.seed)  # the new score head's initialisation: reproducible, and different per ensemble member
     model, tokenizer = load_reward_model(model_name_or_path, method, trust_remote_code=trust_remote_code)
     trainer = RewardTrainer(
         model=model,
@@ -222,6 +219,7 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
     import json
 
     from accelerate import PartialState
+    from transformers import set_seed
 
     out = Path(config.output_dir)
     stats_source = eval_dataset if eval_dataset is not None else train_dataset
@@ -238,6 +236,7 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
             rows = train_dataset
             if config.ensemble_bootstrap:
                 rows = as_dataset(bootstrap(train_dataset.to_list(), config.seed + k), "train_dataset")
+            set_seed(cfg.seed)  # the new score head's initialisation differs per member
             trainer, tokenizer = _reward_trainer(model_name_or_path, rows, cfg, eval_dataset, method, **kw)
             result = _train_and_save(trainer, tokenizer, cfg, "reward", model_name_or_path, "reward", eval_dataset)
             mean, std = member_score_stats(trainer.model, tokenizer, stats_rows, cfg.max_length)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from transformers import set_seed
 from trl import RewardConfig as TRLRewardConfig
 
 from rlhfkit import lab
@@ -134,6 +135,7 @@ def rankings():
 def test_kwise_reward_model_learns_gold_preferences(nano_model, rankings, tmp_path):
     cfg = _config(tmp_path / "rm", num_train_epochs=3, lr_scheduler_type="cosine", logging_steps=10)
     assert uses_rankings(cfg, Dataset.from_list(rankings))
+    set_seed(0)  # the new score head is drawn from the process's RNG: not from whatever tests ran before
     result = run_reward(nano_model, rankings, cfg, eval_dataset=_gold_pairs(400, seed=9))
     steps = [row["step"] for row in result.log_history if "loss" in row]
     assert max(steps) == 3 * 30  # 240 rankings / 8 per batch per epoch: one batch element per ranking
