@@ -13,7 +13,8 @@ Action = Literal["warn", "stop", "off"]
 
 ACTIONS = ("warn", "stop", "off")
 
-# Defaults chosen by measurement on the lab's over-optimisation grid (bench/overoptimization.py, README "Monitors").
+# Defaults chosen by replaying the monitor over the unstopped runs of an earlier, partial over-optimisation grid
+# (bench/overoptimization.py); README "Over-optimisation" says what they catch on the current grid and the demo.
 SMOOTHING_STEPS = 15  # global steps whose logs are averaged before a level is judged
 KL_CAUTION = 0.1  # nats per token of the starting answer length
 KL_LIMIT = 0.2
