@@ -113,8 +113,8 @@ NAME_RULES: tuple[tuple[str, Range], ...] = (
     ("lam", PROBABILITY),
     ("missing_eos_penalty", NON_NEGATIVE),
     ("reward_std", Range(0, low_open=True, example="1.0")),
-    ("kl_caution", Range(0, low_open=True, example="8.0")),
-    ("kl_limit", Range(0, low_open=True, example="15.0")),
+    ("kl_caution", Range(0, low_open=True, example="0.1")),  # nats per token of the starting answer length
+    ("kl_limit", Range(0, low_open=True, example="0.12")),
     ("negative_kl_tolerance", NON_NEGATIVE),
     ("approx_kl_max", Range(0, low_open=True, example="0.1")),
     ("clip_fraction_max", PROBABILITY),
