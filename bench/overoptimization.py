@@ -274,8 +274,8 @@ def plot_run(record: dict, c: dict, monitor, path: Path) -> None:
             continue
         seen.add((a.signal, stop))
         ax.axvline(a.step, ls="--", lw=0.8, color="red" if stop else "gray")
-        ax.annotate(f"{a.signal} ({a.action})", (a.step, 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                    fontsize=7, color="red" if stop else "gray")  # fmt: skip
+        ax.annotate(f"{a.signal} ({a.action})", (a.step, 0.98), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", fontsize=7, color="red" if stop else "gray")  # fmt: skip
     if record.get("returned_step") is not None and record.get("gold_returned") is not None:
         label = f"returned model (step {record['returned_step']}), held-out gold {record['gold_returned']:.2f}"
         ax.plot([record["returned_step"]], [record["gold_returned"]], "*", ms=14, color="green", label=label)
