@@ -187,5 +187,7 @@ def test_recipe_runs_a_few_steps(recipe, tmp_path, monkeypatch, nano_model):
     args = ["--config", str(REPO / "configs" / "lab" / f"{recipe}.yaml"), "--model_name_or_path", model]
     args += ["--output_dir", str(tmp_path / recipe), "--max_steps", "3", "--lab_samples", "200"]
     monkeypatch.setattr(sys, "argv", [f"recipes/{recipe}.py", *args])
-    runpy.run_path(str(REPO / "recipes" / f"{recipe}.py"), run_name="__main__")
+    with pytest.raises(SystemExit) as done:  # a recipe exits through rlhfkit's one error path: 0 when it trained
+        runpy.run_path(str(REPO / "recipes" / f"{recipe}.py"), run_name="__main__")
+    assert done.value.code == 0
     assert (tmp_path / recipe / "model" / "model.safetensors").exists()
