@@ -445,21 +445,14 @@ def run_grpo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
     config,
-    *,
-    reward_model=None,
-    reward_tokenizer=None,
-    reward_funcs=None,
-    reward_weights: Sequence[float] | None = None,
-    preset="full",
-    trust_remote_code: bool = False,
-    callbacks: list | None = None,
-    monitor_config=None,
-    reward_mean: float | None = None,
-    reward_std: float | None = None,
-    reward_aggregation: str = "mean",
-    reward_ensemble_coef: float = 1.0,
+    **rewards,
 ) -> RunResult:
     """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
+
+    Everything after ``config`` is a keyword (defaults: ``reward_model=None, reward_tokenizer=None,
+    reward_funcs=None, reward_weights=None, preset="full", trust_remote_code=False, callbacks=None,
+    monitor_config=None, reward_mean=None, reward_std=None, reward_aggregation="mean", reward_ensemble_coef=1.0``;
+    :func:`run_rloo` takes the same).
 
     Args:
         model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
@@ -493,25 +486,33 @@ def run_grpo(
     """
     from trl import GRPOTrainer
 
-    rewards = dict(
-        reward_model=reward_model,
-        reward_tokenizer=reward_tokenizer,
-        reward_funcs=reward_funcs,
-        reward_weights=reward_weights,
-        preset=preset,
-        trust_remote_code=trust_remote_code,
-        callbacks=callbacks,
-        monitor_config=monitor_config,
-        reward_mean=reward_mean,
-        reward_std=reward_std,
-        reward_aggregation=reward_aggregation,
-        reward_ensemble_coef=reward_ensemble_coef,
-    )
     return _run_sampling_rl(GRPOTrainer, "grpo", model_name_or_path, train_dataset, config, **rewards)
 
 
 def run_rloo(
     model_name_or_path: str | os.PathLike,
+    train_dataset,
+    config,
+    **rewards,
+) -> RunResult:
+    """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
+
+    Each prompt gets ``num_generations`` completions; a completion's advantage is its reward minus the mean reward
+    of the *other* completions of its prompt (:mod:`rlhfkit.rloo`). The KL to the SFT model is a per-sequence
+    penalty in the reward (``reward - beta * sum_t log(pi / pi_ref)``), so ``beta`` is in units of the reward: pass
+    ``reward_mean`` / ``reward_std`` (from rm_eval) to put it in units of the reward model's spread. Arguments,
+    monitors and the result are those of :func:`run_grpo`; ``config`` is a ``trl.RLOOConfig``
+    (:func:`rlhfkit.rloo.rloo_config`).
+    """
+    from trl import RLOOTrainer
+
+    return _run_sampling_rl(RLOOTrainer, "rloo", model_name_or_path, train_dataset, config, **rewards)
+
+
+def _run_sampling_rl(
+    trainer_cls,
+    name: str,
+    model_name_or_path,
     train_dataset,
     config,
     *,
@@ -528,55 +529,8 @@ def run_rloo(
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
-    """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
-
-    Each prompt gets ``num_generations`` completions; a completion's advantage is its reward minus the mean reward
-    of the *other* completions of its prompt (:mod:`rlhfkit.rloo`). The KL to the SFT model is a per-sequence
-    penalty in the reward (``reward - beta * sum_t log(pi / pi_ref)``), so ``beta`` is in units of the reward: pass
-    ``reward_mean`` / ``reward_std`` (from rm_eval) to put it in units of the reward model's spread. Arguments,
-    monitors and the result are those of :func:`run_grpo`; ``config`` is a ``trl.RLOOConfig``
-    (:func:`rlhfkit.rloo.rloo_config`).
-    """
-    from trl import RLOOTrainer
-
-    rewards = dict(
-        reward_model=reward_model,
-        reward_tokenizer=reward_tokenizer,
-        reward_funcs=reward_funcs,
-        reward_weights=reward_weights,
-        preset=preset,
-        trust_remote_code=trust_remote_code,
-        callbacks=callbacks,
-        monitor_config=monitor_config,
-        reward_mean=reward_mean,
-        reward_std=reward_std,
-        reward_aggregation=reward_aggregation,
-        reward_ensemble_coef=reward_ensemble_coef,
-    )
-    return _run_sampling_rl(RLOOTrainer, "rloo", model_name_or_path, train_dataset, config, **rewards)
-
-
-def _run_sampling_rl(
-    trainer_cls,
-    name: str,
-    model_name_or_path,
-    train_dataset,
-    config,
-    *,
-    reward_model,
-    reward_tokenizer,
-    reward_funcs,
-    reward_weights,
-    preset,
-    trust_remote_code,
-    callbacks,
-    monitor_config,
-    reward_mean,
-    reward_std,
-    reward_aggregation,
-    reward_ensemble_coef,
-) -> RunResult:
-    """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (same signature)."""
+    """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (the keyword
+    arguments :func:`run_grpo` documents, with their defaults)."""
     method = method_preset(preset) if isinstance(preset, str) else preset
     if reward_model is None and not reward_funcs:
         raise ConfigError(f"run_{name} needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
