@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +24,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _stderr():
+    """A rich console on stderr that never wraps a line (an ``error:`` line stays one line, whatever its length)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
 def print_error(error: RlhfkitError) -> None:
     """``error: <problem>`` on stderr, one line per problem (on the main process only)."""
     if is_main_process():
         for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
+            _stderr().print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run_guarded(fn: Callable[[], Any], debug: bool = False) -> int:
@@ -44,7 +50,7 @@ def run_guarded(fn: Callable[[], Any], debug: bool = False) -> int:
         print_error(e)
         return USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _stderr().print("interrupted", markup=False, highlight=False)
         return 130
 
 
