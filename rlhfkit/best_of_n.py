@@ -33,7 +33,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import trl
@@ -46,7 +46,9 @@ from rlhfkit.monitors import HealthMonitor, MonitorConfig
 from rlhfkit.rules import AT_LEAST_ONE, POSITIVE, Range, config_problems
 from rlhfkit.sampling import Samples, generate, load_for_sampling, sequence_kl
 from rlhfkit.scoring import REWARD_MODEL_NAME, load_scorer, proxy_scores
-from rlhfkit.train import RunResult, remove_checkpoints, run_sft
+
+if TYPE_CHECKING:
+    from rlhfkit.train import RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +340,9 @@ def run_best_of_n(
     """
     from accelerate import PartialState
     from transformers import TrainerControl, TrainerState
+
+    # train imports TRL's trainers (seconds): BestOfNConfig, in this module, must stay cheap for `rlhfkit run --check`
+    from rlhfkit.train import RunResult, remove_checkpoints, run_sft
 
     metric_funcs = list(metric_funcs or [])
     prompts = [row["prompt"] if isinstance(row, dict) else row for row in train_dataset]

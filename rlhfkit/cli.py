@@ -31,6 +31,7 @@ from importlib.resources import files
 from rlhfkit import __version__
 from rlhfkit.entry import OneLineParser, run_guarded
 from rlhfkit.errors import ConfigError, DataError, raise_problems
+from rlhfkit.fastimport import import_trl_configs_fast
 from rlhfkit.models import load_reward_model
 from rlhfkit.planner import GIB, plan, plan_config
 from rlhfkit.planner.plans import LAYOUTS
@@ -166,13 +167,15 @@ def _load_pipeline_config(source, args: argparse.Namespace):
 
 
 def _run_pipeline(source, args: argparse.Namespace) -> int:
-    """Validate the whole config, then run it (``--check``: only validate)."""
-    from rlhfkit.pipeline import run_and_report
-
-    cfg = _load_pipeline_config(source, args)
+    """Validate the whole config, then run it (``--check``: only validate, without importing peft or the trainers)."""
     if args.check:
+        import_trl_configs_fast()
+        _load_pipeline_config(source, args)
         print("config OK")
         return 0
+    cfg = _load_pipeline_config(source, args)
+    from rlhfkit.pipeline import run_and_report
+
     run_and_report(cfg, from_stage=args.from_stage, until=args.until)
     return 0
 
@@ -634,6 +637,7 @@ def _plan(args: argparse.Namespace) -> int:
     if args.config:
         from rlhfkit.validate import check_plan_config  # the config's values, checked as run / the recipes do
 
+        import_trl_configs_fast()  # planning builds TRL configs, never a model
         check_plan_config(args.config, args.model)
         plans = list(plan_config(args.config, args.model).values())
     elif args.model and args.stage:

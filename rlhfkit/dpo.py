@@ -5,7 +5,8 @@ Bradley-Terry loss with the reward replaced by the *implicit reward* ``beta * lo
 reference being the SFT model (with LoRA: the policy with its adapter disabled, so no second copy is loaded). No
 reward model, no sampling during training. rlhfkit adds what the RL stages have:
 
-* :class:`DPOConfig`: TRL's config plus ``kl_samples`` / ``kl_max_new_tokens``: at every log, :class:`DPOTrainer`
+* :class:`DPOConfig`: TRL's config plus ``kl_samples`` / ``kl_max_new_tokens``: at every log,
+  :class:`rlhfkit.trainers.DPOTrainer`
   samples the policy on a fixed set of training prompts and logs ``objective/kl`` -- KL(policy || reference) in nats
   per sequence on the policy's own samples (:func:`rlhfkit.sampling.sequence_kl`, PPO's quantity and scale) -- with
   the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
@@ -35,7 +36,7 @@ from rlhfkit.config import trainer_config
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.presets import DPO_KL_MAX_NEW_TOKENS, DPO_KL_SAMPLES
 from rlhfkit.rm_eval import RewardModelReport, report_from_scores, response_length
-from rlhfkit.sampling import generate_ids, load_for_sampling, sequence_kl, sequence_logprobs
+from rlhfkit.sampling import load_for_sampling, sequence_logprobs
 
 
 @dataclass
@@ -69,53 +70,6 @@ class DPOConfig(trl.DPOConfig):
 def dpo_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> DPOConfig:
     """A :class:`DPOConfig` via :func:`rlhfkit.config.trainer_config` (precision, presets, then ``kwargs``)."""
     return trainer_config(DPOConfig, "dpo", output_dir, preset=preset, gpu=gpu, **kwargs)
-
-
-class DPOTrainer(trl.DPOTrainer):
-    """TRL's ``DPOTrainer`` that also logs KL(policy || reference) on policy samples and the log-ratio drift.
-
-    Every training log (each ``logging_steps``) samples the policy at temperature 1 on the first
-    ``args.kl_samples`` training prompts (the same prompts and seed each time, so the series is comparable) and
-    measures the KL with :func:`rlhfkit.sampling.sequence_kl`; every process computes the same number.
-    """
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        prefix = "" if mode == "train" else "eval_"
-        for side in ("chosen", "rejected"):
-            values = self._metrics[mode].get(f"rewards/{side}")
-            if values:
-                logs[f"{prefix}logratios/{side}"] = sum(values) / len(values) / self.beta
-        if mode == "train" and "loss" in logs and self.args.kl_samples:
-            logs.update(self._sampled_kl())
-        super().log(logs, start_time)
-
-    def _sampled_kl(self) -> dict[str, float]:
-        from trl.trainer.utils import use_adapter
-
-        tokenizer = self.processing_class
-        prompts = self.train_dataset.select(range(min(self.args.kl_samples, len(self.train_dataset))))["prompt_ids"]
-        policy = self.accelerator.unwrap_model(self.model)
-        samples = generate_ids(
-            policy,
-            prompts,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            max_new_tokens=self.args.kl_max_new_tokens,
-            seed=self.args.seed,
-        )
-        if self.ref_model is not None:
-            kl = sequence_kl(policy, self.accelerator.unwrap_model(self.ref_model), samples).mean
-        else:  # LoRA: the reference is the policy with its adapter disabled
-            logp = sequence_logprobs(policy, samples.prompt_ids, samples.response_ids)
-            with use_adapter(policy, adapter_name=None):
-                logp_ref = sequence_logprobs(policy, samples.prompt_ids, samples.response_ids)
-            kl = float(np.mean(logp - logp_ref))
-        return {
-            "objective/kl": kl,
-            "completions/mean_length": samples.mean_length(),
-            "completions/clipped_ratio": 1.0 - float(np.mean(samples.finished)),
-        }
 
 
 # ------------------------------------------------------------------------------------------ the implicit reward

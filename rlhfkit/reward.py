@@ -1,4 +1,4 @@
-"""The reward model's config and trainer: TRL's ``RewardTrainer`` plus InstructGPT's K-wise loss for ranking data.
+"""The reward model's config and loss: TRL's ``RewardConfig`` plus InstructGPT's K-wise loss for ranking data.
 
 InstructGPT (Ouyang et al. 2022, section 3.5) had labelers rank K = 4..9 responses per prompt and trained the
 reward model on all C(K, 2) comparisons of a prompt *as one batch element*:
@@ -18,9 +18,10 @@ over the comparisons the group really has. An optional ``margin`` column is subt
   column) and the ensemble's ``ensemble_size`` / ``ensemble_bootstrap`` (:mod:`rlhfkit.ensemble`: how an
   ensemble is saved);
 * :func:`ranking_loss` -- the loss on hand-made tensors;
-* :class:`RankingCollator`, :class:`RewardTrainer` -- TRL's trainer with that collator and loss; pair
-  datasets (no ``group`` column, or ``group_rankings=False``) go through TRL's own collator and loss unchanged.
-  :func:`rlhfkit.train.run_reward` trains every reward model with it.
+* :func:`group_pairs`, :func:`tokenize_group`, :func:`uses_rankings` -- the rankings' rows;
+  :class:`rlhfkit.trainers.RankingCollator` and :class:`rlhfkit.trainers.RewardTrainer` are TRL's trainer with that
+  collator and loss (pair datasets -- no ``group`` column, or ``group_rankings=False`` -- go through TRL's own
+  collator and loss unchanged); :func:`rlhfkit.train.run_reward` trains every reward model with it.
 
 Deliberately omitted: InstructGPT's normalisation of the final reward (rm_eval measures mean and std, and the RL
 stages normalise with them) and any re-weighting of prompts by K.
@@ -35,9 +36,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 import trl
-from transformers.data.data_collator import DataCollatorMixin
-from trl.trainer.reward_trainer import DataCollatorForPreference
-from trl.trainer.utils import pad
 
 from rlhfkit.errors import DataError, raise_problems
 from rlhfkit.rules import Range, config_problems
@@ -161,116 +159,8 @@ def tokenize_group(row: dict, tokenizer, max_length: int | None) -> dict:
     return out
 
 
-@dataclass
-class RankingCollator(DataCollatorMixin):
-    """Collates tokenized rankings (:data:`GROUP_COLUMNS`) into one padded batch of all their responses.
-
-    Returns ``input_ids`` / ``attention_mask`` ``(N, L)`` (right-padded), ``pair_index`` ``(P, 2)``, ``pair_group``
-    ``(P,)`` and, when the rows have margins, ``pair_margin`` ``(P,)``. Pair rows (``chosen_ids`` /
-    ``rejected_ids``) are passed to TRL's ``DataCollatorForPreference``.
-    """
-
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-    return_tensors: str = "pt"
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if "response_ids" not in examples[0]:
-            return DataCollatorForPreference(self.pad_token_id, self.pad_to_multiple_of)(examples)
-        seqs, pair_index, pair_group, margins = [], [], [], []
-        for g, example in enumerate(examples):
-            offset = len(seqs)
-            seqs.extend(torch.tensor(ids) for ids in example["response_ids"])
-            pair_index.extend([offset + win, offset + lose] for win, lose in example["pairs"])
-            pair_group.extend([g] * len(example["pairs"]))
-            margins.extend(example.get("pair_margins") or [])
-        out = {
-            "input_ids": pad(seqs, self.pad_token_id, "right", self.pad_to_multiple_of),
-            "attention_mask": pad([torch.ones_like(s) for s in seqs], 0, "right", self.pad_to_multiple_of),
-            "pair_index": torch.tensor(pair_index, dtype=torch.long),
-            "pair_group": torch.tensor(pair_group, dtype=torch.long),
-        }
-        if margins:
-            out["pair_margin"] = torch.tensor(margins, dtype=torch.float)
-        return out
-
-
 def uses_rankings(config, dataset) -> bool:
     """Whether a reward run on ``dataset`` (a ``datasets.Dataset``) trains with the K-wise loss under ``config``: it
     has a ``group`` column and ``config.group_rankings`` is not False (a plain ``trl.RewardConfig``: the default)."""
     grouping = config.group_rankings if isinstance(config, RewardConfig) else None
     return grouping is not False and "group" in dataset.column_names
-
-
-# ----------------------------------------------------------------------------- the trainer
-class RewardTrainer(trl.RewardTrainer):
-    """TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for datasets with a ``group`` column.
-
-    Takes TRL's arguments; :func:`rlhfkit.train.run_reward` uses it for every reward run. A dataset with a ``group``
-    column (and ``args.group_rankings`` not False) is regrouped by :func:`group_pairs` and tokenized by
-    :func:`tokenize_group`; its batches go through :class:`RankingCollator` and :func:`ranking_loss`, with TRL's
-    metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Any other dataset (e.g. held-out pairs
-    without groups) is prepared, collated and scored by TRL unchanged.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if kwargs.get("data_collator") is None:
-            self.data_collator = RankingCollator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
-        # TRL casts QLoRA's trainable weights (adapters, the score head) to bf16, for bf16 autocast on a GPU. The CPU
-        # has no autocast there: fp32 activations would meet a bf16 score head, so they stay in fp32 (tests, laptops).
-        if getattr(self.model, "is_loaded_in_4bit", False) and self.accelerator.device.type == "cpu":
-            for param in self.model.parameters():
-                if param.requires_grad and param.dtype == torch.bfloat16:
-                    param.data = param.data.float()
-
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        from datasets import Dataset
-
-        if "response_ids" in (dataset.column_names or []) or not uses_rankings(args, dataset):
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        rows = group_pairs(dataset.to_list())
-        tokenized = [tokenize_group(row, processing_class, args.max_length) for row in rows]
-        kept = [row for row in tokenized if row["pairs"]]
-        if not kept:
-            raise DataError(
-                f"{dataset_name} dataset: no ranking has a pair of responses within max_length={args.max_length} "
-                "tokens; raise max_length"
-            )
-        return Dataset.from_list(kept)
-
-    def _set_signature_columns_if_needed(self):
-        if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", *GROUP_COLUMNS]
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "pair_index" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        mode = "train" if self.model.training else "eval"
-        pair_index, pair_group = inputs.pop("pair_index"), inputs.pop("pair_group")
-        margin = inputs.pop("pair_margin", None)
-        inputs["use_cache"] = False
-        outputs = model(**inputs)
-        rewards = outputs.logits.squeeze(-1)
-        loss = ranking_loss(rewards, pair_index, pair_group, margin)
-        chosen, rejected = rewards[pair_index[:, 0]], rewards[pair_index[:, 1]]
-        if self.args.center_rewards_coefficient is not None:
-            loss += self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
-        self._log_metrics(mode, inputs, outputs.logits, chosen, rejected)
-        return (loss, outputs) if return_outputs else loss
-
-    def _log_metrics(self, mode: str, inputs: dict, logits: torch.Tensor, chosen, rejected) -> None:
-        """TRL's reward metrics (``num_tokens``, min/mean/max reward, ``accuracy``, ``margin``) over the pairs."""
-        if mode == "train":
-            num_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-            self._total_train_tokens += num_tokens // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        with torch.no_grad():
-            all_rewards = self.accelerator.gather(logits)
-            self._metrics[mode]["min_reward"].append(all_rewards.min().item())
-            self._metrics[mode]["mean_reward"].append(all_rewards.mean().item())
-            self._metrics[mode]["max_reward"].append(all_rewards.max().item())
-            accuracy = self.accelerator.gather_for_metrics((chosen > rejected).float().mean()).mean().item()
-            self._metrics[mode]["accuracy"].append(accuracy)
-            margin = self.accelerator.gather_for_metrics((chosen - rejected).mean()).mean().item()
-            self._metrics[mode]["margin"].append(margin)

@@ -2,11 +2,11 @@
 
 :func:`run_sft`, :func:`run_reward` (TRL's trainers), :func:`run_ppo` (rlhfkit's :class:`~rlhfkit.ppo.PPOTrainer`)
 :func:`run_grpo` / :func:`run_rloo` (TRL's ``GRPOTrainer`` / ``RLOOTrainer`` with
-:class:`~rlhfkit.scoring.RewardModelScorer`, one implementation) and :func:`run_dpo` (:class:`rlhfkit.dpo.DPOTrainer`)
-each return a :class:`RunResult`; rejection sampling, an orchestration of :func:`run_sft` rounds, is
-:func:`rlhfkit.best_of_n.run_best_of_n`. The pipeline's stages and the recipes call these; a run is named after its
-trainer (``sft``, ``reward``, ``ppo``, ``grpo``, ``rloo``, ``dpo``, ``best_of_n``), a pipeline *stage* after its
-place in the pipeline (``rl`` runs one of the last five).
+:class:`~rlhfkit.scoring.RewardModelScorer`, one implementation) and :func:`run_dpo`
+(:class:`rlhfkit.trainers.DPOTrainer`) each return a :class:`RunResult`; rejection sampling, an orchestration of
+:func:`run_sft` rounds, is :func:`rlhfkit.best_of_n.run_best_of_n`. The pipeline's stages and the recipes call these;
+a run is named after its trainer (``sft``, ``reward``, ``ppo``, ``grpo``, ``rloo``, ``dpo``, ``best_of_n``), a
+pipeline *stage* after its place in the pipeline (``rl`` runs one of the last five).
 
 Every run writes into its ``config.output_dir``:
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.dpo import DPOTrainer
 from rlhfkit.ensemble import MEMBER_DIR, EnsembleMember, bootstrap, write_ensemble
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import atomic_path, write_json
@@ -50,7 +49,7 @@ from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, froze
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
 from rlhfkit.ppo.checkpoint import load_trainable
 from rlhfkit.presets import GRPO_BETA, method_preset
-from rlhfkit.reward import RewardConfig, RewardTrainer
+from rlhfkit.reward import RewardConfig
 from rlhfkit.scoring import (
     EnsembleScorer,
     RewardModelScorer,
@@ -58,6 +57,7 @@ from rlhfkit.scoring import (
     member_score_stats,
     place_reward_function,
 )
+from rlhfkit.trainers import DPOTrainer, RewardTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def run_reward(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
 ) -> RunResult:
-    """Reward-model training with :class:`rlhfkit.reward.RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss on
-    chosen vs rejected) plus InstructGPT's K-wise loss on rankings.
+    """Reward-model training with :class:`rlhfkit.trainers.RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss
+    on chosen vs rejected) plus InstructGPT's K-wise loss on rankings.
 
     Args:
         model_name_or_path: the SFT model (InstructGPT initialises the reward model from it); a new
@@ -602,7 +602,7 @@ def run_dpo(
     callbacks: list | None = None,
     monitor_config=None,
 ) -> RunResult:
-    """DPO on preference pairs with :class:`rlhfkit.dpo.DPOTrainer` (TRL's, logging the KL on policy samples).
+    """DPO on preference pairs with :class:`rlhfkit.trainers.DPOTrainer` (TRL's, logging the KL on policy samples).
 
     Args:
         model_name_or_path: the SFT model: the policy's starting point and the reference of the implicit reward.

@@ -9,12 +9,13 @@ import torch
 from datasets import Dataset
 
 from rlhfkit import lab
-from rlhfkit.dpo import DPOTrainer, dpo_config, dpo_tokenize, evaluate_implicit_reward, implicit_rewards
+from rlhfkit.dpo import dpo_config, dpo_tokenize, evaluate_implicit_reward, implicit_rewards
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.io import read_jsonl
 from rlhfkit.models import load_policy
 from rlhfkit.monitors import read_metrics
 from rlhfkit.train import run_dpo
+from rlhfkit.trainers import DPOTrainer
 
 BASE = {"report_to": [], "disable_tqdm": True, "seed": 0, "gradient_checkpointing": False, "save_steps": 10_000}
 

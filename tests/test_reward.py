@@ -13,8 +13,9 @@ from rlhfkit import lab
 from rlhfkit.config import trainer_config
 from rlhfkit.data import from_rankings
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.reward import RankingCollator, RewardConfig, group_pairs, ranking_loss, tokenize_group, uses_rankings
+from rlhfkit.reward import RewardConfig, group_pairs, ranking_loss, tokenize_group, uses_rankings
 from rlhfkit.train import last_checkpoint, run_reward
+from rlhfkit.trainers import RankingCollator
 
 
 # ----------------------------------------------------------------------------- the loss

@@ -96,7 +96,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
     ``frac_reward_zero_std``, ``entropy`` (per token), ``clip_ratio/region_mean`` (``cispo_clip_ratio`` for CISPO),
     ``completions/clipped_ratio`` (share without EOS). RLOO (TRL 1.16) logs the same names.
 
-    DPO (TRL 1.16 + :class:`rlhfkit.dpo.DPOTrainer`): ``objective/kl`` (nats/seq, sampled from the policy at each
+    DPO (TRL 1.16 + :class:`rlhfkit.trainers.DPOTrainer`): ``objective/kl`` (nats/seq, sampled from the policy at each
     log), ``rewards/margins`` (the implicit reward's chosen - rejected margin, as the reward), ``entropy`` (per
     token, on the pairs), and the samples' ``completions/mean_length`` / ``completions/clipped_ratio``.
     Eval logs (``eval_*``) and missing/None values are ignored.
@@ -107,7 +107,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     length = get("completions/mean_length")
-    if get("rewards/margins") is not None:  # TRL DPO, with rlhfkit's KL on policy samples (rlhfkit.dpo.DPOTrainer)
+    if get("rewards/margins") is not None:  # TRL DPO, with rlhfkit's KL on policy samples (trainers.DPOTrainer)
         out = {
             "stage": "dpo",
             "kl": get("objective/kl"),

@@ -11,9 +11,25 @@ Every stage writes into ``<output_dir>/<stage>/`` and records its status, config
 ``<output_dir>/manifest.json``.
 """
 
-from rlhfkit.pipeline.config import STAGES, PipelineConfig, load_config, parse_overrides
-from rlhfkit.pipeline.context import GateFailed, StageContext
-from rlhfkit.pipeline.runner import run_and_report, run_pipeline
+from typing import TYPE_CHECKING
+
+from rlhfkit import lazy_exports
+
+if TYPE_CHECKING:
+    from rlhfkit.pipeline.config import STAGES, PipelineConfig, load_config, parse_overrides
+    from rlhfkit.pipeline.context import GateFailed, StageContext
+    from rlhfkit.pipeline.runner import run_and_report, run_pipeline
+
+# imported on first use: ``rlhfkit.pipeline.config`` (all ``rlhfkit run --check`` needs) must not import the stages
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("STAGES", "PipelineConfig", "load_config", "parse_overrides"), "config"),
+        **dict.fromkeys(("GateFailed", "StageContext"), "context"),
+        **dict.fromkeys(("run_and_report", "run_pipeline"), "runner"),
+    },
+)
+
 
 __all__ = [
     "STAGES",

@@ -48,16 +48,32 @@ Deliberately omitted
 * Reference *adapters* (``ref_adapter_name``): the reference is always the base with adapters disabled.
 """
 
-from rlhfkit.ppo.config import PPOConfig
-from rlhfkit.ppo.layouts import (
-    PolicyAndValue,
-    SharedBase,
-    build_shared_base,
-    load_ppo_models,
-    per_token_scores,
-    use_adapter,
+from typing import TYPE_CHECKING
+
+from rlhfkit import lazy_exports
+
+if TYPE_CHECKING:
+    from rlhfkit.ppo.config import PPOConfig
+    from rlhfkit.ppo.layouts import (
+        PolicyAndValue,
+        SharedBase,
+        build_shared_base,
+        load_ppo_models,
+        per_token_scores,
+        use_adapter,
+    )
+    from rlhfkit.ppo.trainer import PPOTrainer, refuse_parameter_sharding
+
+# imported on first use: ``rlhfkit.ppo.config`` (what a config check needs) must not import the trainer
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "PPOConfig": "config",
+        **dict.fromkeys(("PolicyAndValue", "SharedBase", "build_shared_base"), "layouts"),
+        **dict.fromkeys(("load_ppo_models", "per_token_scores", "use_adapter"), "layouts"),
+        **dict.fromkeys(("PPOTrainer", "refuse_parameter_sharding"), "trainer"),
+    },
 )
-from rlhfkit.ppo.trainer import PPOTrainer, refuse_parameter_sharding
 
 __all__ = [
     "PPOConfig",
