@@ -635,9 +635,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     if args.config:
+        import_trl_configs_fast()  # planning builds TRL configs, never a model
         from rlhfkit.validate import check_plan_config  # the config's values, checked as run / the recipes do
 
-        import_trl_configs_fast()  # planning builds TRL configs, never a model
         check_plan_config(args.config, args.model)
         plans = list(plan_config(args.config, args.model).values())
     elif args.model and args.stage:

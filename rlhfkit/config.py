@@ -25,7 +25,7 @@ import yaml
 from rlhfkit.errors import ConfigError, raise_problems
 from rlhfkit.hardware import precision_kwargs
 from rlhfkit.lab import TINY_SIZES, build_tiny_model
-from rlhfkit.presets import GPU_SIZES, METHODS, gpu_preset, method_preset
+from rlhfkit.presets import GPU_SIZES, METHODS, gpu_preset, method_preset, method_trainer_kwargs
 from rlhfkit.rules import AT_LEAST_ONE, FRACTION, Range, check_values, config_problems, unknown_keys
 
 LAB_PREFIX = "lab:"
@@ -255,8 +255,8 @@ def build_trainer_config(
         values, fields, prefix, f"the valid ones are {name}'s fields (TRL's docs)", f"{name} field(s)"
     )
     raise_problems(unknown + problems)
-    method = method_preset(preset) if isinstance(preset, str) else preset
-    merged: dict[str, Any] = {**precision_kwargs(), **method.trainer_kwargs}
+    method_kwargs = method_trainer_kwargs(preset) if isinstance(preset, str) else preset.trainer_kwargs
+    merged: dict[str, Any] = {**precision_kwargs(), **method_kwargs}
     if gpu is not None:
         merged.update(gpu_preset(gpu, trainer))
     merged.update(given)

@@ -70,6 +70,14 @@ METHOD_TRAINER_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+def method_trainer_kwargs(name: str) -> dict[str, Any]:
+    """The TrainingArguments fields method preset ``name`` needs (:data:`METHOD_TRAINER_KWARGS`): what building a
+    trainer's config takes from the preset, without importing peft for its ``LoraConfig``."""
+    if name not in METHODS:
+        raise ConfigError(f"preset={name!r} is not a method preset; choose one of {list(METHODS)}")
+    return dict(METHOD_TRAINER_KWARGS[name])
+
+
 @dataclass
 class MethodPreset:
     """A method preset expanded to plain objects.
@@ -101,12 +109,11 @@ def method_preset(name: str, hardware=None, *, task_type: str = "CAUSAL_LM", **l
             ``score`` head is then trained in full, through peft's ``modules_to_save``).
         **lora_overrides: LoraConfig fields that replace the defaults (``r=64``, ``target_modules=[...]``).
     """
-    if name not in METHODS:
-        raise ConfigError(f"preset={name!r} is not a method preset; choose one of {list(METHODS)}")
+    trainer_kwargs = method_trainer_kwargs(name)
     if name == "full":
         if lora_overrides:
             raise ConfigError(f"LoRA fields {sorted(lora_overrides)} were given with preset=full; use preset=lora")
-        return MethodPreset(name=name, trainer_kwargs=dict(METHOD_TRAINER_KWARGS[name]))
+        return MethodPreset(name=name, trainer_kwargs=trainer_kwargs)
     from peft import LoraConfig
 
     unknown = sorted(set(lora_overrides) - set(LoraConfig.__dataclass_fields__))
@@ -126,9 +133,7 @@ def method_preset(name: str, hardware=None, *, task_type: str = "CAUSAL_LM", **l
             bnb_4bit_use_double_quant=True,  # quantise the quantisation constants too: ~0.4 bits/param saved
             bnb_4bit_compute_dtype=compute_dtype(hardware),  # bf16 where supported, else fp16 (GPU) / fp32 (CPU)
         )
-    return MethodPreset(
-        name=name, lora=lora, quantization=quantization, trainer_kwargs=dict(METHOD_TRAINER_KWARGS[name])
-    )
+    return MethodPreset(name=name, lora=lora, quantization=quantization, trainer_kwargs=trainer_kwargs)
 
 
 # ---------------------------------------------------------------------------------------- GPU-size presets

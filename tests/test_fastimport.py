@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 
 HEAVY = ("peft", "bitsandbytes", "transformers.modeling_utils", "datasets", "trl.trainer.grpo_trainer")
@@ -26,12 +28,19 @@ def run_python(code: str, env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_run_check_builds_every_trl_config_without_the_training_stack():
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "configs/lab/pipeline.yaml", "--check"],
+        ["plan", "--config", "configs/qwen2.5-7b-instruct/pipeline.yaml"],  # qlora presets: LoraConfig not needed
+    ],
+)
+def test_check_only_commands_build_every_trl_config_without_the_training_stack(argv):
     got = run_python(
         f"""
         import json, sys
         from rlhfkit.cli import main
-        code = main(["run", "configs/lab/pipeline.yaml", "--check"])
+        code = main({argv!r})
         print(json.dumps({{"code": code, "loaded": [m for m in {HEAVY!r} if m in sys.modules],
                           "trl": "trl.trainer.sft_config" in sys.modules}}))
         """
