@@ -10,8 +10,9 @@ imports much more on the way, and none of it is used to build a config:
 
 :func:`import_trl_configs_fast` removes both costs without changing an answer: ``trainer_utils`` is imported with
 peft reported unavailable and then gets an ``is_peft_available`` that imports the two peft classes into it on its
-first call (from then on it answers as transformers' own), and ``transformers.integrations`` gets its
-``is_kubeflow_available`` compiled from transformers' own source (refused unless it reads nothing but ``os``).
+first call (from then on it answers as transformers' own), and ``transformers.integrations`` gets an
+``is_kubeflow_available`` identical to transformers' own (two environment variables; installed only where the
+installed transformers' source of it is word for word the one copied here).
 Each step checks that the installed transformers is shaped as expected and otherwise does nothing: the configs then
 import at their usual cost. The check-only commands (``run --check``, ``plan --config``) call it first; a training
 process does not need it.
@@ -20,6 +21,7 @@ process does not need it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -67,27 +69,37 @@ def defer_peft_import() -> bool:
     return True
 
 
+# transformers 5's Kubeflow check, verbatim: installed only where the installed transformers has exactly this source
+KUBEFLOW_CHECK_SOURCE = """def is_kubeflow_available():
+    if os.getenv("DISABLE_KUBEFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
+        return False
+    return os.getenv("KUBEFLOW_TRAINER_SERVER_URL") is not None
+"""
+
+
+def is_kubeflow_available() -> bool:
+    """:data:`KUBEFLOW_CHECK_SOURCE`, the same function without the module it lives in."""
+    if os.getenv("DISABLE_KUBEFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
+        return False
+    return os.getenv("KUBEFLOW_TRAINER_SERVER_URL") is not None
+
+
 def kubeflow_check_without_models() -> bool:
-    """Give ``transformers.integrations`` its ``is_kubeflow_available``, compiled from transformers' source of it,
-    without importing ``integration_utils`` (and ``modeling_utils``). Returns whether it did (not when the function
-    is already loaded, or is missing, or reads anything but ``os``)."""
+    """Give ``transformers.integrations`` :func:`is_kubeflow_available` without importing ``integration_utils`` (and
+    ``modeling_utils``). Returns whether it did: not when ``integration_utils`` is already imported or its function
+    is not :data:`KUBEFLOW_CHECK_SOURCE` word for word (another transformers version)."""
     if "transformers.integrations.integration_utils" in sys.modules:
         return False
-    source = _source("transformers.integrations.integration_utils") or ""
-    match = re.search(r"^def is_kubeflow_available\(\):\n(?:[ \t]+.*\n|\n)+", source, re.MULTILINE)
-    if match is None:
+    match = re.search(
+        r"^def is_kubeflow_available\(\):\n(?:[ \t]+.*\n)+",
+        _source("transformers.integrations.integration_utils") or "",
+        re.MULTILINE,
+    )
+    if match is None or match.group(0) != KUBEFLOW_CHECK_SOURCE:
         return False
-    code = compile(match.group(0), "transformers/integrations/integration_utils.py", "exec")
-    function_code = next(c for c in code.co_consts if hasattr(c, "co_names"))
-    if not set(function_code.co_names) <= {"os", "getenv", "upper"}:
-        return False
-    import os
-
     import transformers.integrations as integrations
 
-    namespace = {"os": os}
-    exec(code, namespace)
-    integrations.is_kubeflow_available = namespace["is_kubeflow_available"]
+    integrations.is_kubeflow_available = is_kubeflow_available
     return True
 
 

@@ -96,3 +96,14 @@ def test_kubeflow_check_is_transformers_own_logic():
     assert run_python(code, on) == {"done": True, "answer": True, "models": False}
     off = {"KUBEFLOW_TRAINER_SERVER_URL": "http://x", "DISABLE_KUBEFLOW_INTEGRATION": "true"}
     assert run_python(code, off)["answer"] is False
+
+
+def test_nothing_changes_once_transformers_trainer_modules_are_loaded():
+    import transformers.integrations.integration_utils  # noqa: F401  (what a training process has loaded)
+    import transformers.trainer_utils as tu
+
+    from rlhfkit.fastimport import defer_peft_import, kubeflow_check_without_models
+
+    before = tu.is_peft_available
+    assert defer_peft_import() is False and kubeflow_check_without_models() is False
+    assert tu.is_peft_available is before
