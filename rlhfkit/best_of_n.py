@@ -331,7 +331,8 @@ def run_best_of_n(
         preset: ``full`` | ``lora`` | ``qlora``: how each round's fine-tuning and sampling load the policy.
         monitor_config: the monitors read one log per round (proxy reward, KL, length, truncation; step ``k`` is the
             policy after ``k`` rounds); a ``stop`` alert ends the rounds and the result is the policy after the last
-            healthy step's rounds (``round-<k>/model``; 0: the SFT model).
+            healthy step's rounds (``round-<k>/model``; 0: the SFT model). ``reward_kl_race`` is off: a step is a
+            round, not an optimiser step.
         metric_funcs: functions logged beside the reward model (e.g. the lab's gold reward), never used to select.
     Returns:
         a :class:`~rlhfkit.train.RunResult` (trainer ``best_of_n``) whose ``log_history`` has one row per round
@@ -348,7 +349,9 @@ def run_best_of_n(
         raise ConfigError("run_best_of_n needs prompts; train_dataset is empty")
     out, sft_dir = Path(config.output_dir), str(model_name_or_path)
     process = PartialState()  # several processes: the main one samples and writes, all of them fine-tune (DDP)
-    monitor = HealthMonitor(monitor_config or MonitorConfig(), checkpoint_name=f"round-{{}}/{MODEL_SUBDIR}")
+    # reward_kl_race judges KL gained per optimiser step; here a logged step is a round of many: it does not apply
+    monitor_config = dataclasses.replace(monitor_config or MonitorConfig(), reward_kl_race_action="off")
+    monitor = HealthMonitor(monitor_config, checkpoint_name=f"round-{{}}/{MODEL_SUBDIR}")
     state, control = TrainerState(is_world_process_zero=process.is_main_process), TrainerControl()
     monitor.on_train_begin(config, state, control)
     policy, history = sft_dir, []
