@@ -331,12 +331,16 @@ def run_best_of_n(
         config: a :class:`BestOfNConfig` (build it with :func:`best_of_n_config`).
         reward_model: the reward stage's model folder, loaded as the RL stages load it (4-bit under ``qlora``).
         preset: ``full`` | ``lora`` | ``qlora``: how each round's fine-tuning and sampling load the policy.
-        monitor_config: the monitors read one log per round (proxy reward, KL, length, truncation); a ``stop`` alert
-            ends the rounds and the last fine-tuned policy is the result.
+        monitor_config: the monitors read one log per round (proxy reward, KL, length, truncation; step ``k`` is the
+            policy after ``k`` rounds); a ``stop`` alert ends the rounds and the result is the policy after the last
+            healthy step's rounds (``round-<k>/model``; 0: the SFT model). ``reward_kl_race`` is off: a step is a
+            round, not an optimiser step.
         metric_funcs: functions logged beside the reward model (e.g. the lab's gold reward), never used to select.
     Returns:
         a :class:`~rlhfkit.train.RunResult` (trainer ``best_of_n``) whose ``log_history`` has one row per round
-        (``step`` = round) plus one for the final policy, and ``metrics`` with ``rounds_done``, ``monitor_alerts``.
+        (``step`` = round) plus one for the final policy, and ``metrics`` with ``rounds_done``, ``monitor_alerts``
+        and, as the other RL runs (:func:`rlhfkit.train.return_healthy`), ``stop_step``, ``last_healthy_step``,
+        ``returned_step`` (the rounds behind the returned policy) and ``returned_reason``.
     """
     from accelerate import PartialState
     from transformers import TrainerControl, TrainerState
@@ -350,7 +354,9 @@ def run_best_of_n(
         raise ConfigError("run_best_of_n needs prompts; train_dataset is empty")
     out, sft_dir = Path(config.output_dir), str(model_name_or_path)
     process = PartialState()  # several processes: the main one samples and writes, all of them fine-tune (DDP)
-    monitor = HealthMonitor(monitor_config or MonitorConfig())
+    # reward_kl_race judges KL gained per optimiser step; here a logged step is a round of many: it does not apply
+    monitor_config = dataclasses.replace(monitor_config or MonitorConfig(), reward_kl_race_action="off")
+    monitor = HealthMonitor(monitor_config, checkpoint_name=f"round-{{}}/{MODEL_SUBDIR}")
     state, control = TrainerState(is_world_process_zero=process.is_main_process), TrainerControl()
     monitor.on_train_begin(config, state, control)
     policy, history = sft_dir, []
@@ -380,10 +386,17 @@ def run_best_of_n(
         policy = str(round_dir / MODEL_SUBDIR)
         _free_memory()
     monitor.on_train_end(config, state, control)
+    returned, reason = state.global_step, "no stop alert: the final weights"
+    if monitor.stop_step is not None:  # the policy after the last healthy step's rounds (0: the SFT model)
+        returned, reason = monitor.returned_step, monitor.returned_reason
+        policy = str(out / f"round-{returned}" / MODEL_SUBDIR) if returned else sft_dir
+        logger.warning("monitor: %s", reason)
     if process.is_main_process:
         _link_final(Path(policy), out / MODEL_SUBDIR)
     process.wait_for_everyone()
-    metrics = {"rounds_done": state.global_step, "monitor_alerts": len(monitor.alerts), "stop_step": monitor.stop_step}
+    metrics = {"rounds_done": state.global_step, "monitor_alerts": len(monitor.alerts), "stop_step": monitor.stop_step,
+               "last_healthy_step": monitor.last_healthy_step, "returned_step": returned,
+               "returned_reason": reason}  # fmt: skip
     return RunResult(trainer="best_of_n", model_dir=out / MODEL_SUBDIR, metrics=metrics, log_history=history)
 
 
@@ -395,11 +408,18 @@ def _as_completion(row: dict):
 
 
 def _link_final(source: Path, target: Path) -> None:
-    """``target`` becomes a copy of the final policy's folder made of hard links (no extra disk), atomically."""
-    if source == target or target.exists() and _same_files(source, target):
+    """``target`` becomes a copy of the final policy's folder made of hard links (no extra disk), atomically; a
+    source that is not a folder (the SFT model as a hub id, returned by a stop before the first round) is saved."""
+    if source == target or target.exists() and source.is_dir() and _same_files(source, target):
         return
     with atomic_path(target) as tmp:
-        shutil.copytree(source, tmp, copy_function=os.link)
+        if source.is_dir():
+            shutil.copytree(source, tmp, copy_function=os.link)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            AutoModelForCausalLM.from_pretrained(str(source), dtype="auto").save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(source)).save_pretrained(tmp)
 
 
 def _same_files(a: Path, b: Path) -> bool:

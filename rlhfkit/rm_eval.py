@@ -38,6 +38,7 @@ DATA_PROBLEM_ACCURACY = 0.65  # below this, look at the data (noisy or low-agree
 # Warning thresholds of the gate (failures are its arguments).
 WARN_LENGTH_BIAS = 0.3  # |Spearman(reward, length)| above this: RL may learn to pad responses
 WARN_LENGTH_ACCURACY_GAP = 0.2  # accuracy when chosen is longer minus when it is shorter
+WARN_PAIR_LENGTH_BIAS = 0.3  # Spearman(margin, length difference) in pairs; lab: README "Over-optimisation"
 WARN_ECE = 0.10  # sigmoid(margin) is far from the observed win rate
 WARN_TIE_RATE = 0.05  # identical scores for chosen and rejected
 QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
@@ -417,6 +418,7 @@ def rm_gate(
     min_accuracy: float = 0.60,
     *,
     max_length_bias: float | None = 0.6,
+    max_pair_length_bias: float | None = None,
     min_pairs: int = 30,
 ) -> GateVerdict:
     """Decide whether a reward model is good enough to steer RL.
@@ -427,7 +429,7 @@ def rm_gate(
 
     * ``accuracy < min_accuracy`` (strict wins; ties count as wrong);
     * ``|length_spearman| > max_length_bias`` (the reward is mostly a length counter; RL would learn to pad);
-      ``None`` disables;
+      ``None`` disables; so does ``length_margin_spearman > max_pair_length_bias`` (default ``None``: warn above 0.3);
     * fewer than ``min_pairs`` pairs were evaluated (the accuracy is too uncertain to decide on).
 
     Warns on accuracy below 65% / 70%, a 95% interval reaching below ``min_accuracy``, moderate length bias
@@ -436,9 +438,10 @@ def rm_gate(
     """
     if not 0.0 <= min_accuracy <= 1.0:
         raise ConfigError(f"min_accuracy={min_accuracy} must be in [0, 1], e.g. 0.6")
-    failures = _gate_failures(report, min_accuracy, max_length_bias, min_pairs)
+    pair_failures, pair_warnings = _pair_length_check(report, max_pair_length_bias)
+    failures = _gate_failures(report, min_accuracy, max_length_bias, min_pairs) + pair_failures
     warnings = [] if failures else _accuracy_warnings(report, min_accuracy)
-    warnings += _gate_warnings(report, min_accuracy, max_length_bias)
+    warnings += _gate_warnings(report, min_accuracy, max_length_bias) + pair_warnings
     if failures:
         return GateVerdict(False, [reason for _, reason in failures], warnings, "; ".join(s for s, _ in failures))
     headline = f"passed (accuracy {report.accuracy:.3f} >= {min_accuracy:.2f} on {report.n_pairs} pairs"
@@ -490,6 +493,20 @@ def _gate_failures(
             "data), filter length-driven labels, and retrain",
         ))  # fmt: skip
     return failures
+
+
+def _pair_length_check(report: RewardModelReport, limit: float | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """(failures, warnings) of the margin following the length difference within pairs (``limit``: fail above)."""
+    rho = report.length_margin_spearman
+    if rho is None or rho <= WARN_PAIR_LENGTH_BIAS and (limit is None or rho <= limit):
+        return [], []
+    what = f"within pairs the reward margin follows the length difference (Spearman {rho:.2f}, whatever the labels)"
+    if limit is not None and rho > limit:
+        return [(f"margin tracks length within pairs (Spearman {rho:.2f} > max_pair_length_bias {limit:g})",
+                 f"{what}. What to do: add pairs where the shorter response is chosen (length-balance the preference "
+                 "data), filter length-driven labels, and retrain")], []  # fmt: skip
+    return [], [f"{what}: RL will learn longer answers first; length-balance the preference data (or refuse RL: "
+                 "gate.max_pair_length_bias 0.5)"]  # fmt: skip
 
 
 def _accuracy_warnings(report: RewardModelReport, min_accuracy: float) -> list[str]:

@@ -272,7 +272,10 @@ def _train_and_save(
         metrics.update(return_healthy(trainer, health))
     if eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if "runtime" not in k})
-    model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
+    if returns_start(metrics):
+        model_dir = save_starting_policy(trainer, tokenizer, base_model, config.output_dir)
+    else:
+        model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
     return RunResult(trainer=name, model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
 
 
@@ -285,15 +288,18 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
 def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
     """After a stop alert, load the monitor's last healthy checkpoint into the trainer's model (so that it is what
     gets saved as ``model/``). Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``,
-    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds) and ``returned_reason``."""
+    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds: 0 is the starting policy, when
+    the stop came before any healthy checkpoint -- :func:`returns_start` -- and the caller saves it with
+    :func:`save_starting_policy`) and ``returned_reason``."""
     summary = health.summary()
     returned = health.returned_step if health.stop_step is not None else None
-    if returned is not None:
+    if returned:
         checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{returned}"
         if isinstance(trainer, PPOTrainer):
             load_trainable(trainer.model, str(checkpoint), trainer.accelerator.device)
         else:
             trainer._load_from_checkpoint(str(checkpoint))
+    if returned is not None:
         logger.warning("monitor: %s", health.returned_reason)
     reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
     return {
@@ -303,6 +309,26 @@ def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
         "returned_step": returned if returned is not None else trainer.state.global_step,
         "returned_reason": reason,
     }
+
+
+def returns_start(metrics: dict[str, Any]) -> bool:
+    """Whether :func:`return_healthy` chose the starting policy (a stop before any healthy checkpoint)."""
+    return metrics.get("stop_step") is not None and metrics.get("returned_step") == 0
+
+
+def save_starting_policy(trainer, tokenizer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
+    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically: what
+    a stop returns when no healthy checkpoint exists yet (main process only; the others wait)."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(output_dir) / MODEL_SUBDIR
+    if trainer.accelerator.is_main_process:
+        model = AutoModelForCausalLM.from_pretrained(str(model_name_or_path), dtype="auto")
+        with atomic_path(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
+    return out
 
 
 # ------------------------------------------------------------------------------------------ PPO
@@ -383,7 +409,10 @@ def run_ppo(
     out = trainer.train(resume_from_checkpoint=resume)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
     metrics = {**out.metrics, **return_healthy(trainer, health)}
-    model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
+    if returns_start(metrics):
+        model_dir = save_starting_policy(trainer, trainer.processing_class, model_name_or_path, config.output_dir)
+    else:
+        model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
     return RunResult(trainer="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
 
 

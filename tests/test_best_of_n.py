@@ -155,3 +155,42 @@ def test_best_of_n_recipe_runs_on_the_lab(nano_model, tmp_path):
             "--rounds", "1", "--prompts_per_round", "8", "--num_samples", "2", "--max_steps", "1"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("best_of_n", types, argv))
     assert metrics["rounds_done"] == 1 and (tmp_path / "out" / "model" / "model.safetensors").exists()
+
+
+def test_a_stop_returns_the_last_healthy_round(nano_model, tmp_path):
+    """The rounds' logs are kept (``round-<r>/stats.jsonl``), so a rerun replays them: make the policy after 2 rounds
+    (its log: round-3's samples) look far from the SFT model, and the stop returns the policy after 1 round; make the
+    policy after 1 round look far, and it returns the SFT model."""
+    import json
+
+    from rlhfkit.monitors import MonitorConfig
+
+    config = best_of_n_config(
+        tmp_path / "bon", rounds=2, num_samples=2, prompts_per_round=4, max_completion_length=6, max_steps=1,
+        per_device_train_batch_size=4, report_to=[], disable_tqdm=True,
+    )  # fmt: skip
+    prompts = lab.make_prompts(8, seed=0)
+    run_best_of_n(nano_model, prompts, config, reward_model=nano_model)
+    quiet = {f: "off" for f in MonitorConfig.__dataclass_fields__ if f.endswith("_action") and f != "kl_limit_action"}
+    monitors = MonitorConfig(alert_patience=1, smoothing_steps=1, health_plots=False, **quiet)
+
+    def far(round_log: str) -> None:  # the policy behind this log drifted: 10 nats per token
+        path = tmp_path / "bon" / round_log / "stats.jsonl"
+        stats = json.loads(path.read_text())
+        path.write_text(json.dumps({**stats, "kl": 10.0, "kl_per_sequence": 10.0 * stats["completions/mean_length"]}))
+
+    far("round-3")  # step 2: the policy after 2 rounds
+    result = run_best_of_n(nano_model, prompts, config, reward_model=nano_model, monitor_config=monitors)
+    m = result.metrics
+    assert (m["stop_step"], m["last_healthy_step"], m["returned_step"]) == (2, 1, 1)
+    assert "kl_limit stopped training at step 2" in m["returned_reason"]
+    assert "returns round-1/model, the newest checkpoint at or before the last healthy step 1" in m["returned_reason"]
+    round1 = tmp_path / "bon" / "round-1" / "model" / "model.safetensors"
+    assert os.path.samefile(result.model_dir / "model.safetensors", round1)
+
+    far("round-2")  # step 1: the policy after 1 round
+    result = run_best_of_n(nano_model, prompts, config, reward_model=nano_model, monitor_config=monitors)
+    m = result.metrics
+    assert (m["stop_step"], m["last_healthy_step"], m["returned_step"]) == (1, 0, 0)
+    assert "returns the starting policy (step 0)" in m["returned_reason"]
+    assert os.path.samefile(result.model_dir / "model.safetensors", os.path.join(nano_model, "model.safetensors"))

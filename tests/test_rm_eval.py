@@ -97,6 +97,33 @@ def test_pure_length_scorer_is_flagged_and_gated():
     assert rm_gate(report, max_length_bias=None).passed  # the length check can be switched off
 
 
+def test_a_margin_that_follows_the_length_difference_warns_and_can_gate():
+    rng = np.random.default_rng(0)
+    n = 300
+    lc, lr = rng.integers(10, 200, n), rng.integers(10, 200, n)
+    quality = rng.normal(size=n) + 1.0  # the chosen response is usually better: accuracy ~0.8
+    # the margin: quality plus how much longer chosen is, weighted as a length-biased reward model would
+    rc, rr = quality + 0.02 * (lc - lr), np.zeros(n)
+    report = report_from_scores(rc, rr, chosen_lengths=lc, rejected_lengths=lr)
+    diff, margin = lc - lr, rc - rr
+    from scipy.stats import spearmanr
+
+    assert report.length_margin_spearman == pytest.approx(spearmanr(margin, diff).statistic)
+    assert report.length_margin_spearman > 0.5
+    verdict = rm_gate(report, max_length_bias=None)  # default: a warning, not a failure
+    assert verdict.passed and any("reward margin follows the length difference" in w for w in verdict.warnings)
+    verdict = rm_gate(report, max_length_bias=None, max_pair_length_bias=0.5)
+    assert not verdict.passed and "margin tracks length within pairs" in verdict.summary
+    assert any("length-balance the preference data" in r for r in verdict.reasons)
+    # swapping chosen and rejected (the labels) leaves the statistic as it is: it does not need unbiased labels
+    swapped = report_from_scores(rr, rc, chosen_lengths=lr, rejected_lengths=lc)
+    assert swapped.length_margin_spearman == pytest.approx(report.length_margin_spearman)
+    # a margin that ignores length stays quiet
+    quiet = report_from_scores(quality, rr, chosen_lengths=lc, rejected_lengths=lr)
+    assert abs(quiet.length_margin_spearman) < 0.3
+    assert not any("follows the length difference" in w for w in rm_gate(quiet, max_pair_length_bias=0.5).warnings)
+
+
 def test_subset_and_agreement_splits():
     rc = [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     rr = [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]  # correct: T T F tie F T

@@ -221,3 +221,24 @@ def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_mod
     for step, same in ((1, True), (2, False)):
         saved = load_file(str(tmp_path / f"checkpoint-{step}" / "model.safetensors"))
         assert all(torch.equal(returned[k], v) for k, v in saved.items()) == same
+
+
+def test_a_stop_before_any_healthy_checkpoint_returns_the_starting_policy(reward_ensemble, nano_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.ensemble import read_ensemble
+    from rlhfkit.monitors import MonitorConfig
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.train import run_ppo
+
+    member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
+    cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 4, per_device_train_batch_size=8,
+                         num_mini_batches=1, learning_rate=1e-3, response_length=8, stop_token="eos",
+                         temperature=1.0, save_steps=100, report_to=[], num_sample_generations=0, seed=0)  # fmt: skip
+    no_checkpoints = MonitorConfig(**STOP_AT_FIRST_KL, healthy_checkpoint_steps=0)  # nothing saved before the stop
+    rl = run_ppo(nano_model, lab.make_prompts(16), cfg, reward_model=member, monitor_config=no_checkpoints)
+    m = rl.metrics  # healthy while the KL is 0, stopped at the first update that moved the policy
+    assert m["returned_step"] == 0 and m["stop_step"] == m["last_healthy_step"] + 1 and m["last_healthy_step"] >= 1
+    assert "returns the starting policy (step 0)" in rl.metrics["returned_reason"]
+    returned, start = load_file(str(rl.model_dir / "model.safetensors")), load_file(f"{nano_model}/model.safetensors")
+    assert returned.keys() == start.keys() and all(torch.equal(returned[k], start[k]) for k in start)

@@ -22,6 +22,12 @@ DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
 MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
+# KL per starting token gained per optimiser step, on average since the start (replayed, README "Over-optimisation"):
+# the labelers' length bias 0.5 runs of the grid reach 0.008-0.02 in their first 15 steps, the bias-0.3 runs and the
+# demo (PPO, GRPO) stay under 0.0045 while their KL is above KL_RATE_MIN_KL.
+KL_RATE = 0.006
+KL_RATE_MIN_KL = 0.02  # nats per starting token: below it a few early steps' noisy KL does not decide
+MAX_KL_RATE = 0.1  # reward_kl_slope above this is the old per-sequence scale (nats per sequence per step)
 
 
 @dataclass
@@ -38,7 +44,8 @@ class MonitorConfig:
             reward std, no-EOS share, ensemble spread) is the mean of the logs of the last this many global steps
             -- about 1000 sampled answers at the lab's 64 per step -- so that one small batch's noise does not
             decide (at least the latest log is used).
-        trend_window (`int`, defaults to `5`): logged steps in the reward-vs-KL slope test.
+        trend_window (`int`, defaults to `5`): most logged steps in ``reward_kl_race``'s reward slope (Theil-Sen;
+            at least two).
         alert_patience (`int`, defaults to `2`): consecutive logged steps a condition must hold before it fires
             (one noisy batch is not a trend).
         kl_caution (`float`, defaults to `KL_CAUTION`): KL per token of the starting answer length (the KL per
@@ -57,9 +64,14 @@ class MonitorConfig:
         reward_zero_std_fraction (`float`, defaults to `0.5`): GRPO groups with zero reward std above this share.
         reward_std_fraction (`float`, defaults to `0.1`): reward std below this x baseline.
         reward_variance_action (`str`, defaults to `"warn"`).
-        reward_kl_slope (`float`, defaults to `0.5`): KL growth (nats per sequence per step) that, with a rising
-            reward, fires ``reward_kl_race``.
-        reward_kl_race_action (`str`, defaults to `"warn"`).
+        reward_kl_slope (`float`, defaults to `KL_RATE`): KL per starting token gained per optimiser step, on
+            average since the start (the smoothed KL per starting token / the mean global step of its logs), above
+            which, with a rising reward, ``reward_kl_race`` fires: the policy leaves the reference faster than RL
+            against a trustworthy reward model does -- a reward model with an easy shortcut (e.g. length) pulls it
+            away within the first steps, before any level is reached.
+        reward_kl_min_kl (`float`, defaults to `KL_RATE_MIN_KL`): KL per starting token below which the rate is not
+            judged (a few early steps' noisy KL divided by a small step count).
+        reward_kl_race_action (`str`, defaults to `"stop"`).
         clip_fraction_max (`float`, defaults to `0.3`): policy clip fraction above which updates are too big.
         approx_kl_max (`float`, defaults to `0.1`): PPO's per-token approx-KL between epochs above which too big.
         clipping_action (`str`, defaults to `"warn"`).
@@ -93,7 +105,7 @@ class MonitorConfig:
         default=SMOOTHING_STEPS,
         metadata={"help": "Levels are judged on the mean of the logs of the last this many global steps."},
     )
-    trend_window: int = field(default=5, metadata={"help": "Logged steps in the reward-vs-KL slope test."})
+    trend_window: int = field(default=5, metadata={"help": "Most logged steps in reward_kl_race's reward slope."})
     alert_patience: int = field(
         default=2, metadata={"help": "Consecutive logged steps a condition must hold before its alert fires."}
     )
@@ -125,9 +137,15 @@ class MonitorConfig:
     reward_std_fraction: float = field(default=0.1, metadata={"help": "Reward std below this fraction of baseline."})
     reward_variance_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
     reward_kl_slope: float = field(
-        default=0.5, metadata={"help": "KL growth (nats/sequence/step) that with a rising reward is a race."}
+        default=KL_RATE,
+        metadata={
+            "help": "KL per starting token gained per step, mean since the start; with a rising reward: a race."
+        },
     )
-    reward_kl_race_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
+    reward_kl_min_kl: float = field(
+        default=KL_RATE_MIN_KL, metadata={"help": "KL per starting token below which the KL rate is not judged."}
+    )
+    reward_kl_race_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
     clip_fraction_max: float = field(default=0.3, metadata={"help": "Policy clip fraction above this is too high."})
     approx_kl_max: float = field(default=0.1, metadata={"help": "PPO approx-KL (per token) above this is too high."})
     clipping_action: Action = field(default="warn", metadata={"help": "warn | stop | off."})
@@ -174,6 +192,11 @@ class MonitorConfig:
                     f"{name}={getattr(self, name)} is in nats per token of the starting answer length, not per "
                     f"sequence; divide a per-sequence level by the answer length (15 nats at 150 tokens: 0.1)"
                 )
+        if self.reward_kl_slope > MAX_KL_RATE:
+            problems.append(
+                f"reward_kl_slope={self.reward_kl_slope} is in nats per starting token per step, not per sequence; "
+                f"divide a per-sequence rate by the answer length (0.9 nats/step at 150 tokens: 0.006)"
+            )
         if self.healthy_checkpoint_steps < 0:
             problems.append(f"healthy_checkpoint_steps={self.healthy_checkpoint_steps} must be >= 0 (0: off)")
         if not 0 < self.gain_flattening_fraction < 1:
@@ -272,9 +295,11 @@ SIGNALS: dict[str, tuple[str, str, str]] = {
     ),
     "reward_kl_race": (
         "reward",
-        "reward rises while KL grows {detail} (threshold {threshold:g}): reward is being bought with distance "
-        "from the reference, the Goodhart regime",
-        f"{_KL_FIX[0].upper()}{_KL_FIX[1:]}; compare with a held-out or gold reward; {_RM_FIX}.",
+        "reward rises while KL grows {detail} (threshold {threshold:g} per step): the policy leaves the reference "
+        "faster than RL against a trustworthy reward model does, so it is following a shortcut of the reward model "
+        "(often length), the Goodhart regime",
+        f"Use the last healthy checkpoint; check whether the reward model prefers longer answers (rm_eval's length "
+        f"statistics); {_RM_FIX}; {_KL_FIX}.",
     ),
     "clipping": (
         "clipfrac",

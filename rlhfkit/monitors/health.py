@@ -27,8 +27,8 @@ consecutive logged steps meet its condition, and fires again only after it has c
 * ``entropy_collapse``: per-token entropy below ``entropy_collapse_fraction`` x its baseline (mode collapse).
 * ``reward_variance``: GRPO's ``frac_reward_zero_std`` above ``reward_zero_std_fraction``, or the reward std below
   ``reward_std_fraction`` x its baseline (no learning signal left, or collapse onto a reward-model optimum).
-* ``reward_kl_race``: over the last ``trend_window`` logged steps the reward rises while the KL grows faster than
-  ``reward_kl_slope`` nats per sequence per step (Theil-Sen slopes against the global step).
+* ``reward_kl_race``: the reward rises (Theil-Sen slope over the last ``trend_window`` logs) while the KL per
+  starting token grows faster than ``reward_kl_slope`` per step on average since the start (stop by default).
 * ``clipping``: clip fraction above ``clip_fraction_max`` or approx-KL above ``approx_kl_max`` (updates too big).
 * ``truncation``: the share of responses with no EOS rose more than ``truncation_rise`` above its baseline.
 
@@ -41,8 +41,8 @@ end training before update N + 1, whatever ``save_strategy`` says. The metrics o
 completions sampled *before* update N, so checkpoint-N is the policy one update past the first unhealthy
 measurement: the last state training reached, not a rollback. The monitor records ``last_healthy_step`` (the
 last logged step where no signal's condition held, confirmed or not) and names the newest ``checkpoint-M`` with
-M <= that step if one exists; set ``save_steps`` equal to ``logging_steps`` when you need a checkpoint of every
-healthy step to fall back to.
+M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``); when none exists the
+RL run returns the starting policy (``returned_step`` 0, :func:`rlhfkit.train.return_healthy`).
 
 Distributed runs
 ----------------
@@ -178,13 +178,17 @@ class HealthMonitor(TrainerCallback):
         last_healthy_step: last logged step where no judged signal's condition held (None before the first such
             log); the judged signals are those whose action is ``stop`` (all that are not ``off`` if none is).
         returned_step: after a stop, the step of the newest checkpoint at or before ``last_healthy_step`` -- the
-            model the RL run returns (None: no such checkpoint, the stopped weights are returned).
+            model the RL run returns -- or 0 when there is none: the starting policy (the stop came before any
+            healthy checkpoint, so nothing RL made is known to be healthy).
         returned_reason: one sentence saying which step is returned and why.
         healthy_checkpoints: the steps of the checkpoints the monitor asked for at healthy logged steps.
     """
 
-    def __init__(self, config: MonitorConfig | None = None):
+    def __init__(self, config: MonitorConfig | None = None, checkpoint_name: str = "checkpoint-{}"):
+        """``checkpoint_name``: where the model of global step N lies in ``output_dir`` (``"checkpoint-{}"`` for the
+        trainers; best-of-N keeps ``"round-{}/model"``), for :meth:`fallback_step` and the reasons it gives."""
         self.config = config or MonitorConfig()
+        self.checkpoint_name = checkpoint_name
         actions = {signal: getattr(self.config, f"{signal}_action") for signal in SIGNALS}
         self.judged = [s for s, a in actions.items() if a == "stop"] or [s for s, a in actions.items() if a != "off"]
         self._reset()
@@ -234,7 +238,8 @@ class HealthMonitor(TrainerCallback):
                 control.should_training_stop = True
                 control.should_save = True
                 self.stop_step = step
-                self.returned_step = self.fallback_step(args.output_dir)
+                fallback = self.fallback_step(args.output_dir)
+                self.returned_step = 0 if fallback is None else fallback
                 self.returned_reason = self._returned_reason(alert)
                 record["stop"] = True
                 alert.message += f" Stopping: {self.returned_reason}"
@@ -285,26 +290,30 @@ class HealthMonitor(TrainerCallback):
             state.best_model_checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
 
     def fallback_step(self, output_dir: str | os.PathLike | None) -> int | None:
-        """The newest ``checkpoint-M`` in ``output_dir`` with M <= :attr:`last_healthy_step` (None: there is none)."""
+        """The newest saved model of a step M <= :attr:`last_healthy_step` in ``output_dir`` (``checkpoint-M``, see
+        ``checkpoint_name``; None: there is none)."""
         if self.last_healthy_step is None or not output_dir or not os.path.isdir(output_dir):
             return None
-        saved = [int(m.group(1)) for m in map(re.compile(r"checkpoint-(\d+)$").match, os.listdir(output_dir)) if m]
-        return max((s for s in saved if s <= self.last_healthy_step), default=None)
+        numbered = [int(m.group(1)) for m in map(re.compile(r"[a-z]+-(\d+)$").match, os.listdir(output_dir)) if m]
+        saved = [s for s in numbered if os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))]
+        return max((s for s in saved if 0 < s <= self.last_healthy_step), default=None)
 
     def _returned_reason(self, alert: Alert) -> str:
         stop = f"{alert.signal} stopped training at step {alert.step}"
-        if self.returned_step is None:
+        if not self.returned_step:
             healthy = "no logged step was healthy" if self.last_healthy_step is None else (
                 f"no checkpoint exists at or before the last healthy step {self.last_healthy_step}")  # fmt: skip
-            return f"{stop}; {healthy}, so the weights at step {alert.step} are returned."
-        return (f"{stop}; the RL stage returns checkpoint-{self.returned_step}, the newest checkpoint at or before "
-                f"the last healthy step {self.last_healthy_step} (checkpoint-{alert.step} is kept too).")  # fmt: skip
+            return f"{stop}; {healthy}, so the RL stage returns the starting policy (step 0), the model RL began from."
+        returned, stopped = (self.checkpoint_name.format(s) for s in (self.returned_step, alert.step))
+        return (f"{stop}; the RL stage returns {returned}, the newest checkpoint at or before the last healthy step "
+                f"{self.last_healthy_step} ({stopped} is kept too).")  # fmt: skip
 
     def _fallback_note(self, output_dir) -> str:
         fallback = self.fallback_step(output_dir)
         if fallback is None:
             return ""
-        return f" Fall back to checkpoint-{fallback} (the last healthy logged step is {self.last_healthy_step})."
+        return (f" Fall back to {self.checkpoint_name.format(fallback)} (the last healthy logged step is "
+                f"{self.last_healthy_step}).")  # fmt: skip
 
     # ------------------------------------------------------------------ logic
     def _replay(self, record: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ def _thresholds(config: MonitorConfig) -> dict[str, str]:
         "length_drift": f"x{c.length_drift_ratio:g} start",
         "entropy_collapse": f"< {c.entropy_collapse_fraction:g}x start",
         "reward_variance": f"zero-std > {c.reward_zero_std_fraction:g}",
-        "reward_kl_race": f"dKL/step > {c.reward_kl_slope:g}",
+        "reward_kl_race": f"KL/start token/step > {c.reward_kl_slope:g}",
         "clipping": f"> {c.clip_fraction_max:g}",
         "truncation": f"+{c.truncation_rise:g} over start",
     }

@@ -182,15 +182,28 @@ def _reward_variance(timeline, c: MonitorConfig, level: dict[str, float | None])
     return None
 
 
-def _reward_kl_race(timeline: Sequence[Mapping[str, Any]], c: MonitorConfig) -> Condition | None:
-    """Over the last ``trend_window`` logs the reward rises while the KL grows faster than ``reward_kl_slope``."""
-    now = timeline[-1]
-    points = [r for r in timeline if r.get("kl") is not None and r.get("reward") is not None][-c.trend_window :]
-    if len(points) < c.trend_window or points[-1] is not now:
+def kl_rate(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig) -> float | None:
+    """KL per starting token gained per optimiser step, on average since the start: the :func:`recent` KL per
+    starting token over the mean global step of the logs it averages (the KL is 0 at step 0). None without a KL
+    or a starting length, or while the KL per starting token is below ``reward_kl_min_kl``."""
+    c, now = config, timeline[-1]
+    level, length0 = recent(timeline, "kl", c), start(timeline, "length", c)
+    if level is None or not length0 or level / length0 < c.reward_kl_min_kl:
         return None
-    steps = [float(r["step"]) for r in points]
-    kl_slope = theil_sen(steps, [r["kl"] for r in points])
-    if theil_sen(steps, [r["reward"] for r in points]) > 0 and kl_slope > c.reward_kl_slope:
-        detail = f"{kl_slope:.2f} nats/sequence per step over the last {c.trend_window} logs"
-        return kl_slope, c.reward_kl_slope, detail
-    return None
+    steps = [r["step"] for r in timeline if r.get("kl") is not None and r["step"] > now["step"] - c.smoothing_steps]
+    mean_step = sum(steps) / len(steps)
+    return level / length0 / mean_step if mean_step > 0 else None
+
+
+def _reward_kl_race(timeline: Sequence[Mapping[str, Any]], c: MonitorConfig) -> Condition | None:
+    """The reward rises (Theil-Sen slope over the last ``trend_window`` logs, at least two) while the KL per
+    starting token grows faster than ``reward_kl_slope`` per step on average since the start (:func:`kl_rate`)."""
+    rate = kl_rate(timeline, c)
+    points = [r for r in timeline if r.get("reward") is not None][-c.trend_window :]
+    if rate is None or rate <= c.reward_kl_slope or len(points) < 2 or points[-1] is not timeline[-1]:
+        return None
+    if theil_sen([float(r["step"]) for r in points], [r["reward"] for r in points]) <= 0:
+        return None
+    detail = (f"{rate:.4f} nats per starting token per step on average (KL {rate * timeline[-1]['step']:.3f} per "
+              f"starting token by step {timeline[-1]['step']})")  # fmt: skip
+    return rate, c.reward_kl_slope, detail

@@ -193,6 +193,11 @@ class GateArguments:
     (DPO, which does not optimise it, runs anyway and says so)."""
 
     min_accuracy: float = _field(0.60, stages=("rm_eval",), help="Held-out accuracy the reward model must reach.")
+    max_pair_length_bias: float | None = _field(
+        None,
+        stages=("rm_eval",),
+        help="Refuse RL when Spearman(margin, length difference) within pairs is above (0.5).",
+    )
     override: bool = _field(False, stages=("rl",), help="Run RL even when the gate fails (not advised).")
 
     def __post_init__(self):

@@ -170,7 +170,7 @@ def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
     else:
         model, tokenizer = load_scorer(model_dir, cfg.model.preset)
         report = evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device)
-    verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy)
+    verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy, max_pair_length_bias=cfg.gate.max_pair_length_bias)
     write_report(report, ctx.dir("rm_eval"), verdict=verdict)
     metrics = {
         "accuracy": report.accuracy,

@@ -95,9 +95,9 @@ SYMPTOMS = {
         "grpo": lambda t, g: {"frac_reward_zero_std": 0.8},
         "grpo_std": lambda t, g: {"reward_std": 0.01, "frac_reward_zero_std": 0.1},
     },
-    "reward_kl_race": {
-        "ppo": lambda t, g: {"objective/kl": 1.0 + 0.9 * (t - ONSET), "objective/scores": 0.3 * t},
-        "grpo": lambda t, g: {"kl": (1.0 + 0.9 * (t - ONSET)) / 20, "reward": 0.3 * t},
+    "reward_kl_race": {  # KL per starting token gained at 0.0075 per step since the start (healthy: 0.0025)
+        "ppo": lambda t, g: {"objective/kl": 0.15 * t, "objective/scores": 0.3 * t},
+        "grpo": lambda t, g: {"kl": 0.0075 * t, "reward": 0.3 * t},
     },
     "clipping": {
         "ppo": lambda t, g: {"policy/clipfrac_avg": 0.5},
@@ -183,8 +183,10 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
     monitor, control = _run(_series("ppo", SYMPTOMS["kl_limit"]["ppo"]), tmp_path)
     assert control.should_training_stop and control.should_save
     assert monitor.stop_step == ONSET + 1 and monitor.last_healthy_step == ONSET - 1
-    assert "no checkpoint exists at or before the last healthy step 9" in monitor.alerts[-1].message
-    assert monitor.returned_step is None and "weights at step 11 are returned" in monitor.returned_reason
+    stop = next(a for a in monitor.alerts if a.action == "stop")  # the first stop alert says what is returned
+    assert stop.signal == "kl_limit" and "no checkpoint exists at or before the last healthy step 9" in stop.message
+    # no healthy checkpoint yet (this test saves none): the starting policy is returned, not the stopped weights
+    assert monitor.returned_step == 0 and "returns the starting policy (step 0)" in monitor.returned_reason
 
 
 def test_actions_are_configurable(tmp_path):
@@ -210,7 +212,8 @@ def test_timeline_table_plots_and_resume(tmp_path):
     monitor, _ = _run(logs, tmp_path, config)
     timeline = load_timeline(tmp_path)
     assert [r["step"] for r in timeline] == list(range(1, ONSET + 2))  # stopped at step 11
-    assert timeline[-1]["stop"] and {a["signal"] for a in timeline[-1]["alerts"]} == {"kl_caution", "kl_limit"}
+    fired = {a["signal"] for a in timeline[-1]["alerts"]}
+    assert timeline[-1]["stop"] and fired == {"kl_caution", "kl_limit", "reward_kl_race"}  # 1 nat/token in 10 steps
     assert "rewards/gold/mean" in timeline[0]
     assert monitor.summary()["stop_step"] == ONSET + 1
 

@@ -14,6 +14,7 @@ from rlhfkit.monitors.signals import (
     conditions,
     gain_flattening,
     kl_per_start_token,
+    kl_rate,
     recent,
     start,
     theil_sen,
@@ -101,3 +102,35 @@ def test_gain_flattening_needs_distance_and_a_rising_proxy():
     assert gain_flattening(_timeline(kl, [float(t) for t in range(20)]), CFG) is None
     kl = [0.01 * t * 10 for t in range(1, 21)]
     assert gain_flattening(_timeline(kl, [1.0] * 20), CFG) is None  # a proxy that never rose has no curve to turn
+
+
+def test_kl_rate_is_the_kl_per_starting_token_per_step_since_the_start():
+    cfg = MonitorConfig(smoothing_steps=3, baseline_steps=3, reward_kl_min_kl=0.02)
+    # 10-token answers; KL per sequence 0.3, 0.6, 0.9, 1.2 at steps 2, 4, 6, 8: 0.015 per starting token per step
+    timeline = _timeline([0.3, 0.6, 0.9, 1.2], [0.1, 0.2, 0.3, 0.4], every=2)
+    # at step 8 the last 3 steps hold the logs of steps 6 and 8: KL (0.9 + 1.2) / 2 / 10 over the mean step 7
+    assert kl_rate(timeline, cfg) == pytest.approx(0.105 / 7)
+    assert kl_rate(timeline[:1], cfg) == pytest.approx(0.03 / 2)  # the first log alone: 0.03 per starting token
+    assert kl_rate([{"step": 1, "kl": 0.1, "length": 10.0}], cfg) is None  # 0.01 per starting token: not judged
+
+
+def test_reward_kl_race_fires_when_the_policy_leaves_the_reference_fast_with_a_rising_reward():
+    cfg = MonitorConfig(smoothing_steps=1, reward_kl_slope=0.006, reward_kl_min_kl=0.02, trend_window=5)
+    # the length-bias-0.5 grid's GRPO runs: KL 0.12 per starting token by step 10 (0.012 per step), reward rising
+    fast = _timeline([0.06, 1.2], [0.2, 0.4], every=5)
+    value, threshold, detail = conditions(fast, cfg)["reward_kl_race"]
+    assert value == pytest.approx(0.012) and threshold == 0.006 and "per step" in detail
+    # the demo's healthy PPO: 0.08 per starting token by step 30 (0.0027 per step): quiet
+    slow = _timeline([0.027 * t for t in range(1, 31)], [0.01 * t for t in range(1, 31)])
+    assert "reward_kl_race" not in conditions(slow, cfg)
+    # as fast, but the reward does not rise: not a race (the policy moves for another reason)
+    assert "reward_kl_race" not in conditions(_timeline([0.06, 1.2], [0.4, 0.2], every=5), cfg)
+    # as fast, but the KL is still under reward_kl_min_kl: a few early steps' noise does not decide
+    assert "reward_kl_race" not in conditions(_timeline([0.01, 0.15], [0.2, 0.4]), cfg)
+
+
+def test_kl_rate_thresholds_on_the_old_per_sequence_scale_are_refused():
+    from rlhfkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"reward_kl_slope=0.5 is in nats per starting token per step"):
+        MonitorConfig(reward_kl_slope=0.5)
