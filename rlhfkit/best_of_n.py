@@ -29,7 +29,6 @@ import gc
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,8 @@ import trl
 
 from rlhfkit.config import trainer_config
 from rlhfkit.errors import ConfigError, raise_problems
-from rlhfkit.io import atomic_path, read_jsonl, write_jsonl
-from rlhfkit.models import MODEL_SUBDIR
+from rlhfkit.io import read_jsonl, write_jsonl
+from rlhfkit.models import MODEL_SUBDIR, copy_model
 from rlhfkit.monitors import HealthMonitor, MonitorConfig
 from rlhfkit.rules import AT_LEAST_ONE, POSITIVE, Range, config_problems
 from rlhfkit.sampling import Samples, generate, load_for_sampling, sequence_kl
@@ -392,7 +391,7 @@ def run_best_of_n(
         policy = str(out / f"round-{returned}" / MODEL_SUBDIR) if returned else sft_dir
         logger.warning("monitor: %s", reason)
     if process.is_main_process:
-        _link_final(Path(policy), out / MODEL_SUBDIR)
+        copy_model(policy, out / MODEL_SUBDIR)
     process.wait_for_everyone()
     metrics = {"rounds_done": state.global_step, "monitor_alerts": len(monitor.alerts), "stop_step": monitor.stop_step,
                "last_healthy_step": monitor.last_healthy_step, "returned_step": returned,
@@ -405,25 +404,3 @@ def _as_completion(row: dict):
     if isinstance(row["prompt"], str):
         return row["completion"]
     return [{"role": "assistant", "content": row["completion"]}]
-
-
-def _link_final(source: Path, target: Path) -> None:
-    """``target`` becomes a copy of the final policy's folder made of hard links (no extra disk), atomically; a
-    source that is not a folder (the SFT model as a hub id, returned by a stop before the first round) is saved."""
-    if source == target or target.exists() and source.is_dir() and _same_files(source, target):
-        return
-    with atomic_path(target) as tmp:
-        if source.is_dir():
-            shutil.copytree(source, tmp, copy_function=os.link)
-        else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            AutoModelForCausalLM.from_pretrained(str(source), dtype="auto").save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(str(source)).save_pretrained(tmp)
-
-
-def _same_files(a: Path, b: Path) -> bool:
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    return files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
-        os.path.samefile(a / f, b / f) for f in files
-    )

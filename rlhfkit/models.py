@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,34 @@ def save_final(trainer, tokenizer, output_dir: str | os.PathLike, *, base_model:
             tokenizer.save_pretrained(tmp)
     state.wait_for_everyone()
     return out
+
+
+def copy_model(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """``target`` becomes a copy of the model ``source``, atomically: a local folder as hard links (no extra disk; a
+    target already made of the same files is kept), a hub id as its causal LM and tokenizer saved (safetensors). What
+    an RL run returns when that is a model it did not train: the starting policy after a stop before any healthy
+    checkpoint, best-of-N's last healthy round."""
+    source, target = Path(source), Path(target)
+    if source.is_dir() and (source == target or target.exists() and _same_files(source, target)):
+        return target
+    with atomic_path(target) as tmp:
+        if source.is_dir():
+            shutil.copytree(source, tmp, copy_function=os.link)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            AutoModelForCausalLM.from_pretrained(str(source), dtype="auto").save_pretrained(
+                tmp, safe_serialization=True
+            )
+            AutoTokenizer.from_pretrained(str(source)).save_pretrained(tmp)
+    return target
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
+        os.path.samefile(a / f, b / f) for f in files
+    )
 
 
 def merge_adapter(adapter_dir: str | os.PathLike, base_model: str, tokenizer, model_kind: str = "causal"):

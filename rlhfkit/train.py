@@ -40,6 +40,7 @@ from rlhfkit.io import atomic_path, write_json
 from rlhfkit.models import (
     ADAPTER_SUBDIR,
     MODEL_SUBDIR,
+    copy_model,
     load_policy,
     load_reward_model,
     merge_adapter,
@@ -273,7 +274,7 @@ def _train_and_save(
     if eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if "runtime" not in k})
     if returns_start(metrics):
-        model_dir = save_starting_policy(trainer, tokenizer, base_model, config.output_dir)
+        model_dir = save_starting_policy(trainer, base_model, config.output_dir)
     else:
         model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
     return RunResult(trainer=name, model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
@@ -316,17 +317,13 @@ def returns_start(metrics: dict[str, Any]) -> bool:
     return metrics.get("stop_step") is not None and metrics.get("returned_step") == 0
 
 
-def save_starting_policy(trainer, tokenizer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
-    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically: what
-    a stop returns when no healthy checkpoint exists yet (main process only; the others wait)."""
-    from transformers import AutoModelForCausalLM
-
+def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
+    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically
+    (:func:`rlhfkit.models.copy_model`): what a stop returns when no healthy checkpoint exists yet (main process
+    only; the others wait)."""
     out = Path(output_dir) / MODEL_SUBDIR
     if trainer.accelerator.is_main_process:
-        model = AutoModelForCausalLM.from_pretrained(str(model_name_or_path), dtype="auto")
-        with atomic_path(out) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+        copy_model(model_name_or_path, out)
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -410,7 +407,7 @@ def run_ppo(
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
     metrics = {**out.metrics, **return_healthy(trainer, health)}
     if returns_start(metrics):
-        model_dir = save_starting_policy(trainer, trainer.processing_class, model_name_or_path, config.output_dir)
+        model_dir = save_starting_policy(trainer, model_name_or_path, config.output_dir)
     else:
         model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
     return RunResult(trainer="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))

@@ -6,6 +6,7 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.lab import build_tiny_model
 from rlhfkit.models import (
     DEFAULT_CHAT_TEMPLATE,
+    copy_model,
     load_policy,
     load_reward_model,
     load_tokenizer,
@@ -113,3 +114,14 @@ def test_qlora_loads_4bit_on_cpu_and_lora_backward_runs(nano_model):
     assert all(p.grad is not None for _, p in trainable)
     # lora_B starts at zero, so only B gets a non-zero gradient on the first step
     assert all(p.grad.abs().sum() > 0 for n, p in trainable if "lora_B" in n)
+
+
+def test_copy_model_hard_links_a_local_folder_atomically(nano_model, tmp_path):
+    target = copy_model(nano_model, tmp_path / "run" / "model")
+    files = sorted(p.relative_to(nano_model) for p in nano_model.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
+    assert all((target / f).samefile(nano_model / f) for f in files)  # no extra disk
+    inode = (target / "config.json").stat().st_ino
+    assert copy_model(nano_model, target) == target and (target / "config.json").stat().st_ino == inode  # kept
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name != "model"]  # no temp folder left
+    assert AutoModelForCausalLM.from_pretrained(target) is not None
