@@ -16,6 +16,11 @@ monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`) twice:
 * **unstopped**: the same run with every ``stop`` action turned into ``warn`` (a warn-only twin, same seeds, so it
   is identical up to the stop), trained to the end: the whole gold / proxy curve, and ``gold_final_unstopped``.
 
+Before RL the pipeline gates the reward model (``rlhfkit.rm_eval.rm_gate`` at its defaults, on the gold-labelled
+held-out pairs its rm_eval stage scores). Where the gate refuses, ``rlhfkit run`` never starts RL, so the record is
+what the user gets: the first stop is ``rm_gate`` at step 0 and the returned model is the SFT model; both RL runs are
+still trained, and what the monitors alone did is kept under ``monitors_only`` (grey in the plot).
+
 Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside the reward; never optimised) and
 smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answers (GRPO: 3 logs of 5 steps x 64
 completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
@@ -102,44 +107,52 @@ def sft_model(out: Path, seed: int) -> Path:
     return sft_dir
 
 
+def preferences(length_bias: float, seed: int):
+    """The demo pipeline's preference data (its labelers, one unreliable, and agreement filtering) with labelers who
+    prefer the longer list with probability ``length_bias``; ``.held_out`` are the gold-labelled pairs of rm_eval."""
+    from rlhfkit import lab
+    from rlhfkit.data.tables import lab_preferences
+
+    pool = lab.LabelerPool(5, noise=[0.1, 0.15, 0.2, 0.25, 0.5], length_bias=length_bias, seed=seed)
+    return lab_preferences(4000, pool, seed=seed, min_agreement=0.7)
+
+
 def reward_ensemble(out: Path, sft_dir: Path, length_bias: float, seed: int, members: int, steps: int) -> Path:
     """Reward models from the demo pipeline's preference data with length-biased labelers (``members`` of them;
     member 0 is the single one)."""
-    from rlhfkit import lab
     from rlhfkit.config import trainer_config
-    from rlhfkit.data.tables import lab_preferences
     from rlhfkit.reward import RewardConfig
     from rlhfkit.train import run_reward
 
     rm_out = out / f"rm-bias{length_bias:g}"
     if not (rm_out / "model" / "ensemble.json").exists():
-        # the demo's labelers (one unreliable) and agreement filtering, plus the length bias
-        pool = lab.LabelerPool(5, noise=[0.1, 0.15, 0.2, 0.25, 0.5], length_bias=length_bias, seed=seed)
-        prefs = lab_preferences(4000, pool, seed=seed, min_agreement=0.7)
-        train = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in prefs.train]
+        train = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preferences(length_bias, seed).train]
         cfg = trainer_config(RewardConfig, "reward", rm_out, max_steps=steps, per_device_train_batch_size=32,
                              learning_rate=1e-3, seed=seed, ensemble_size=members, **COMMON)  # fmt: skip
         run_reward(sft_dir, train, cfg)
     return rm_out / "model"
 
 
-def reward_accuracy(rm_dir: Path, seed: int) -> dict:
-    """Accuracy against the gold preference of each member and of the ensemble's mean, on 1000 fresh pairs."""
-    import torch
+def rm_gates(rm_dir: Path, length_bias: float, seed: int) -> dict[str, dict]:
+    """The pipeline's gate before RL for the single reward model and the ensemble: ``rlhfkit.rm_eval.rm_gate`` at
+    its defaults on the held-out pairs the demo pipeline's rm_eval stage scores (gold-labelled lab pairs), each
+    scored as that stage scores it (the ensemble: the members' mean). A refused gate means ``rlhfkit run`` stops
+    before the RL stage: the SFT model is what the user keeps."""
+    from rlhfkit.ensemble import read_ensemble
+    from rlhfkit.ensemble_eval import evaluate_ensemble
+    from rlhfkit.rm_eval import evaluate_reward_model, rm_gate
+    from rlhfkit.scoring import load_reward_function, load_scorer
 
-    from rlhfkit import lab
-    from rlhfkit.scoring import aggregate_rewards, load_reward_function
-
-    rows = [r for r in lab.comparison_dataset(1000, lab.LabelerPool(1, seed=seed), seed=seed + 99)
-            if r["gold_a"] != r["gold_b"]]  # fmt: skip
-    scorer = load_reward_function(rm_dir)
-    prompts = [r["prompt"] for r in rows]
-    sa = scorer.member_scores(prompts, [r["response_a"] for r in rows])
-    sb = scorer.member_scores(prompts, [r["response_b"] for r in rows])
-    gold_a = torch.tensor([r["gold_a"] > r["gold_b"] for r in rows])
-    members = [float(((a > b) == gold_a).float().mean()) for a, b in zip(sa, sb)]
-    mean_correct = (aggregate_rewards(sa, "mean") > aggregate_rewards(sb, "mean")) == gold_a
-    return {"member_accuracy": members, "ensemble_accuracy": float(mean_correct.float().mean())}
+    pairs = preferences(length_bias, seed).held_out
+    model, tokenizer = load_scorer(str(read_ensemble(rm_dir)[0].model_dir))
+    reports = {"single": evaluate_reward_model(model, tokenizer, pairs),
+               "ensemble": evaluate_ensemble(load_reward_function(rm_dir), pairs).ensemble}  # fmt: skip
+    gates = {}
+    for reward, report in reports.items():
+        verdict = rm_gate(report)
+        gates[reward] = {"passed": verdict.passed, "summary": verdict.summary, "accuracy": report.accuracy,
+                         "pairs": report.n_pairs, "pair_length_spearman": report.length_margin_spearman}  # fmt: skip
+    return gates
 
 
 # ------------------------------------------------------------------------------------------ one RL run
@@ -276,6 +289,15 @@ def plot_run(record: dict, c: dict, monitor, path: Path) -> None:
         ax.axvline(a.step, ls="--", lw=0.8, color="red" if stop else "gray")
         ax.annotate(f"{a.signal} ({a.action})", (a.step, 0.98), xycoords=("data", "axes fraction"), rotation=90,
                     va="top", fontsize=7, color="red" if stop else "gray")  # fmt: skip
+    if not record["gate"]["passed"]:  # the pipeline's gate refused RL before step 0; what the monitors did, in grey
+        ax.axvline(0, lw=1.5, color="red")
+        ax.annotate("rm_gate refused RL (stop)", (0, 0.98), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                    fontsize=7, color="red")  # fmt: skip
+        alone = record["monitors_only"]
+        if alone.get("returned_step") is not None and alone.get("gold_returned") is not None:
+            ax.plot([alone["returned_step"]], [alone["gold_returned"]], "*", ms=10, color="gray",
+                    label=f"monitors alone: returned step {alone['returned_step']}, "
+                          f"held-out gold {alone['gold_returned']:.2f}")  # fmt: skip
     if record.get("returned_step") is not None and record.get("gold_returned") is not None:
         label = f"returned model (step {record['returned_step']}), held-out gold {record['gold_returned']:.2f}"
         ax.plot([record["returned_step"]], [record["gold_returned"]], "*", ms=14, color="green", label=label)
@@ -292,9 +314,14 @@ def plot_run(record: dict, c: dict, monitor, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
-def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, out: Path, args) -> dict:
+def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, gate: dict, out: Path, args) -> dict:
     """One grid cell: the unstopped twin (cached: its logs and held-out final gold do not depend on the monitor's
-    settings), the stopped run (cached per monitor config), the summary and the plot."""
+    settings), the stopped run (cached per monitor config), the summary and the plot.
+
+    Where the reward model fails the pipeline's gate (``gate``, from :func:`rm_gates`) the pipeline never starts RL:
+    the record's stop is the gate's at step 0 and the returned model is the SFT model (its held-out gold is
+    ``gold_sft``: the same model on the same prompts and seed). The RL runs are trained all the same, and what the
+    monitors alone did there is kept under ``monitors_only``."""
     import dataclasses
 
     from rlhfkit.monitors import MonitorConfig
@@ -331,6 +358,14 @@ def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, out: Path
     monitor = replay(unstopped["log_history"], batch)
     c = curve(unstopped["log_history"])
     record.update(summarise(c, monitor))
+    record["gate"] = gate
+    if not gate["passed"]:
+        keys = ("first_alert_step", "first_alert", "stop_step", "returned_step", "gold_returned", "returned_reason")
+        record["monitors_only"] = {k: record.get(k) for k in keys}
+        reason = (f"rm_eval's gate refused RL ({gate['summary']}): the pipeline stops before the RL stage and the "
+                  f"SFT model is what it returns")  # fmt: skip
+        record.update(first_alert_step=0, first_alert="rm_gate", stop_step=0, returned_step=0, gold_returned=gold_sft,
+                      returned_reason=reason)  # fmt: skip
     record["seconds"] = unstopped.get("seconds", 0) + stopped.get("seconds", 0)
     plot_run(record, c, monitor, run_dir / "overoptimization.png")
     (run_dir / "record.json").write_text(json.dumps({**record, "curve": c}, indent=2) + "\n")
@@ -338,7 +373,8 @@ def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, out: Path
 
 
 KEYS = ("algorithm", "length_bias", "seed", "reward", "gold_sft", "gold_peak", "gold_peak_step", "first_alert_step",
-        "first_alert", "stop_step", "returned_step", "gold_returned", "gold_final_unstopped")  # fmt: skip
+        "first_alert", "stop_step", "returned_step", "gold_returned", "gold_final_unstopped", "gate",
+        "monitors_only")  # fmt: skip
 
 
 def main(argv=None) -> list[dict]:
@@ -357,10 +393,11 @@ def main(argv=None) -> list[dict]:
         for bias in args.biases:
             base = out / f"seed{seed}" / f"bias{bias:g}"
             rm_dir = reward_ensemble(base, sft_dir, bias, seed, args.members, args.rm_steps)
+            gates = rm_gates(rm_dir, bias, seed)
             for algorithm in args.algorithms:
                 for reward in args.rewards:
                     cell = {"algorithm": algorithm, "length_bias": bias, "seed": seed, "reward": reward}
-                    r = run_cell(cell, sft_dir, rm_dir, gold_sft, base, args)
+                    r = run_cell(cell, sft_dir, rm_dir, gold_sft, gates[reward], base, args)
                     records.append(r)
                     print(json.dumps({k: r.get(k) for k in KEYS}), flush=True)
     (out / "overoptimization.json").write_text(
