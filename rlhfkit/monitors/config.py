@@ -50,7 +50,8 @@ class MonitorConfig:
             (one noisy batch is not a trend).
         kl_caution (`float`, defaults to `KL_CAUTION`): KL per token of the starting answer length (the KL per
             sequence divided by the baseline mean length, so it does not grow because answers do) above which the
-            policy is drifting far.
+            policy is drifting far. A logged step above it is not healthy: after a stop the RL stage returns a
+            checkpoint from below this level (``off`` counts only the stop signals).
         kl_caution_action (`str`, defaults to `"warn"`).
         kl_limit (`float`, defaults to `KL_LIMIT`): the same KL scale; above it reward hacking is likely.
         kl_limit_action (`str`, defaults to `"stop"`).

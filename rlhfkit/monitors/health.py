@@ -40,7 +40,8 @@ rlhfkit's PPOTrainer (log, then save) then write ``checkpoint-N`` -- the weights
 end training before update N + 1, whatever ``save_strategy`` says. The metrics of step N were measured on
 completions sampled *before* update N, so checkpoint-N is the policy one update past the first unhealthy
 measurement: the last state training reached, not a rollback. The monitor records ``last_healthy_step`` (the
-last logged step where no signal's condition held, confirmed or not) and names the newest ``checkpoint-M`` with
+last logged step where no stop signal's condition held, confirmed or not, and the KL was below ``kl_caution``:
+near the limit the held-out gold is often already falling) and names the newest ``checkpoint-M`` with
 M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``); when none exists the
 RL run returns the starting policy (``returned_step`` 0, :func:`rlhfkit.train.return_healthy`).
 
@@ -176,7 +177,8 @@ class HealthMonitor(TrainerCallback):
         alerts: every :class:`Alert` fired, in order.
         stop_step: global step at which a ``stop`` alert ended training (its checkpoint is ``checkpoint-{stop_step}``).
         last_healthy_step: last logged step where no judged signal's condition held (None before the first such
-            log); the judged signals are those whose action is ``stop`` (all that are not ``off`` if none is).
+            log); the judged signals are those whose action is ``stop`` (all that are not ``off`` if none is), and
+            ``kl_caution`` unless it is ``off``: a stop returns a checkpoint from below the KL's warning level.
         returned_step: after a stop, the step of the newest checkpoint at or before ``last_healthy_step`` -- the
             model the RL run returns -- or 0 when there is none: the starting policy (the stop came before any
             healthy checkpoint, so nothing RL made is known to be healthy).
@@ -191,6 +193,8 @@ class HealthMonitor(TrainerCallback):
         self.checkpoint_name = checkpoint_name
         actions = {signal: getattr(self.config, f"{signal}_action") for signal in SIGNALS}
         self.judged = [s for s, a in actions.items() if a == "stop"] or [s for s, a in actions.items() if a != "off"]
+        if actions["kl_caution"] != "off" and "kl_caution" not in self.judged:
+            self.judged.append("kl_caution")  # the KL's warning level: past it, a step is not counted healthy
         self._reset()
 
     def _reset(self) -> None:

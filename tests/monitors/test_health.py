@@ -189,6 +189,21 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
     assert monitor.returned_step == 0 and "returns the starting policy (step 0)" in monitor.returned_reason
 
 
+def test_a_step_past_kl_caution_is_not_healthy(tmp_path):
+    """KL between kl_caution and kl_limit for 5 steps, then past the limit: the stop returns a step from before the
+    caution level was crossed, not the last step under the limit (unless kl_caution is off)."""
+    def near_limit(t, logs):  # 2.2 nats over 20 tokens = 0.11 per starting token: above 0.1, below 0.12
+        return {"objective/kl": 2.2 if t < ONSET + 5 else 20.0}
+
+    only_kl = {"health_plots": False, "smoothing_steps": 1, "reward_kl_race_action": "off"}  # the jump races too
+    monitor, control = _run(_series("ppo", near_limit), tmp_path, MonitorConfig(**only_kl))
+    assert control.should_training_stop and monitor.stop_step == ONSET + 6
+    assert [a.signal for a in monitor.alerts] == ["kl_caution", "kl_limit"]
+    assert monitor.last_healthy_step == ONSET - 1
+    monitor, _ = _run(_series("ppo", near_limit), tmp_path, MonitorConfig(**only_kl, kl_caution_action="off"))
+    assert monitor.stop_step == ONSET + 6 and monitor.last_healthy_step == ONSET + 4
+
+
 def test_actions_are_configurable(tmp_path):
     symptom = SYMPTOMS["length_drift"]["ppo"]
     monitor, control = _run(
