@@ -338,7 +338,7 @@ def run_best_of_n(
     Returns:
         a :class:`~rlhfkit.train.RunResult` (trainer ``best_of_n``) whose ``log_history`` has one row per round
         (``step`` = round) plus one for the final policy, and ``metrics`` with ``rounds_done``, ``monitor_alerts``
-        and, as the other RL runs (:func:`rlhfkit.train.return_healthy`), ``stop_step``, ``last_healthy_step``,
+        and, as the other RL runs (:func:`rlhfkit.healthy.return_healthy`), ``stop_step``, ``last_healthy_step``,
         ``returned_step`` (the rounds behind the returned policy) and ``returned_reason``.
     """
     from accelerate import PartialState
@@ -353,8 +353,11 @@ def run_best_of_n(
         raise ConfigError("run_best_of_n needs prompts; train_dataset is empty")
     out, sft_dir = Path(config.output_dir), str(model_name_or_path)
     process = PartialState()  # several processes: the main one samples and writes, all of them fine-tune (DDP)
-    # reward_kl_race judges KL gained per optimiser step; here a logged step is a round of many: it does not apply
-    monitor_config = dataclasses.replace(monitor_config or MonitorConfig(), reward_kl_race_action="off")
+    # reward_kl_race judges KL gained per optimiser step; here a logged step is a round of many: it does not apply.
+    # A stop returns one round's policy, not an average (consecutive rounds are many updates apart)
+    monitor_config = dataclasses.replace(
+        monitor_config or MonitorConfig(), reward_kl_race_action="off", healthy_average=1
+    )
     monitor = HealthMonitor(monitor_config, checkpoint_name=f"round-{{}}/{MODEL_SUBDIR}")
     state, control = TrainerState(is_world_process_zero=process.is_main_process), TrainerControl()
     monitor.on_train_begin(config, state, control)

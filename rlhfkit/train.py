@@ -36,11 +36,11 @@ from typing import Any
 
 from rlhfkit.ensemble import MEMBER_DIR, EnsembleMember, bootstrap, write_ensemble
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.healthy import return_healthy, returns_start, save_starting_policy
 from rlhfkit.io import atomic_path, write_json
 from rlhfkit.models import (
     ADAPTER_SUBDIR,
     MODEL_SUBDIR,
-    copy_model,
     load_policy,
     load_reward_model,
     merge_adapter,
@@ -48,7 +48,6 @@ from rlhfkit.models import (
 )
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors, frozen_models
 from rlhfkit.ppo import PPOTrainer, load_ppo_models
-from rlhfkit.ppo.checkpoint import load_trainable
 from rlhfkit.presets import GRPO_BETA, method_preset
 from rlhfkit.reward import RewardConfig
 from rlhfkit.scoring import (
@@ -284,48 +283,6 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
     """Delete ``checkpoint-N`` folders once a run's final model is saved (they can be large)."""
     for path in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
-    """After a stop alert, load the monitor's last healthy checkpoint into the trainer's model (so that it is what
-    gets saved as ``model/``). Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``,
-    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds: 0 is the starting policy, when
-    the stop came before any healthy checkpoint -- :func:`returns_start` -- and the caller saves it with
-    :func:`save_starting_policy`) and ``returned_reason``."""
-    summary = health.summary()
-    returned = health.returned_step if health.stop_step is not None else None
-    if returned:
-        checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{returned}"
-        if isinstance(trainer, PPOTrainer):
-            load_trainable(trainer.model, str(checkpoint), trainer.accelerator.device)
-        else:
-            trainer._load_from_checkpoint(str(checkpoint))
-    if returned is not None:
-        logger.warning("monitor: %s", health.returned_reason)
-    reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
-    return {
-        "monitor_alerts": summary["alerts"],
-        "stop_step": health.stop_step,
-        "last_healthy_step": health.last_healthy_step,
-        "returned_step": returned if returned is not None else trainer.state.global_step,
-        "returned_reason": reason,
-    }
-
-
-def returns_start(metrics: dict[str, Any]) -> bool:
-    """Whether :func:`return_healthy` chose the starting policy (a stop before any healthy checkpoint)."""
-    return metrics.get("stop_step") is not None and metrics.get("returned_step") == 0
-
-
-def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
-    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically
-    (:func:`rlhfkit.models.copy_model`): what a stop returns when no healthy checkpoint exists yet (main process
-    only; the others wait)."""
-    out = Path(output_dir) / MODEL_SUBDIR
-    if trainer.accelerator.is_main_process:
-        copy_model(model_name_or_path, out)
-    trainer.accelerator.wait_for_everyone()
-    return out
 
 
 # ------------------------------------------------------------------------------------------ PPO

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import RewardConfig, SFTConfig
 
 from rlhfkit import lab
@@ -200,6 +200,45 @@ def test_ensemble_ppo_logs_the_spread_and_returns_the_last_healthy_checkpoint(re
         saved = load_file(str(tmp_path / f"checkpoint-{step}" / "trainable.safetensors"))
         saved = {k[len("policy.") :]: v for k, v in saved.items() if k.startswith("policy.")}
         assert all(torch.equal(policy[k], v) for k, v in saved.items()) == same
+
+
+class _KLJumpsAt(TrainerCallback):
+    """Before the monitors read a log: the KL jumps to 100 nats per sequence from global step ``step`` on."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "objective/kl" in logs and state.global_step >= self.step:
+            logs["objective/kl"] = 100.0
+
+
+def test_a_ppo_stop_returns_the_average_of_the_healthy_checkpoints(nano_model, reward_ensemble, tmp_path):
+    """Healthy updates 1-2 (each checkpointed), the KL far over the limit from update 3: the stop at 4 returns the
+    mean of the policy weights of checkpoint-1 and checkpoint-2 (PPO's own checkpoint files), computed here."""
+    from safetensors.torch import load_file
+
+    from rlhfkit.ensemble import read_ensemble
+    from rlhfkit.monitors import MonitorConfig
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.train import run_ppo
+
+    member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
+    cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 6, per_device_train_batch_size=8,
+                         num_mini_batches=1, learning_rate=1e-3, response_length=8, stop_token="eos",
+                         temperature=1.0, save_steps=100, report_to=[], num_sample_generations=0, seed=0)  # fmt: skip
+    rl = run_ppo(nano_model, lab.make_prompts(16), cfg, reward_model=member, callbacks=[_KLJumpsAt(3)],
+                 monitor_config=MonitorConfig(health_plots=False))  # fmt: skip
+    m = rl.metrics
+    assert (m["stop_step"], m["last_healthy_step"], m["returned_step"], m["averaged_steps"]) == (4, 2, 2, [1, 2])
+    assert "the average of the weights of checkpoint-1, checkpoint-2" in m["returned_reason"]
+    policy = AutoModelForCausalLM.from_pretrained(rl.model_dir).state_dict()
+    saved = [load_file(str(tmp_path / f"checkpoint-{s}" / "trainable.safetensors")) for s in (1, 2)]
+    names = [k for k in saved[0] if k.startswith("policy.")]
+    assert names and not all(torch.equal(saved[0][k], saved[1][k]) for k in names)  # the policy moved
+    for k in names:
+        expected = (saved[0][k].float() + saved[1][k].float()) / 2
+        torch.testing.assert_close(policy[k[len("policy.") :]].float(), expected, rtol=0, atol=1e-6)
 
 
 def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_model, tmp_path):

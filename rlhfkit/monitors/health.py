@@ -43,7 +43,7 @@ measurement: the last state training reached, not a rollback. The monitor record
 last logged step where no stop signal's condition held, confirmed or not, and the KL was below ``kl_caution``:
 near the limit the held-out gold is often already falling) and names the newest ``checkpoint-M`` with
 M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``); when none exists the
-RL run returns the starting policy (``returned_step`` 0, :func:`rlhfkit.train.return_healthy`).
+RL run returns the starting policy (``returned_step`` 0, :func:`rlhfkit.healthy.return_healthy`).
 
 Distributed runs
 ----------------
@@ -204,6 +204,7 @@ class HealthMonitor(TrainerCallback):
         self.last_healthy_step: int | None = None
         self.returned_step: int | None = None
         self.returned_reason: str | None = None
+        self.averaged_steps: list[int] = []
         self.healthy_checkpoints: list[int] = []
         self._streak: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._noted_no_kl = False
@@ -244,6 +245,7 @@ class HealthMonitor(TrainerCallback):
                 self.stop_step = step
                 fallback = self.fallback_step(args.output_dir)
                 self.returned_step = 0 if fallback is None else fallback
+                self.averaged_steps = self.average_steps(args.output_dir)
                 self.returned_reason = self._returned_reason(alert)
                 record["stop"] = True
                 alert.message += f" Stopping: {self.returned_reason}"
@@ -256,15 +258,15 @@ class HealthMonitor(TrainerCallback):
             self._write()
 
     def on_save(self, args, state, control, **kwargs):
-        """Without ``save_total_limit``, delete the healthy checkpoints the monitor asked for once a newer one exists
-        (the trainer's own ``save_steps`` checkpoints are left alone)."""
+        """Without ``save_total_limit``, delete the healthy checkpoints the monitor asked for once ``healthy_average``
+        newer ones exist (the trainer's own ``save_steps`` checkpoints are left alone)."""
         if args.save_total_limit or not state.is_world_process_zero or not args.output_dir:
             return
-        every = getattr(state, "save_steps", 0) or 0
-        for old in self.healthy_checkpoints[:-1]:
+        every, keep = getattr(state, "save_steps", 0) or 0, self.config.healthy_average
+        for old in self.healthy_checkpoints[:-keep]:
             if not (every and old % every == 0):
                 shutil.rmtree(Path(args.output_dir) / f"checkpoint-{old}", ignore_errors=True)
-        self.healthy_checkpoints = self.healthy_checkpoints[-1:]
+        self.healthy_checkpoints = self.healthy_checkpoints[-keep:]
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.timeline:
@@ -302,6 +304,17 @@ class HealthMonitor(TrainerCallback):
         saved = [s for s in numbered if os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))]
         return max((s for s in saved if 0 < s <= self.last_healthy_step), default=None)
 
+    def average_steps(self, output_dir: str | os.PathLike | None) -> list[int]:
+        """The checkpoints a stop averages, oldest first: the :meth:`fallback_step` one and up to
+        ``healthy_average - 1`` older healthy checkpoints the monitor saved that still exist ([]: there is none)."""
+        newest = self.fallback_step(output_dir)
+        if newest is None:
+            return []
+        older = [s for s in self.healthy_checkpoints if s < newest
+                 and os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))]  # fmt: skip
+        keep = self.config.healthy_average - 1
+        return [*(older[-keep:] if keep else []), newest]
+
     def _returned_reason(self, alert: Alert) -> str:
         stop = f"{alert.signal} stopped training at step {alert.step}"
         if not self.returned_step:
@@ -309,8 +322,13 @@ class HealthMonitor(TrainerCallback):
                 f"no checkpoint exists at or before the last healthy step {self.last_healthy_step}")  # fmt: skip
             return f"{stop}; {healthy}, so the RL stage returns the starting policy (step 0), the model RL began from."
         returned, stopped = (self.checkpoint_name.format(s) for s in (self.returned_step, alert.step))
-        return (f"{stop}; the RL stage returns {returned}, the newest checkpoint at or before the last healthy step "
-                f"{self.last_healthy_step} ({stopped} is kept too).")  # fmt: skip
+        what = f"{returned}, the newest checkpoint at or before the last healthy step {self.last_healthy_step}"
+        if len(self.averaged_steps) > 1:
+            names = ", ".join(self.checkpoint_name.format(s) for s in self.averaged_steps)
+            what = (f"the average of the weights of {names}: the {len(self.averaged_steps)} newest healthy "
+                    f"checkpoints, up to {returned} (the newest at or before the last healthy step "
+                    f"{self.last_healthy_step})")  # fmt: skip
+        return f"{stop}; the RL stage returns {what} ({stopped} is kept too)."
 
     def _fallback_note(self, output_dir) -> str:
         fallback = self.fallback_step(output_dir)

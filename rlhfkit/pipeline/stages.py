@@ -231,7 +231,10 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
         "train_runtime": result.metrics.get("train_runtime"),
         "skipped": skipped + notes,
         # which weights model/ holds: the last healthy checkpoint after a stop alert, else the final ones
-        **{k: result.metrics.get(k) for k in ("stop_step", "last_healthy_step", "returned_step", "returned_reason")},
+        **{
+            k: result.metrics.get(k)
+            for k in ("stop_step", "last_healthy_step", "returned_step", "averaged_steps", "returned_reason")
+        },
         **extra,
     }
     return {"model_dir": str(result.model_dir)}, metrics

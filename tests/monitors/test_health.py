@@ -287,21 +287,67 @@ def _tiny_llama(seed=0):
     return LlamaForCausalLM(config)
 
 
-def test_stop_ends_a_trainer_run_with_a_checkpoint_of_the_alert_step(tmp_path):
+@pytest.mark.parametrize("average", [1, 2, 3])
+def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(average, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.healthy import return_healthy
+
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
     model, ref = _tiny_llama(), _tiny_llama().requires_grad_(False)
     args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_strategy="no")
-    callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False), frozen={"reference": ref})]
+    config = MonitorConfig(health_plots=False, healthy_average=average)
+    callbacks = [_InjectRLMetrics(), *build_monitors(config, frozen={"reference": ref})]
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
     trainer.train()
     assert trainer.state.global_step == 5  # KL far over the limit at steps 4 and 5 (alert_patience=2): stop at 5
     assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
-    # healthy steps 1-3 were checkpointed as they came (older ones deleted: no save_total_limit); 3 is returned
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-5"]
+    # healthy steps 1-3 were checkpointed as they came; older than the newest `average` deleted (no save_total_limit)
+    kept = [f"checkpoint-{s}" for s in range(4 - average, 4)]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [*kept, "checkpoint-5"]
     health = next(cb for cb in callbacks if isinstance(cb, HealthMonitor))
-    assert (health.healthy_checkpoints, health.returned_step, health.last_healthy_step) == ([3], 3, 3)
+    assert (health.returned_step, health.last_healthy_step) == (3, 3)
+    assert health.healthy_checkpoints == health.averaged_steps == list(range(4 - average, 4))
+    assert ("the average of the weights of" in health.returned_reason) == (average > 1)
     assert json.loads((tmp_path / "health.jsonl").read_text().splitlines()[-1])["stop"]
+
+    # the model the stage saves: the mean of the kept checkpoints' weights, computed here from their files
+    files = [load_file(str(tmp_path / name / "model.safetensors")) for name in kept]
+    metrics = return_healthy(trainer, health)
+    assert metrics["averaged_steps"] == health.averaged_steps and metrics["returned_step"] == 3
+    state = trainer.model.state_dict()
+    for name in files[0]:
+        expected = torch.stack([f[name].float() for f in files]).mean(0)
+        torch.testing.assert_close(state[name].float(), expected, rtol=0, atol=1e-6)
+    if average > 1:  # the checkpoints differ (training moved the weights), so the average is none of them
+        assert not torch.equal(state["model.embed_tokens.weight"], files[-1]["model.embed_tokens.weight"])
+
+
+def test_a_lora_stop_averages_the_adapters_and_leaves_the_base(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from rlhfkit.healthy import return_healthy
+
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(_tiny_llama(), lora)
+    base = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_strategy="no",
+                 learning_rate=1e-2)  # fmt: skip
+    callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False, healthy_average=2))]
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+    trainer.train()
+    metrics = return_healthy(trainer, callbacks[1])
+    assert (metrics["stop_step"], metrics["returned_step"], metrics["averaged_steps"]) == (5, 3, [2, 3])
+    files = [load_file(str(tmp_path / f"checkpoint-{s}" / "adapter_model.safetensors")) for s in (2, 3)]
+    state = {k.replace(".default", ""): v for k, v in trainer.model.state_dict().items()}
+    assert files[0] and not all(torch.equal(files[0][k], files[1][k]) for k in files[0])
+    for name in files[0]:
+        torch.testing.assert_close(state[name], (files[0][name] + files[1][name]) / 2, rtol=0, atol=1e-6)
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in base.items())  # the base is untouched
 
 
 def test_the_healthy_checkpoint_survives_save_total_limit(tmp_path):

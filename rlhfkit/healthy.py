@@ -1,0 +1,94 @@
+"""What a stopped RL run returns (PPO, GRPO, RLOO, DPO): after a stop alert of the monitors
+(:class:`rlhfkit.monitors.HealthMonitor`), the average of the last healthy checkpoints' trainable weights is loaded
+into the trainer's model, which the run then saves as ``model/``; a stop before any healthy checkpoint returns the
+starting policy instead. The metrics say which steps and why."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.models import MODEL_SUBDIR, copy_model
+from rlhfkit.monitors import HealthMonitor
+from rlhfkit.ppo import PPOTrainer
+from rlhfkit.ppo.checkpoint import load_trainable
+
+logger = logging.getLogger(__name__)
+
+
+def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
+    """After a stop alert, load the monitor's last healthy checkpoint into the trainer's model (so that it is what
+    gets saved as ``model/``). Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``,
+    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds: 0 is the starting policy, when
+    the stop came before any healthy checkpoint -- :func:`returns_start` -- and the caller saves it with
+    :func:`save_starting_policy`) and ``returned_reason``."""
+    summary = health.summary()
+    returned = health.returned_step if health.stop_step is not None else None
+    averaged = []
+    if returned:
+        out = Path(trainer.args.output_dir)
+        averaged = load_average(trainer, [out / f"checkpoint-{s}" for s in health.averaged_steps or [returned]])
+    if returned is not None:
+        logger.warning("monitor: %s", health.returned_reason)
+    reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
+    return {
+        "monitor_alerts": summary["alerts"],
+        "stop_step": health.stop_step,
+        "last_healthy_step": health.last_healthy_step,
+        "returned_step": returned if returned is not None else trainer.state.global_step,
+        "averaged_steps": [int(c.name.split("-")[-1]) for c in averaged],
+        "returned_reason": reason,
+    }
+
+
+def _load_checkpoint(trainer, checkpoint: Path) -> None:
+    if isinstance(trainer, PPOTrainer):
+        load_trainable(trainer.model, str(checkpoint), trainer.accelerator.device)
+    else:
+        trainer._load_from_checkpoint(str(checkpoint))
+
+
+def load_average(trainer, checkpoints: list[Path]) -> list[Path]:
+    """Load the uniform average of the trainable weights of ``checkpoints`` (oldest first) into the trainer's model:
+    each is loaded as the trainer resumes it, its trainable tensors are summed in float32 on the CPU, and the mean is
+    written back in the parameters' dtype (the frozen weights, e.g. a 4-bit base under QLoRA, are the same in every
+    checkpoint). Under DeepSpeed ZeRO-3 each process holds only a partition of every parameter, so only the newest
+    checkpoint is loaded. Returns the checkpoints whose average the model now holds."""
+
+    def trainable():  # looked up after each load: a loader may replace a module
+        return [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+
+    if len(checkpoints) > 1 and any(hasattr(p, "ds_id") for _, p in trainable()):
+        logger.warning("monitor: DeepSpeed ZeRO-3 partitions the weights: returning %s alone", checkpoints[-1].name)
+        checkpoints = checkpoints[-1:]
+    sums: dict[str, torch.Tensor] = {}
+    for checkpoint in checkpoints:
+        _load_checkpoint(trainer, checkpoint)
+        if len(checkpoints) > 1:
+            for name, param in trainable():
+                value = param.detach().to("cpu", torch.float32)
+                sums[name] = sums[name] + value if name in sums else value.clone()
+    with torch.no_grad():
+        for name, param in trainable() if sums else []:
+            param.copy_((sums[name] / len(checkpoints)).to(param.device, param.dtype))
+    return checkpoints
+
+
+def returns_start(metrics: dict[str, Any]) -> bool:
+    """Whether :func:`return_healthy` chose the starting policy (a stop before any healthy checkpoint)."""
+    return metrics.get("stop_step") is not None and metrics.get("returned_step") == 0
+
+
+def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
+    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically
+    (:func:`rlhfkit.models.copy_model`): what a stop returns when no healthy checkpoint exists yet (main process
+    only; the others wait)."""
+    out = Path(output_dir) / MODEL_SUBDIR
+    if trainer.accelerator.is_main_process:
+        copy_model(model_name_or_path, out)
+    trainer.accelerator.wait_for_everyone()
+    return out
