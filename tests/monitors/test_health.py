@@ -192,6 +192,7 @@ def test_one_noisy_step_does_not_fire_and_kl_limit_stops(tmp_path):
 def test_a_step_past_kl_caution_is_not_healthy(tmp_path):
     """KL between kl_caution and kl_limit for 5 steps, then past the limit: the stop returns a step from before the
     caution level was crossed, not the last step under the limit (unless kl_caution is off)."""
+
     def near_limit(t, logs):  # 2.2 nats over 20 tokens = 0.11 per starting token: above 0.1, below 0.12
         return {"objective/kl": 2.2 if t < ONSET + 5 else 20.0}
 
