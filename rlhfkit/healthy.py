@@ -21,17 +21,19 @@ logger = logging.getLogger(__name__)
 
 
 def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
-    """After a stop alert, load the monitor's last healthy checkpoint into the trainer's model (so that it is what
-    gets saved as ``model/``). Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``,
-    ``last_healthy_step``, ``returned_step`` (the step whose weights ``model/`` holds: 0 is the starting policy, when
-    the stop came before any healthy checkpoint -- :func:`returns_start` -- and the caller saves it with
-    :func:`save_starting_policy`) and ``returned_reason``."""
+    """After a stop alert, load the average of the monitor's last healthy checkpoints (:func:`load_average`, those of
+    its ``averaged_steps`` still on disk) into the trainer's model, so that it is what gets saved as ``model/``.
+    Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``, ``last_healthy_step``,
+    ``returned_step`` (the newest step in ``model/``: 0 is the starting policy, when the stop came before any healthy
+    checkpoint -- :func:`returns_start` -- and the caller saves it with :func:`save_starting_policy`),
+    ``averaged_steps`` (the checkpoints averaged; [] without a stop) and ``returned_reason``."""
     summary = health.summary()
     returned = health.returned_step if health.stop_step is not None else None
     averaged = []
     if returned:
         out = Path(trainer.args.output_dir)
-        averaged = load_average(trainer, [out / f"checkpoint-{s}" for s in health.averaged_steps or [returned]])
+        steps = health.settle_average(out) or [returned]
+        averaged = load_average(trainer, [out / f"checkpoint-{s}" for s in steps])
     if returned is not None:
         logger.warning("monitor: %s", health.returned_reason)
     reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"

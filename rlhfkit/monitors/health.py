@@ -205,6 +205,7 @@ class HealthMonitor(TrainerCallback):
         self.returned_step: int | None = None
         self.returned_reason: str | None = None
         self.averaged_steps: list[int] = []
+        self._stop_alert: Alert | None = None
         self.healthy_checkpoints: list[int] = []
         self._streak: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._noted_no_kl = False
@@ -214,6 +215,15 @@ class HealthMonitor(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._reset()
         self._path = Path(args.output_dir or ".") / self.config.health_file
+        keep = self.config.healthy_average + 1  # the healthy checkpoints a stop averages + the stop's own
+        limit = getattr(args, "save_total_limit", None)
+        if limit and limit < keep and self.config.healthy_average > 1 and state.is_world_process_zero:
+            logger.warning(
+                "monitor: save_total_limit=%d keeps the newest healthy checkpoint and the stop's, not the %d newest "
+                "healthy ones healthy_average=%d averages after a stop; set save_total_limit >= %d or leave it unset "
+                "(the monitor then prunes its own checkpoints)", limit, self.config.healthy_average,
+                self.config.healthy_average, keep,
+            )  # fmt: skip
         if state.global_step > 0 and self._path.is_file():  # resuming: keep the baselines and streaks
             with open(self._path) as f:
                 for line in f:
@@ -246,6 +256,7 @@ class HealthMonitor(TrainerCallback):
                 fallback = self.fallback_step(args.output_dir)
                 self.returned_step = 0 if fallback is None else fallback
                 self.averaged_steps = self.average_steps(args.output_dir)
+                self._stop_alert = alert
                 self.returned_reason = self._returned_reason(alert)
                 record["stop"] = True
                 alert.message += f" Stopping: {self.returned_reason}"
@@ -314,6 +325,17 @@ class HealthMonitor(TrainerCallback):
                  and os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))]  # fmt: skip
         keep = self.config.healthy_average - 1
         return [*(older[-keep:] if keep else []), newest]
+
+    def settle_average(self, output_dir: str | os.PathLike) -> list[int]:
+        """The :attr:`averaged_steps` whose checkpoints still exist after the stop's own save (``save_total_limit``'s
+        rotation may have deleted older ones since the stop chose them); updates :attr:`returned_reason` to match."""
+        left = [
+            s for s in self.averaged_steps if os.path.isdir(os.path.join(output_dir, self.checkpoint_name.format(s)))
+        ]
+        if left != self.averaged_steps and self._stop_alert is not None:
+            self.averaged_steps = left
+            self.returned_reason = self._returned_reason(self._stop_alert)
+        return left
 
     def _returned_reason(self, alert: Alert) -> str:
         stop = f"{alert.signal} stopped training at step {alert.step}"

@@ -325,6 +325,25 @@ def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(averag
         assert not torch.equal(state["model.embed_tokens.weight"], files[-1]["model.embed_tokens.weight"])
 
 
+def test_a_checkpoint_rotated_away_by_the_stops_save_is_not_averaged(tmp_path):
+    """save_total_limit=3: healthy checkpoints 1-3 exist when the stop at 5 chooses them, then the stop's own save
+    rotates checkpoint-1 away; the stage averages what is left and says so."""
+    from rlhfkit.healthy import return_healthy
+
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
+    args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_strategy="no",
+                 save_total_limit=3)  # fmt: skip
+    callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False))]
+    trainer = Trainer(model=_tiny_llama(), args=args, train_dataset=data, callbacks=callbacks)
+    trainer.train()
+    health = callbacks[1]
+    assert health.averaged_steps == [1, 2, 3] and "checkpoint-1, checkpoint-2, checkpoint-3" in health.returned_reason
+    assert not (tmp_path / "checkpoint-1").exists()
+    metrics = return_healthy(trainer, health)
+    assert metrics["averaged_steps"] == [2, 3] and "of checkpoint-2, checkpoint-3:" in metrics["returned_reason"]
+
+
 def test_a_lora_stop_averages_the_adapters_and_leaves_the_base(tmp_path):
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
@@ -351,16 +370,23 @@ def test_a_lora_stop_averages_the_adapters_and_leaves_the_base(tmp_path):
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in base.items())  # the base is untouched
 
 
-def test_the_healthy_checkpoint_survives_save_total_limit(tmp_path):
+def test_the_healthy_checkpoint_survives_save_total_limit(tmp_path, caplog):
+    from rlhfkit.healthy import return_healthy
+
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
     args = _args(tmp_path, max_steps=20, per_device_train_batch_size=4, logging_steps=1, save_steps=1,
                  save_total_limit=1)  # fmt: skip
     callbacks = [_InjectRLMetrics(), *build_monitors(MonitorConfig(health_plots=False))]
-    Trainer(model=_tiny_llama(), args=args, train_dataset=data, callbacks=callbacks).train()
+    with caplog.at_level("WARNING", logger="rlhfkit.monitors.health"):
+        trainer = Trainer(model=_tiny_llama(), args=args, train_dataset=data, callbacks=callbacks)
+        trainer.train()
+    assert "save_total_limit=1 keeps the newest healthy checkpoint" in caplog.text  # fewer to average: said
     # the trainer saves every step and keeps one; the monitor's healthy checkpoint-3 is protected from rotation
     assert "checkpoint-3" in [p.name for p in tmp_path.glob("checkpoint-*")]
-    assert callbacks[1].returned_step == 3
+    health = callbacks[1]
+    assert health.returned_step == 3 and health.averaged_steps == [3]  # 1 and 2 were rotated away before the stop
+    assert return_healthy(trainer, health)["averaged_steps"] == [3]
 
 
 def test_stop_ends_a_tiny_grpo_run_and_the_reference_stays_frozen(nano_model, tmp_path):
