@@ -25,9 +25,11 @@ Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside 
 smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answers (GRPO: 3 logs of 5 steps x 64
 completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
 smoothed curve's maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has
-only 72 distinct prompts). Results go to ``<out>/overoptimization.json`` (one record per run with exactly the
-issue's keys, plus the details under ``runs_detail``) and a plot per run (``<run>/overoptimization.png``). Finished
-runs are skipped, so an interrupted grid resumes.
+only 72 distinct prompts; one model's score varies with std ~0.006 between draws of 6000 prompts, 0.0125 at 1500).
+Results go to ``<out>/overoptimization.json`` (one record per run with the issue's keys, ``gate`` and
+``monitors_only``), each run's ``record.json`` (with its curves) and a plot per run (``overoptimization.png``).
+Finished runs are skipped, so an interrupted grid resumes; a cached score measured on another ``--eval-prompts`` is
+measured again on the run's saved model.
 
 Deliberately left out: DPO / best-of-N, real models, and tuning RL hyperparameters per cell (one setting per
 algorithm, with its KL coefficient at rlhfkit's default).
@@ -48,6 +50,7 @@ MEMBERS = 3
 GRPO = {"steps": 200, "lr": 5e-4, "beta": 0.2, "logging_steps": 5}  # the lab pipeline's GRPO, 3x longer
 PPO = {"updates": 200, "lr": 1e-4, "kl_coef": 0.07}  # between the demo's 0.1 (never over-optimised) and 0.05 (at once)
 RESPONSE_LENGTH = 24
+EVAL_PROMPTS = 6000  # a held-out gold score's std between draws of prompts: 0.0125 at 1500 prompts, ~0.006 here
 
 
 def parse_args(argv=None):
@@ -62,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--coef", type=float, default=1.0, help="std weight of the ensemble's mean_minus_std")
     p.add_argument("--grpo-steps", type=int, default=GRPO["steps"])
     p.add_argument("--ppo-updates", type=int, default=PPO["updates"])
-    p.add_argument("--eval-prompts", type=int, default=1500, help="fresh prompts for each held-out gold score")
+    p.add_argument("--eval-prompts", type=int, default=EVAL_PROMPTS, help="fresh prompts for each held-out gold score")
     p.add_argument("--unstopped-only", action="store_true", help="only the warn-only twins (to study the curves)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
     p.add_argument(
@@ -215,6 +218,16 @@ def held_out_gold(model_dir: Path, seed: int, n: int) -> float:
     return float(lab.gold_rewards(prompts, sample_responses(str(model_dir), prompts, RESPONSE_LENGTH, seed)).mean())
 
 
+def rescored(cache: Path, key: str, seed: int, n: int) -> dict:
+    """A finished run's cached record; its held-out score ``key`` is measured again on the saved ``model/`` (beside
+    the cache) when it was measured on another number of prompts (records without ``eval_prompts`` used 1500)."""
+    data = json.loads(cache.read_text())
+    if data.get("eval_prompts", 1500) != n:
+        data.update({key: held_out_gold(cache.parent / "model", seed, n), "eval_prompts": n})
+        cache.write_text(json.dumps(data) + "\n")
+    return data
+
+
 # ------------------------------------------------------------------------------------------ per-run summary
 def smooth(values: list[float], window: int) -> list[float]:
     """Centred moving average (shorter at the ends)."""
@@ -334,9 +347,10 @@ def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, gate: dic
         result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "unstopped", args, stop=False)
         gold_final = held_out_gold(result.model_dir, seed, args.eval_prompts)
         remove_checkpoints(run_dir / "unstopped")
-        cache.write_text(json.dumps({"log_history": result.log_history, "gold_final_unstopped": gold_final,
-                                     "seconds": time.time() - t0}) + "\n")  # fmt: skip
-    unstopped = json.loads(cache.read_text())
+        record = {"log_history": result.log_history, "gold_final_unstopped": gold_final,
+                  "eval_prompts": args.eval_prompts, "seconds": time.time() - t0}  # fmt: skip
+        cache.write_text(json.dumps(record) + "\n")
+    unstopped = rescored(cache, "gold_final_unstopped", seed, args.eval_prompts)
     record = {**cell, "gold_sft": gold_sft, "gold_final_unstopped": unstopped["gold_final_unstopped"]}
     stopped = {}
     if not args.unstopped_only:
@@ -347,12 +361,13 @@ def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, gate: dic
         if not cache.exists():
             t1 = time.time()
             result, _ = rl_run(cell, sft_dir, rm_dir, run_dir / "stopped", args, stop=True)
-            keep = ("stop_step", "last_healthy_step", "returned_step", "returned_reason")
+            keep = ("stop_step", "last_healthy_step", "returned_step", "averaged_steps", "returned_reason")
             stopped = {k: result.metrics.get(k) for k in keep}
             stopped["gold_returned"] = held_out_gold(result.model_dir, seed, args.eval_prompts)
             remove_checkpoints(run_dir / "stopped")
-            cache.write_text(json.dumps({**stopped, "monitor": defaults, "seconds": time.time() - t1}) + "\n")
-        stopped = json.loads(cache.read_text())
+            cache.write_text(json.dumps({**stopped, "monitor": defaults, "eval_prompts": args.eval_prompts,
+                                         "seconds": time.time() - t1}) + "\n")  # fmt: skip
+        stopped = rescored(cache, "gold_returned", seed, args.eval_prompts)
         record.update({k: stopped[k] for k in ("stop_step", "returned_step", "gold_returned", "returned_reason")})
     batch = 64  # PPO: prompts per update; GRPO: completions per step
     monitor = replay(unstopped["log_history"], batch)
