@@ -96,7 +96,9 @@ class MonitorConfig:
             trainable weights of the last this-many healthy checkpoints the monitor saved (1: the newest alone). One
             policy checkpoint's held-out gold can sit 0.05-0.13 below its neighbours' five steps apart (GRPO on the
             lab); the average of three does not (latest weight averaging, Kaddour 2022). The monitor keeps that many
-            healthy checkpoints on disk (older ones are pruned).
+            healthy checkpoints on disk (older ones are pruned), and the average is summed in float32 on the CPU: one
+            copy of the trainable weights per process (LoRA adapters: megabytes; a fully fine-tuned 7B policy: 28 GB,
+            where 1 may be the better setting).
         health_extra_keys (`list[str]`, defaults to `[]`): other logged keys to keep in the timeline and plot
             against KL (e.g. a gold reward logged as ``rewards/gold/mean``).
         frozen_check_steps (`int`, defaults to `0`): also verify the frozen models every N steps (0: begin/end).
