@@ -327,9 +327,9 @@ def run_ppo(
             base; the value model starts from member 0 (:func:`rlhfkit.ppo.load_ppo_models`).
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
-        of the SFT model, its adapter kept in ``<output_dir>/adapter``) -- after a stop alert, the weights of the
-        last healthy checkpoint; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``, ``stop_step``,
-        ``last_healthy_step``, ``returned_step``, ``returned_reason``).
+        of the SFT model, its adapter kept in ``<output_dir>/adapter``) -- after a stop alert, the average of the
+        last healthy checkpoints; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``, ``stop_step``,
+        ``last_healthy_step``, ``returned_step``, ``averaged_steps``, ``returned_reason``).
     """
     import dataclasses
 
@@ -463,9 +463,9 @@ def run_grpo(
         reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward, ``mean`` | ``min`` |
             ``mean_minus_std`` (:func:`rlhfkit.scoring.aggregate_rewards`); ignored for one reward model.
     Returns:
-        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the weights of
-        the last healthy checkpoint; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,
-        ``stop_step``, ``last_healthy_step``, ``returned_step``, ``returned_reason``).
+        a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the average of
+        the last healthy checkpoints; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,
+        ``stop_step``, ``last_healthy_step``, ``returned_step``, ``averaged_steps``, ``returned_reason``).
     """
     from trl import GRPOTrainer
 
@@ -560,7 +560,7 @@ def _train_monitored(
     trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None
 ) -> RunResult:
     """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save -- after a stop alert the
-    last healthy checkpoint (:func:`return_healthy`, whose metrics the result carries)."""
+    average of the last healthy checkpoints (:func:`return_healthy`, whose metrics the result carries)."""
     frozen, frozen_exclude = _frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:

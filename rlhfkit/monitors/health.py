@@ -42,8 +42,9 @@ completions sampled *before* update N, so checkpoint-N is the policy one update 
 measurement: the last state training reached, not a rollback. The monitor records ``last_healthy_step`` (the
 last logged step where no stop signal's condition held, confirmed or not, and the KL was below ``kl_caution``:
 near the limit the held-out gold is often already falling) and names the newest ``checkpoint-M`` with
-M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``); when none exists the
-RL run returns the starting policy (``returned_step`` 0, :func:`rlhfkit.healthy.return_healthy`).
+M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``, and keeps the newest
+``healthy_average``); the RL run returns the average of their trainable weights, and when none exists the starting
+policy (``returned_step`` 0, :func:`rlhfkit.healthy.return_healthy`).
 
 Distributed runs
 ----------------
@@ -179,10 +180,12 @@ class HealthMonitor(TrainerCallback):
         last_healthy_step: last logged step where no judged signal's condition held (None before the first such
             log); the judged signals are those whose action is ``stop`` (all that are not ``off`` if none is), and
             ``kl_caution`` unless it is ``off``: a stop returns a checkpoint from below the KL's warning level.
-        returned_step: after a stop, the step of the newest checkpoint at or before ``last_healthy_step`` -- the
-            model the RL run returns -- or 0 when there is none: the starting policy (the stop came before any
-            healthy checkpoint, so nothing RL made is known to be healthy).
-        returned_reason: one sentence saying which step is returned and why.
+        returned_step: after a stop, the step of the newest checkpoint at or before ``last_healthy_step``, or 0
+            when there is none: the starting policy (the stop came before any healthy checkpoint, so nothing RL made
+            is known to be healthy).
+        averaged_steps: after a stop, the checkpoints whose trainable weights the RL run averages into the model it
+            returns (:meth:`average_steps`: ``returned_step`` and up to ``healthy_average - 1`` older healthy ones).
+        returned_reason: one sentence saying which steps are returned and why.
         healthy_checkpoints: the steps of the checkpoints the monitor asked for at healthy logged steps.
     """
 

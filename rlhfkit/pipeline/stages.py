@@ -230,7 +230,7 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
         "alert_messages": health,
         "train_runtime": result.metrics.get("train_runtime"),
         "skipped": skipped + notes,
-        # which weights model/ holds: the last healthy checkpoint after a stop alert, else the final ones
+        # which weights model/ holds: after a stop alert the average of the last healthy checkpoints, else the final
         **{
             k: result.metrics.get(k)
             for k in ("stop_step", "last_healthy_step", "returned_step", "averaged_steps", "returned_reason")
