@@ -209,6 +209,7 @@ class HealthMonitor(TrainerCallback):
         self.returned_reason: str | None = None
         self.averaged_steps: list[int] = []
         self._stop_alert: Alert | None = None
+        self._healthy_steps: list[int] = []
         self.healthy_checkpoints: list[int] = []
         self._streak: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._noted_no_kl = False
@@ -233,6 +234,9 @@ class HealthMonitor(TrainerCallback):
                     record = json.loads(line)
                     if record["step"] <= state.global_step:
                         self._replay(record)
+            # the healthy checkpoints written before the interruption still count (a stop averages them)
+            saved = [s for s in self._healthy_steps if (self._path.parent / self.checkpoint_name.format(s)).is_dir()]
+            self.healthy_checkpoints = saved[-self.config.healthy_average :]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         metrics = read_metrics(logs or {}, getattr(state, "train_batch_size", None))
@@ -394,6 +398,7 @@ class HealthMonitor(TrainerCallback):
         record["alerts"] = [asdict(a) for a in new]
         if not any(self._streak[s] for s in self.judged):
             self.last_healthy_step = record["step"]
+            self._healthy_steps.append(record["step"])
         self.alerts.extend(new)
         return new
 

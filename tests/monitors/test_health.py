@@ -244,10 +244,14 @@ def test_timeline_table_plots_and_resume(tmp_path):
     assert [p.name for p in paths] == ["health_reward_kl.png", "health_length_entropy.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
-    # resuming from step 6 keeps the first 6 records (and so the baselines) and continues the file
+    # resuming from step 6 keeps the first 6 records (and so the baselines) and continues the file; the healthy
+    # checkpoints on disk from before the interruption are still the ones a stop would average
+    for step in (2, 3, 5, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
     resumed, _ = _run([(t, g) for t, g in logs if t > 6][:2], tmp_path, config, start=6)
     assert [r["step"] for r in load_timeline(tmp_path)] == list(range(1, 9))
     assert resumed.last_healthy_step == 8
+    assert resumed.healthy_checkpoints == [3, 5, 6, 7, 8]  # the newest healthy_average=3 on disk, then new ones
 
 
 def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
