@@ -5,9 +5,10 @@
     python bench/monitor_replay.py --grid GRID '{"smoothing_steps": 5}' --healthy runs/demo/rl/health.jsonl
 
 Per grid cell: the first stop alert vs the step where the smoothed gold fell 10% below its peak, the step returned
-(the last healthy logged step; the stopped runs save a checkpoint at each) and its gold on the run's smoothed
-training-batch curve (the SFT policy's held-out gold when none is healthy) -- an estimate: the grid itself scores the
-returned model on held-out prompts. Per healthy run: every alert it would raise (there should be none).
+(the last healthy logged step, the newest of the checkpoints a stop averages; the stopped runs save one at each) and
+its gold on the run's smoothed training-batch curve (the SFT policy's held-out gold when none is healthy) -- an
+estimate: the grid itself scores the returned model, the average of the last healthy checkpoints, on held-out prompts.
+Per healthy run: every alert it would raise (there should be none).
 """
 
 from __future__ import annotations
