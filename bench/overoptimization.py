@@ -38,6 +38,7 @@ algorithm, with its KL coefficient at rlhfkit's default).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -110,6 +111,7 @@ def sft_model(out: Path, seed: int) -> Path:
     return sft_dir
 
 
+@functools.cache  # the reward models' training pairs and the gate's held-out pairs: built once
 def preferences(length_bias: float, seed: int):
     """The demo pipeline's preference data (its labelers, one unreliable, and agreement filtering) with labelers who
     prefer the longer list with probability ``length_bias``; ``.held_out`` are the gold-labelled pairs of rm_eval."""

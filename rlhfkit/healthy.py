@@ -27,22 +27,22 @@ def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
     ``returned_step`` (the newest step in ``model/``: 0 is the starting policy, when the stop came before any healthy
     checkpoint -- :func:`returns_start` -- and the caller saves it with :func:`save_starting_policy`),
     ``averaged_steps`` (the checkpoints averaged; [] without a stop) and ``returned_reason``."""
-    summary = health.summary()
     returned = health.returned_step if health.stop_step is not None else None
     averaged = []
     if returned:
-        out = Path(trainer.args.output_dir)
-        steps = health.settle_average(out) or [returned]
-        averaged = load_average(trainer, [out / f"checkpoint-{s}" for s in steps])
+        # DeepSpeed ZeRO-3 gives each process a partition of every weight: nothing to average there
+        zero3 = any(hasattr(p, "ds_id") for p in trainer.model.parameters())
+        averaged = health.settle_average(trainer.args.output_dir, newest_only=zero3) or [returned]
+        load_average(trainer, [Path(trainer.args.output_dir) / f"checkpoint-{s}" for s in averaged])
     if returned is not None:
         logger.warning("monitor: %s", health.returned_reason)
     reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
     return {
-        "monitor_alerts": summary["alerts"],
+        "monitor_alerts": len(health.alerts),
         "stop_step": health.stop_step,
         "last_healthy_step": health.last_healthy_step,
         "returned_step": returned if returned is not None else trainer.state.global_step,
-        "averaged_steps": [int(c.name.split("-")[-1]) for c in averaged],
+        "averaged_steps": averaged,
         "returned_reason": reason,
     }
 
@@ -54,19 +54,15 @@ def _load_checkpoint(trainer, checkpoint: Path) -> None:
         trainer._load_from_checkpoint(str(checkpoint))
 
 
-def load_average(trainer, checkpoints: list[Path]) -> list[Path]:
-    """Load the uniform average of the trainable weights of ``checkpoints`` (oldest first) into the trainer's model:
-    each is loaded as the trainer resumes it, its trainable tensors are summed in float32 on the CPU, and the mean is
-    written back in the parameters' dtype (the frozen weights, e.g. a 4-bit base under QLoRA, are the same in every
-    checkpoint). Under DeepSpeed ZeRO-3 each process holds only a partition of every parameter, so only the newest
-    checkpoint is loaded. Returns the checkpoints whose average the model now holds."""
+def load_average(trainer, checkpoints: list[Path]) -> None:
+    """Load the uniform average of the trainable weights of ``checkpoints`` into the trainer's model: each is loaded
+    as the trainer resumes it, its trainable tensors are summed in float32 on the CPU, and the mean is written back
+    in the parameters' dtype (the frozen weights, e.g. a 4-bit base under QLoRA, are the same in every checkpoint).
+    One checkpoint is simply loaded."""
 
     def trainable():  # looked up after each load: a loader may replace a module
         return [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
 
-    if len(checkpoints) > 1 and any(hasattr(p, "ds_id") for _, p in trainable()):
-        logger.warning("monitor: DeepSpeed ZeRO-3 partitions the weights: returning %s alone", checkpoints[-1].name)
-        checkpoints = checkpoints[-1:]
     sums: dict[str, torch.Tensor] = {}
     for checkpoint in checkpoints:
         _load_checkpoint(trainer, checkpoint)
@@ -77,7 +73,6 @@ def load_average(trainer, checkpoints: list[Path]) -> list[Path]:
     with torch.no_grad():
         for name, param in trainable() if sums else []:
             param.copy_((sums[name] / len(checkpoints)).to(param.device, param.dtype))
-    return checkpoints
 
 
 def returns_start(metrics: dict[str, Any]) -> bool:

@@ -204,7 +204,6 @@ class HealthMonitor(TrainerCallback):
         self.timeline: list[dict[str, Any]] = []
         self.alerts: list[Alert] = []
         self.stop_step: int | None = None
-        self.last_healthy_step: int | None = None
         self.returned_step: int | None = None
         self.returned_reason: str | None = None
         self.averaged_steps: list[int] = []
@@ -214,6 +213,10 @@ class HealthMonitor(TrainerCallback):
         self._streak: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._noted_no_kl = False
         self._path: Path | None = None
+
+    @property
+    def last_healthy_step(self) -> int | None:
+        return self._healthy_steps[-1] if self._healthy_steps else None
 
     # ------------------------------------------------------------------ callback events
     def on_train_begin(self, args, state, control, **kwargs):
@@ -333,12 +336,14 @@ class HealthMonitor(TrainerCallback):
         keep = self.config.healthy_average - 1
         return [*(older[-keep:] if keep else []), newest]
 
-    def settle_average(self, output_dir: str | os.PathLike) -> list[int]:
+    def settle_average(self, output_dir: str | os.PathLike, newest_only: bool = False) -> list[int]:
         """The :attr:`averaged_steps` whose checkpoints still exist after the stop's own save (``save_total_limit``'s
-        rotation may have deleted older ones since the stop chose them); updates :attr:`returned_reason` to match."""
+        rotation may have deleted older ones since the stop chose them), only the newest with ``newest_only``;
+        updates :attr:`returned_reason` to match."""
         left = [
             s for s in self.averaged_steps if os.path.isdir(os.path.join(output_dir, self.checkpoint_name.format(s)))
         ]
+        left = left[-1:] if newest_only else left
         if left != self.averaged_steps and self._stop_alert is not None:
             self.averaged_steps = left
             self.returned_reason = self._returned_reason(self._stop_alert)
@@ -397,7 +402,6 @@ class HealthMonitor(TrainerCallback):
         record["active"] = active
         record["alerts"] = [asdict(a) for a in new]
         if not any(self._streak[s] for s in self.judged):
-            self.last_healthy_step = record["step"]
             self._healthy_steps.append(record["step"])
         self.alerts.extend(new)
         return new

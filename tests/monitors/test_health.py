@@ -292,8 +292,8 @@ def _tiny_llama(seed=0):
     return LlamaForCausalLM(config)
 
 
-@pytest.mark.parametrize("average", [1, 2, 3])
-def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(average, tmp_path):
+@pytest.mark.parametrize(("average", "zero3"), [(1, False), (2, False), (3, False), (3, True)])
+def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(average, zero3, tmp_path):
     from safetensors.torch import load_file
 
     from rlhfkit.healthy import return_healthy
@@ -317,10 +317,16 @@ def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(averag
     assert ("the average of the weights of" in health.returned_reason) == (average > 1)
     assert json.loads((tmp_path / "health.jsonl").read_text().splitlines()[-1])["stop"]
 
-    # the model the stage saves: the mean of the kept checkpoints' weights, computed here from their files
+    # the model the stage saves: the mean of the kept checkpoints' weights, computed here from their files; under
+    # DeepSpeed ZeRO-3 (partitioned weights, marked by ds_id) the newest alone, and the reason says so
+    if zero3:
+        for param in trainer.model.parameters():
+            param.ds_id = 0
+        kept, average = kept[-1:], 1
     files = [load_file(str(tmp_path / name / "model.safetensors")) for name in kept]
     metrics = return_healthy(trainer, health)
-    assert metrics["averaged_steps"] == health.averaged_steps and metrics["returned_step"] == 3
+    assert metrics["averaged_steps"] == health.averaged_steps == [int(k.split("-")[1]) for k in kept]
+    assert metrics["returned_step"] == 3 and ("average" in metrics["returned_reason"]) == (average > 1)
     state = trainer.model.state_dict()
     for name in files[0]:
         expected = torch.stack([f[name].float() for f in files]).mean(0)
