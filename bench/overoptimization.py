@@ -25,7 +25,7 @@ Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside 
 smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answers (GRPO: 3 logs of 5 steps x 64
 completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
 smoothed curve's maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has
-only 72 distinct prompts; one model's score varies with std ~0.006 between draws of 6000 prompts, 0.0125 at 1500).
+only 72 distinct prompts; one model's score varies with std 0.0059 between draws of 6000 prompts, 0.0125 at 1500).
 Results go to ``<out>/overoptimization.json`` (one record per run with the issue's keys, ``gate`` and
 ``monitors_only``), each run's ``record.json`` (with its curves) and a plot per run (``overoptimization.png``).
 Finished runs are skipped, so an interrupted grid resumes; a cached score measured on another ``--eval-prompts`` is
@@ -51,7 +51,7 @@ MEMBERS = 3
 GRPO = {"steps": 200, "lr": 5e-4, "beta": 0.2, "logging_steps": 5}  # the lab pipeline's GRPO, 3x longer
 PPO = {"updates": 200, "lr": 1e-4, "kl_coef": 0.07}  # between the demo's 0.1 (never over-optimised) and 0.05 (at once)
 RESPONSE_LENGTH = 24
-EVAL_PROMPTS = 6000  # a held-out gold score's std between draws of prompts: 0.0125 at 1500 prompts, ~0.006 here
+EVAL_PROMPTS = 6000  # one model's held-out gold, std between 6 draws of prompts: 0.0125 at 1500, 0.0059 here
 
 
 def parse_args(argv=None):

@@ -95,7 +95,9 @@ class MonitorConfig:
         healthy_average (`int`, defaults to `3`): after a stop, the RL stage returns the uniform average of the
             trainable weights of the last this-many healthy checkpoints the monitor saved (1: the newest alone). One
             policy checkpoint's held-out gold can sit 0.05-0.13 below its neighbours' five steps apart (GRPO on the
-            lab); the average of three does not (latest weight averaging, Kaddour 2022). The monitor keeps that many
+            lab: checkpoint-60 0.657 between 0.795 and 0.791), while the average of checkpoints 50, 55 and 60 scored
+            0.785 (latest weight averaging, Kaddour 2022; README "The healthy model is what the RL stage returns").
+            The monitor keeps that many
             healthy checkpoints on disk (older ones are pruned), and the average is summed in float32 on the CPU: one
             copy of the trainable weights per process (LoRA adapters: megabytes; a fully fine-tuned 7B policy: 28 GB,
             where 1 may be the better setting).
