@@ -4,7 +4,7 @@
     python bench/alternatives_sweep.py                 # every setting below, measured as `rlhfkit compare` does
     python bench/alternatives_sweep.py --only dpo      # one algorithm
 
-Each setting runs as `rlhfkit compare` runs an algorithm (rlhfkit.compare.run_algorithm: the demo's config with the
+Each setting runs as `rlhfkit compare` runs an algorithm (rlhfkit.pipeline.compare.run_algorithm: the demo's config with the
 setting's keys overridden, its own resumable folder under ``<base>/sweep/``, the shared stages reused) and is judged
 by the same final evaluation: gold and reward-model score of the final policy on the 300 held-out prompts, and its KL
 to the SFT policy (nats per sequence) on those samples. The table prints the SFT policy's numbers first; a rerun
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from rlhfkit.compare import run_algorithm
-from rlhfkit.pipeline import load_config
+from rlhfkit.pipeline.compare import run_algorithm
+from rlhfkit.pipeline.config import load_config
 from rlhfkit.pipeline.manifest import Manifest
 
 GRID: dict[str, list[dict]] = {

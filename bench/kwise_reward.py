@@ -14,7 +14,7 @@ with the same seed, learning rate, schedule and epochs:
 Both arms put the same number of sequences in a forward pass (pairwise ``--seqs / 2`` pairs, K-wise ``--seqs / K``
 rankings per batch), so a step costs the same and the difference per epoch is how many sequences each needs.
 Reported: wall time per epoch (the Trainer's ``train_runtime`` / epochs: the training loop, not tokenization),
-optimizer steps, and accuracy against the gold reward on held-out comparisons (``rlhfkit.rm_eval``; pairs with
+optimizer steps, and accuracy against the gold reward on held-out comparisons (``rlhfkit.reward.evaluate``; pairs with
 equal gold rewards left out). The arms run one after the other on a shared machine, so other load moves the times.
 """
 
@@ -26,12 +26,12 @@ import tempfile
 from pathlib import Path
 
 from rlhfkit import lab
-from rlhfkit.config import trainer_config
+from rlhfkit.core.arguments import trainer_config
 from rlhfkit.data import from_rankings
-from rlhfkit.models import load_reward_model
-from rlhfkit.reward import RewardConfig
-from rlhfkit.rm_eval import evaluate_reward_model
-from rlhfkit.train import run_reward
+from rlhfkit.models.loading import load_reward_model
+from rlhfkit.reward.config import RewardConfig
+from rlhfkit.reward.evaluate import evaluate_reward_model
+from rlhfkit.reward.trainer import run_reward
 
 
 def gold_pairs(n: int, seed: int) -> list[dict]:

@@ -16,7 +16,7 @@ monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`) twice:
 * **unstopped**: the same run with every ``stop`` action turned into ``warn`` (a warn-only twin, same seeds, so it
   is identical up to the stop), trained to the end: the whole gold / proxy curve, and ``gold_final_unstopped``.
 
-Before RL the pipeline gates the reward model (``rlhfkit.rm_eval.rm_gate`` at its defaults, on the gold-labelled
+Before RL the pipeline gates the reward model (``rlhfkit.reward.gate.rm_gate`` at its defaults, on the gold-labelled
 held-out pairs its rm_eval stage scores). Where the gate refuses, ``rlhfkit run`` never starts RL, so the record is
 what the user gets: the first stop is ``rm_gate`` at step 0 and the returned model is the SFT model; both RL runs are
 still trained, and what the monitors alone did is kept under ``monitors_only`` (grey in the plot).
@@ -99,8 +99,8 @@ def sft_model(out: Path, seed: int) -> Path:
     from trl import SFTConfig
 
     from rlhfkit import lab
-    from rlhfkit.config import trainer_config
-    from rlhfkit.train import run_sft
+    from rlhfkit.core.arguments import trainer_config
+    from rlhfkit.sft import run_sft
 
     sft_dir = out / "sft" / "model"
     if not (sft_dir / "model.safetensors").exists():
@@ -125,9 +125,9 @@ def preferences(length_bias: float, seed: int):
 def reward_ensemble(out: Path, sft_dir: Path, length_bias: float, seed: int, members: int, steps: int) -> Path:
     """Reward models from the demo pipeline's preference data with length-biased labelers (``members`` of them;
     member 0 is the single one)."""
-    from rlhfkit.config import trainer_config
-    from rlhfkit.reward import RewardConfig
-    from rlhfkit.train import run_reward
+    from rlhfkit.core.arguments import trainer_config
+    from rlhfkit.reward.config import RewardConfig
+    from rlhfkit.reward.trainer import run_reward
 
     rm_out = out / f"rm-bias{length_bias:g}"
     if not (rm_out / "model" / "ensemble.json").exists():
@@ -139,14 +139,14 @@ def reward_ensemble(out: Path, sft_dir: Path, length_bias: float, seed: int, mem
 
 
 def rm_gates(rm_dir: Path, length_bias: float, seed: int) -> dict[str, dict]:
-    """The pipeline's gate before RL for the single reward model and the ensemble: ``rlhfkit.rm_eval.rm_gate`` at
+    """The pipeline's gate before RL for the single reward model and the ensemble: ``rlhfkit.reward.gate.rm_gate`` at
     its defaults on the held-out pairs the demo pipeline's rm_eval stage scores (gold-labelled lab pairs), each
     scored as that stage scores it (the ensemble: the members' mean). A refused gate means ``rlhfkit run`` stops
     before the RL stage: the SFT model is what the user keeps."""
-    from rlhfkit.ensemble import read_ensemble
-    from rlhfkit.ensemble_eval import evaluate_ensemble
-    from rlhfkit.rm_eval import evaluate_reward_model, rm_gate
-    from rlhfkit.scoring import load_reward_function, load_scorer
+    from rlhfkit.models.scoring import load_reward_function, load_scorer
+    from rlhfkit.reward.ensemble import read_ensemble
+    from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
+    from rlhfkit.reward.gate import rm_gate
 
     pairs = preferences(length_bias, seed).held_out
     model, tokenizer = load_scorer(str(read_ensemble(rm_dir)[0].model_dir))
@@ -177,12 +177,13 @@ def monitor_config(stop: bool):
 def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: bool):
     """Train one RL run; returns (RunResult, the monitor's timeline)."""
     from rlhfkit import lab
-    from rlhfkit.config import trainer_config
-    from rlhfkit.ensemble import read_ensemble
-    from rlhfkit.grpo import grpo_config
+    from rlhfkit.core.arguments import trainer_config
     from rlhfkit.monitors import load_timeline
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.train import run_grpo, run_ppo
+    from rlhfkit.reward.ensemble import read_ensemble
+    from rlhfkit.rl.configs import grpo_config
+    from rlhfkit.rl.grpo_rloo import run_grpo
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.run import run_ppo
 
     seed = cell["seed"]
     members = read_ensemble(rm_dir)
@@ -214,7 +215,7 @@ def rl_run(cell: dict, sft_dir: Path, rm_dir: Path, run_dir: Path, args, stop: b
 
 def held_out_gold(model_dir: Path, seed: int, n: int) -> float:
     from rlhfkit import lab
-    from rlhfkit.scoring import sample_responses
+    from rlhfkit.models.scoring import sample_responses
 
     prompts = lab.make_prompts(n, seed=10_000 + seed)
     return float(lab.gold_rewards(prompts, sample_responses(str(model_dir), prompts, RESPONSE_LENGTH, seed)).mean())
@@ -282,7 +283,7 @@ def summarise(c: dict, monitor) -> dict:
 
 # ------------------------------------------------------------------------------------------ plot
 def plot_run(record: dict, c: dict, monitor, path: Path) -> None:
-    from rlhfkit.io import pyplot, save_figure
+    from rlhfkit.core.io import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(8, 4.8))
     ax.plot(c["steps"], c["gold"], ".", color="tab:orange", alpha=0.35)
@@ -340,7 +341,7 @@ def run_cell(cell: dict, sft_dir: Path, rm_dir: Path, gold_sft: float, gate: dic
     import dataclasses
 
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.train import remove_checkpoints
+    from rlhfkit.runs import remove_checkpoints
 
     run_dir = out / f"{cell['algorithm']}-{cell['reward']}"
     seed, t0 = cell["seed"], time.time()

@@ -133,7 +133,9 @@ def worker(kind: str, work: Path, updates: int, threads: int) -> dict:
     else:
         import peft  # noqa: F401  (imported before the baseline, as the peer imports all it needs)
 
-        from rlhfkit.ppo import PPOConfig, PPOTrainer, build_shared_base
+        from rlhfkit.rl.ppo.config import PPOConfig
+        from rlhfkit.rl.ppo.layouts import build_shared_base
+        from rlhfkit.rl.ppo.trainer import PPOTrainer
     torch.set_num_threads(threads)
 
     class Clock(TrainerCallback):

@@ -5,11 +5,11 @@
     .venv/bin/python bench/rm_eval_throughput.py --padding-side left   # the attention-mask path, for comparison
     .venv/bin/python bench/rm_eval_throughput.py --model ./runs/rm --device cuda --batch-size 32
 
-Both sides score the same pairs with the same model and the same token ids (``rlhfkit.scoring.tokenize_pair``,
+Both sides score the same pairs with the same model and the same token ids (``rlhfkit.models.scoring.tokenize_pair``,
 i.e. RewardTrainer's formatting), and tokenization is timed on both sides. The loop is the way most tutorials
 write it: for each pair, run chosen, then rejected, each as a batch of one, and compare. rm_eval scores all 2n
 sequences in batches sorted by length (``evaluate_reward_model``, which also computes the full report). Every one
-of the 2n scores is checked against the loop's (``rlhfkit.scoring.score_token_ids`` with the same arguments,
+of the 2n scores is checked against the loop's (``rlhfkit.models.scoring.score_token_ids`` with the same arguments,
 untimed: atol 1e-5) and the two accuracies are asserted equal. The sides run alternately ``--repeats`` times and
 the best wall time and the best CPU time of each are reported (on a shared machine the CPU time shows the work,
 the wall time also the waiting), so that other load on the machine does not decide the ratio. Without
@@ -25,7 +25,7 @@ overhead is ~1.3 s of its 6-8 s CPU, so batched scoring stays at 1.2-1.6x there 
 more threads or a GPU). The 0.6-0.9x measured before came from the attention mask: padded batches passed one, so
 transformers built a ``(batch, 1, L, L)`` mask and SDPA attended to every key instead of running its causal kernel,
 1.6x the CPU time of the same batches unmasked. Right-padded batches of a causal model now run without it
-(``rlhfkit.scoring.score_token_ids``); ``--padding-side left`` still needs it and shows that path.
+(``rlhfkit.models.scoring.score_token_ids``); ``--padding-side left`` still needs it and shows that path.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def one_at_a_time(model, tokenizer, pairs: list[dict], device) -> tuple[np.ndarr
     """The tutorial loop: two forward passes of one sequence per pair."""
     import torch
 
-    from rlhfkit.scoring import tokenize_pair
+    from rlhfkit.models.scoring import tokenize_pair
 
     model.eval()
     r_chosen, r_rejected = [], []
@@ -98,9 +98,9 @@ def main() -> None:
     import transformers
 
     from rlhfkit.lab import build_tiny_model
-    from rlhfkit.models import load_reward_model
-    from rlhfkit.rm_eval import evaluate_reward_model
-    from rlhfkit.scoring import resolve_pad_token_id, score_token_ids, tokenize_pair
+    from rlhfkit.models.loading import load_reward_model
+    from rlhfkit.models.scoring import resolve_pad_token_id, score_token_ids, tokenize_pair
+    from rlhfkit.reward.evaluate import evaluate_reward_model
 
     transformers.utils.logging.disable_progress_bar()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

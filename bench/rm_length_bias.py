@@ -7,7 +7,7 @@ and, on the SFT policy's own samples, the within-prompt Spearman of the reward (
         bias0.5=GRID/seed0/bias0.5/rm-bias0.5/model:GRID/seed0/sft/model:0
 
 An ensemble (``ensemble.json``) is reported as member 0 and as the members' mean standardised score
-(:func:`rlhfkit.ensemble_eval.evaluate_ensemble`). ``length_margin_spearman`` (margin vs length difference within
+(:func:`rlhfkit.reward.evaluate.evaluate_ensemble`). ``length_margin_spearman`` (margin vs length difference within
 pairs) does not depend on the labels; rm_eval warns above 0.3 and ``gate.max_pair_length_bias`` can refuse RL.
 """
 
@@ -37,7 +37,7 @@ def within_prompt(score, sft: str, seed: int, n_prompts: int = 64, k: int = 8) -
     from scipy.stats import spearmanr
 
     from rlhfkit import lab
-    from rlhfkit.scoring import sample_responses
+    from rlhfkit.models.scoring import sample_responses
 
     prompts = [p for p in lab.make_prompts(n_prompts, seed=20_000 + seed) for _ in range(k)]
     texts = sample_responses(sft, prompts, 24, seed)
@@ -52,9 +52,8 @@ def within_prompt(score, sft: str, seed: int, n_prompts: int = 64, k: int = 8) -
 
 
 def measure(rm_dir: str, sft: str, seed: int) -> dict[str, dict]:
-    from rlhfkit.ensemble_eval import evaluate_ensemble
-    from rlhfkit.rm_eval import evaluate_reward_model
-    from rlhfkit.scoring import load_reward_function, load_scorer
+    from rlhfkit.models.scoring import load_reward_function, load_scorer
+    from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
 
     pairs, fn = held_out_pairs(seed), load_reward_function(rm_dir)
     if hasattr(fn, "members"):

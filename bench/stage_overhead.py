@@ -3,7 +3,7 @@
     python bench/stage_overhead.py [--steps 200] [--repeats 3]
 
 Both sides train the lab's nano model with identical settings (same config object fields, data, seed);
-the rlhfkit side also loads through rlhfkit.models, measures the held-out loss before/after (off here: no
+the rlhfkit side also loads through rlhfkit.models.loading, measures the held-out loss before/after (off here: no
 eval set, to compare training alone) and saves the final model atomically. Runs alternate and the best
 of ``--repeats`` is kept for each side. Goal: ratio within 1.05.
 """
@@ -33,8 +33,9 @@ def main():
     from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
     from rlhfkit import lab
-    from rlhfkit.config import trainer_config
-    from rlhfkit.train import run_reward, run_sft
+    from rlhfkit.core.arguments import trainer_config
+    from rlhfkit.reward.trainer import run_reward
+    from rlhfkit.sft import run_sft
 
     tmp = Path(tempfile.mkdtemp())
     base = lab.build_tiny_model(tmp / "base", "nano")

@@ -21,11 +21,12 @@ import sys
 from dataclasses import dataclass, field
 
 from rlhfkit import lab
-from rlhfkit.best_of_n import BestOfNConfig, run_best_of_n
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import LAB, load_prompts
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.rl.best_of_n import run_best_of_n
+from rlhfkit.rl.configs import BestOfNConfig
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_preference_data
-from rlhfkit.dpo import DPOConfig, evaluate_implicit_reward
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.rm_eval import write_report
-from rlhfkit.train import run_dpo
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.reward.report import write_report
+from rlhfkit.rl.configs import DPOConfig
+from rlhfkit.rl.dpo import evaluate_implicit_reward, run_dpo
 
 logger = logging.getLogger(__name__)
 

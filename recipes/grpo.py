@@ -5,14 +5,14 @@
         --config configs/qwen2.5-0.5b-instruct/grpo.yaml
 
 TRL's GRPOTrainer samples `num_generations` completions per prompt, scores them with the reward model
-(formatted exactly as RewardTrainer trained it: see rlhfkit.scoring.RewardModelScorer), and uses each
+(formatted exactly as RewardTrainer trained it: see rlhfkit.models.scoring.RewardModelScorer), and uses each
 completion's reward relative to its group as the advantage; no value model. `beta` is the KL coefficient
-to the SFT model: rlhfkit.grpo.GRPOConfig defaults it to 0.04 where TRL defaults to 0 (no reference model, no leash).
+to the SFT model: rlhfkit.rl.configs.GRPOConfig defaults it to 0.04 where TRL defaults to 0 (no reference model, no leash).
 The monitors (rlhfkit.monitors) are always on: alerts in the log, `health.jsonl` and plots in `output_dir`,
 and any `MonitorConfig` field can be set in the YAML or on the command line (`--kl_limit 10`).
 
 Data rows need a `prompt` column (text, or chat messages for a chat model); `dataset: lab` uses the
-lab's prompts. Deliberately left out: rule-based reward functions (pass them to rlhfkit.train.run_grpo
+lab's prompts. Deliberately left out: rule-based reward functions (pass them to rlhfkit.rl.grpo_rloo.run_grpo
 from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
 """
 
@@ -21,12 +21,12 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
-from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.train import run_grpo
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.rl.configs import GRPOConfig
+from rlhfkit.rl.grpo_rloo import run_grpo
 
 logger = logging.getLogger(__name__)
 

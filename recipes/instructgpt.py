@@ -23,9 +23,10 @@ the lab's simulated labelers).
 
 import sys
 
-from rlhfkit.entry import OneLineParser, pop_debug, run_guarded
-from rlhfkit.pipeline import STAGES, parse_overrides, run_and_report
-from rlhfkit.validate import check_pipeline
+from rlhfkit.core.entry import OneLineParser, pop_debug, run_guarded
+from rlhfkit.pipeline.config import STAGES, parse_overrides
+from rlhfkit.pipeline.runner import run_and_report
+from rlhfkit.pipeline.validate import check_pipeline
 
 
 def parse_args(argv: list[str] | None = None):

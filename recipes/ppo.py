@@ -24,13 +24,13 @@ import sys
 from dataclasses import dataclass, field
 
 from rlhfkit import lab
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
+from rlhfkit.models.scoring import sample_responses
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.ppo import PPOConfig
-from rlhfkit.scoring import sample_responses
-from rlhfkit.train import run_ppo
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.rl.ppo.config import PPOConfig
+from rlhfkit.rl.ppo.run import run_ppo
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def main(model_args, data_args, script_args, monitor_config, training_args) -> d
     logger.info("PPO prompts: %d", len(prompts))
 
     # ---------------------------------------------------------------- models, train, save
-    # run_ppo loads the layout (rlhfkit.ppo.load_ppo_models), builds PPOTrainer with the monitors, resumes from the
+    # run_ppo loads the layout (rlhfkit.rl.ppo.layouts.load_ppo_models), builds PPOTrainer with the monitors, resumes from the
     # newest checkpoint-N, and writes output_dir/model (a LoRA policy merged into the SFT weights).
     sft = resolve_model(model_args.model_name_or_path)
     result = run_ppo(

@@ -7,7 +7,7 @@
 The model starts from the SFT checkpoint with a new one-output head (InstructGPT). Data: any format
 rlhfkit.data reads (HH-RLHF transcripts, prompt/chosen/rejected columns, K-wise rankings, scored
 completions, per-labeler votes), detected from the columns or set with `dataset_format`. After training,
-the held-out pairs are scored by rlhfkit.rm_eval (accuracy, AUC, calibration, length bias) and the gate
+the held-out pairs are scored by rlhfkit.reward.evaluate (accuracy, AUC, calibration, length bias) and the gate
 says whether the model is strong enough to steer RL; the report lands in `output_dir/eval/`.
 """
 
@@ -16,14 +16,15 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_preference_data
-from rlhfkit.ensemble_eval import evaluate_ensemble
-from rlhfkit.reward import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss), ensemble_size
-from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
-from rlhfkit.scoring import load_scorer
-from rlhfkit.train import run_reward
-from rlhfkit.validate import run_recipe
+from rlhfkit.models.scoring import load_scorer
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.reward.config import RewardConfig  # trl.RewardConfig + group_rankings (K-wise loss), ensemble_size
+from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
+from rlhfkit.reward.gate import rm_gate
+from rlhfkit.reward.report import write_report
+from rlhfkit.reward.trainer import run_reward
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, gate_args: GateAr
     )
 
     # ---------------------------------------------------------------- evaluation + gate
-    # Scored as RL will score it (rlhfkit.scoring: 4-bit under qlora, on the GPU if any, truncated as trained).
+    # Scored as RL will score it (rlhfkit.models.scoring: 4-bit under qlora, on the GPU if any, truncated as trained).
     if held_out is not None and training_args.process_index == 0:
         model, tokenizer = load_scorer(result.model_dir, model_args.preset)
         if tokenizer is None:  # an ensemble (ensemble_size > 1): judged on its members' mean standardised score

@@ -5,13 +5,13 @@
         --config configs/qwen2.5-0.5b-instruct/rloo.yaml
 
 TRL's RLOOTrainer samples `num_generations` completions per prompt and scores them with the reward model (formatted
-exactly as RewardTrainer trained it: rlhfkit.scoring.RewardModelScorer); a completion's advantage is its reward minus
+exactly as RewardTrainer trained it: rlhfkit.models.scoring.RewardModelScorer); a completion's advantage is its reward minus
 the mean of its siblings'. No value model. `beta` is a per-sequence KL penalty in the reward, so it is in units of
 the (normalised) reward: set `reward_mean` / `reward_std` from the reward model's eval report. The monitors
 (rlhfkit.monitors) are always on; any MonitorConfig field can be set in the YAML or on the command line.
 
 This file is recipes/grpo.py with RLOO's trainer and config, kept identical on purpose (RewardArguments included), so
-the two read side by side. Deliberately left out: rule-based reward functions (pass them to rlhfkit.train.run_rloo
+the two read side by side. Deliberately left out: rule-based reward functions (pass them to rlhfkit.rl.grpo_rloo.run_rloo
 from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
 """
 
@@ -20,12 +20,12 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.rloo import RLOOConfig
-from rlhfkit.train import run_rloo
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.rl.configs import RLOOConfig
+from rlhfkit.rl.grpo_rloo import run_rloo
 
 logger = logging.getLogger(__name__)
 

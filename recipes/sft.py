@@ -16,10 +16,10 @@ import sys
 
 from trl import SFTConfig
 
-from rlhfkit.config import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import load_sft_data
-from rlhfkit.train import run_sft
-from rlhfkit.validate import run_recipe
+from rlhfkit.pipeline.validate import run_recipe
+from rlhfkit.sft import run_sft
 
 logger = logging.getLogger(__name__)
 

@@ -1,22 +1,12 @@
-"""rlhfkit: InstructGPT-style RLHF (SFT -> reward model -> PPO/GRPO) over Hugging Face TRL.
+"""rlhfkit: InstructGPT-style RLHF (SFT -> reward model -> RL with a KL leash) over Hugging Face TRL.
 
-Importing ``rlhfkit`` is cheap (no torch); import the submodules you need:
-``rlhfkit.presets``, ``rlhfkit.models``, ``rlhfkit.lab``, ``rlhfkit.data``, ``rlhfkit.data.agreement``,
-``rlhfkit.rm_eval``, ``rlhfkit.ppo``, ``rlhfkit.train``, ``rlhfkit.monitors``, ``rlhfkit.pipeline``.
+The package follows InstructGPT's steps; importing ``rlhfkit`` is cheap (no torch). Import what you need:
+
+* :mod:`rlhfkit.sft` (step 1), :mod:`rlhfkit.reward` (step 2: config, loss, trainer, ensembles, evaluation, gate),
+  :mod:`rlhfkit.rl` (step 3: PPO, GRPO, RLOO, DPO, best-of-N, the healthy model, the policy evaluation);
+* :mod:`rlhfkit.train` -- every training run (``run_sft`` ... ``run_best_of_n``) and :class:`~rlhfkit.runs.RunResult`;
+* :mod:`rlhfkit.data` (tables, preference formats, agreement), :mod:`rlhfkit.models` (loading, sampling, scoring),
+  :mod:`rlhfkit.monitors`, :mod:`rlhfkit.pipeline`, :mod:`rlhfkit.planner`, :mod:`rlhfkit.lab`, :mod:`rlhfkit.core`.
 """
 
 __version__ = "0.1.0"
-
-
-def lazy_exports(package: str, exports: dict[str, str]):
-    """A package's module ``__getattr__`` (PEP 562) that imports ``exports[name]`` (a submodule) on first use of
-    ``name``: so importing one light submodule of a package (``rlhfkit.pipeline.config``, ``rlhfkit.ppo.config``,
-    what ``rlhfkit run --check`` needs) does not import its heavy siblings (the stages, the trainers)."""
-    import importlib
-
-    def __getattr__(name: str):
-        if name not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
-
-    return __getattr__

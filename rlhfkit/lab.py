@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "pear", "plum", "grape", "lemon", "mango", "peach", "cherry", "melon", "kiwi"),
@@ -400,7 +400,7 @@ def build_tiny_model(
 
     The folder is written with ``save_pretrained`` (safetensors), so every rlhfkit module loads it
     exactly as it loads a hub model. ``pad_token=False`` / ``chat_template=False`` build a tokenizer
-    lacking those (as many hub tokenizers do), to exercise :func:`rlhfkit.models.prepare_tokenizer`.
+    lacking those (as many hub tokenizers do), to exercise :func:`rlhfkit.models.loading.prepare_tokenizer`.
     """
     if size not in TINY_SIZES:
         raise ConfigError(f"size={size!r} is not a lab model size; choose one of {sorted(TINY_SIZES)}")
@@ -408,7 +408,7 @@ def build_tiny_model(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from rlhfkit.io import atomic_path
+    from rlhfkit.core.io import atomic_path
 
     dims = TINY_SIZES[size]
     specials = [EOS_TOKEN] + ([PAD_TOKEN] if pad_token else [])

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from rlhfkit import lab  # noqa: E402
-from rlhfkit.io import write_text  # noqa: E402
+from rlhfkit.core.io import write_text  # noqa: E402
 
 COMMON = {"report_to": [], "seed": 0, "disable_tqdm": True, "logging_steps": 1, "save_strategy": "no"}
 SFT_ROWS, RM_ROWS, PER_DEVICE = 64, 64, 4
@@ -124,8 +124,8 @@ def majority_pairs(n: int) -> list[dict]:
 def run_sft(out: Path, model: str) -> dict:
     from trl import SFTConfig
 
-    from rlhfkit.config import trainer_config
-    from rlhfkit.train import run_sft
+    from rlhfkit.core.arguments import trainer_config
+    from rlhfkit.sft import run_sft
 
     # save_steps=4: one Trainer checkpoint during the run (optimizer, per-rank RNG states) besides model/.
     cfg = trainer_config(SFTConfig, "sft", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
@@ -138,8 +138,8 @@ def run_sft(out: Path, model: str) -> dict:
 def run_reward(out: Path, model: str) -> dict:
     from trl import RewardConfig
 
-    from rlhfkit.config import trainer_config
-    from rlhfkit.train import run_reward
+    from rlhfkit.core.arguments import trainer_config
+    from rlhfkit.reward.trainer import run_reward
 
     cfg = trainer_config(RewardConfig, "reward", out, max_steps=4, per_device_train_batch_size=PER_DEVICE,
                        learning_rate=1e-3, **COMMON)  # fmt: skip
@@ -150,10 +150,12 @@ def run_reward(out: Path, model: str) -> dict:
 
 def run_ppo(out: Path, model: str, reward_model: str, use_cpu: bool | None = None) -> dict:
     """rlhfkit's PPOTrainer assembled as recipes/ppo.py does: separate layout, monitors on, main process saves."""
-    from rlhfkit.io import atomic_path
-    from rlhfkit.models import MODEL_SUBDIR
+    from rlhfkit.core.io import atomic_path
+    from rlhfkit.models.loading import MODEL_SUBDIR
     from rlhfkit.monitors import build_monitors
-    from rlhfkit.ppo import PPOConfig, PPOTrainer, load_ppo_models
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.layouts import load_ppo_models
+    from rlhfkit.rl.ppo.trainer import PPOTrainer
 
     args = PPOConfig(
         output_dir=str(out),
@@ -205,8 +207,8 @@ def run_ppo(out: Path, model: str, reward_model: str, use_cpu: bool | None = Non
 
 
 def run_grpo(out: Path, model: str, reward_model: str) -> dict:
-    from rlhfkit.grpo import grpo_config
-    from rlhfkit.train import run_grpo
+    from rlhfkit.rl.configs import grpo_config
+    from rlhfkit.rl.grpo_rloo import run_grpo
 
     cfg = grpo_config(out, max_steps=2, per_device_train_batch_size=PER_DEVICE, num_generations=4,
                       max_completion_length=8, learning_rate=1e-3, **COMMON)  # fmt: skip

@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from rlhfkit.cli import main as rlhfkit_main
-from rlhfkit.entry import run_guarded
-from rlhfkit.validate import run_recipe
+from rlhfkit.core.entry import run_guarded
+from rlhfkit.pipeline.validate import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
@@ -1044,7 +1044,7 @@ def test_all_problems_of_a_run_are_reported_at_once(tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    from rlhfkit.errors import ConfigError
+    from rlhfkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="seed='abc'"):
         rlhfkit_main(["--debug", "run", pipeline_config(tmp_path, {"seed": "abc"})])

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 
 from rlhfkit import lab
-from rlhfkit.best_of_n import (
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.core.io import read_jsonl
+from rlhfkit.models.sampling import load_for_sampling
+from rlhfkit.models.scoring import load_scorer
+from rlhfkit.rl.best_of_n import (
     analytic_kl,
-    best_of_n_config,
     best_of_n_curve,
     curve_from_scores,
     expected_best_of_n,
     run_best_of_n,
     where_gold_stops,
 )
-from rlhfkit.errors import ConfigError
-from rlhfkit.io import read_jsonl
-from rlhfkit.sampling import load_for_sampling
-from rlhfkit.scoring import load_scorer
+from rlhfkit.rl.configs import best_of_n_config
 
 
 def test_analytic_kl():
@@ -140,7 +140,7 @@ def test_best_of_n_recipe_runs_on_the_lab(nano_model, tmp_path):
     import sys
     from pathlib import Path
 
-    from rlhfkit.config import parse_recipe
+    from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
     path = Path(__file__).parents[1] / "recipes" / "best_of_n.py"

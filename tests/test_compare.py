@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from rlhfkit.cli import main
-from rlhfkit.compare import PeakMemory, markdown, parse_algorithms, parse_ns
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.pipeline.compare import PeakMemory, markdown, parse_algorithms, parse_ns
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 ALGORITHMS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
@@ -136,7 +136,7 @@ def test_every_algorithm_raises_held_out_gold_on_the_demo(tmp_path, monkeypatch)
 def test_a_compare_folder_is_a_run_folder_to_the_output_check(tmp_path):
     """`rlhfkit compare` reruns on its own folder (algorithm folders, the curve, the comparison), and still refuses a
     folder that holds someone else's file."""
-    from rlhfkit.validate import output_dir_problems
+    from rlhfkit.pipeline.validate import output_dir_problems
 
     for name in ("manifest.json", "sft", "rm_eval", *ALGORITHMS, "best_of_n_curve.json", "compare.json", "compare.md"):
         (tmp_path / name).mkdir() if "." not in name else (tmp_path / name).write_text("{}")

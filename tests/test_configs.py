@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhfkit.config import DataArguments, ModelArguments, parse_recipe
+from rlhfkit.core.arguments import DataArguments, ModelArguments, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -81,7 +81,7 @@ def test_config_loads_with_its_parser(path):
         load_config_from_file(str(path))
         return
     if path in PIPELINE_CONFIGS:
-        from rlhfkit.pipeline import load_config
+        from rlhfkit.pipeline.config import load_config
 
         raw = yaml.safe_load(path.read_text())
         cfg = load_config(path)  # builds every training stage's config: a bad key or value raises, naming it

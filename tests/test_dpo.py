@@ -9,13 +9,12 @@ import torch
 from datasets import Dataset
 
 from rlhfkit import lab
-from rlhfkit.dpo import dpo_config, dpo_tokenize, evaluate_implicit_reward, implicit_rewards
-from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.io import read_jsonl
-from rlhfkit.models import load_policy
+from rlhfkit.core.errors import ConfigError, DataError
+from rlhfkit.core.io import read_jsonl
+from rlhfkit.models.loading import load_policy
 from rlhfkit.monitors import read_metrics
-from rlhfkit.train import run_dpo
-from rlhfkit.trainers import DPOTrainer
+from rlhfkit.rl.configs import dpo_config
+from rlhfkit.rl.dpo import DPOTrainer, dpo_tokenize, evaluate_implicit_reward, implicit_rewards, run_dpo
 
 BASE = {"report_to": [], "disable_tqdm": True, "seed": 0, "gradient_checkpointing": False, "save_steps": 10_000}
 
@@ -155,7 +154,7 @@ def test_dpo_recipe_runs_on_the_lab(nano_model, tmp_path):
     import sys
     from pathlib import Path
 
-    from rlhfkit.config import parse_recipe
+    from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
     spec = importlib.util.spec_from_file_location("dpo_recipe", Path(__file__).parents[1] / "recipes" / "dpo.py")

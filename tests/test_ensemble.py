@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rlhfkit.ensemble import ENSEMBLE_FILE, EnsembleMember, bootstrap, read_ensemble, write_ensemble
-from rlhfkit.ensemble_eval import evaluate_ensemble
-from rlhfkit.errors import ConfigError
-from rlhfkit.reward import RewardConfig
-from rlhfkit.scoring import ENSEMBLE_MEAN_KEY, ENSEMBLE_STD_KEY, EnsembleScorer, aggregate_rewards
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.models.scoring import ENSEMBLE_MEAN_KEY, ENSEMBLE_STD_KEY, EnsembleScorer, aggregate_rewards
+from rlhfkit.reward.config import RewardConfig
+from rlhfkit.reward.ensemble import ENSEMBLE_FILE, EnsembleMember, bootstrap, read_ensemble, write_ensemble
+from rlhfkit.reward.evaluate import evaluate_ensemble
 
 # 3 members x 2 responses, standardised scores
 SCORES = torch.tensor([[1.0, -0.5], [2.0, 0.5], [3.0, 0.0]])
@@ -88,8 +88,8 @@ def test_saved_ensemble_round_trips_and_bootstrap_is_reproducible(tmp_path):
 
 def test_evaluate_ensemble_reports_members_and_disagreement(nano_model):
     from rlhfkit import lab
-    from rlhfkit.models import load_reward_model
-    from rlhfkit.scoring import RewardModelScorer
+    from rlhfkit.models.loading import load_reward_model
+    from rlhfkit.models.scoring import RewardModelScorer
 
     torch.manual_seed(0)
     scorers = []

@@ -101,7 +101,6 @@ def test_kubeflow_check_is_transformers_own_logic():
 def test_nothing_changes_once_transformers_trainer_modules_are_loaded():
     import transformers.integrations.integration_utils  # noqa: F401  (what a training process has loaded)
     import transformers.trainer_utils as tu
-
     from rlhfkit.fastimport import defer_peft_import, kubeflow_check_without_models
 
     before = tu.is_peft_available

@@ -13,14 +13,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import RewardConfig, RewardTrainer, SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.config import parse_recipe, trainer_config
-from rlhfkit.errors import ConfigError
-from rlhfkit.grpo import grpo_config
-from rlhfkit.models import load_reward_model
+from rlhfkit.core.arguments import parse_recipe, trainer_config
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.core.presets import GRPO_BETA as DEFAULT_BETA
+from rlhfkit.models.loading import load_reward_model
+from rlhfkit.models.scoring import RewardModelScorer
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.presets import GRPO_BETA as DEFAULT_BETA
-from rlhfkit.scoring import RewardModelScorer
-from rlhfkit.train import run_grpo, run_reward, run_sft
+from rlhfkit.reward.trainer import run_reward
+from rlhfkit.rl.configs import grpo_config
+from rlhfkit.rl.grpo_rloo import run_grpo
+from rlhfkit.sft import run_sft
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = {"report_to": [], "seed": 0, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000}
@@ -226,7 +228,7 @@ def test_rule_reward_combined_with_reward_model_by_weights(nano_model, tmp_path)
 
 def test_grpo_qlora_runs_on_cpu(nano_model, tmp_path):
     # 4-bit policy + reference = the same base with the adapter off + 4-bit reward model; the frozen check passes
-    # although bitsandbytes repacks 4-bit weights on the CPU (those are skipped there, see _frozen_check_targets)
+    # although bitsandbytes repacks 4-bit weights on the CPU (those are skipped there, see frozen_check_targets)
     cfg = _grpo_config(tmp_path)
     result = run_grpo(nano_model, lab.make_prompts(32), cfg, reward_model=nano_model, preset="qlora")
     assert (tmp_path / "adapter").is_dir() and (result.model_dir / "model.safetensors").exists()

@@ -2,7 +2,7 @@
 
 from transformers import TrainingArguments
 
-from rlhfkit.hardware import Hardware, detect_hardware, precision_kwargs
+from rlhfkit.core.hardware import Hardware, detect_hardware, precision_kwargs
 
 
 def test_cpu_precision_never_bf16():

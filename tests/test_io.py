@@ -1,4 +1,4 @@
-"""rlhfkit.io: the one JSON-safe conversion and the one figure writer (atomic, closes the figure)."""
+"""rlhfkit.core.io: the one JSON-safe conversion and the one figure writer (atomic, closes the figure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.io import json_safe, pyplot, save_figure, write_json
+from rlhfkit.core.io import json_safe, pyplot, save_figure, write_json
 
 
 def test_json_safe_gives_strict_json_with_numbers_as_numbers():
@@ -49,8 +49,8 @@ def test_save_figure_writes_a_png_atomically_and_closes_the_figure(tmp_path, mon
 
 
 def test_atomic_path_never_replaces_a_folder_with_a_file_or_back(tmp_path):
-    from rlhfkit.errors import ConfigError
-    from rlhfkit.io import atomic_path, write_text
+    from rlhfkit.core.errors import ConfigError
+    from rlhfkit.core.io import atomic_path, write_text
 
     folder = tmp_path / "pairs.jsonl"
     (folder / "mine").mkdir(parents=True)
@@ -70,7 +70,7 @@ def test_atomic_path_never_replaces_a_folder_with_a_file_or_back(tmp_path):
 
 
 def test_atomic_path_cleans_its_temporary_folder_on_failure_and_replaces_a_folder(tmp_path):
-    from rlhfkit.io import atomic_path
+    from rlhfkit.core.io import atomic_path
 
     with pytest.raises(RuntimeError, match="killed"):
         with atomic_path(tmp_path / "model") as tmp:

@@ -6,7 +6,7 @@ from scipy.stats import binomtest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhfkit import lab
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 
 P3 = lab.make_prompt("fruits", 3)
 

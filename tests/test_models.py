@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.lab import build_tiny_model
-from rlhfkit.models import (
+from rlhfkit.models.loading import (
     DEFAULT_CHAT_TEMPLATE,
     copy_model,
     load_policy,
@@ -100,7 +100,7 @@ def test_qlora_loads_4bit_on_cpu_and_lora_backward_runs(nano_model):
     import bitsandbytes as bnb
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from rlhfkit.presets import method_preset
+    from rlhfkit.core.presets import method_preset
 
     preset = method_preset("qlora")
     model, tok = load_policy(nano_model, preset)

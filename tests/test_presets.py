@@ -2,9 +2,9 @@ import pytest
 from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 
-from rlhfkit.errors import ConfigError
-from rlhfkit.hardware import Hardware
-from rlhfkit.presets import GPU_SIZES, TRAINERS, describe, gpu_preset, method_preset
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.core.hardware import Hardware
+from rlhfkit.core.presets import GPU_SIZES, TRAINERS, describe, gpu_preset, method_preset
 
 CPU = Hardware("cpu", bf16=False, fp16=False)
 AMPERE = Hardware("cuda", bf16=True, fp16=False, num_gpus=1, gpu_memory_gb=24)
@@ -68,10 +68,8 @@ def test_gpu_presets_are_monotone_and_consistent(stage):
 def test_gpu_preset_fields_are_real_trl_config_fields():
     from trl import GRPOConfig, RewardConfig, SFTConfig
 
-    from rlhfkit.best_of_n import BestOfNConfig
-    from rlhfkit.dpo import DPOConfig
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.rloo import RLOOConfig
+    from rlhfkit.rl.configs import BestOfNConfig, DPOConfig, RLOOConfig
+    from rlhfkit.rl.ppo.config import PPOConfig
 
     classes = {"sft": SFTConfig, "reward": RewardConfig, "grpo": GRPOConfig, "ppo": PPOConfig, "rloo": RLOOConfig,
                "dpo": DPOConfig, "best_of_n": BestOfNConfig}  # fmt: skip

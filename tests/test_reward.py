@@ -10,12 +10,13 @@ from transformers import set_seed
 from trl import RewardConfig as TRLRewardConfig
 
 from rlhfkit import lab
-from rlhfkit.config import trainer_config
+from rlhfkit.core.arguments import trainer_config
+from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.data import from_rankings
-from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.reward import RewardConfig, group_pairs, ranking_loss, tokenize_group, uses_rankings
-from rlhfkit.train import last_checkpoint, run_reward
-from rlhfkit.trainers import RankingCollator
+from rlhfkit.reward.config import RewardConfig
+from rlhfkit.reward.loss import group_pairs, ranking_loss, tokenize_group, uses_rankings
+from rlhfkit.reward.trainer import RankingCollator, run_reward
+from rlhfkit.runs import last_checkpoint
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -70,7 +71,7 @@ def test_rankings_regroup_with_ties_respected_and_margins_kept():
 def test_tokenize_group_matches_trls_tokenization_and_drops_long_responses(nano_model):
     from transformers import AutoTokenizer
 
-    from rlhfkit.scoring import tokenize_pair
+    from rlhfkit.models.scoring import tokenize_pair
 
     tok = AutoTokenizer.from_pretrained(nano_model)
     row = {

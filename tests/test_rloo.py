@@ -3,10 +3,10 @@
 import pytest
 
 from rlhfkit import lab
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.monitors import read_metrics
-from rlhfkit.rloo import rloo_config
-from rlhfkit.train import run_rloo
+from rlhfkit.rl.configs import rloo_config
+from rlhfkit.rl.grpo_rloo import run_rloo
 
 
 def _config(out, **kw):
@@ -59,7 +59,7 @@ def test_rloo_recipe_runs_on_the_lab(nano_model, tmp_path):
     import sys
     from pathlib import Path
 
-    from rlhfkit.config import parse_recipe
+    from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
     spec = importlib.util.spec_from_file_location("rloo_recipe", Path(__file__).parents[1] / "recipes" / "rloo.py")

@@ -9,8 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.rm_eval import GateVerdict, report_from_scores, rm_gate, write_report
-from rlhfkit.scoring import score_texts, tokenize_pair
+from rlhfkit.models.scoring import score_texts, tokenize_pair
+from rlhfkit.reward.evaluate import report_from_scores
+from rlhfkit.reward.gate import GateVerdict, rm_gate
+from rlhfkit.reward.report import markdown, write_report
 
 
 def logit(p: float) -> float:
@@ -145,7 +147,7 @@ def test_report_is_json_safe_and_markdown_has_sections():
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["accuracy"] == 0.0 and data["n_ties"] == 2 and data["length_spearman"] is None
     assert data["margin_separation"] is None
-    text = report.to_markdown(GateVerdict(False, ["r"], ["w"], "s"))
+    text = markdown(report, GateVerdict(False, ["r"], ["w"], "s"))
     assert "**Gate: FAILED** — s" in text and "## Calibration" in text
 
 
@@ -197,7 +199,7 @@ def reward_dir(nano_model, tmp_path_factory):
     """A nano sequence-classification reward model with a fixed (random) score head."""
     import torch
 
-    from rlhfkit.models import load_reward_model
+    from rlhfkit.models.loading import load_reward_model
 
     torch.manual_seed(0)
     model, tokenizer = load_reward_model(nano_model)
@@ -209,7 +211,7 @@ def reward_dir(nano_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reward(reward_dir):
-    from rlhfkit.models import load_reward_model
+    from rlhfkit.models.loading import load_reward_model
 
     return load_reward_model(reward_dir)
 
@@ -217,7 +219,7 @@ def reward(reward_dir):
 def test_evaluate_reward_model_end_to_end(reward):
     from datasets import Dataset
 
-    from rlhfkit.rm_eval import evaluate_reward_model
+    from rlhfkit.reward.evaluate import evaluate_reward_model
 
     model, tokenizer = reward
     rows = [dict(r, subset=s) for r, s in zip(ROWS, ["a", "a", "b"])]

@@ -1,4 +1,4 @@
-"""rlhfkit.rules: every config field checked by its type and range, generically (a field added later is covered)."""
+"""rlhfkit.core.rules: every config field checked by its type and range, generically (a field added later is covered)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import ClassVar, Literal
 import pytest
 from trl import RewardConfig, SFTConfig
 
-from rlhfkit.config import PREFERENCE_FORMATS, DataArguments, ModelArguments
+from rlhfkit.core.arguments import PREFERENCE_FORMATS, DataArguments, ModelArguments
+from rlhfkit.core.rules import AT_LEAST_ONE, FRACTION, Range, check_values, config_problems, unknown_keys
 from rlhfkit.data import FORMATS
-from rlhfkit.grpo import GRPOConfig
 from rlhfkit.monitors import MonitorConfig
-from rlhfkit.ppo import PPOConfig
-from rlhfkit.rules import AT_LEAST_ONE, FRACTION, Range, check_values, config_problems, unknown_keys
+from rlhfkit.rl.configs import GRPOConfig
+from rlhfkit.rl.ppo.config import PPOConfig
 
 
 @dataclass

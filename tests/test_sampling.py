@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rlhfkit import lab
-from rlhfkit.errors import ConfigError
-from rlhfkit.sampling import generate, load_for_sampling, sequence_kl, sequence_logprobs
-from rlhfkit.scoring import sample_responses
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.models.sampling import generate, load_for_sampling, sequence_kl, sequence_logprobs
+from rlhfkit.models.scoring import sample_responses
 
 
 @pytest.fixture(scope="module")

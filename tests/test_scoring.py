@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rlhfkit import lab
-from rlhfkit.models import load_reward_model, load_tokenizer
-from rlhfkit.scoring import (
+from rlhfkit.models.loading import load_reward_model, load_tokenizer
+from rlhfkit.models.scoring import (
     RewardModelScorer,
     attends_only_to_the_past,
     encode,
@@ -67,7 +67,7 @@ def test_token_ids_equal_reward_trainers_preprocessing(reward, tmp_path):
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from rlhfkit.hardware import precision_kwargs
+    from rlhfkit.core.hardware import precision_kwargs
 
     model, tokenizer = copy.deepcopy(reward[0]), reward[1]
     args = RewardConfig(output_dir=str(tmp_path), report_to=[], max_length=None, **precision_kwargs())
@@ -167,7 +167,8 @@ def test_ppo_external_scores_equal_score_texts(nano_model, reward, tmp_path):
     ``prompt + completion`` as :func:`score_texts` does; an answer cut off before its EOS gets no EOS."""
     from transformers import AutoModelForCausalLM
 
-    from rlhfkit.ppo import PPOConfig, PPOTrainer
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.trainer import PPOTrainer
 
     policy_tok = load_tokenizer(nano_model)
     reward_tok = with_bos(load_tokenizer(nano_model))

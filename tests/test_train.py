@@ -7,9 +7,11 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import RewardConfig, SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.config import trainer_config
-from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.train import last_checkpoint, run_reward, run_sft
+from rlhfkit.core.arguments import trainer_config
+from rlhfkit.core.errors import ConfigError, DataError
+from rlhfkit.reward.trainer import run_reward
+from rlhfkit.runs import last_checkpoint
+from rlhfkit.sft import run_sft
 
 
 def _sft_config(out, preset="full", **kw):
@@ -141,7 +143,7 @@ def test_reward_stage_names_missing_columns(nano_model, tmp_path):
 @pytest.fixture(scope="module")
 def reward_ensemble(nano_model, tmp_path_factory):
     """Two reward members on the nano model (a few steps: plumbing, not quality)."""
-    from rlhfkit.reward import RewardConfig
+    from rlhfkit.reward.config import RewardConfig
 
     out = tmp_path_factory.mktemp("ensemble")
     pairs = _majority_pairs(lab.comparison_dataset(64, lab.LabelerPool(3, noise=0.1), seed=1))
@@ -151,7 +153,7 @@ def reward_ensemble(nano_model, tmp_path_factory):
 
 
 def test_reward_ensemble_trains_seeded_members_and_keeps_them_on_a_rerun(reward_ensemble, nano_model):
-    from rlhfkit.ensemble import read_ensemble
+    from rlhfkit.reward.ensemble import read_ensemble
 
     result, pairs, cfg = reward_ensemble
     members = read_ensemble(result.model_dir)
@@ -180,8 +182,8 @@ def test_ensemble_ppo_logs_the_spread_and_returns_the_last_healthy_checkpoint(re
     from safetensors.torch import load_file
 
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.train import run_ppo
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.run import run_ppo
 
     result, _, _ = reward_ensemble
     cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 4, per_device_train_batch_size=8,
@@ -218,10 +220,10 @@ def test_a_ppo_stop_returns_the_average_of_the_healthy_checkpoints(nano_model, r
     mean of the policy weights of checkpoint-1 and checkpoint-2 (PPO's own checkpoint files), computed here."""
     from safetensors.torch import load_file
 
-    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.train import run_ppo
+    from rlhfkit.reward.ensemble import read_ensemble
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.run import run_ppo
 
     member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
     cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 6, per_device_train_batch_size=8,
@@ -244,10 +246,10 @@ def test_a_ppo_stop_returns_the_average_of_the_healthy_checkpoints(nano_model, r
 def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_model, tmp_path):
     from safetensors.torch import load_file
 
-    from rlhfkit.ensemble import read_ensemble
-    from rlhfkit.grpo import grpo_config
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.train import run_grpo
+    from rlhfkit.reward.ensemble import read_ensemble
+    from rlhfkit.rl.configs import grpo_config
+    from rlhfkit.rl.grpo_rloo import run_grpo
 
     member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
     cfg = grpo_config(tmp_path, max_steps=5, per_device_train_batch_size=8, num_generations=4, learning_rate=1e-3,
@@ -265,10 +267,10 @@ def test_grpo_stop_returns_the_last_healthy_checkpoint(reward_ensemble, nano_mod
 def test_a_stop_before_any_healthy_checkpoint_returns_the_starting_policy(reward_ensemble, nano_model, tmp_path):
     from safetensors.torch import load_file
 
-    from rlhfkit.ensemble import read_ensemble
     from rlhfkit.monitors import MonitorConfig
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.train import run_ppo
+    from rlhfkit.reward.ensemble import read_ensemble
+    from rlhfkit.rl.ppo.config import PPOConfig
+    from rlhfkit.rl.ppo.run import run_ppo
 
     member = read_ensemble(reward_ensemble[0].model_dir)[0].model_dir
     cfg = trainer_config(PPOConfig, "ppo", tmp_path, total_episodes=8 * 4, per_device_train_batch_size=8,

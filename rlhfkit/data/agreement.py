@@ -49,7 +49,7 @@ from itertools import combinations
 
 import numpy as np
 
-from rlhfkit.errors import DataError
+from rlhfkit.core.errors import DataError
 
 A, B, TIE, MISSING = 1, 0, 2, -1
 CATEGORIES = (B, A, TIE)  # column order of vote_counts: counts[:, B], counts[:, A], counts[:, TIE]

@@ -28,7 +28,7 @@ Formats
 
 Pairs from ``rankings`` and ``scores`` carry a ``group`` column: an integer shared by all pairs made from the same
 row -- one labeler's ranking of one prompt's responses -- numbered in order (rows without pairs skip no number), so
-a trainer (:mod:`rlhfkit.reward`'s K-wise loss) or a train/eval split can keep them together.
+a trainer (:mod:`rlhfkit.reward.config`'s K-wise loss) or a train/eval split can keep them together.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from rlhfkit.core.errors import DataError
 from rlhfkit.data.rows import (
     BadRow,
     DataReport,
@@ -56,7 +57,6 @@ from rlhfkit.data.rows import (
     text,
 )
 from rlhfkit.data.votes import from_votes
-from rlhfkit.errors import DataError
 
 SCORE_RULES = {
     "best_vs_random": "best response vs one response drawn at random among those scoring at least min_gap lower "

@@ -15,7 +15,7 @@ labelers judged) is a legitimate, usually bad, answer: both are kept and counted
 Bad rows
 --------
 A malformed row (missing column, null text, chosen identical to rejected, wrong type, unparseable transcript,
-invalid JSON, a vote label outside the label map) raises :class:`~rlhfkit.errors.DataError` with one line naming the
+invalid JSON, a vote label outside the label map) raises :class:`~rlhfkit.core.errors.DataError` with one line naming the
 source, the 1-based row number (for JSONL: the line number), the problem and the fix. With ``on_bad_row="skip"``
 such rows are skipped and counted by reason in ``report.skipped``. A source that yields no pair at all always
 raises.
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import DataError
-from rlhfkit.io import atomic_path
+from rlhfkit.core.errors import DataError
+from rlhfkit.core.io import atomic_path
 
 ON_BAD_ROW = ("error", "skip")
 _MAX_EXAMPLES = 5  # skipped-row messages kept in the report

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from rlhfkit import lab
-from rlhfkit.config import DataArguments
+from rlhfkit.core.arguments import DataArguments
+from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.data.preferences import load_preferences
 from rlhfkit.data.votes import from_votes
-from rlhfkit.errors import ConfigError, DataError
 
 LAB = "lab"  # the data source that asks the built-in lab
 # Seeds of the lab's prompt generators, offset from the run's seed so that RL prompts and held-out prompts are

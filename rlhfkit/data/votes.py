@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rlhfkit.core.errors import DataError
 from rlhfkit.data.agreement import MISSING, TIE, A, B, FilterResult, filter_votes
 from rlhfkit.data.rows import BadRow, DataReport, PreferenceData, convert, decode, is_null, same_kind, text
-from rlhfkit.errors import DataError
 
 TARGETS = {"a": A, "b": B, "tie": TIE, "missing": MISSING}
 DEFAULT_LABELS = {"1": "a", "0": "b", "-1": "missing"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-from rlhfkit.errors import raise_problems
-from rlhfkit.rules import config_problems
+from rlhfkit.core.errors import raise_problems
+from rlhfkit.core.rules import config_problems
 
 Action = Literal["warn", "stop", "off"]
 

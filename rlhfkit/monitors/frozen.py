@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.core.errors import RlhfkitError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def frozen_models(trainer) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
       value adapters, so the reward adapter is checked too);
     * reward models: ``trainer.reward_model`` / ``trainer.reward_fn`` (PPO) and every ``nn.Module`` in
       ``trainer.reward_funcs`` (GRPO), or a reward function's ``.model`` (rlhfkit's ``RewardModelScorer``) or
-      ``.models`` (an :class:`~rlhfkit.scoring.EnsembleScorer`'s member models).
+      ``.models`` (an :class:`~rlhfkit.models.scoring.EnsembleScorer`'s member models).
     """
     from torch import nn
 

@@ -44,7 +44,7 @@ last logged step where no stop signal's condition held, confirmed or not, and th
 near the limit the held-out gold is often already falling) and names the newest ``checkpoint-M`` with
 M <= that step (it asks for one at every healthy logged step, ``healthy_checkpoint_steps``, and keeps the newest
 ``healthy_average``); the RL run returns the average of their trainable weights, and when none exists the starting
-policy (``returned_step`` 0, :func:`rlhfkit.healthy.return_healthy`).
+policy (``returned_step`` 0, :func:`rlhfkit.rl.healthy.return_healthy`).
 
 Distributed runs
 ----------------
@@ -70,12 +70,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlhfkit.io import write_text
+from rlhfkit.core.io import write_text
+from rlhfkit.models.scoring import ENSEMBLE_STD_KEY
 from rlhfkit.monitors.config import SIGNALS, MonitorConfig
 from rlhfkit.monitors.frozen import FrozenModelCheck, frozen_models
 from rlhfkit.monitors.plots import health_table, plot_health
 from rlhfkit.monitors.signals import conditions as signal_conditions
-from rlhfkit.scoring import ENSEMBLE_STD_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
     ``frac_reward_zero_std``, ``entropy`` (per token), ``clip_ratio/region_mean`` (``cispo_clip_ratio`` for CISPO),
     ``completions/clipped_ratio`` (share without EOS). RLOO (TRL 1.16) logs the same names.
 
-    DPO (TRL 1.16 + :class:`rlhfkit.trainers.DPOTrainer`): ``objective/kl`` (nats/seq, sampled from the policy at each
+    DPO (TRL 1.16 + :class:`rlhfkit.rl.dpo.DPOTrainer`): ``objective/kl`` (nats/seq, sampled from the policy at each
     log), ``rewards/margins`` (the implicit reward's chosen - rejected margin, as the reward), ``entropy`` (per
     token, on the pairs), and the samples' ``completions/mean_length`` / ``completions/clipped_ratio``.
     Eval logs (``eval_*``) and missing/None values are ignored.
@@ -150,7 +150,7 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         }
     else:
         return None
-    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.scoring), both trainers
+    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.models.scoring), both trainers
     return {k: v for k, v in out.items() if v is not None}
 
 

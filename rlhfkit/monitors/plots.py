@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import pyplot, save_figure
+from rlhfkit.core.io import pyplot, save_figure
 from rlhfkit.monitors.config import SERIES, SERIES_LABELS, SIGNALS, MonitorConfig
 
 

@@ -10,34 +10,3 @@ RL (PPO, GRPO, RLOO, DPO or rejection sampling, with monitors) -> final evaluati
 Every stage writes into ``<output_dir>/<stage>/`` and records its status, config hash, outputs and key metrics in
 ``<output_dir>/manifest.json``.
 """
-
-from typing import TYPE_CHECKING
-
-from rlhfkit import lazy_exports
-
-if TYPE_CHECKING:
-    from rlhfkit.pipeline.config import STAGES, PipelineConfig, load_config, parse_overrides
-    from rlhfkit.pipeline.context import GateFailed, StageContext
-    from rlhfkit.pipeline.runner import run_and_report, run_pipeline
-
-# imported on first use: ``rlhfkit.pipeline.config`` (all ``rlhfkit run --check`` needs) must not import the stages
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        **dict.fromkeys(("STAGES", "PipelineConfig", "load_config", "parse_overrides"), "config"),
-        **dict.fromkeys(("GateFailed", "StageContext"), "context"),
-        **dict.fromkeys(("run_and_report", "run_pipeline"), "runner"),
-    },
-)
-
-
-__all__ = [
-    "STAGES",
-    "GateFailed",
-    "PipelineConfig",
-    "StageContext",
-    "load_config",
-    "parse_overrides",
-    "run_and_report",
-    "run_pipeline",
-]

@@ -9,14 +9,14 @@ Config sections (TRL's dataclasses where TRL has one)::
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
     agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
-    reward:    rlhfkit.reward.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size / _bootstrap)
+    reward:    rlhfkit.reward.config.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size / _bootstrap)
     gate:      GateArguments    (min_accuracy, override)
     rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, layout, reward_aggregation, ...)
-    ppo:       rlhfkit.ppo.PPOConfig fields
-    grpo:      rlhfkit.grpo.GRPOConfig fields
-    rloo:      rlhfkit.rloo.RLOOConfig fields
-    dpo:       rlhfkit.dpo.DPOConfig fields
-    best_of_n: rlhfkit.best_of_n.BestOfNConfig fields (rejection-sampling fine-tuning)
+    ppo:       rlhfkit.rl.ppo.config.PPOConfig fields
+    grpo:      rlhfkit.rl.configs.GRPOConfig fields
+    rloo:      rlhfkit.rl.configs.RLOOConfig fields
+    dpo:       rlhfkit.rl.configs.DPOConfig fields
+    best_of_n: rlhfkit.rl.configs.BestOfNConfig fields (rejection-sampling fine-tuning)
     monitor:   rlhfkit.monitors.MonitorConfig fields
 """
 
@@ -32,18 +32,9 @@ import yaml
 from trl import SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.best_of_n import BestOfNConfig
-from rlhfkit.config import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
-from rlhfkit.data.agreement import TIES
-from rlhfkit.dpo import DPOConfig
-from rlhfkit.errors import ConfigError, raise_problems
-from rlhfkit.grpo import GRPOConfig
-from rlhfkit.monitors import MonitorConfig
-from rlhfkit.pipeline.manifest import config_hash
-from rlhfkit.ppo.config import PPOConfig
-from rlhfkit.reward import RewardConfig
-from rlhfkit.rloo import RLOOConfig
-from rlhfkit.rules import (
+from rlhfkit.core.arguments import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
+from rlhfkit.core.errors import ConfigError, raise_problems
+from rlhfkit.core.rules import (
     AT_LEAST_ONE,
     FRACTION,
     NON_NEGATIVE,
@@ -53,7 +44,13 @@ from rlhfkit.rules import (
     config_problems,
     unknown_keys,
 )
-from rlhfkit.scoring import AGGREGATIONS
+from rlhfkit.data.agreement import TIES
+from rlhfkit.models.scoring import AGGREGATIONS
+from rlhfkit.monitors import MonitorConfig
+from rlhfkit.pipeline.manifest import config_hash
+from rlhfkit.reward.config import RewardConfig
+from rlhfkit.rl.configs import BestOfNConfig, DPOConfig, GRPOConfig, RLOOConfig
+from rlhfkit.rl.ppo.config import PPOConfig
 
 # The config class of each training run the pipeline builds, and the RL stage's algorithms among them.
 TRAINER_CONFIGS: dict[str, type] = {
@@ -364,7 +361,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     ``overrides`` are dotted keys (``{"sft.max_steps": 10, "output_dir": "runs/x"}``). Every section is checked (types,
     ranges, unknown keys, the classes' own checks; every trainer config is built, so TRL's own errors show too), and
     all problems are raised together in one :class:`ConfigError`, one line each. Data files, model folders and the
-    output folder are checked by :func:`rlhfkit.validate.check_pipeline`.
+    output folder are checked by :func:`rlhfkit.pipeline.validate.check_pipeline`.
     """
     raw = read_config(source, overrides)
     problems = _top_level_problems(raw)

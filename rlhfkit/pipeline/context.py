@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.core.errors import RlhfkitError
 from rlhfkit.pipeline.config import PipelineConfig
 from rlhfkit.pipeline.manifest import Manifest
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

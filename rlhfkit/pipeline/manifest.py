@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import write_json
+from rlhfkit.core.io import write_json
 
 MANIFEST = "manifest.json"
 HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are also hashed (a copied run folder keeps them verifiable)

@@ -2,7 +2,7 @@
 and the rich summary printed at the end of a run.
 
 Plots (when the data exists): SFT loss over steps; the reward model's reliability diagram (written by
-:mod:`rlhfkit.rm_eval`); RL reward, KL and response length over steps; and, in the lab, gold vs
+:mod:`rlhfkit.reward.evaluate`); RL reward, KL and response length over steps; and, in the lab, gold vs
 proxy reward of the SFT and RL policies.
 """
 
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import pyplot, save_figure, write_json, write_text
+from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
 from rlhfkit.monitors import read_metrics
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.core.errors import ConfigError, RlhfkitError
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_digests
 from rlhfkit.pipeline.context import MAIN_PROCESS_STAGES, StageContext, distributed_state
 from rlhfkit.pipeline.lock import RunLock
 from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
 from rlhfkit.pipeline.stages import STAGE_FUNCTIONS
-from rlhfkit.train import remove_checkpoints
+from rlhfkit.runs import remove_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _changed_outputs(ctx: StageContext, stage: str, entry: dict[str, Any]) -> li
 
 
 def stale_temporary_files(output_dir: str | os.PathLike) -> list[Path]:
-    """Temporary files and folders (``.NAME.*.tmp``, from :func:`rlhfkit.io.atomic_path`) that an interrupted run
+    """Temporary files and folders (``.NAME.*.tmp``, from :func:`rlhfkit.core.io.atomic_path`) that an interrupted run
     left in a run folder: at its top level and in the folders rlhfkit writes (stages, plots, the lab base model).
     Only call this while holding the folder's lock: a running writer's temporary files look the same."""
     root = Path(output_dir)

@@ -3,7 +3,7 @@
 predecessors' recorded outputs, so any stage can be rerun on its own.
 
 They call the same functions the recipes call: :mod:`rlhfkit.data.tables` for data, :mod:`rlhfkit.train` for
-the training runs, :mod:`rlhfkit.scoring` and :mod:`rlhfkit.rm_eval` for evaluation.
+the training runs, :mod:`rlhfkit.models.scoring` and :mod:`rlhfkit.reward.evaluate` for evaluation.
 """
 
 from __future__ import annotations
@@ -14,25 +14,29 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit import lab
-from rlhfkit.best_of_n import run_best_of_n
-from rlhfkit.config import DataArguments, resolve_model
+from rlhfkit.core.arguments import DataArguments, resolve_model
+from rlhfkit.core.errors import ConfigError, DataError
+from rlhfkit.core.hardware import detect_hardware
+from rlhfkit.core.io import read_jsonl, write_json, write_jsonl
 from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
 from rlhfkit.data.votes import agreement_summary
-from rlhfkit.dpo import evaluate_implicit_reward
-from rlhfkit.ensemble import MEMBER_DIR, read_ensemble
-from rlhfkit.ensemble_eval import evaluate_ensemble
-from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.hardware import detect_hardware
-from rlhfkit.io import read_jsonl, write_json, write_jsonl
+from rlhfkit.models.sampling import load_for_sampling
+from rlhfkit.models.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.monitors import MonitorConfig, read_metrics
 from rlhfkit.pipeline.config import USES_REWARD_MODEL
 from rlhfkit.pipeline.context import GateFailed, StageContext
-from rlhfkit.policy_eval import evaluate_policy
-from rlhfkit.rm_eval import evaluate_reward_model, rm_gate, write_report
-from rlhfkit.sampling import load_for_sampling
-from rlhfkit.scoring import load_reward_function, load_scorer, place_reward_function
-from rlhfkit.train import run_dpo, run_grpo, run_ppo, run_reward, run_rloo, run_sft
+from rlhfkit.reward.ensemble import MEMBER_DIR, read_ensemble
+from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
+from rlhfkit.reward.gate import rm_gate
+from rlhfkit.reward.report import write_report
+from rlhfkit.reward.trainer import run_reward
+from rlhfkit.rl.best_of_n import run_best_of_n
+from rlhfkit.rl.dpo import evaluate_implicit_reward, run_dpo
+from rlhfkit.rl.grpo_rloo import run_grpo, run_rloo
+from rlhfkit.rl.policy_eval import evaluate_policy
+from rlhfkit.rl.ppo.run import run_ppo
+from rlhfkit.sft import run_sft
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +337,7 @@ def eval_sampling(cfg) -> tuple[float, int]:
 
 
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
-    """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.policy_eval.evaluate_policy`):
+    """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.rl.policy_eval.evaluate_policy`):
     reward-model score (an ensemble's: its members' mean standardised score), the lab's gold reward, length, and the
     RL policy's KL to the SFT policy (nats/sequence)."""
     cfg = ctx.cfg

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.core.presets import GPU_SIZES, METHODS, TRAINERS
 from rlhfkit.planner.dims import model_dims
 from rlhfkit.planner.memory import GIB
 from rlhfkit.planner.plans import SEQ_LEN_FIELD, Plan, plan
-from rlhfkit.presets import GPU_SIZES, METHODS, TRAINERS
 
 RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")  # a pipeline's rl.algorithm: the trainer it plans
 
@@ -143,7 +143,7 @@ def check_pipeline_fits(
     ``model.gpu``, its section's fields (``sft:``, ``reward:``, ``ppo:`` / ``grpo:`` / ...) overriding the GPU-size
     preset's batch sizes and lengths, PPO in ``rl.layout`` (default: shared with LoRA), and the RL run holding
     ``reward.ensemble_size`` reward models. Reads the YAML only
-    (no torch, no TRL), so it does not validate the config: ``rlhfkit.pipeline.load_config`` does. ``model``
+    (no torch, no TRL), so it does not validate the config: ``rlhfkit.pipeline.config.load_config`` does. ``model``
     replaces ``model.model_name_or_path``; ``algorithm`` plans that RL algorithm instead of ``rl.algorithm`` (as
     ``--set rl.algorithm=...`` or ``rlhfkit compare`` would run it).
     """

@@ -9,7 +9,7 @@ readers.
 The alternatives to PPO: **rloo** holds what GRPO holds (policy, a reference copy when full fine-tuning with
 ``beta != 0``, the reward model, the generation batch's KV cache). **dpo** holds the policy and a reference copy (none
 with LoRA: the adapter is disabled), forwards chosen and rejected together (``2 x batch`` sequences of ``max_length``)
-and, at each log, generates :data:`rlhfkit.presets.DPO_KL_SAMPLES` responses to measure its KL (a KV cache that does
+and, at each log, generates :data:`rlhfkit.core.presets.DPO_KL_SAMPLES` responses to measure its KL (a KV cache that does
 not overlap training). **best_of_n** alternates two phases and peaks at the larger: sampling (the policy and the SFT
 model for the KL, frozen, plus the KV cache of ``generation_batch_size`` sequences; the reward model is loaded after
 they are freed) and fine-tuning (an SFT run on prompt + response sequences).
@@ -21,7 +21,18 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rlhfkit.errors import ConfigError, raise_problems
+from rlhfkit.core.errors import ConfigError, raise_problems
+from rlhfkit.core.presets import (
+    DPO_KL_MAX_NEW_TOKENS,
+    DPO_KL_SAMPLES,
+    GPU_SIZES,
+    GRPO_BETA,
+    LORA_DEFAULTS,
+    METHODS,
+    RLOO_BETA,
+    TRAINERS,
+    gpu_preset,
+)
 from rlhfkit.planner.dims import ModelDims, model_dims
 from rlhfkit.planner.memory import (
     FIT_FRACTION,
@@ -32,17 +43,6 @@ from rlhfkit.planner.memory import (
     kv_cache_bytes,
     logits_bytes,
     weight_bytes,
-)
-from rlhfkit.presets import (
-    DPO_KL_MAX_NEW_TOKENS,
-    DPO_KL_SAMPLES,
-    GPU_SIZES,
-    GRPO_BETA,
-    LORA_DEFAULTS,
-    METHODS,
-    RLOO_BETA,
-    TRAINERS,
-    gpu_preset,
 )
 
 LAYOUTS = ("separate", "shared")
@@ -162,7 +162,7 @@ def plan(
         rollout_batch_size: PPO ``local_rollout_forward_batch_size`` (sequences generated at once).
         gradient_checkpointing: defaults to the GPU preset's choice.
         beta: GRPO / RLOO KL coefficient; a full-fine-tuning reference copy is planned when it is not 0 (defaults
-            :data:`rlhfkit.presets.GRPO_BETA` / :data:`rlhfkit.presets.RLOO_BETA`).
+            :data:`rlhfkit.core.presets.GRPO_BETA` / :data:`rlhfkit.core.presets.RLOO_BETA`).
         lora_r: LoRA rank (default ``LORA_DEFAULTS["r"]``).
         attention: ``sdpa`` (flash / memory-efficient kernels, default) or ``eager`` (default for Gemma-2, whose
             logit soft-capping SDPA does not support).

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from rlhfkit import lab
+from rlhfkit.core.errors import DataError
 from rlhfkit.data import agreement as ag
-from rlhfkit.errors import DataError
 
 # Fleiss (1971) as tabulated in Wikipedia's "Fleiss' kappa" article: 10 subjects, 14 raters, 5 categories.
 FLEISS_TABLE = [

@@ -9,7 +9,7 @@ import pytest
 
 from rlhfkit import data, lab
 from rlhfkit.cli import main
-from rlhfkit.errors import DataError
+from rlhfkit.core.errors import DataError
 
 HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from rlhfkit.core.errors import DataError
+from rlhfkit.data.checks import PEEK_ROWS, data_problems
 from rlhfkit.data.tables import load_table
-from rlhfkit.errors import DataError
-from rlhfkit.validate import PEEK_ROWS, data_problems
 
 
 def test_a_bad_row_past_the_checked_ones_is_a_one_line_error(tmp_path):

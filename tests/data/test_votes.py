@@ -11,9 +11,9 @@ import pytest
 
 from rlhfkit import data
 from rlhfkit.cli import main
+from rlhfkit.core.errors import DataError
 from rlhfkit.data import agreement as ag
 from rlhfkit.data.votes import label_key
-from rlhfkit.errors import DataError
 
 # One row per comparison, one column per annotator; 1 = first response better, 2 = second, 0 = tie, "" = not rated.
 ANNOTATED = [

@@ -19,7 +19,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.monitors import (
     SIGNALS,
     FrozenModelCheck,
@@ -257,7 +257,7 @@ def test_timeline_table_plots_and_resume(tmp_path):
 def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
     from trl import GRPOConfig, TrlParser
 
-    PPOConfig = pytest.importorskip("rlhfkit.ppo").PPOConfig
+    PPOConfig = pytest.importorskip("rlhfkit.rl.ppo").PPOConfig
 
     clash = {f for f in MonitorConfig.__dataclass_fields__} & (
         set(GRPOConfig.__dataclass_fields__) | set(PPOConfig.__dataclass_fields__)
@@ -296,7 +296,7 @@ def _tiny_llama(seed=0):
 def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(average, zero3, tmp_path):
     from safetensors.torch import load_file
 
-    from rlhfkit.healthy import return_healthy
+    from rlhfkit.rl.healthy import return_healthy
 
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
@@ -338,7 +338,7 @@ def test_stop_ends_a_trainer_run_and_the_healthy_checkpoints_are_averaged(averag
 def test_a_checkpoint_rotated_away_by_the_stops_save_is_not_averaged(tmp_path):
     """save_total_limit=3: healthy checkpoints 1-3 exist when the stop at 5 chooses them, then the stop's own save
     rotates checkpoint-1 away; the stage averages what is left and says so."""
-    from rlhfkit.healthy import return_healthy
+    from rlhfkit.rl.healthy import return_healthy
 
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
@@ -358,7 +358,7 @@ def test_a_lora_stop_averages_the_adapters_and_leaves_the_base(tmp_path):
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
 
-    from rlhfkit.healthy import return_healthy
+    from rlhfkit.rl.healthy import return_healthy
 
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]
@@ -381,7 +381,7 @@ def test_a_lora_stop_averages_the_adapters_and_leaves_the_base(tmp_path):
 
 
 def test_the_healthy_checkpoint_survives_save_total_limit(tmp_path, caplog):
-    from rlhfkit.healthy import return_healthy
+    from rlhfkit.rl.healthy import return_healthy
 
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 12), generator=g)]

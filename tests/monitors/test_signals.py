@@ -130,7 +130,7 @@ def test_reward_kl_race_fires_when_the_policy_leaves_the_reference_fast_with_a_r
 
 
 def test_kl_rate_thresholds_on_the_old_per_sequence_scale_are_refused():
-    from rlhfkit.errors import ConfigError
+    from rlhfkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"reward_kl_slope=0.5 is in nats per starting token per step"):
         MonitorConfig(reward_kl_slope=0.5)

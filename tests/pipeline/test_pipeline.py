@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from rlhfkit.cli import main
-from rlhfkit.errors import ConfigError
-from rlhfkit.pipeline import GateFailed, StageContext, load_config, run_pipeline
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.pipeline.config import load_config
+from rlhfkit.pipeline.context import GateFailed, StageContext
+from rlhfkit.pipeline.runner import run_pipeline
 from rlhfkit.pipeline.stages import rl_prompts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +78,7 @@ def test_yaml_numbers_written_as_strings_are_read_as_numbers(tmp_path):
     "items, message", [(["sft=5"], "section 'sft' must be a mapping"), (["sft.x=[1"], "not valid YAML")]
 )
 def test_bad_overrides_are_one_line_errors(tmp_path, items, message):
-    from rlhfkit.pipeline import parse_overrides
+    from rlhfkit.pipeline.config import parse_overrides
 
     with pytest.raises(ConfigError, match=message):
         load_config(small(tmp_path / "run"), parse_overrides(items))

@@ -8,7 +8,7 @@ from importlib.resources import files
 import yaml
 
 from rlhfkit import lab
-from rlhfkit.io import read_jsonl
+from rlhfkit.core.io import read_jsonl
 from rlhfkit.pipeline.config import load_config
 from rlhfkit.pipeline.context import StageContext
 from rlhfkit.pipeline.stages import stage_preferences

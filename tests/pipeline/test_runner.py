@@ -12,11 +12,12 @@ from importlib.resources import files
 import pytest
 import yaml
 
-from rlhfkit.errors import ConfigError
-from rlhfkit.pipeline import STAGES, load_config, run_pipeline, runner
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.pipeline import runner
+from rlhfkit.pipeline.config import STAGES, load_config
 from rlhfkit.pipeline.lock import LOCK_FILE, RunLock, read_lock
 from rlhfkit.pipeline.manifest import changed_files, fingerprint
-from rlhfkit.pipeline.runner import _changed_outputs
+from rlhfkit.pipeline.runner import _changed_outputs, run_pipeline
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 

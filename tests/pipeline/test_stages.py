@@ -6,7 +6,8 @@ from importlib.resources import files
 import pytest
 import yaml
 
-from rlhfkit.pipeline import GateFailed, StageContext, load_config
+from rlhfkit.pipeline.config import load_config
+from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.pipeline.stages import check_gate, eval_sampling
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())

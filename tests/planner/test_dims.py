@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.planner import KNOWN_MODELS, ModelDims, model_dims
 
 # Parameter counts published on the model cards / hub pages (billions).

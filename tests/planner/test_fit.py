@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rlhfkit.cli import main
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.planner import GIB, check_config_fits, check_pipeline_fits, fit_table, fit_table_markdown, plan
 
 

@@ -35,8 +35,8 @@ def test_weights_gradients_and_adamw_state_match_measurements(nano_model, preset
     import torch
     from peft import get_peft_model
 
-    from rlhfkit.models import load_policy
-    from rlhfkit.presets import method_preset
+    from rlhfkit.core.presets import method_preset
+    from rlhfkit.models.loading import load_policy
 
     model, _ = load_policy(nano_model, preset)  # on CPU: fp32 compute dtype, NF4 4-bit base for qlora
     method = method_preset(preset)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from rlhfkit.cli import main
-from rlhfkit.errors import ConfigError
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.planner import plan
 
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -138,7 +138,7 @@ def test_cli_plan_does_not_import_torch():
 def test_the_alternatives_hold_their_model_copies():
     """DPO: policy + reference (none with LoRA), chosen and rejected forwarded together; RLOO: GRPO's copies with its
     own KL default; best-of-N rounds: the larger of sampling (policy + SFT model + KV cache) and fine-tuning."""
-    from rlhfkit.presets import RLOO_BETA
+    from rlhfkit.core.presets import RLOO_BETA
 
     names = lambda p: [n for n, _ in p.copies]  # noqa: E731
     assert names(plan(MODEL, "dpo", "full", 80)) == ["policy", "reference"]

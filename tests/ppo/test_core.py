@@ -1,4 +1,4 @@
-"""PPO math: every function in rlhfkit.ppo.core against a plain-Python reference on hand-made tensors."""
+"""PPO math: every function in rlhfkit.rl.ppo.core against a plain-Python reference on hand-made tensors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhfkit.ppo import core
+from rlhfkit.rl.ppo import core
 
 # Two right-padded rows: lengths 4 and 2 out of T = 5.
 MASK = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""rlhfkit.ppo.rollout: the typed data of one PPO update and the prompt / padding helpers, on hand-made inputs."""
+"""rlhfkit.rl.ppo.rollout: the typed data of one PPO update and the prompt / padding helpers, on hand-made inputs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from rlhfkit.errors import ConfigError
-from rlhfkit.ppo.rollout import (
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.rl.ppo.rollout import (
     Advantages,
     Rollout,
     append_after_stop,

@@ -1,4 +1,4 @@
-"""rlhfkit.ppo end to end on CPU: a tiny random Llama, a word-level tokenizer and a rule-based reward.
+"""rlhfkit.rl.ppo end to end on CPU: a tiny random Llama, a word-level tokenizer and a rule-based reward.
 
 The reward is the fraction of response words in GOOD (3 of 35 vocabulary entries), so a random policy starts
 near 0.1 and the maximum is 1.0.
@@ -13,8 +13,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from rlhfkit.errors import ConfigError
-from rlhfkit.ppo import PPOConfig, PPOTrainer, SharedBase, build_shared_base, use_adapter
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.rl.ppo.config import PPOConfig
+from rlhfkit.rl.ppo.layouts import SharedBase, build_shared_base, use_adapter
+from rlhfkit.rl.ppo.trainer import PPOTrainer
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ["<eos>", "<pad>"] + [f"w{i}" for i in range(30)] + ["Q:", "say", "A:"]
@@ -256,7 +258,7 @@ def test_use_adapter_restores_active_adapter_and_requires_grad_exactly():
 def test_shared_base_reward_adapter_scores_like_the_separate_reward_model(tmp_path):
     from peft import get_peft_model
 
-    from rlhfkit.ppo import per_token_scores
+    from rlhfkit.rl.ppo.layouts import per_token_scores
 
     policy = make_policy()
     torch.manual_seed(1)
@@ -294,8 +296,8 @@ def _saved_reward_adapter(policy, folder, seed):
 
 
 def test_shared_base_reward_ensemble_aggregates_its_members_standardised(tmp_path):
-    from rlhfkit.ppo import per_token_scores
-    from rlhfkit.scoring import aggregate_rewards
+    from rlhfkit.models.scoring import aggregate_rewards
+    from rlhfkit.rl.ppo.layouts import per_token_scores
 
     policy = make_policy()
     members = [_saved_reward_adapter(policy, tmp_path / f"m{k}", seed=k + 1) for k in range(3)]
@@ -546,7 +548,7 @@ def _types(recipe):
 
 @pytest.mark.parametrize("config", ["configs/lab/ppo.yaml", "configs/qwen2.5-0.5b-instruct/ppo.yaml"])
 def test_ppo_configs_parse_with_their_recipe(config):
-    from rlhfkit.config import parse_recipe
+    from rlhfkit.core.arguments import parse_recipe
 
     path = REPO / config
     assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
@@ -563,7 +565,7 @@ def _reward_stage_output(nano_model, out):
 
     from peft import get_peft_model
 
-    from rlhfkit.models import load_reward_model
+    from rlhfkit.models.loading import load_reward_model
 
     shutil.copytree(nano_model, out / "model")
     rm, tok = load_reward_model(nano_model)
@@ -574,7 +576,7 @@ def _reward_stage_output(nano_model, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["full", "lora"])
 def test_ppo_recipe_runs_on_the_lab(nano_model, tmp_path, preset):
-    from rlhfkit.config import parse_recipe
+    from rlhfkit.core.arguments import parse_recipe
 
     recipe = _recipe()
     reward = _reward_stage_output(nano_model, tmp_path / "reward")
@@ -590,7 +592,7 @@ def test_ppo_recipe_runs_on_the_lab(nano_model, tmp_path, preset):
 
 
 def test_load_ppo_models_picks_the_layout_from_the_preset(nano_model, tmp_path):
-    from rlhfkit.ppo import load_ppo_models
+    from rlhfkit.rl.ppo.layouts import load_ppo_models
 
     reward = _reward_stage_output(nano_model, tmp_path / "reward")
     separate = load_ppo_models(nano_model, reward, preset="full")
@@ -660,7 +662,7 @@ def test_parameter_sharding_is_refused_with_the_launch_fix(tmp_path):
     trainer.is_fsdp_enabled = True
     with pytest.raises(ConfigError, match=r"does not support FSDP: .*configs/accelerate/multi_gpu.yaml or zero2.yaml"):
         trainer._check_no_parameter_sharding()
-    from rlhfkit.ppo import refuse_parameter_sharding
+    from rlhfkit.rl.ppo.trainer import refuse_parameter_sharding
 
     refuse_parameter_sharding(False, 2)  # ZeRO-2 keeps whole parameters on each GPU
     with pytest.raises(ConfigError, match="does not support DeepSpeed ZeRO-3"):

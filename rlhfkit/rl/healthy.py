@@ -1,0 +1,125 @@
+"""What a stopped RL run returns (PPO, GRPO, RLOO, DPO): after a stop alert of the monitors
+(:class:`rlhfkit.monitors.HealthMonitor`), the average of the last healthy checkpoints' trainable weights is loaded
+into the trainer's model, which the run then saves as ``model/``; a stop before any healthy checkpoint returns the
+starting policy instead. The metrics say which steps and why."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.models.loading import MODEL_SUBDIR, copy_model
+from rlhfkit.monitors import HealthMonitor
+from rlhfkit.monitors.config import MonitorConfig
+from rlhfkit.monitors.frozen import frozen_models
+from rlhfkit.monitors.health import build_monitors
+from rlhfkit.rl.ppo.checkpoint import load_trainable
+from rlhfkit.rl.ppo.trainer import PPOTrainer
+from rlhfkit.runs import RunResult, train_and_save
+
+logger = logging.getLogger(__name__)
+
+
+def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
+    """After a stop alert, load the average of the monitor's last healthy checkpoints (:func:`load_average`, those of
+    its ``averaged_steps`` still on disk) into the trainer's model, so that it is what gets saved as ``model/``.
+    Returns the RL metrics that say what was returned: ``monitor_alerts``, ``stop_step``, ``last_healthy_step``,
+    ``returned_step`` (the newest step in ``model/``: 0 is the starting policy, when the stop came before any healthy
+    checkpoint -- :func:`returns_start` -- and the caller saves it with :func:`save_starting_policy`),
+    ``averaged_steps`` (the checkpoints averaged; [] without a stop) and ``returned_reason``."""
+    returned = health.returned_step if health.stop_step is not None else None
+    averaged = []
+    if returned:
+        # DeepSpeed ZeRO-3 gives each process a partition of every weight: nothing to average there
+        zero3 = any(hasattr(p, "ds_id") for p in trainer.model.parameters())
+        averaged = health.settle_average(trainer.args.output_dir, newest_only=zero3) or [returned]
+        load_average(trainer, [Path(trainer.args.output_dir) / f"checkpoint-{s}" for s in averaged])
+    if returned is not None:
+        logger.warning("monitor: %s", health.returned_reason)
+    reason = health.returned_reason if health.stop_step is not None else "no stop alert: the final weights"
+    return {
+        "monitor_alerts": len(health.alerts),
+        "stop_step": health.stop_step,
+        "last_healthy_step": health.last_healthy_step,
+        "returned_step": returned if returned is not None else trainer.state.global_step,
+        "averaged_steps": averaged,
+        "returned_reason": reason,
+    }
+
+
+def _load_checkpoint(trainer, checkpoint: Path) -> None:
+    if isinstance(trainer, PPOTrainer):
+        load_trainable(trainer.model, str(checkpoint), trainer.accelerator.device)
+    else:
+        trainer._load_from_checkpoint(str(checkpoint))
+
+
+def load_average(trainer, checkpoints: list[Path]) -> None:
+    """Load the uniform average of the trainable weights of ``checkpoints`` into the trainer's model: each is loaded
+    as the trainer resumes it, its trainable tensors are summed in float32 on the CPU, and the mean is written back
+    in the parameters' dtype (the frozen weights, e.g. a 4-bit base under QLoRA, are the same in every checkpoint).
+    One checkpoint is simply loaded."""
+
+    def trainable():  # looked up after each load: a loader may replace a module
+        return [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+
+    sums: dict[str, torch.Tensor] = {}
+    for checkpoint in checkpoints:
+        _load_checkpoint(trainer, checkpoint)
+        if len(checkpoints) > 1:
+            for name, param in trainable():
+                value = param.detach().to("cpu", torch.float32)
+                sums[name] = sums[name] + value if name in sums else value.clone()
+    with torch.no_grad():
+        for name, param in trainable() if sums else []:
+            param.copy_((sums[name] / len(checkpoints)).to(param.device, param.dtype))
+
+
+def returns_start(metrics: dict[str, Any]) -> bool:
+    """Whether :func:`return_healthy` chose the starting policy (a stop before any healthy checkpoint)."""
+    return metrics.get("stop_step") is not None and metrics.get("returned_step") == 0
+
+
+def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
+    """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically
+    (:func:`rlhfkit.models.loading.copy_model`): what a stop returns when no healthy checkpoint exists yet (main process
+    only; the others wait)."""
+    out = Path(output_dir) / MODEL_SUBDIR
+    if trainer.accelerator.is_main_process:
+        copy_model(model_name_or_path, out)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def train_monitored(
+    trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None
+) -> RunResult:
+    """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save -- after a stop alert the
+    average of the last healthy checkpoints (:func:`return_healthy`, whose metrics the result carries)."""
+    frozen, frozen_exclude = frozen_check_targets(trainer)
+    monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
+    for callback in monitors:
+        trainer.add_callback(callback)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    return train_and_save(trainer, tokenizer, config, name, base_model, "causal", eval_dataset, health)
+
+
+def frozen_check_targets(trainer) -> tuple[dict, dict]:
+    """The monitors' frozen models and the parameters to skip in them, for :func:`rlhfkit.monitors.build_monitors`.
+
+    On the CPU, bitsandbytes repacks 4-bit weights in place (same values, another layout) on their first forward
+    and back whenever a checkpoint is saved, so their bytes change without training; they are skipped there. They
+    cannot be trained anyway (packed integers without gradients); the model's other parameters are still checked.
+    """
+    import re
+
+    models, exclude = frozen_models(trainer)
+    if trainer.accelerator.device.type == "cpu":
+        for label, module in models.items():
+            packed = [f"^{re.escape(n)}$" for n, p in module.named_parameters() if hasattr(p, "quant_state")]
+            exclude[label] = (*exclude.get(label, ()), *packed)
+    return models, exclude

@@ -1,0 +1,101 @@
+"""Judging a policy on held-out prompts the same way for every algorithm: reward-model score, gold reward, KL, length.
+
+:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.models.sampling.generate`, the sampling of
+:func:`rlhfkit.models.scoring.sample_responses`: the same seed gives the same responses), scores prompt + response with
+the reward model exactly as it was trained (:func:`rlhfkit.models.scoring.proxy_scores`: raw scores; an ensemble's
+members' mean standardised score), applies a gold reward
+when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
+(:func:`rlhfkit.models.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO, GRPO,
+RLOO, DPO and rejection sampling are judged on one scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlhfkit.models.sampling import generate, sequence_kl
+from rlhfkit.models.scoring import proxy_scores
+
+
+@dataclass
+class PolicyEval:
+    """What :func:`evaluate_policy` measured, means over the prompts.
+
+    Attributes:
+        proxy: reward-model score (raw, as the reward model outputs it).
+        gold: the gold reward, when a ``metric_fn`` was given (None otherwise).
+        kl, kl_sem: KL(policy || reference), nats per sequence, and its standard error (0 without a reference).
+        length: response length in characters; tokens: in tokens; truncated: share cut at ``max_new_tokens``.
+        responses: the sampled responses, in prompt order.
+    """
+
+    proxy: float
+    gold: float | None
+    kl: float
+    kl_sem: float
+    length: float
+    tokens: float
+    truncated: float
+    responses: list[str] = field(default_factory=list, repr=False)
+
+    def metrics(self, suffix: str) -> dict[str, float | None]:
+        """The numbers as the final evaluation records them: ``proxy_<suffix>``, ``gold_<suffix>`` ..."""
+        out = {f"proxy_{suffix}": self.proxy, f"length_{suffix}": self.length, f"kl_{suffix}": self.kl,
+               f"kl_sem_{suffix}": self.kl_sem, f"truncated_{suffix}": self.truncated}  # fmt: skip
+        if self.gold is not None:
+            out[f"gold_{suffix}"] = self.gold
+        return out
+
+
+def evaluate_policy(
+    policy,
+    tokenizer,
+    prompts: Sequence,
+    *,
+    reward_model,
+    reward_tokenizer,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    reference=None,
+    metric_fn: Callable | None = None,
+    batch_size: int = 64,
+) -> PolicyEval:
+    """Sample ``policy`` once per prompt and measure it (see the module docstring).
+
+    Args:
+        policy, tokenizer: a loaded policy (:func:`rlhfkit.models.sampling.load_for_sampling`) and its tokenizer.
+        prompts: strings or chat messages.
+        reward_model, reward_tokenizer: the reward model (:func:`rlhfkit.models.scoring.load_scorer`); for an ensemble, its
+            :class:`~rlhfkit.models.scoring.EnsembleScorer` and None (the proxy is then the members' mean standardised score).
+        reference: the model the KL is measured to (the SFT model); None (or ``policy`` itself): KL 0.
+        metric_fn: a gold reward with TRL's reward-function signature, ``f(prompts, completions) -> list[float]``.
+    """
+    samples = generate(
+        policy,
+        tokenizer,
+        list(prompts),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    proxy = proxy_scores(reward_model, reward_tokenizer, samples)
+    kl, kl_sem = 0.0, 0.0
+    if reference is not None and reference is not policy:
+        estimate = sequence_kl(policy, reference, samples, temperature=temperature)
+        kl, kl_sem = estimate.mean, estimate.sem
+    gold = None if metric_fn is None else float(np.mean(metric_fn(samples.prompts, samples.texts)))
+    return PolicyEval(
+        proxy=float(np.mean(proxy)),
+        gold=gold,
+        kl=kl,
+        kl_sem=kl_sem,
+        length=float(np.mean([len(r) for r in samples.texts])),
+        tokens=samples.mean_length(),
+        truncated=1.0 - float(np.mean(samples.finished)),
+        responses=samples.texts,
+    )
