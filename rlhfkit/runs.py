@@ -14,8 +14,6 @@ from rlhfkit.core.errors import DataError
 from rlhfkit.models.loading import (
     save_final,
 )
-from rlhfkit.monitors import HealthMonitor
-from rlhfkit.rl.healthy import return_healthy, returns_start, save_starting_policy
 
 logger = logging.getLogger(__name__)
 
@@ -63,27 +61,34 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return get_last_checkpoint(str(output_dir)) if os.path.isdir(output_dir) else None
 
 
-def train_and_save(
-    trainer, tokenizer, config, name, base_model, model_kind, eval_dataset, health: HealthMonitor | None = None
-) -> RunResult:
-    metrics: dict[str, float] = {}
-    if eval_dataset is not None:
-        before = trainer.evaluate()
-        metrics.update({f"{k}_before": v for k, v in before.items() if k.startswith("eval_") and "runtime" not in k})
+def resume_and_train(trainer, config, name: str) -> dict[str, float]:
+    """``trainer.train()``, resuming from the newest ``checkpoint-N`` of ``config.output_dir`` unless the config names
+    one; returns the training metrics."""
     resume = last_checkpoint(config.output_dir) if config.resume_from_checkpoint is None else None
     if resume:
         logger.info("%s: resuming from %s", name, resume)
-    out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or resume)
-    metrics.update(out.metrics)
-    if health is not None:
-        metrics.update(return_healthy(trainer, health))
-    if eval_dataset is not None:
-        metrics.update({k: v for k, v in trainer.evaluate().items() if "runtime" not in k})
-    if returns_start(metrics):
-        model_dir = save_starting_policy(trainer, base_model, config.output_dir)
-    else:
-        model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
+    return dict(trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or resume).metrics)
+
+
+def eval_metrics(trainer, eval_dataset, suffix: str = "") -> dict[str, float]:
+    """The trainer's evaluation on ``eval_dataset`` (none: no metrics), keys suffixed (``eval_loss_before``)."""
+    if eval_dataset is None:
+        return {}
+    out = trainer.evaluate()
+    return {f"{k}{suffix}": v for k, v in out.items() if "runtime" not in k and (not suffix or k.startswith("eval_"))}
+
+
+def run_result(trainer, name: str, model_dir: Path, metrics: dict[str, Any]) -> RunResult:
     return RunResult(trainer=name, model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
+
+
+def train_and_save(trainer, tokenizer, config, name, base_model, model_kind, eval_dataset) -> RunResult:
+    """Evaluate, train (resuming), evaluate again and save ``model/`` (:func:`rlhfkit.models.loading.save_final`)."""
+    metrics = eval_metrics(trainer, eval_dataset, "_before")
+    metrics.update(resume_and_train(trainer, config, name))
+    metrics.update(eval_metrics(trainer, eval_dataset))
+    model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind=model_kind)
+    return run_result(trainer, name, model_dir, metrics)
 
 
 def remove_checkpoints(output_dir: str | os.PathLike) -> None:

@@ -36,7 +36,7 @@ from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
 from rlhfkit.data.tables import LAB
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_scorer
-from rlhfkit.pipeline.config import RL_TRAINERS, STAGES, PipelineConfig, load_config, stage_digests
+from rlhfkit.pipeline.config import RL_ALGORITHMS, STAGES, PipelineConfig, load_config, stage_digests
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.pipeline.manifest import Manifest, changed_keys, config_hash
 from rlhfkit.pipeline.report import write_pipeline_report
@@ -53,12 +53,12 @@ CURVE_FILE = "best_of_n_curve.json"
 
 
 def parse_algorithms(text: str) -> list[str]:
-    """``"ppo,grpo,dpo"`` -> ``["ppo", "grpo", "dpo"]``, each one of :data:`RL_TRAINERS`, no repeats."""
+    """``"ppo,grpo,dpo"`` -> ``["ppo", "grpo", "dpo"]``, each one of :data:`RL_ALGORITHMS`, no repeats."""
     names = [a.strip() for a in text.split(",") if a.strip()]
-    unknown = [a for a in names if a not in RL_TRAINERS]
+    unknown = [a for a in names if a not in RL_ALGORITHMS]
     if unknown or not names or len(set(names)) != len(names):
         raise ConfigError(
-            f"--algorithms {text!r}: give distinct names from {', '.join(RL_TRAINERS)}, comma-separated "
+            f"--algorithms {text!r}: give distinct names from {', '.join(RL_ALGORITHMS)}, comma-separated "
             f"(e.g. --algorithms ppo,dpo)" + (f"; unknown: {unknown}" if unknown else "")
         )
     return names

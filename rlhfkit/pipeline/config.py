@@ -49,22 +49,14 @@ from rlhfkit.models.scoring import AGGREGATIONS
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.manifest import config_hash
 from rlhfkit.reward.config import RewardConfig
-from rlhfkit.rl.configs import BestOfNConfig, DPOConfig, GRPOConfig, RLOOConfig
-from rlhfkit.rl.ppo.config import PPOConfig
+from rlhfkit.rl.algorithms import ALGORITHMS, RL_ALGORITHMS
 
-# The config class of each training run the pipeline builds, and the RL stage's algorithms among them.
+# The config class of each training run the pipeline builds: SFT, the reward model and every RL algorithm.
 TRAINER_CONFIGS: dict[str, type] = {
     "sft": SFTConfig,
     "reward": RewardConfig,
-    "ppo": PPOConfig,
-    "grpo": GRPOConfig,
-    "rloo": RLOOConfig,
-    "dpo": DPOConfig,
-    "best_of_n": BestOfNConfig,
+    **{name: algorithm.config_class() for name, algorithm in ALGORITHMS.items()},
 }
-RL_TRAINERS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
-# The RL algorithms that optimise the reward model (the gate protects them); DPO trains on the pairs directly.
-USES_REWARD_MODEL = ("ppo", "grpo", "rloo", "best_of_n")
 
 
 STAGES = ("sft", "preferences", "reward", "rm_eval", "rl", "final_eval")
@@ -244,8 +236,8 @@ class RLArguments:
 
     def __post_init__(self):
         problems = config_problems(self)
-        if self.algorithm not in RL_TRAINERS:
-            problems.append(f"algorithm={self.algorithm!r} must be one of {', '.join(RL_TRAINERS)}")
+        if self.algorithm not in RL_ALGORITHMS:
+            problems.append(f"algorithm={self.algorithm!r} must be one of {', '.join(RL_ALGORITHMS)}")
         if self.eval_temperature is not None and not self.eval_temperature > 0:
             problems.append(f"eval_temperature={self.eval_temperature} must be > 0 (or null: the RL stage's)")
         if self.layout not in (None, "separate", "shared"):
@@ -265,7 +257,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
-TRL_SECTIONS = ("sft", "reward", *RL_TRAINERS, "monitor")
+TRL_SECTIONS = ("sft", "reward", *RL_ALGORITHMS, "monitor")
 
 
 @dataclass
@@ -295,7 +287,7 @@ def _trainer_config(trl: dict[str, dict[str, Any]], trainer: str, output_dir: Pa
     section = dict(trl.get(trainer, {}))
     section.setdefault("seed", seed)
     section.setdefault("report_to", "none")
-    out = output_dir / ("rl" if trainer in RL_TRAINERS else trainer)  # the pipeline stage's folder
+    out = output_dir / ("rl" if trainer in RL_ALGORITHMS else trainer)  # the pipeline stage's folder
     return build_trainer_config(
         TRAINER_CONFIGS[trainer], trainer, out, section, preset=model.preset, gpu=model.gpu, prefix=f"{trainer}."
     )
@@ -379,7 +371,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     rl = sections.get("rl") or RLArguments()
     # Build every training config now, so a bad key or value is reported before any stage starts (every RL section
     # that is given: switching rl.algorithm later must not meet a typo).
-    for trainer in ("sft", "reward", *(s for s in RL_TRAINERS if s == rl.algorithm or trl[s])):
+    for trainer in ("sft", "reward", *(s for s in RL_ALGORITHMS if s == rl.algorithm or trl[s])):
         try:
             _trainer_config(trl, trainer, output_dir, seed, model)
         except ConfigError as e:
@@ -412,7 +404,7 @@ WHOLE_SECTIONS: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
     "agreement": ("preferences",),
     "reward": ("reward",),
-    **dict.fromkeys(RL_TRAINERS, ("rl",)),
+    **dict.fromkeys(RL_ALGORITHMS, ("rl",)),
     "monitor": ("rl",),
 }
 FIELD_SECTIONS: dict[str, type] = {"lab": LabArguments, "data": DataSources, "gate": GateArguments, "rl": RLArguments}
@@ -446,7 +438,7 @@ def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         if node is not None:  # unset keys are left out, so a key added in a later rlhfkit leaves old hashes valid
             out[key] = node
     if stage == "rl":  # only the chosen algorithm's section matters
-        for other in set(RL_TRAINERS) - {cfg.rl.algorithm}:
+        for other in set(RL_ALGORITHMS) - {cfg.rl.algorithm}:
             out.pop(other, None)
         if cfg.data.prompts != "lab":
             out["rl.eval_prompts"] = cfg.rl.eval_prompts

@@ -24,18 +24,15 @@ from rlhfkit.data.votes import agreement_summary
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.monitors import MonitorConfig, read_metrics
-from rlhfkit.pipeline.config import USES_REWARD_MODEL
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.reward.ensemble import MEMBER_DIR, read_ensemble
 from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
 from rlhfkit.reward.gate import rm_gate
 from rlhfkit.reward.report import write_report
 from rlhfkit.reward.trainer import run_reward
-from rlhfkit.rl.best_of_n import run_best_of_n
-from rlhfkit.rl.dpo import evaluate_implicit_reward, run_dpo
-from rlhfkit.rl.grpo_rloo import run_grpo, run_rloo
+from rlhfkit.rl.algorithms import ALGORITHMS, USES_REWARD_MODEL
+from rlhfkit.rl.dpo import evaluate_implicit_reward
 from rlhfkit.rl.policy_eval import evaluate_policy
-from rlhfkit.rl.ppo.run import run_ppo
 from rlhfkit.sft import run_sft
 
 logger = logging.getLogger(__name__)
@@ -252,9 +249,9 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
     rm = ctx.outputs["rm_eval"]["metrics"]
     reward_model, sft_model = ctx.outputs["reward"]["model_dir"], ctx.outputs["sft"]["model_dir"]
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
-    config = cfg.trainer_config(algorithm)
+    config, run = cfg.trainer_config(algorithm), ALGORITHMS[algorithm].runner()
     if algorithm == "best_of_n":
-        result = run_best_of_n(sft_model, prompts, config, reward_model=reward_model, preset=cfg.model.preset,
+        result = run(sft_model, prompts, config, reward_model=reward_model, preset=cfg.model.preset,
                                monitor_config=monitor, metric_funcs=gold)  # fmt: skip
         notes = [
             "reward normalisation (rm_eval's reward_mean / reward_std): the best sample of a prompt is picked by rank",
@@ -271,9 +268,8 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
         "reward_ensemble_coef": cfg.rl.reward_ensemble_coef,
     }
     if algorithm == "ppo":
-        result = run_ppo(sft_model, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common)
+        result = run(sft_model, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common)
     else:
-        run = run_grpo if algorithm == "grpo" else run_rloo
         weights = [1.0, 0.0] if gold else None  # gold is logged, never optimised
         result = run(sft_model, prompts, config, reward_funcs=gold, reward_weights=weights, **common)
     return result, {}, []
@@ -286,7 +282,8 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
     train = [{k: r[k] for k in columns} for r in read_jsonl(ctx.outputs["preferences"]["train"])]
     config = cfg.trainer_config("dpo")
     sft_model = ctx.outputs["sft"]["model_dir"]
-    result = run_dpo(sft_model, train, config, preset=cfg.model.preset, monitor_config=monitor)
+    run = ALGORITHMS["dpo"].runner()
+    result = run(sft_model, train, config, preset=cfg.model.preset, monitor_config=monitor)
     extra: dict[str, Any] = {}
     held_out = read_jsonl(ctx.outputs["preferences"]["eval"])
     if held_out and ctx.is_main:
@@ -327,13 +324,12 @@ def _read_health(run_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ final evaluation
 def eval_sampling(cfg) -> tuple[float, int]:
     """``(temperature, max_new_tokens)`` of the final evaluation: ``rl.eval_temperature`` / ``rl.max_new_tokens``, else
-    as the RL stage sampled (PPO: ``response_length``; DPO, which samples only for its KL: temperature 1.0 and
-    ``kl_max_new_tokens``; the others: ``max_completion_length``)."""
-    algorithm = cfg.rl.algorithm
-    config = cfg.trainer_config(algorithm)
-    temperature = cfg.rl.eval_temperature or (1.0 if algorithm == "dpo" else config.temperature)
-    length = {"ppo": "response_length", "dpo": "kl_max_new_tokens"}.get(algorithm, "max_completion_length")
-    return float(temperature), int(cfg.rl.max_new_tokens or getattr(config, length))
+    as the RL stage sampled: the algorithm's :attr:`~rlhfkit.rl.algorithms.Algorithm.length_field` and
+    :attr:`~rlhfkit.rl.algorithms.Algorithm.eval_temperature` (else its config's ``temperature``)."""
+    algorithm = ALGORITHMS[cfg.rl.algorithm]
+    config = cfg.trainer_config(algorithm.name)
+    temperature = cfg.rl.eval_temperature or algorithm.eval_temperature or config.temperature
+    return float(temperature), int(cfg.rl.max_new_tokens or getattr(config, algorithm.length_field))
 
 
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:

@@ -34,7 +34,7 @@ from rlhfkit.data.checks import PROMPT_COLUMNS, SFT_COLUMNS, data_problems, pref
 from rlhfkit.models.checks import model_problems
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.config import (
-    RL_TRAINERS,
+    RL_ALGORITHMS,
     STAGES,
     TRAINER_CONFIGS,
     DataSources,
@@ -49,7 +49,7 @@ from rlhfkit.pipeline.manifest import MANIFEST
 RUN_FOLDER_FILES = (MANIFEST, LOCK_FILE, "report.md", "report.json", "plots", "base_model")
 # What `rlhfkit compare` adds (rlhfkit.pipeline.compare): a folder per algorithm, the best-of-N curve and the comparison;
 # bench/alternatives_sweep.py keeps its runs in sweep/.
-COMPARE_FILES = (*RL_TRAINERS, "best_of_n_curve.json", "compare.json", "compare.md", "compare.png", "sweep")
+COMPARE_FILES = (*RL_ALGORITHMS, "best_of_n_curve.json", "compare.json", "compare.md", "compare.png", "sweep")
 
 
 

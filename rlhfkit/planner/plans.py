@@ -44,16 +44,16 @@ from rlhfkit.planner.memory import (
     logits_bytes,
     weight_bytes,
 )
+from rlhfkit.rl.algorithms import ALGORITHMS
 
 LAYOUTS = ("separate", "shared")
 DEFAULT_PROMPT_LENGTH = 256  # RL trainers: prompt tokens (TRL's GRPOConfig has no prompt cap; set it per dataset)
-RL_TRAINERS = ("ppo", "grpo", "rloo", "best_of_n")  # the trainers that generate responses to prompts
-GROUP_TRAINERS = ("grpo", "rloo")  # num_generations completions per prompt, one generation batch at a time
+SAMPLING_TRAINERS = tuple(n for n, a in ALGORITHMS.items() if a.samples)  # generate responses to prompts
+GROUP_TRAINERS = tuple(n for n, a in ALGORITHMS.items() if a.groups)  # num_generations completions per prompt
 # The config field that sets ``seq_len``, by trainer (what a suggestion names, what a config file sets).
-SEQ_LEN_FIELD = {
-    "sft": "max_length", "reward": "max_length", "ppo": "response_length", "grpo": "max_completion_length",
-    "rloo": "max_completion_length", "dpo": "max_length", "best_of_n": "max_completion_length",
-}  # fmt: skip
+SEQ_LEN_FIELD = {"sft": "max_length", "reward": "max_length"} | {
+    n: a.planner_seq_field for n, a in ALGORITHMS.items()
+}
 
 
 @dataclass
@@ -188,7 +188,7 @@ def plan(
         "fused_lm_head": fused_lm_head, "precision": precision,
         "seq_len": int(seq_len or defaults[SEQ_LEN_FIELD[trainer]]),
     }  # fmt: skip
-    if trainer in RL_TRAINERS:
+    if trainer in SAMPLING_TRAINERS:
         settings["prompt_length"] = int(prompt_length or DEFAULT_PROMPT_LENGTH)
         settings["reward_members"] = int(reward_members)
     if trainer == "ppo":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -22,9 +23,6 @@ from rlhfkit.runs import RunResult, prompt_dataset
 logger = logging.getLogger(__name__)
 
 
-
-
-
 # ------------------------------------------------------------------------------------------ GRPO and RLOO
 def _reward_function(reward_model, reward_tokenizer, method, trust_remote_code: bool, ensemble: dict, norm: dict):
     """GRPO's / RLOO's reward-model function: a folder (one model or an ensemble) loaded as RL uses it, or a loaded
@@ -40,14 +38,23 @@ def run_grpo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
     config,
-    **rewards,
+    *,
+    reward_model=None,
+    reward_tokenizer=None,
+    reward_funcs=None,
+    reward_weights: Sequence[float] | None = None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
     """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
 
-    Everything after ``config`` is a keyword (defaults: ``reward_model=None, reward_tokenizer=None,
-    reward_funcs=None, reward_weights=None, preset="full", trust_remote_code=False, callbacks=None,
-    monitor_config=None, reward_mean=None, reward_std=None, reward_aggregation="mean", reward_ensemble_coef=1.0``;
-    :func:`run_rloo` takes the same).
+    :func:`run_rloo` takes the same arguments (both signatures are kept identical on purpose).
 
     Args:
         model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
@@ -62,8 +69,8 @@ def run_grpo(
         reward_tokenizer: the reward model's tokenizer; loaded from ``reward_model`` when it is a folder.
         reward_funcs: one or a list of extra rule-based reward functions, TRL's signature
             ``f(prompts, completions, completion_ids, **columns) -> list[float]``.
-        reward_weights: one weight per reward function, the reward model first; replaces
-            ``config.reward_weights`` (default: all 1.0).
+        reward_weights: one weight per reward function, the reward model first; used instead of
+            ``config.reward_weights`` (default: all 1.0). The caller's config is not changed.
         preset: ``full`` | ``lora`` | ``qlora``. With LoRA the reference is the policy with its adapter
             disabled (TRL does this), so no second copy of the model is loaded.
         callbacks: extra ``TrainerCallback``s; rlhfkit's KL-health / reward-hacking monitors are always added
@@ -81,14 +88,44 @@ def run_grpo(
     """
     from trl import GRPOTrainer
 
-    return _run_sampling_rl(GRPOTrainer, "grpo", model_name_or_path, train_dataset, config, **rewards)
+    return _run_sampling_rl(
+        GRPOTrainer,
+        "grpo",
+        model_name_or_path,
+        train_dataset,
+        config,
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        reward_funcs=reward_funcs,
+        reward_weights=reward_weights,
+        preset=preset,
+        trust_remote_code=trust_remote_code,
+        callbacks=callbacks,
+        monitor_config=monitor_config,
+        reward_mean=reward_mean,
+        reward_std=reward_std,
+        reward_aggregation=reward_aggregation,
+        reward_ensemble_coef=reward_ensemble_coef,
+    )
 
 
 def run_rloo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
     config,
-    **rewards,
+    *,
+    reward_model=None,
+    reward_tokenizer=None,
+    reward_funcs=None,
+    reward_weights: Sequence[float] | None = None,
+    preset="full",
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+    monitor_config=None,
+    reward_mean: float | None = None,
+    reward_std: float | None = None,
+    reward_aggregation: str = "mean",
+    reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
     """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
 
@@ -101,7 +138,25 @@ def run_rloo(
     """
     from trl import RLOOTrainer
 
-    return _run_sampling_rl(RLOOTrainer, "rloo", model_name_or_path, train_dataset, config, **rewards)
+    return _run_sampling_rl(
+        RLOOTrainer,
+        "rloo",
+        model_name_or_path,
+        train_dataset,
+        config,
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        reward_funcs=reward_funcs,
+        reward_weights=reward_weights,
+        preset=preset,
+        trust_remote_code=trust_remote_code,
+        callbacks=callbacks,
+        monitor_config=monitor_config,
+        reward_mean=reward_mean,
+        reward_std=reward_std,
+        reward_aggregation=reward_aggregation,
+        reward_ensemble_coef=reward_ensemble_coef,
+    )
 
 
 def _run_sampling_rl(
@@ -124,8 +179,8 @@ def _run_sampling_rl(
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
 ) -> RunResult:
-    """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (the keyword
-    arguments :func:`run_grpo` documents, with their defaults)."""
+    """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (the arguments
+    :func:`run_grpo` documents)."""
     method = method_preset(preset) if isinstance(preset, str) else preset
     if reward_model is None and not reward_funcs:
         raise ConfigError(f"run_{name} needs a reward: pass reward_model (a trained reward model) and/or reward_funcs")
@@ -145,6 +200,7 @@ def _run_sampling_rl(
         funcs.append(_reward_function(reward_model, reward_tokenizer, method, trust_remote_code, ensemble, kw))
     funcs.extend([reward_funcs] if callable(reward_funcs) else list(reward_funcs or []))
     if reward_weights is not None:
+        config = copy.copy(config)  # the caller's config keeps its own weights
         config.reward_weights = [float(w) for w in reward_weights]
     if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
         raise ConfigError(

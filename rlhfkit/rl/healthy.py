@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from rlhfkit.models.loading import MODEL_SUBDIR, copy_model
+from rlhfkit.models.loading import MODEL_SUBDIR, copy_model, save_final
 from rlhfkit.monitors import HealthMonitor
 from rlhfkit.monitors.config import MonitorConfig
 from rlhfkit.monitors.frozen import frozen_models
 from rlhfkit.monitors.health import build_monitors
 from rlhfkit.rl.ppo.checkpoint import load_trainable
 from rlhfkit.rl.ppo.trainer import PPOTrainer
-from rlhfkit.runs import RunResult, train_and_save
+from rlhfkit.runs import RunResult, eval_metrics, resume_and_train, run_result
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,15 @@ def train_monitored(
     for callback in monitors:
         trainer.add_callback(callback)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
-    return train_and_save(trainer, tokenizer, config, name, base_model, "causal", eval_dataset, health)
+    metrics = eval_metrics(trainer, eval_dataset, "_before")
+    metrics.update(resume_and_train(trainer, config, name))
+    metrics.update(return_healthy(trainer, health))
+    metrics.update(eval_metrics(trainer, eval_dataset))
+    if returns_start(metrics):
+        model_dir = save_starting_policy(trainer, base_model, config.output_dir)
+    else:
+        model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind="causal")
+    return run_result(trainer, name, model_dir, metrics)
 
 
 def frozen_check_targets(trainer) -> tuple[dict, dict]:

@@ -257,7 +257,7 @@ def test_timeline_table_plots_and_resume(tmp_path):
 def test_config_parses_like_trl_configs_without_name_clashes(tmp_path):
     from trl import GRPOConfig, TrlParser
 
-    PPOConfig = pytest.importorskip("rlhfkit.rl.ppo").PPOConfig
+    from rlhfkit.rl.ppo.config import PPOConfig
 
     clash = {f for f in MonitorConfig.__dataclass_fields__} & (
         set(GRPOConfig.__dataclass_fields__) | set(PPOConfig.__dataclass_fields__)
