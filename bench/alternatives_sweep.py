@@ -4,10 +4,10 @@
     python bench/alternatives_sweep.py                 # every setting below, measured as `rlhfkit compare` does
     python bench/alternatives_sweep.py --only dpo      # one algorithm
 
-Each setting runs as `rlhfkit compare` runs an algorithm (rlhfkit.pipeline.compare.run_algorithm: the demo's config with the
-setting's keys overridden, its own resumable folder under ``<base>/sweep/``, the shared stages reused) and is judged
-by the same final evaluation: gold and reward-model score of the final policy on the 300 held-out prompts, and its KL
-to the SFT policy (nats per sequence) on those samples. The table prints the SFT policy's numbers first; a rerun
+Each setting runs as `rlhfkit compare` runs an algorithm (rlhfkit.pipeline.compare.run_algorithm: the demo's config
+with the setting's keys overridden, its own resumable folder under ``<base>/sweep/``, the shared stages reused) and is
+judged by the same final evaluation: gold and reward-model score of the final policy on the 300 held-out prompts, and
+its KL to the SFT policy (nats per sequence) on those samples. The table prints the SFT policy's numbers first; a rerun
 only evaluates what is missing. Settings vary the leash (beta, rounds) and the step size, one at a time.
 """
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhfkit.core.errors import ConfigError
+from rlhfkit.models.loading import PAD_TOKEN
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "pear", "plum", "grape", "lemon", "mango", "peach", "cherry", "melon", "kiwi"),
@@ -369,7 +370,6 @@ TINY_SIZES = {
     ),
 }
 EOS_TOKEN = "<|endoftext|>"
-PAD_TOKEN = "<|pad|>"
 # A minimal chat template in the lab's own "Q: ...\nA:" format, so conversational data works too.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"

@@ -18,7 +18,6 @@ from rlhfkit.models.loading import (
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class RunResult:
     """What a training run produced.
@@ -95,10 +94,6 @@ def remove_checkpoints(output_dir: str | os.PathLike) -> None:
     """Delete ``checkpoint-N`` folders once a run's final model is saved (they can be large)."""
     for path in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-
-
 
 
 def prompt_dataset(data):

@@ -14,7 +14,6 @@ from rlhfkit.runs import RunResult, as_dataset, train_and_save
 logger = logging.getLogger(__name__)
 
 
-
 # ------------------------------------------------------------------------------------------ SFT
 def run_sft(
     model_name_or_path: str | os.PathLike,

@@ -97,3 +97,92 @@ def test_modules_and_functions_are_small():
                 if n > MAX_FUNCTION_LINES and not _waived(lines, start):
                     too_long.append(f"function {name}.{node.name} (line {node.lineno}): {n} lines")
     assert not too_long, "over the size limits without a '# long:' comment saying why: " + "; ".join(too_long)
+
+
+# Modules that define config classes or the registry: checking a config must never import a trainer.
+CONFIG_MODULES = (
+    "rlhfkit.core.arguments",
+    "rlhfkit.reward.config",
+    "rlhfkit.rl.configs",
+    "rlhfkit.rl.ppo.config",
+    "rlhfkit.rl.algorithms",
+    "rlhfkit.monitors.config",
+    "rlhfkit.pipeline.config",
+    "rlhfkit.pipeline.validate",
+)
+# rlhfkit modules that define or drive a trainer.
+TRAINER_MODULES = (
+    "rlhfkit.sft",
+    "rlhfkit.train",
+    "rlhfkit.reward.trainer",
+    "rlhfkit.rl.ppo.trainer",
+    "rlhfkit.rl.ppo.run",
+    "rlhfkit.rl.grpo_rloo",
+    "rlhfkit.rl.dpo",
+    "rlhfkit.rl.best_of_n",
+    "rlhfkit.pipeline.stages",
+    "rlhfkit.pipeline.runner",
+)
+MAX_ROOT_MODULES = 8
+
+
+def load_time_graph() -> dict[str, set[str]]:
+    """module -> what importing it loads: its module-level imports (not those inside functions), plus the
+    ``__init__`` of every package on the way; third-party modules are kept by name (``trl``, ``trl:GRPOTrainer``)."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    candidate = f"{node.module}.{alias.name}"
+                    deps.add(candidate if candidate in modules else node.module)
+                    if not node.module.startswith("rlhfkit"):
+                        deps.add(f"{node.module}:{alias.name}")
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        for dep in list(deps):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+            parts = dep.split(":")[0].split(".")
+            deps.update(".".join(parts[:k]) for k in range(1, len(parts)))
+        graph[name] = {d for d in deps if d != name}
+    return graph
+
+
+def loaded_by(module: str, graph: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def is_trainer(dep: str) -> bool:
+    name = dep.split(":")[-1]
+    return (
+        dep in TRAINER_MODULES
+        or (dep.startswith(("trl", "transformers")) and name.endswith("Trainer"))
+        or dep == "transformers.trainer"
+        or (dep.startswith("trl.trainer.") and dep.split(":")[0].endswith("_trainer"))
+    )
+
+
+def test_is_trainer_knows_a_trainer():
+    assert is_trainer("trl:GRPOTrainer") and is_trainer("rlhfkit.rl.dpo") and is_trainer("trl.trainer.dpo_trainer")
+    assert not is_trainer("trl:GRPOConfig") and not is_trainer("rlhfkit.rl.configs")
+    graph = {"a.config": {"a.helper"}, "a.helper": {"trl:DPOTrainer"}}
+    assert "trl:DPOTrainer" in loaded_by("a.config", graph)
+
+
+def test_no_config_module_imports_a_trainer():
+    graph = load_time_graph()
+    found = {m: sorted(d for d in loaded_by(m, graph) if is_trainer(d)) for m in CONFIG_MODULES}
+    assert set(CONFIG_MODULES) <= set(graph), set(CONFIG_MODULES) - set(graph)
+    assert not any(found.values()), {m: d for m, d in found.items() if d}
+
+
+def test_the_root_holds_few_modules():
+    root = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(root) <= MAX_ROOT_MODULES, root

@@ -1,4 +1,5 @@
-"""rlhfkit.core.rules: every config field checked by its type and range, generically (a field added later is covered)."""
+"""rlhfkit.core.rules: every config field checked by its type and range, generically (a field added later is
+covered)."""
 
 from __future__ import annotations
 

@@ -229,24 +229,27 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike = "runs/lab-mo
     return str(out)
 
 
-def trainer_config(config_cls, trainer: str, output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs):
-    """Build a trainer's config (TRL's or rlhfkit's) with rlhfkit's precedence: precision < presets < ``kwargs``.
+def trainer_config(
+    config_cls,
+    trainer: str,
+    output_dir: str | os.PathLike,
+    values: dict[str, Any] | None = None,
+    *,
+    preset="full",
+    gpu=None,
+    prefix: str = "",
+    **kwargs,
+):
+    """Build a trainer's config (TRL's or rlhfkit's) with rlhfkit's precedence: precision < presets < values.
 
-    ``trainer`` (``sft``, ``reward``, ``ppo``, ``grpo``) selects the GPU-size preset's row. Every value is checked by
-    type and range (:mod:`rlhfkit.core.rules`) before the config is built and after; all problems are raised together
-    in one :class:`ConfigError`, as are TRL's own config errors (one line).
+    ``trainer`` (``sft``, ``reward``, ``ppo``, ``grpo``, ...) selects the GPU-size preset's row. The values are
+    ``values`` (a config section as a dict) updated with ``kwargs``; ``prefix`` (e.g. ``"sft."``) names their section
+    in messages. Every value is checked by type and range (:mod:`rlhfkit.core.rules`) before the config is built and
+    after; all problems are raised together in one :class:`ConfigError`, as are TRL's own config errors (one line).
 
     >>> cfg = trainer_config(SFTConfig, "sft", "runs/sft", preset="qlora", gpu=24, learning_rate=1e-4)
     """
-    return build_trainer_config(config_cls, trainer, output_dir, kwargs, preset=preset, gpu=gpu)
-
-
-def build_trainer_config(
-    config_cls, trainer: str, output_dir: str | os.PathLike, values: dict[str, Any], *, preset="full", gpu=None,
-    prefix: str = "",
-):  # fmt: skip
-    """:func:`trainer_config` with the values as a dict; ``prefix`` (e.g. ``"sft."``) names their section in
-    messages."""
+    values = {**(values or {}), **kwargs}
     fields = set(config_cls.__dataclass_fields__)
     given, problems = check_values(config_cls, values, prefix)
     name = config_cls.__name__

@@ -1,7 +1,7 @@
 """The one error path of every entry point: the ``rlhfkit`` command, the recipes, ``accelerate launch recipes/...``.
 
-An error a user can fix (:class:`~rlhfkit.core.errors.RlhfkitError`) prints one ``error: <problem>`` line per problem on
-stderr and exits with code 2, without a traceback; ``--debug`` shows the traceback instead. An argparse error (a bad
+An error a user can fix (:class:`~rlhfkit.core.errors.RlhfkitError`) prints one ``error: <problem>`` line per problem
+on stderr and exits with code 2, without a traceback; ``--debug`` shows the traceback instead. An argparse error (a bad
 choice, a missing argument) is one ``error:`` line naming the valid choices, also exit 2. Any other exception is a
 bug and keeps its traceback. Under ``torchrun`` / ``accelerate launch`` only the main process prints the lines (every
 process finds the same problems).

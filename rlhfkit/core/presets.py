@@ -40,9 +40,9 @@ GRPO_BETA = 0.04
 # log-ratio from each reward (Ahmadian et al. 2024), so with rewards normalised by the reward model's spread 0.05 is
 # 0.05 standard deviations per nat of KL; TRL's GRPO default (0) would drop the leash, its RLOO default does not.
 RLOO_BETA = 0.05
-# DPO's KL measurement for the monitors (rlhfkit.rl.configs.DPOConfig, the planner): prompts sampled at every log, and tokens
-# per response. 32 sequences give the mean KL to about +-10% once it is above ~1 nat; the cost is one generation of
-# 32 sequences per log, small beside the logging interval's training steps.
+# DPO's KL measurement for the monitors (rlhfkit.rl.configs.DPOConfig, the planner): prompts sampled at every log, and
+# tokens per response. 32 sequences give the mean KL to about +-10% once it is above ~1 nat; the cost is one generation
+# of 32 sequences per log, small beside the logging interval's training steps.
 DPO_KL_SAMPLES = 32
 DPO_KL_MAX_NEW_TOKENS = 128
 

@@ -15,8 +15,8 @@ labelers judged) is a legitimate, usually bad, answer: both are kept and counted
 Bad rows
 --------
 A malformed row (missing column, null text, chosen identical to rejected, wrong type, unparseable transcript,
-invalid JSON, a vote label outside the label map) raises :class:`~rlhfkit.core.errors.DataError` with one line naming the
-source, the 1-based row number (for JSONL: the line number), the problem and the fix. With ``on_bad_row="skip"``
+invalid JSON, a vote label outside the label map) raises :class:`~rlhfkit.core.errors.DataError` with one line naming
+the source, the 1-based row number (for JSONL: the line number), the problem and the fix. With ``on_bad_row="skip"``
 such rows are skipped and counted by reason in ``report.skipped``. A source that yields no pair at all always
 raises.
 """

@@ -57,8 +57,8 @@ class Samples:
         return float(np.mean([len(r) for r in self.response_ids])) if self.response_ids else 0.0
 
     def full_texts(self) -> list:
-        """Prompt + response of each sample as a reward model scores it (:func:`rlhfkit.models.scoring.score_texts`): the
-        concatenated text, or the chat messages with the response as the assistant's turn."""
+        """Prompt + response of each sample as a reward model scores it (:func:`rlhfkit.models.scoring.score_texts`):
+        the concatenated text, or the chat messages with the response as the assistant's turn."""
         return [
             p + r if isinstance(p, str) else [*p, {"role": "assistant", "content": r}]
             for p, r in zip(self.prompts, self.texts, strict=True)
@@ -137,7 +137,9 @@ def generate_ids(
     if max_new_tokens < 1 or num_samples < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must be >= 1")
     if pad_token_id is None or pad_token_id == eos_token_id:
-        raise ConfigError("the tokenizer needs a pad token distinct from EOS; load it with rlhfkit.models.loading.load_policy")
+        raise ConfigError(
+            "the tokenizer needs a pad token distinct from EOS; load it with rlhfkit.models.loading.load_policy"
+        )
     device = next(model.parameters()).device
     # generation stops at the model's own EOS ids (a chat model's end-of-turn token among them); so does the response
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

@@ -9,12 +9,14 @@
   sequence. The score is the model's own pooled logit, read at the rightmost non-pad token (what
   ``RewardTrainer.compute_loss`` trains): with right padding (the default, as in TRL's collator) or left padding
   (positions are then counted from the first real token), batched scores equal one-at-a-time scores. If pad ==
-  EOS, that token is the one before the final EOS, at training time too; :func:`rlhfkit.models.loading.prepare_tokenizer`
-  avoids pad == EOS. Right-padded batches of a causal model run without an attention mask (the pads come after
-  every real token, so they change nothing), which keeps SDPA on its causal kernel: see :func:`score_token_ids`.
+  EOS, that token is the one before the final EOS, at training time too;
+  :func:`rlhfkit.models.loading.prepare_tokenizer` avoids pad == EOS. Right-padded batches of a causal model run
+  without an attention mask (the pads come after every real token, so they change nothing), which keeps SDPA on its
+  causal kernel: see :func:`score_token_ids`.
 * :func:`encode_pairs`: held-out preference pairs as token ids (``max_length`` filtered as in training).
 * :class:`RewardModelScorer`: the same formatting and scoring as a GRPO reward function.
-* Ensembles (:mod:`rlhfkit.reward.ensemble`: K members, each with its score mean / std): :class:`EnsembleScorer` scores with
+* Ensembles (:mod:`rlhfkit.reward.ensemble`: K members, each with its score mean / std): :class:`EnsembleScorer`
+  scores with
   every member's :class:`RewardModelScorer`, standardises each with its own statistics and combines them with
   :func:`aggregate_rewards` (``mean`` | ``min`` | ``mean_minus_std``), logging the members' spread
   (:data:`ENSEMBLE_STD_KEY`) every batch; :func:`load_reward_function` loads the reward stage's ``model/`` -- one
@@ -259,7 +261,8 @@ def member_score_stats(model, tokenizer, pairs: list[dict], max_length: int | No
 
 
 def proxy_scores(reward_model, reward_tokenizer, samples) -> np.ndarray:
-    """The reward model's score of each of ``samples`` (a :class:`rlhfkit.models.sampling.Samples`), as :func:`load_scorer`
+    """The reward model's score of each of ``samples`` (a :class:`rlhfkit.models.sampling.Samples`), as
+    :func:`load_scorer`
     loaded it: one model's raw score of prompt + response (:func:`score_texts`), or, with ``reward_tokenizer`` None,
     a reward function's (an ensemble's :class:`EnsembleScorer`: its members' standardised scores aggregated)."""
     if reward_tokenizer is not None:
@@ -333,7 +336,8 @@ def sample_responses(
     """Sample one response per prompt at ``temperature`` with top_k 0 and top_p 1 (the policy RL optimised).
 
     Prompts are strings or chat messages (rendered with the chat template and its generation prompt). ``preset``
-    ``qlora`` loads the model in 4 bits, as the RL stage did. The texts of :func:`rlhfkit.models.sampling.generate`, the one
+    ``qlora`` loads the model in 4 bits, as the RL stage did. The texts of
+    :func:`rlhfkit.models.sampling.generate`, the one
     sampling loop (which also keeps the token ids, for the KL).
     """
     model, tokenizer = load_for_sampling(model_dir, preset)
@@ -365,7 +369,8 @@ def load_scorer(model_dir: str, preset="full"):
 
 
 # ------------------------------------------------------------------------------------------ ensembles
-# An ensemble's members (rlhfkit.reward.config) are scored one by one with RewardModelScorer, each standardised with its own
+# An ensemble's members (rlhfkit.reward.ensemble) are scored one by one with RewardModelScorer, each standardised
+# with its own
 # score mean / std: members trained from different seeds are then on one scale (the Bradley-Terry loss fixes score
 # differences, not offsets, and an unstandardised spread would mostly measure offsets).
 AGGREGATIONS = ("mean", "min", "mean_minus_std")

@@ -8,7 +8,13 @@
 """
 
 from rlhfkit.monitors.config import SIGNALS, MonitorConfig
-from rlhfkit.monitors.frozen import FrozenModelCheck, FrozenModelError, fingerprint, frozen_models, verify_frozen
+from rlhfkit.monitors.frozen import (
+    FrozenModelCheck,
+    FrozenModelError,
+    frozen_models,
+    verify_frozen,
+    weights_fingerprint,
+)
 from rlhfkit.monitors.health import Alert, HealthMonitor, build_monitors, read_metrics
 from rlhfkit.monitors.plots import health_table, load_timeline, plot_health
 
@@ -20,7 +26,7 @@ __all__ = [
     "HealthMonitor",
     "MonitorConfig",
     "build_monitors",
-    "fingerprint",
+    "weights_fingerprint",
     "frozen_models",
     "health_table",
     "load_timeline",

@@ -35,7 +35,7 @@ def _hash_tensor(h, t) -> None:
         h.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
 
 
-def fingerprint(module, exclude: Sequence[str] = ()) -> dict[str, tuple[str, bool]]:
+def weights_fingerprint(module, exclude: Sequence[str] = ()) -> dict[str, tuple[str, bool]]:
     """Parameter name -> (blake2b-128 of its exact bytes, requires_grad), for every parameter not matching an
     ``exclude`` regex. Bit-exact for any dtype; a bitsandbytes 4-bit parameter hashes its packed bytes and its
     quantisation state (absmax, ...). Costs about one second per GB on one CPU core (tensors are copied to CPU
@@ -63,8 +63,8 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 
 def verify_frozen(label: str, module, reference: Mapping[str, tuple[str, bool]], exclude: Sequence[str] = ()) -> None:
     """Raise :class:`FrozenModelError` naming every parameter of ``module`` whose bytes differ from ``reference``
-    (a :func:`fingerprint`), that requires grad, or that appeared / disappeared."""
-    now = fingerprint(module, exclude)
+    (a :func:`weights_fingerprint`), that requires grad, or that appeared / disappeared."""
+    now = weights_fingerprint(module, exclude)
     changed = [n for n in reference if n in now and now[n][0] != reference[n][0]]
     trainable = [n for n, (_, grad) in now.items() if grad]
     missing, added = [n for n in reference if n not in now], [n for n in now if n not in reference]
@@ -89,7 +89,7 @@ class FrozenModelCheck(TrainerCallback):
     At train begin (every process) it raises :class:`FrozenModelError` if a parameter of these models is in the
     optimizer, then sets ``requires_grad=False`` on the rest (TRL's GRPO builds its reference with gradients on,
     though it only ever runs it under ``no_grad``). On the main process it then fingerprints the models
-    (:func:`fingerprint`) and verifies them at train end and, with ``every_n_steps``, every N steps.
+    (:func:`weights_fingerprint`) and verifies them at train end and, with ``every_n_steps``, every N steps.
 
     Args:
         models: label -> module, e.g. ``{"reference": ref, "reward": rm}``.
@@ -129,7 +129,9 @@ class FrozenModelCheck(TrainerCallback):
                     "monitor: froze %d tensors of the %s model (none was in the optimizer)", len(thawed), label
                 )
         if state.is_world_process_zero:
-            self.fingerprints = {label: fingerprint(m, self.exclude[label]) for label, m in self.models.items()}
+            self.fingerprints = {
+                label: weights_fingerprint(m, self.exclude[label]) for label, m in self.models.items()
+            }
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.every_n_steps and state.global_step % self.every_n_steps == 0:

@@ -150,7 +150,9 @@ def read_metrics(logs: Mapping[str, Any], batch_size: int | None = None) -> dict
         }
     else:
         return None
-    out["disagreement"] = get(ENSEMBLE_STD_KEY)  # a reward ensemble's member spread (rlhfkit.models.scoring), both trainers
+    out["disagreement"] = get(
+        ENSEMBLE_STD_KEY
+    )  # a reward ensemble's member spread (rlhfkit.models.scoring), both trainers
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -3,7 +3,8 @@
 :func:`run_compare` runs the pipeline's shared stages once -- SFT, preference data, reward model, its evaluation --
 then each algorithm (``ppo``, ``grpo``, ``rloo``, ``dpo``, ``best_of_n``) as a pipeline run of its own whose manifest
 reuses those stages, and finally the best-of-N decoding curve of the SFT policy. Every final policy is evaluated on
-the same held-out prompts at the same temperature and length (:func:`rlhfkit.rl.policy_eval.evaluate_policy`: reward-model
+the same held-out prompts at the same temperature and length (:func:`rlhfkit.rl.policy_eval.evaluate_policy`:
+reward-model
 score, gold reward in the lab, KL to the SFT policy in nats per sequence on the same samples). Layout::
 
     <output_dir>/manifest.json, sft/, preferences/, reward/, rm_eval/   the shared stages

@@ -9,8 +9,8 @@ Config sections (TRL's dataclasses where TRL has one)::
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
     agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
-    reward:    rlhfkit.reward.config.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size / _bootstrap)
-    gate:      GateArguments    (min_accuracy, override)
+    reward:    rlhfkit.reward.config.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size /
+    _bootstrap) gate:      GateArguments    (min_accuracy, override)
     rl:        RLArguments      (algorithm: ppo | grpo | rloo | dpo | best_of_n, layout, reward_aggregation, ...)
     ppo:       rlhfkit.rl.ppo.config.PPOConfig fields
     grpo:      rlhfkit.rl.configs.GRPOConfig fields
@@ -32,7 +32,7 @@ import yaml
 from trl import SFTConfig
 
 from rlhfkit import lab
-from rlhfkit.core.arguments import PREFERENCE_FORMATS, ModelArguments, build_trainer_config, read_yaml
+from rlhfkit.core.arguments import PREFERENCE_FORMATS, ModelArguments, read_yaml, trainer_config
 from rlhfkit.core.errors import ConfigError, raise_problems
 from rlhfkit.core.rules import (
     AT_LEAST_ONE,
@@ -288,7 +288,7 @@ def _trainer_config(trl: dict[str, dict[str, Any]], trainer: str, output_dir: Pa
     section.setdefault("seed", seed)
     section.setdefault("report_to", "none")
     out = output_dir / ("rl" if trainer in RL_ALGORITHMS else trainer)  # the pipeline stage's folder
-    return build_trainer_config(
+    return trainer_config(
         TRAINER_CONFIGS[trainer], trainer, out, section, preset=model.preset, gpu=model.gpu, prefix=f"{trainer}."
     )
 

@@ -34,7 +34,7 @@ def _skipped(rel: Path) -> bool:
     )
 
 
-def fingerprint(folder: str | os.PathLike) -> dict[str, list]:
+def folder_fingerprint(folder: str | os.PathLike) -> dict[str, list]:
     """``{relative path: [size, mtime_ns, sha256 or None]}`` of every file in ``folder`` (checkpoints and temporary
     files left out); the sha256 only for files up to :data:`HASHED_FILE_BYTES`."""
     folder = Path(folder)

@@ -54,7 +54,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def headline_rows(manifest) -> list[tuple[str, str, str]]:
+def stage_headlines(manifest) -> list[tuple[str, str, str]]:
     """``(stage, label, value)`` for every headline number the run produced."""
     rows = []
     for stage, key, label in HEADLINE:
@@ -72,7 +72,7 @@ def print_summary(console, manifest, wall_seconds: float | None = None) -> None:
     table.add_column("stage")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for stage, label, value in headline_rows(manifest):
+    for stage, label, value in stage_headlines(manifest):
         table.add_row(stage, label, value)
     console.print(table)
     if wall_seconds is not None:
@@ -143,7 +143,7 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
     data = {
         "output_dir": str(out),
         "stages": manifest.data["stages"],
-        "headline": [{"stage": s, "measure": m, "value": v} for s, m, v in headline_rows(manifest)],
+        "headline": [{"stage": s, "measure": m, "value": v} for s, m, v in stage_headlines(manifest)],
         "plots": plots,
     }
     json_path = write_json(out / "report.json", data)
@@ -170,7 +170,7 @@ def _bars(path: Path, final: dict[str, Any]) -> Path:
 def _markdown(cfg, manifest, plots: dict[str, str]) -> str:
     out = Path(cfg.output_dir)
     lines = [f"# rlhfkit run: `{out}`", "", "| stage | measure | value |", "|---|---|---|"]
-    lines += [f"| {s} | {m} | {v} |" for s, m, v in headline_rows(manifest)]
+    lines += [f"| {s} | {m} | {v} |" for s, m, v in stage_headlines(manifest)]
     lines += ["", "## Stages", "", "| stage | status | finished | outputs |", "|---|---|---|---|"]
     for name, entry in manifest.data["stages"].items():
         outputs = ", ".join(f"{k}: `{v}`" for k, v in entry.get("outputs", {}).items())

@@ -19,7 +19,7 @@ from rlhfkit.core.errors import ConfigError, RlhfkitError
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_digests
 from rlhfkit.pipeline.context import MAIN_PROCESS_STAGES, StageContext, distributed_state
 from rlhfkit.pipeline.lock import RunLock
-from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, fingerprint
+from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, folder_fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
 from rlhfkit.pipeline.stages import STAGE_FUNCTIONS
 from rlhfkit.runs import remove_checkpoints
@@ -162,7 +162,9 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
         try:
             outputs, metrics = fn(ctx)
             if ctx.is_main:
-                manifest.finish(stage, outputs, metrics, files=fingerprint(ctx.dir(stage)), folder=ctx.dir(stage))
+                manifest.finish(
+                    stage, outputs, metrics, files=folder_fingerprint(ctx.dir(stage)), folder=ctx.dir(stage)
+                )
         except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
             if ctx.is_main:
                 manifest.update(stage, status="failed")

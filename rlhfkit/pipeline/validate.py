@@ -4,8 +4,8 @@
   (:func:`rlhfkit.pipeline.config.load_config`), every data source, the model and the output folder; returns the
   config or raises one :class:`~rlhfkit.core.errors.ConfigError` listing all problems, before any folder is created.
 * :func:`check_recipe` -- the same for a recipe's parsed arguments (values are checked by
-  :func:`rlhfkit.core.arguments.parse_recipe`); :func:`run_recipe` parses, checks and runs a recipe's ``main`` through the
-  one error path (:mod:`rlhfkit.core.entry`).
+  :func:`rlhfkit.core.arguments.parse_recipe`); :func:`run_recipe` parses, checks and runs a recipe's ``main`` through
+  the one error path (:mod:`rlhfkit.core.entry`).
 * :func:`check_preference_file`, :func:`check_plan_config` -- the same for ``data convert`` / ``agreement`` and
   ``plan --config`` (``eval-rm`` combines the ``*_problems`` functions below with its own pair loading).
 * :func:`data_problems` (exists, readable, decodes, non-empty, has the columns a stage needs: only the first rows are
@@ -47,55 +47,9 @@ from rlhfkit.pipeline.manifest import MANIFEST
 
 # What rlhfkit writes at the top of a run folder (besides the stage folders and temporary .NAME.*.tmp files).
 RUN_FOLDER_FILES = (MANIFEST, LOCK_FILE, "report.md", "report.json", "plots", "base_model")
-# What `rlhfkit compare` adds (rlhfkit.pipeline.compare): a folder per algorithm, the best-of-N curve and the comparison;
-# bench/alternatives_sweep.py keeps its runs in sweep/.
+# What `rlhfkit compare` adds (rlhfkit.pipeline.compare): a folder per algorithm, the best-of-N curve and the
+# comparison; bench/alternatives_sweep.py keeps its runs in sweep/.
 COMPARE_FILES = (*RL_ALGORITHMS, "best_of_n_curve.json", "compare.json", "compare.md", "compare.png", "sweep")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def is_run_entry(name: str) -> bool:
@@ -216,7 +170,8 @@ def check_recipe(trainer: str, parsed: Sequence[Any]) -> None:
 
 
 def run_recipe(main: Callable[..., Any], trainer: str, dataclass_types: tuple, argv: list[str] | None = None) -> int:
-    """A recipe's entry point: parse (:func:`rlhfkit.core.arguments.parse_recipe`), check (:func:`check_recipe`) and run
+    """A recipe's entry point: parse (:func:`rlhfkit.core.arguments.parse_recipe`), check (:func:`check_recipe`) and
+    run
     ``main(*parsed)`` through the one error path: a user error prints ``error:`` lines and returns 2 (``--debug``:
     the traceback). Returns the exit code."""
     argv, debug = pop_debug(list(sys.argv[1:] if argv is None else argv))

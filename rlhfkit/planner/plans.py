@@ -9,10 +9,10 @@ readers.
 The alternatives to PPO: **rloo** holds what GRPO holds (policy, a reference copy when full fine-tuning with
 ``beta != 0``, the reward model, the generation batch's KV cache). **dpo** holds the policy and a reference copy (none
 with LoRA: the adapter is disabled), forwards chosen and rejected together (``2 x batch`` sequences of ``max_length``)
-and, at each log, generates :data:`rlhfkit.core.presets.DPO_KL_SAMPLES` responses to measure its KL (a KV cache that does
-not overlap training). **best_of_n** alternates two phases and peaks at the larger: sampling (the policy and the SFT
-model for the KL, frozen, plus the KV cache of ``generation_batch_size`` sequences; the reward model is loaded after
-they are freed) and fine-tuning (an SFT run on prompt + response sequences).
+and, at each log, generates :data:`rlhfkit.core.presets.DPO_KL_SAMPLES` responses to measure its KL (a KV cache that
+does not overlap training). **best_of_n** alternates two phases and peaks at the larger: sampling (the policy and the
+SFT model for the KL, frozen, plus the KV cache of ``generation_batch_size`` sequences; the reward model is loaded
+after they are freed) and fine-tuning (an SFT run on prompt + response sequences).
 """
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ DEFAULT_PROMPT_LENGTH = 256  # RL trainers: prompt tokens (TRL's GRPOConfig has 
 SAMPLING_TRAINERS = tuple(n for n, a in ALGORITHMS.items() if a.samples)  # generate responses to prompts
 GROUP_TRAINERS = tuple(n for n, a in ALGORITHMS.items() if a.groups)  # num_generations completions per prompt
 # The config field that sets ``seq_len``, by trainer (what a suggestion names, what a config file sets).
-SEQ_LEN_FIELD = {"sft": "max_length", "reward": "max_length"} | {
-    n: a.planner_seq_field for n, a in ALGORITHMS.items()
-}
+SEQ_LEN_FIELD = {"sft": "max_length", "reward": "max_length"} | {n: a.planner_seq_field for n, a in ALGORITHMS.items()}
 
 
 @dataclass

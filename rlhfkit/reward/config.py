@@ -19,9 +19,9 @@ over the comparisons the group really has. An optional ``margin`` column is subt
   ensemble is saved);
 * :func:`ranking_loss` -- the loss on hand-made tensors;
 * :func:`group_pairs`, :func:`tokenize_group`, :func:`uses_rankings` -- the rankings' rows;
-  :class:`rlhfkit.reward.trainer.RankingCollator` and :class:`rlhfkit.reward.trainer.RewardTrainer` are TRL's trainer with that
-  collator and loss (pair datasets -- no ``group`` column, or ``group_rankings=False`` -- go through TRL's own
-  collator and loss unchanged); :func:`rlhfkit.reward.trainer.run_reward` trains every reward model with it.
+  :class:`rlhfkit.reward.trainer.RankingCollator` and :class:`rlhfkit.reward.trainer.RewardTrainer` are TRL's trainer
+  with that collator and loss (pair datasets -- no ``group`` column, or ``group_rankings=False`` -- go through TRL's
+  own collator and loss unchanged); :func:`rlhfkit.reward.trainer.run_reward` trains every reward model with it.
 
 Deliberately omitted: InstructGPT's normalisation of the final reward (rm_eval measures mean and std, and the RL
 stages normalise with them) and any re-weighting of prompts by K.
@@ -73,13 +73,3 @@ class RewardConfig(trl.RewardConfig):
     def __post_init__(self):
         super().__post_init__()
         raise_problems(config_problems(self))
-
-
-
-
-
-
-
-
-
-

@@ -15,9 +15,9 @@ On disk, :func:`rlhfkit.reward.trainer.run_reward` with ``ensemble_size: K > 1``
 ``<output_dir>/model`` is what every later stage gets as "the reward model", whether it holds one model or an
 ``ensemble.json``; :func:`read_ensemble` tells them apart. Members' raw scores have arbitrary offsets (the
 Bradley-Terry loss only sees differences), so each member's score is standardised with its own mean and standard
-deviation on preference responses before scores are combined or compared (:func:`rlhfkit.models.scoring.aggregate_rewards`).
-The config fields are :class:`rlhfkit.reward.config.RewardConfig`'s ``ensemble_size`` / ``ensemble_bootstrap``; scoring with
-an ensemble is :class:`rlhfkit.models.scoring.EnsembleScorer`.
+deviation on preference responses before scores are combined or compared
+(:func:`rlhfkit.models.scoring.aggregate_rewards`). The config fields are :class:`rlhfkit.reward.config.RewardConfig`'s
+``ensemble_size`` / ``ensemble_bootstrap``; scoring with an ensemble is :class:`rlhfkit.models.scoring.EnsembleScorer`.
 """
 
 from __future__ import annotations

@@ -342,9 +342,9 @@ def evaluate_reward_model(
     """Score held-out pairs with a reward model and report how well it ranks them.
 
     Args:
-        model: a sequence-classification model with one label (e.g. from :func:`rlhfkit.models.loading.load_reward_model`).
-        tokenizer: its tokenizer (chat template for conversational pairs).
-        pairs: list of dicts or ``datasets.Dataset`` in TRL's explicit-prompt preference format: ``prompt``,
+        model: a sequence-classification model with one label (e.g. from
+        :func:`rlhfkit.models.loading.load_reward_model`). tokenizer: its tokenizer (chat template for conversational
+        pairs). pairs: list of dicts or ``datasets.Dataset`` in TRL's explicit-prompt preference format: ``prompt``,
             ``chosen``, ``rejected``, all strings or all message lists.
         batch_size: sequences per forward pass (chosen and rejected are scored together, length-sorted).
         max_length: drop pairs whose chosen or rejected sequence is longer, in tokens (as ``RewardTrainer``
@@ -392,36 +392,6 @@ def pair_report(
         n_dropped=n_dropped,
         **kwargs,
     )
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass

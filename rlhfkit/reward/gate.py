@@ -21,7 +21,6 @@ from rlhfkit.reward.evaluate import (
 logger = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- gate
 @dataclass
 class GateVerdict:
@@ -110,8 +109,9 @@ def _gate_failures(
         failures.append((
             f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})",
             f"the reward tracks response length (Spearman {rho:.2f} with {report.length_unit}, above "
-            f"max_length_bias {max_length_bias:g}; longer response preferred in {percent(report.longer_preferred_rate)} "
-            f"of pairs vs chosen longer in {percent(report.chosen_longer_rate)} of the data): RL would learn to pad "
+            f"max_length_bias {max_length_bias:g}; longer response preferred in "
+            f"{percent(report.longer_preferred_rate)} of pairs vs chosen longer in "
+            f"{percent(report.chosen_longer_rate)} of the data): RL would learn to pad "
             "responses. What to do: add pairs where the shorter response is chosen (length-balance the preference "
             "data), filter length-driven labels, and retrain",
         ))  # fmt: skip

@@ -78,8 +78,8 @@ def group_pairs(rows: list[dict]) -> list[dict]:
 
 def tokenize_group(row: dict, tokenizer, max_length: int | None) -> dict:
     """``response_ids`` of a :func:`group_pairs` row, each prompt + response tokenized as ``RewardTrainer`` does
-    (:func:`rlhfkit.models.scoring.tokenize_pair`); responses longer than ``max_length`` are dropped with their pairs (as
-    TRL drops such pairs), which may leave a group without pairs."""
+    (:func:`rlhfkit.models.scoring.tokenize_pair`); responses longer than ``max_length`` are dropped with their pairs
+    (as TRL drops such pairs), which may leave a group without pairs."""
     ids = [tokenize_pair(tokenizer, {**row, "chosen": r, "rejected": r})[0] for r in row["responses"]]
     fits = [max_length is None or len(x) <= max_length for x in ids]
     new_index = {old: new for new, old in enumerate(i for i, ok in enumerate(fits) if ok)}

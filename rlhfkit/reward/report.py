@@ -14,9 +14,6 @@ from rlhfkit.reward.gate import GateVerdict, percent
 logger = logging.getLogger(__name__)
 
 
-
-
-
 # ----------------------------------------------------------------------------- outputs
 def _num(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):

@@ -1,7 +1,8 @@
 """rlhfkit's subclasses of TRL's trainers: the one module that imports the trainers themselves.
 
 TRL's trainer modules import peft, datasets and the rest of the training stack (seconds on a CPU); their configs do
-not. So the configs and the math live with their concept (:mod:`rlhfkit.reward.config`, :mod:`rlhfkit.rl.dpo`) and import
+not. So the configs and the math live with their concept (:mod:`rlhfkit.reward.config`, :mod:`rlhfkit.rl.dpo`) and
+import
 cheaply -- what ``rlhfkit run --check`` needs -- and the trainers live here:
 
 * :class:`RankingCollator`, :class:`RewardTrainer` -- TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for
@@ -77,7 +78,7 @@ class RankingCollator(DataCollatorMixin):
 class RewardTrainer(trl.RewardTrainer):
     """TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for datasets with a ``group`` column.
 
-    Takes TRL's arguments; :func:`rlhfkit.reward.trainer.run_reward` uses it for every reward run. A dataset with a ``group``
+    Takes TRL's arguments; :func:`run_reward` uses it for every reward run. A dataset with a ``group``
     column (and ``args.group_rankings`` not False) is regrouped by :func:`group_pairs` and tokenized by
     :func:`tokenize_group`; its batches go through :class:`RankingCollator` and :func:`ranking_loss`, with TRL's
     metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Any other dataset (e.g. held-out pairs
@@ -147,8 +148,6 @@ class RewardTrainer(trl.RewardTrainer):
             self._metrics[mode]["margin"].append(margin)
 
 
-
-
 # ------------------------------------------------------------------------------------------ reward model
 def run_reward(
     model_name_or_path: str | os.PathLike,
@@ -160,7 +159,7 @@ def run_reward(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
 ) -> RunResult:
-    """Reward-model training with :class:`rlhfkit.reward.trainer.RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss
+    """Reward-model training with :class:`RewardTrainer`: TRL's ``RewardTrainer`` (Bradley-Terry loss
     on chosen vs rejected) plus InstructGPT's K-wise loss on rankings.
 
     Args:

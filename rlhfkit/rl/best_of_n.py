@@ -13,7 +13,8 @@ where the reward model stops being right about what it prefers (:func:`where_gol
 sample N responses per prompt from the current policy, keep the reward model's favourite per prompt, and fine-tune
 on them with TRL's ``SFTTrainer`` (Llama 2's rejection sampling; the "keep best-of-N, then SFT" baseline). No KL
 penalty: the number of rounds and steps is the leash, and each round's KL to the SFT model is measured on its samples
-(:func:`rlhfkit.models.sampling.sequence_kl`) and fed to the monitors with the round's proxy reward, length and truncation.
+(:func:`rlhfkit.models.sampling.sequence_kl`) and fed to the monitors with the round's proxy reward, length and
+truncation.
 
 Each round writes ``<output_dir>/round-<r>/``: ``samples.jsonl`` (every sample, its score, which were kept),
 ``stats.jsonl`` (the round's log) and ``model/``; ``round-<R+1>/`` holds the samples that measure the final policy
@@ -181,10 +182,6 @@ def best_of_n_curve(
     gold = None if metric_fn is None else np.asarray(metric_fn(samples.prompts, samples.texts), dtype=np.float64)
     shape = (len(prompts), m)
     return curve_from_scores(proxy.reshape(shape), ns, None if gold is None else gold.reshape(shape))
-
-
-
-
 
 
 def _round_prompts(prompts: list, config: BestOfNConfig, r: int) -> list:

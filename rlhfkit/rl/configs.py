@@ -1,8 +1,8 @@
 """GRPO's config: TRL's ``GRPOConfig`` with rlhfkit's KL default.
 
 TRL's ``GRPOConfig`` defaults to ``beta=0.0``, which drops the reference model and with it the KL leash to the SFT
-model; :class:`GRPOConfig` defaults to :data:`rlhfkit.core.presets.GRPO_BETA` (the reasoning is there). The pipeline, the
-recipe and :func:`grpo_config` all build this class, so the default is set in one place. The training run itself is
+model; :class:`GRPOConfig` defaults to :data:`rlhfkit.core.presets.GRPO_BETA` (the reasoning is there). The pipeline,
+the recipe and :func:`grpo_config` all build this class, so the default is set in one place. The training run itself is
 :func:`rlhfkit.rl.grpo_rloo.run_grpo`.
 """
 
@@ -31,13 +31,15 @@ class GRPOConfig(trl.GRPOConfig):
 
 
 def grpo_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> GRPOConfig:
-    """A :class:`GRPOConfig` via :func:`rlhfkit.core.arguments.trainer_config` (precision, presets, then ``kwargs``)."""
+    """A :class:`GRPOConfig` via :func:`rlhfkit.core.arguments.trainer_config` (precision, presets, then
+    ``kwargs``)."""
     return trainer_config(GRPOConfig, "grpo", output_dir, preset=preset, gpu=gpu, **kwargs)
 
 
 @dataclass
 class RLOOConfig(trl.RLOOConfig):
-    """TRL's ``RLOOConfig`` with ``beta`` defaulting to :data:`rlhfkit.core.presets.RLOO_BETA` (TRL's value, named once)."""
+    """TRL's ``RLOOConfig`` with ``beta`` defaulting to :data:`rlhfkit.core.presets.RLOO_BETA` (TRL's value, named
+    once)."""
 
     beta: float = field(
         default=RLOO_BETA,
@@ -46,7 +48,7 @@ class RLOOConfig(trl.RLOOConfig):
 
 
 def rloo_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> RLOOConfig:
-    """A :class:`RLOOConfig` via :func:`rlhfkit.core.arguments.trainer_config` (precision, presets, then ``kwargs``)."""
+    """A :class:`RLOOConfig` via :func:`~rlhfkit.core.arguments.trainer_config` (precision, presets, ``kwargs``)."""
     return trainer_config(RLOOConfig, "rloo", output_dir, preset=preset, gpu=gpu, **kwargs)
 
 
@@ -125,5 +127,5 @@ class BestOfNConfig(trl.SFTConfig):
 
 
 def best_of_n_config(output_dir: str | os.PathLike, *, preset="full", gpu=None, **kwargs) -> BestOfNConfig:
-    """A :class:`BestOfNConfig` via :func:`rlhfkit.core.arguments.trainer_config` (precision, presets, then ``kwargs``)."""
+    """A :class:`BestOfNConfig` via :func:`~rlhfkit.core.arguments.trainer_config` (precision, presets, ``kwargs``)."""
     return trainer_config(BestOfNConfig, "best_of_n", output_dir, preset=preset, gpu=gpu, **kwargs)

@@ -8,16 +8,17 @@ reward model, no sampling during training. rlhfkit adds what the RL stages have:
 * :class:`DPOConfig`: TRL's config plus ``kl_samples`` / ``kl_max_new_tokens``: at every log,
   :class:`rlhfkit.rl.dpo.DPOTrainer`
   samples the policy on a fixed set of training prompts and logs ``objective/kl`` -- KL(policy || reference) in nats
-  per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) -- with
-  the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
+  per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) --
+  with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
   ``logratios/rejected`` (the chosen / rejected log-ratio drift, nats per sequence: TRL's ``rewards/*`` over beta).
   DPO's own logs only hold log-ratios on the *data*, which say how the pairs' likelihood moved, not how far the
   policy's outputs moved; the monitors (:func:`rlhfkit.monitors.read_metrics`) read the sampled KL, the reward
   margins (``rewards/margins``), the entropy, the length and the truncation share.
 * :func:`implicit_rewards` / :func:`evaluate_implicit_reward`: the implicit reward of held-out pairs, reported by
-  :func:`rlhfkit.reward.evaluate.report_from_scores` exactly like a reward model (accuracy, AUC, calibration, length bias).
-  Pairs are tokenized as ``DPOTrainer`` tokenizes them (:func:`dpo_tokenize`): EOS appended to text responses, the
-  prompt's tokens the common prefix of prompt and prompt + response, truncation to ``max_length`` keeping the start.
+  :func:`rlhfkit.reward.evaluate.report_from_scores` exactly like a reward model (accuracy, AUC, calibration, length
+  bias). Pairs are tokenized as ``DPOTrainer`` tokenizes them (:func:`dpo_tokenize`): EOS appended to text responses,
+  the prompt's tokens the common prefix of prompt and prompt + response, truncation to ``max_length`` keeping the
+  start.
 
 The run itself is :func:`rlhfkit.rl.dpo.run_dpo` (merged final save, resume, monitors).
 """
@@ -136,8 +137,9 @@ def evaluate_implicit_reward(
     preset="full",
     batch_size: int = 16,
 ) -> RewardModelReport:
-    """The reward-model report (:func:`rlhfkit.reward.evaluate.report_from_scores`) of a DPO policy's implicit reward on
-    held-out ``pairs``; ``reference_dir`` is the SFT model DPO started from (both loaded as ``preset`` loads them)."""
+    """The reward-model report (:func:`~rlhfkit.reward.evaluate.report_from_scores`) of a DPO policy's implicit reward
+    on held-out ``pairs``; ``reference_dir`` is the SFT model DPO started from (both loaded as ``preset`` loads
+    them)."""
     policy, tokenizer = load_for_sampling(policy_dir, preset)
     reference, _ = load_for_sampling(reference_dir, preset)
     pairs = list(pairs)
@@ -230,7 +232,8 @@ def run_dpo(
         preset: ``full`` (the reference is a frozen copy of the SFT model, loaded as the policy is) | ``lora`` |
             ``qlora`` (the reference is the policy with its adapter disabled: one base in memory).
         callbacks: extra ``TrainerCallback``s; the monitors are always added. They read ``objective/kl`` (sampled,
-            see :class:`rlhfkit.rl.configs.DPOConfig`), the reward margins, entropy, length and truncation of the samples;
+            see :class:`~rlhfkit.rl.configs.DPOConfig`), the reward margins, entropy, length and truncation of the
+            samples;
             :data:`DPO_HEALTH_KEYS` are kept in the timeline; the reference is checked bit-identical at the end.
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig`.
     Returns:

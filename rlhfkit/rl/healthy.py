@@ -86,8 +86,8 @@ def returns_start(metrics: dict[str, Any]) -> bool:
 
 def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_dir) -> Path:
     """Write the policy RL started from (``model_name_or_path``, as saved) to ``<output_dir>/model`` atomically
-    (:func:`rlhfkit.models.loading.copy_model`): what a stop returns when no healthy checkpoint exists yet (main process
-    only; the others wait)."""
+    (:func:`rlhfkit.models.loading.copy_model`): what a stop returns when no healthy checkpoint exists yet (main
+    process only; the others wait)."""
     out = Path(output_dir) / MODEL_SUBDIR
     if trainer.accelerator.is_main_process:
         copy_model(model_name_or_path, out)

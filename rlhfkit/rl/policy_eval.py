@@ -5,8 +5,8 @@
 the reward model exactly as it was trained (:func:`rlhfkit.models.scoring.proxy_scores`: raw scores; an ensemble's
 members' mean standardised score), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
-(:func:`rlhfkit.models.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO, GRPO,
-RLOO, DPO and rejection sampling are judged on one scale.
+(:func:`rlhfkit.models.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO,
+GRPO, RLOO, DPO and rejection sampling are judged on one scale.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ def evaluate_policy(
     Args:
         policy, tokenizer: a loaded policy (:func:`rlhfkit.models.sampling.load_for_sampling`) and its tokenizer.
         prompts: strings or chat messages.
-        reward_model, reward_tokenizer: the reward model (:func:`rlhfkit.models.scoring.load_scorer`); for an ensemble, its
-            :class:`~rlhfkit.models.scoring.EnsembleScorer` and None (the proxy is then the members' mean standardised score).
+        reward_model, reward_tokenizer: the reward model (:func:`rlhfkit.models.scoring.load_scorer`); for an
+            ensemble, its :class:`~rlhfkit.models.scoring.EnsembleScorer` and None (the proxy is then the members'
+            mean standardised score).
         reference: the model the KL is measured to (the SFT model); None (or ``policy`` itself): KL 0.
         metric_fn: a gold reward with TRL's reward-function signature, ``f(prompts, completions) -> list[float]``.
     """

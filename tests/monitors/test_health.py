@@ -27,11 +27,11 @@ from rlhfkit.monitors import (
     HealthMonitor,
     MonitorConfig,
     build_monitors,
-    fingerprint,
     health_table,
     load_timeline,
     plot_health,
     read_metrics,
+    weights_fingerprint,
 )
 
 STEPS, ONSET, BATCH = 20, 10, 64  # synthetic runs: 20 logged steps, the symptom from step 10 on
@@ -465,14 +465,14 @@ def test_frozen_check_refuses_a_reference_in_the_optimizer(tmp_path):
 def test_fingerprint_is_bit_exact_for_4bit_weights():
     bnb = pytest.importorskip("bitsandbytes")
     layer = bnb.nn.Linear4bit(32, 32, quant_type="nf4", compute_dtype=torch.float32).to("cpu")
-    before = fingerprint(layer)
-    assert fingerprint(layer) == before
+    before = weights_fingerprint(layer)
+    assert weights_fingerprint(layer) == before
     with torch.no_grad():
         layer.weight.data[0, 0] ^= 1  # one bit of the packed NF4 weights
-    assert fingerprint(layer)["weight"] != before["weight"]
+    assert weights_fingerprint(layer)["weight"] != before["weight"]
     layer.weight.data[0, 0] ^= 1
     layer.weight.quant_state.absmax.view(-1).view(torch.uint8)[0] ^= 1  # the quantisation scale is hashed too
-    assert fingerprint(layer)["weight"] != before["weight"]
+    assert weights_fingerprint(layer)["weight"] != before["weight"]
 
 
 def test_signal_table_covers_every_signal():

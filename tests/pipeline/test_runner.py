@@ -16,7 +16,7 @@ from rlhfkit.core.errors import ConfigError
 from rlhfkit.pipeline import runner
 from rlhfkit.pipeline.config import STAGES, load_config
 from rlhfkit.pipeline.lock import LOCK_FILE, RunLock, read_lock
-from rlhfkit.pipeline.manifest import changed_files, fingerprint
+from rlhfkit.pipeline.manifest import changed_files, folder_fingerprint
 from rlhfkit.pipeline.runner import _changed_outputs, run_pipeline
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
@@ -75,7 +75,7 @@ def test_a_finished_stage_is_verified_before_it_is_skipped(tmp_path, fake_stages
 
 def test_same_size_and_content_is_unchanged_even_with_a_new_mtime(tmp_path):
     (tmp_path / "a.txt").write_text("abc")
-    recorded = fingerprint(tmp_path)
+    recorded = folder_fingerprint(tmp_path)
     os.utime(tmp_path / "a.txt", ns=(1, 1))  # copied without keeping times: the content hash still matches
     assert changed_files(tmp_path, recorded) == []
     (tmp_path / "a.txt").write_text("abd")
@@ -139,7 +139,7 @@ def test_a_stage_shared_from_another_folder_is_verified_where_it_lives(tmp_path,
     base, run = tmp_path / "base", tmp_path / "run"
     (base / "sft" / "model").mkdir(parents=True)
     (base / "sft" / "model" / "weights.bin").write_bytes(b"abc")
-    entry = {"status": "done", "files": fingerprint(base / "sft"), "folder": str(base / "sft")}
+    entry = {"status": "done", "files": folder_fingerprint(base / "sft"), "folder": str(base / "sft")}
 
     class Ctx:
         cfg = None

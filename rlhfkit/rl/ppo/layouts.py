@@ -5,8 +5,8 @@
   LoRA + head; the reference is the base with adapters disabled (:func:`use_adapter`).
 
 :func:`load_ppo_models` loads either layout from the SFT and reward stages' output folders; the checks and switches
-that :class:`~rlhfkit.rl.ppo.trainer.PPOTrainer` applies to a layout (frozen parts, dropout, activation checkpointing) live
-here too.
+that :class:`~rlhfkit.rl.ppo.trainer.PPOTrainer` applies to a layout (frozen parts, dropout, activation checkpointing)
+live here too.
 """
 
 from __future__ import annotations
@@ -411,8 +411,8 @@ def load_ppo_models(
         reward_model: the reward model folder. With the shared layout, the LoRA adapter the reward stage saved
             beside it (``<reward output>/adapter``, or this folder itself if it is an adapter) becomes the reward
             adapter; without one the reward model is loaded separately (4-bit under ``qlora``). A reward ensemble
-            (``ensemble.json``, :mod:`rlhfkit.reward.config`): with the shared layout its members' adapters become K reward
-            adapters on the base; otherwise (or without adapters) it scores through PPO's reward-function path
+            (``ensemble.json``, :mod:`rlhfkit.reward.config`): with the shared layout its members' adapters become K
+            reward adapters on the base; otherwise (or without adapters) it scores through PPO's reward-function path
             (:class:`rlhfkit.models.scoring.EnsembleScorer`). The value model starts from member 0.
         preset: ``full`` | ``lora`` | ``qlora`` (or a :class:`rlhfkit.core.presets.MethodPreset`).
         layout: ``separate`` | ``shared``; default: ``separate`` for ``full``, ``shared`` with LoRA.

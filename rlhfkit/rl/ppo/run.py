@@ -26,7 +26,6 @@ from rlhfkit.runs import RunResult, last_checkpoint, prompt_dataset
 logger = logging.getLogger(__name__)
 
 
-
 # ------------------------------------------------------------------------------------------ PPO
 def run_ppo(
     model_name_or_path: str | os.PathLike,
@@ -129,5 +128,3 @@ def save_ppo_policy(trainer, sft_model: str, output_dir: str | os.PathLike) -> P
                 tok.save_pretrained(tmp)
     trainer.accelerator.wait_for_everyone()
     return out / MODEL_SUBDIR
-
-

@@ -1,9 +1,10 @@
 """The PPO loop: :class:`PPOTrainer`, a ``transformers.Trainer`` whose ``train`` is PPO (TRL 1.12's design).
 
 One update: :meth:`PPOTrainer._rollout` samples and scores a :class:`~rlhfkit.rl.ppo.rollout.Rollout`,
-:meth:`PPOTrainer._advantages` turns it into :class:`~rlhfkit.rl.ppo.rollout.Advantages`, :meth:`PPOTrainer._ppo_epochs`
-optimises the policy and value on both, and :meth:`PPOTrainer._metrics` logs TRL 1.12's metric names. The math
-lives in :mod:`rlhfkit.rl.ppo.core`; what PPO supports, assumes and leaves out is in :mod:`rlhfkit.rl.ppo`'s docstring.
+:meth:`PPOTrainer._advantages` turns it into :class:`~rlhfkit.rl.ppo.rollout.Advantages`,
+:meth:`PPOTrainer._ppo_epochs` optimises the policy and value on both, and :meth:`PPOTrainer._metrics` logs TRL 1.12's
+metric names. The math lives in :mod:`rlhfkit.rl.ppo.core`; what PPO supports, assumes and leaves out is in
+:mod:`rlhfkit.rl.ppo`'s docstring.
 """
 
 from __future__ import annotations
@@ -624,8 +625,9 @@ def _check_args(args, tok, train_dataset) -> None:
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
         raise ConfigError(
             f"processing_class.pad_token_id ({tok.pad_token_id}) must differ from eos_token_id "
-            f"({tok.eos_token_id}): PPO cannot tell padding from a finished response; fix it with rlhfkit.models.loading."
-            "prepare_tokenizer(tokenizer) then rlhfkit.models.loading.sync_model_with_tokenizer(model, tokenizer)"
+            f"({tok.eos_token_id}): PPO cannot tell padding from a finished response; fix it with "
+            "rlhfkit.models.loading.prepare_tokenizer(tokenizer) then "
+            "rlhfkit.models.loading.sync_model_with_tokenizer(model, tokenizer)"
         )
     if train_dataset is None:
         raise ConfigError("train_dataset is required: a list of prompts or a Dataset with a 'prompt' column")
