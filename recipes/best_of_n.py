@@ -10,6 +10,10 @@ No KL penalty: the number of rounds and steps is the leash; each round's KL to t
 samples and read by the monitors with the reward, length and truncation. Rounds are resumable
 (`output_dir/round-<r>/`); the final policy is `output_dir/model`.
 
+Unlike the RL recipes, this one leaves the rounds to rlhfkit.rl.best_of_n.run_best_of_n: each round is a sampling
+pass, a selection and a whole SFT run (recipes/sft.py's trainer), and the loop over them (resuming a round, the
+monitors' one log per round, the returned round after a stop alert) is the library's.
+
 The decoding baseline (best-of-N at inference, gold and proxy vs N with the analytic KL log N - (N-1)/N) is drawn by
 `rlhfkit compare`. Deliberately left out: a score threshold for keeping samples (the best of each prompt is kept)
 and evaluation during training.
@@ -19,6 +23,8 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+
+from accelerate import PartialState
 
 from rlhfkit import lab
 from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
@@ -51,7 +57,7 @@ def main(model_args, data_args, selector_args, monitor_config, training_args: Be
     )
     logger.info("prompts: %d (%s per round)", len(prompts), training_args.prompts_per_round or "all")
 
-    # ---------------------------------------------------------------- rounds: sample, keep the best, fine-tune
+    # ---------------------------------------------------------------- rounds: sample, keep the best, fine-tune, save
     result = run_best_of_n(
         resolve_model(model_args.model_name_or_path),
         prompts,
@@ -63,7 +69,7 @@ def main(model_args, data_args, selector_args, monitor_config, training_args: Be
     )
 
     # ---------------------------------------------------------------- report
-    if training_args.process_index == 0:
+    if PartialState().is_main_process:
         rounds = [{k: v for k, v in h.items() if not k.startswith("completions/")} for h in result.log_history]
         print(json.dumps({"model_dir": str(result.model_dir), "rounds": rounds, **result.metrics}, indent=2))
     return result.metrics

@@ -4,11 +4,13 @@
     accelerate launch --config_file configs/accelerate/single_gpu.yaml recipes/dpo.py \
         --config configs/qwen2.5-0.5b-instruct/dpo.yaml
 
-TRL's DPOTrainer fits the policy to the pairs with the reward model's own loss, the reward being the policy's
-*implicit* reward `beta * log(pi / pi_ref)`; the reference is the SFT model (with LoRA: the policy with its adapter
-off). `beta` is the leash: higher = closer to the SFT model. rlhfkit's DPOTrainer also samples the policy at every log
-and logs its KL to the reference (`objective/kl`, nats per sequence: the same quantity PPO logs), which the monitors
-read with the reward margins, entropy and length (rlhfkit.monitors; any MonitorConfig field can be set here).
+rlhfkit's DPOTrainer (TRL's) fits the policy to the pairs with the reward model's own loss, the reward being the
+policy's *implicit* reward `beta * log(pi / pi_ref)`; the reference is the SFT model (with LoRA: the policy with its
+adapter off). `beta` is the leash: higher = closer to the SFT model. It also samples the policy at every log and
+logs its KL to the reference (`objective/kl`, nats per sequence: the same quantity PPO logs), which the monitors read
+with the reward margins, entropy and length (rlhfkit.monitors; any MonitorConfig field can be set here). After a stop
+alert the saved policy is the average of the last healthy checkpoints. This script builds the same trainer as
+rlhfkit.rl.dpo.run_dpo, step by step.
 
 Data: the same preference formats as recipes/reward.py (`dataset: lab` uses the lab's simulated labelers, filtered
 by `min_agreement`). After training, the held-out pairs are scored with the policy's implicit reward and reported
@@ -17,18 +19,24 @@ Deliberately left out: DPO variants (IPO, hinge, ... are TRL's `loss_type`), and
 `rlhfkit compare`).
 """
 
+import dataclasses
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+
 from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.presets import method_preset
 from rlhfkit.data.tables import load_preference_data
+from rlhfkit.models.loading import load_policy
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.validate import run_recipe
 from rlhfkit.reward.report import write_report
 from rlhfkit.rl.configs import DPOConfig
-from rlhfkit.rl.dpo import evaluate_implicit_reward, run_dpo
+from rlhfkit.rl.dpo import DPO_HEALTH_KEYS, DPOTrainer, evaluate_implicit_reward
+from rlhfkit.rl.healthy import train_monitored
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +53,34 @@ def main(model_args, data_args, pair_args, monitor_config, training_args: DPOCon
     train, held_out = load_preference_data(data_args, seed=training_args.seed, min_agreement=pair_args.min_agreement)
     logger.info("preference pairs: %d train, %d held out", len(train), 0 if held_out is None else len(held_out))
 
-    # ---------------------------------------------------------------- model + training
+    # ---------------------------------------------------------------- model: the policy and its reference
     sft_model = resolve_model(model_args.model_name_or_path)
-    result = run_dpo(
-        sft_model,
-        train,
-        training_args,
-        preset=model_args.preset,
-        trust_remote_code=training_args.trust_remote_code,
-        monitor_config=monitor_config,
+    method = method_preset(model_args.preset)
+    policy, tokenizer = load_policy(sft_model, method, trust_remote_code=training_args.trust_remote_code)
+    reference = None  # with LoRA: the policy with its adapter disabled (TRL does this), no second copy
+    if method.lora is None:  # loaded as the policy is (same tokenizer fixes and dtype), frozen
+        reference, _ = load_policy(sft_model, method, trust_remote_code=training_args.trust_remote_code)
+        reference.eval().requires_grad_(False)
+
+    # ---------------------------------------------------------------- trainer
+    trainer = DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=method.lora,
     )
 
-    # ---------------------------------------------------------------- the implicit reward, reported as an RM is
-    if held_out is not None and training_args.process_index == 0:
+    # ---------------------------------------------------------------- train + save
+    # Monitors on (DPO's log-ratio drift kept in their timeline), resuming from the newest checkpoint-N;
+    # output_dir/model holds the (merged) policy, or after a stop alert the average of the last healthy checkpoints.
+    extra = [k for k in DPO_HEALTH_KEYS if k not in monitor_config.health_extra_keys]
+    monitor_config = dataclasses.replace(monitor_config, health_extra_keys=[*monitor_config.health_extra_keys, *extra])
+    result = train_monitored(trainer, tokenizer, training_args, "dpo", sft_model, monitor_config)
+
+    # ---------------------------------------------------------------- evaluate: the implicit reward, as an RM's
+    if held_out is not None and PartialState().is_main_process:
         report = evaluate_implicit_reward(
             result.model_dir,
             sft_model,

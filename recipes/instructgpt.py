@@ -7,9 +7,11 @@ model -> evaluation + gate -> RL (PPO, GRPO, RLOO, DPO or best-of-N, monitors on
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml recipes/instructgpt.py \
         --config configs/llama-3.2-3b-instruct/pipeline.yaml --set ppo.kl_coef=0.1
 
-The same as ``rlhfkit run CONFIG`` (which this script shares its code with), written out so that the stage order
-is visible and easy to change: copy this file, drop or reorder stages, or call the stage functions of
-``rlhfkit.pipeline_stages`` directly.
+The same as ``rlhfkit run CONFIG``: both check the whole config (``rlhfkit.pipeline.validate.check_pipeline``) and
+hand it to ``rlhfkit.pipeline.runner.run_and_report``, which runs the stages in the order of
+``rlhfkit.pipeline.stages.STAGE_FUNCTIONS`` (one function per stage, each taking a ``StageContext``) and writes the
+report. ``--until STAGE`` stops after a stage; to change what a stage does, start from the per-stage recipes
+(recipes/sft.py, reward.py, ppo.py, ...), which build each trainer step by step.
 
 Each stage writes ``<output_dir>/<stage>/`` and records status, config hash, outputs and metrics in
 ``<output_dir>/manifest.json``. Rerunning the same command skips finished stages and resumes an interrupted one from

@@ -5,14 +5,16 @@
         --config configs/qwen2.5-0.5b-instruct/rloo.yaml
 
 TRL's RLOOTrainer samples `num_generations` completions per prompt and scores them with the reward model (formatted
-exactly as RewardTrainer trained it: rlhfkit.models.scoring.RewardModelScorer); a completion's advantage is its reward minus
-the mean of its siblings'. No value model. `beta` is a per-sequence KL penalty in the reward, so it is in units of
-the (normalised) reward: set `reward_mean` / `reward_std` from the reward model's eval report. The monitors
-(rlhfkit.monitors) are always on; any MonitorConfig field can be set in the YAML or on the command line.
+exactly as RewardTrainer trained it: rlhfkit.models.scoring.RewardModelScorer); a completion's advantage is its reward
+minus the mean of its siblings'. No value model. `beta` is a per-sequence KL penalty in the reward, so it is in units
+of the (normalised) reward: set `reward_mean` / `reward_std` from the reward model's eval report. The monitors
+(rlhfkit.monitors) are always on; any MonitorConfig field can be set in the YAML or on the command line. After a stop
+alert the saved policy is the average of the last healthy checkpoints. This script builds the same trainer as
+rlhfkit.rl.grpo_rloo.run_rloo, step by step.
 
-This file is recipes/grpo.py with RLOO's trainer and config, kept identical on purpose (RewardArguments included), so
-the two read side by side. Deliberately left out: rule-based reward functions (pass them to rlhfkit.rl.grpo_rloo.run_rloo
-from Python) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
+This file is recipes/grpo.py with RLOO's trainer and config, kept identical on purpose, so the two read side by side.
+Deliberately left out: rule-based reward functions (pass them to RLOOTrainer's `reward_funcs` beside the reward
+model) and evaluation during training (sample the saved model instead: it is an ordinary checkpoint).
 """
 
 import json
@@ -20,12 +22,19 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+from trl import RLOOTrainer
+
 from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
+from rlhfkit.core.presets import method_preset
 from rlhfkit.data.tables import load_prompts
+from rlhfkit.models.loading import load_policy
+from rlhfkit.models.scoring import load_reward_function, place_reward_function
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.validate import run_recipe
-from rlhfkit.rl.configs import RLOOConfig
-from rlhfkit.rl.grpo_rloo import run_rloo
+from rlhfkit.rl import configs
+from rlhfkit.rl.healthy import train_monitored
+from rlhfkit.runs import prompt_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,18 @@ class RewardArguments:
     reward_model_path: str = field(
         default="runs/lab/reward/model", metadata={"help": "Folder (or hub id) of the trained reward model."}
     )
+
+
+@dataclass
+class RLOOConfig(configs.RLOOConfig):
+    """rlhfkit's RLOOConfig plus the reward model's score normalisation, as PPOConfig has it.
+
+    Args:
+        reward_mean (`float`, *optional*): scores become (score - reward_mean) / reward_std; take it from the reward
+            model's eval report. Set together with ``reward_std``.
+        reward_std (`float`, *optional*): reward_std of the reward model's eval report.
+    """
+
     reward_mean: float | None = field(
         default=None, metadata={"help": "Scores become (score - mean) / std: reward_mean of the RM eval report."}
     )
@@ -54,21 +75,37 @@ def main(model_args, data_args, reward_args, monitor_config, training_args) -> d
     )
     logger.info("RLOO prompts: %d", len(prompts))
 
-    # ---------------------------------------------------------------- model + reward + training
-    result = run_rloo(
-        resolve_model(model_args.model_name_or_path),
-        prompts,
-        training_args,
-        reward_model=reward_args.reward_model_path,
-        reward_mean=reward_args.reward_mean,
-        reward_std=reward_args.reward_std,
-        preset=model_args.preset,
+    # ---------------------------------------------------------------- model: the policy (with LoRA, TRL adds the
+    # adapter and the reference is the policy with it disabled), and the reward model as a reward function
+    sft_model = resolve_model(model_args.model_name_or_path)
+    method = method_preset(model_args.preset)
+    policy, tokenizer = load_policy(sft_model, method, trust_remote_code=training_args.trust_remote_code)
+    reward = load_reward_function(
+        reward_args.reward_model_path,
+        method,
+        mean=training_args.reward_mean,
+        std=training_args.reward_std,
         trust_remote_code=training_args.trust_remote_code,
-        monitor_config=monitor_config,
     )
 
+    # ---------------------------------------------------------------- trainer
+    trainer = RLOOTrainer(
+        model=policy,
+        reward_funcs=[reward],
+        args=training_args,
+        train_dataset=prompt_dataset(prompts),
+        processing_class=tokenizer,
+        peft_config=method.lora,
+    )
+    place_reward_function(reward, trainer.accelerator.device)
+
+    # ---------------------------------------------------------------- train + save
+    # Monitors on, resuming from the newest checkpoint-N; output_dir/model holds the (merged) policy, or after a stop
+    # alert the average of the last healthy checkpoints (rlhfkit.rl.healthy.train_monitored).
+    result = train_monitored(trainer, tokenizer, training_args, "rloo", sft_model, monitor_config)
+
     # ---------------------------------------------------------------- report
-    if training_args.process_index == 0:
+    if PartialState().is_main_process:
         last = next((h for h in reversed(result.log_history) if "reward" in h), {})
         summary = {k: last.get(k) for k in ("reward", "kl", "completions/mean_length", "entropy")}
         print(json.dumps({"model_dir": str(result.model_dir), **summary, **result.metrics}, indent=2, default=str))

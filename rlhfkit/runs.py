@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""What every training run shares: its result (:class:`RunResult`), its data as a ``datasets.Dataset``, resuming from
+the newest ``checkpoint-N`` and the train-evaluate-save sequence (:func:`train_and_save`).
+
+Every run writes into its ``config.output_dir``: ``checkpoint-N/`` while training (a rerun resumes from the last one)
+and ``model/``, the final model and tokenizer written atomically (:func:`rlhfkit.models.loading.save_final`), so a
+folder named ``model`` is always complete. An RL run trains with the monitors and may return the average of its last
+healthy checkpoints instead (:func:`rlhfkit.rl.healthy.train_monitored`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""InstructGPT's step 1: supervised fine-tuning on demonstrations (TRL's ``SFTTrainer``), :func:`run_sft`.
+
+**LoRA and the frozen reference.** When a run trains a LoRA adapter (presets ``lora`` / ``qlora``), the adapter is
+*merged* into a 16/32-bit copy of the base (never into 4-bit weights, which would lose precision) and ``model/`` holds
+an ordinary full model; the adapter alone is kept in ``adapter/``. Later stages load the SFT model like any
+checkpoint: the reward model is initialised from it (InstructGPT), and the RL stages use it both as the policy's
+starting point and as the frozen reference.
+"""
 
 from __future__ import annotations
 

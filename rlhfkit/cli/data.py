@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""``rlhfkit data convert`` (a preference format -> prompt / chosen / rejected pairs, with a conversion report) and
+``rlhfkit data agreement`` (labeler agreement: Fleiss, Krippendorff, Cohen per pair, per-labeler tables, filtering)."""
 
 from __future__ import annotations
 

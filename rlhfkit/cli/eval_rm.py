@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""``rlhfkit eval-rm MODEL DATA``: a reward model on held-out pairs, its report and the gate's verdict (exit 1 when
+the gate refuses RL)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""``rlhfkit plan``: the memory plan of a training run on a GPU, from a model and stage or from a config file (exit 1
+when it does not fit)."""
 
 from __future__ import annotations
 

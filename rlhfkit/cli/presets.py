@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""``rlhfkit presets list | show NAME [--stage S]``: the method and GPU-size presets and what they expand to."""
 
 from __future__ import annotations
 

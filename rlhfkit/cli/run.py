@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""``rlhfkit run``, ``rlhfkit demo`` and ``rlhfkit compare``: the pipeline from a YAML config (checked whole before
+anything runs; ``--check`` stops there) and the algorithms side by side."""
 
 from __future__ import annotations
 

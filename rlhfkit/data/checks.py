@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""A data source checked before a run reads it: it exists, is readable, decodes, holds rows (objects) and has the
+columns its stage needs -- only its first rows are read (:func:`data_problems`; :func:`preference_problems` for a
+preference format and its reader's options). Each returns one-line problems naming the key, the value and the fix."""
 
 from __future__ import annotations
 

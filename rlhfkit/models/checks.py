@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""A model checked before a run uses it, without loading weights: its config and tokenizer load (a local folder or a
+hub id), and a reward model has a trained one-output score head. :func:`model_problems` returns one-line problems
+naming the key, the value and the fix."""
 
 from __future__ import annotations
 

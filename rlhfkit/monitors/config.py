@@ -232,8 +232,18 @@ class MonitorConfig:
         raise_problems(problems)
 
 
-SERIES = ("kl", "reward", "length", "entropy", "reward_std", "frac_reward_zero_std", "clipfrac", "approxkl",
-          "truncation", "disagreement")  # fmt: skip
+SERIES = (
+    "kl",
+    "reward",
+    "length",
+    "entropy",
+    "reward_std",
+    "frac_reward_zero_std",
+    "clipfrac",
+    "approxkl",
+    "truncation",
+    "disagreement",
+)
 
 
 SERIES_LABELS = {

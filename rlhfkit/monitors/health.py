@@ -230,9 +230,12 @@ class HealthMonitor(TrainerCallback):
             logger.warning(
                 "monitor: save_total_limit=%d keeps the newest healthy checkpoint and the stop's, not the %d newest "
                 "healthy ones healthy_average=%d averages after a stop; set save_total_limit >= %d or leave it unset "
-                "(the monitor then prunes its own checkpoints)", limit, self.config.healthy_average,
-                self.config.healthy_average, keep,
-            )  # fmt: skip
+                "(the monitor then prunes its own checkpoints)",
+                limit,
+                self.config.healthy_average,
+                self.config.healthy_average,
+                keep,
+            )
         if state.global_step > 0 and self._path.is_file():  # resuming: keep the baselines and streaks
             with open(self._path) as f:
                 for line in f:
@@ -333,8 +336,11 @@ class HealthMonitor(TrainerCallback):
         newest = self.fallback_step(output_dir)
         if newest is None:
             return []
-        older = [s for s in self.healthy_checkpoints if s < newest
-                 and os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))]  # fmt: skip
+        older = [
+            s
+            for s in self.healthy_checkpoints
+            if s < newest and os.path.exists(os.path.join(output_dir, self.checkpoint_name.format(s)))
+        ]
         keep = self.config.healthy_average - 1
         return [*(older[-keep:] if keep else []), newest]
 
@@ -354,24 +360,31 @@ class HealthMonitor(TrainerCallback):
     def _returned_reason(self, alert: Alert) -> str:
         stop = f"{alert.signal} stopped training at step {alert.step}"
         if not self.returned_step:
-            healthy = "no logged step was healthy" if self.last_healthy_step is None else (
-                f"no checkpoint exists at or before the last healthy step {self.last_healthy_step}")  # fmt: skip
+            healthy = (
+                "no logged step was healthy"
+                if self.last_healthy_step is None
+                else (f"no checkpoint exists at or before the last healthy step {self.last_healthy_step}")
+            )
             return f"{stop}; {healthy}, so the RL stage returns the starting policy (step 0), the model RL began from."
         returned, stopped = (self.checkpoint_name.format(s) for s in (self.returned_step, alert.step))
         what = f"{returned}, the newest checkpoint at or before the last healthy step {self.last_healthy_step}"
         if len(self.averaged_steps) > 1:
             names = ", ".join(self.checkpoint_name.format(s) for s in self.averaged_steps)
-            what = (f"the average of the weights of {names}: the {len(self.averaged_steps)} newest healthy "
-                    f"checkpoints, up to {returned} (the newest at or before the last healthy step "
-                    f"{self.last_healthy_step})")  # fmt: skip
+            what = (
+                f"the average of the weights of {names}: the {len(self.averaged_steps)} newest healthy "
+                f"checkpoints, up to {returned} (the newest at or before the last healthy step "
+                f"{self.last_healthy_step})"
+            )
         return f"{stop}; the RL stage returns {what} ({stopped} is kept too)."
 
     def _fallback_note(self, output_dir) -> str:
         fallback = self.fallback_step(output_dir)
         if fallback is None:
             return ""
-        return (f" Fall back to {self.checkpoint_name.format(fallback)} (the last healthy logged step is "
-                f"{self.last_healthy_step}).")  # fmt: skip
+        return (
+            f" Fall back to {self.checkpoint_name.format(fallback)} (the last healthy logged step is "
+            f"{self.last_healthy_step})."
+        )
 
     # ------------------------------------------------------------------ logic
     def _replay(self, record: dict[str, Any]) -> None:

@@ -118,8 +118,16 @@ def plot_health(
     for signal, record in first_alerts.items():
         if record.get("kl") is not None:
             ax.axvline(record["kl"], ls="--", lw=0.8, color="red")
-            ax.annotate(f"{signal} @ {record['step']}", (record["kl"], 1), xycoords=("data", "axes fraction"),
-                        rotation=90, va="top", ha="right", fontsize=7, color="red")  # fmt: skip
+            ax.annotate(
+                f"{signal} @ {record['step']}",
+                (record["kl"], 1),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color="red",
+            )
     ax.set_title("Reward vs KL (Goodhart curve)")
     paths.append(save_figure(fig, out_dir / "health_reward_kl.png"))
 
@@ -131,8 +139,16 @@ def plot_health(
         for record in first_alerts.values():
             ax.axvline(record["step"], ls="--", lw=0.8, color="red")
     for signal, record in first_alerts.items():
-        axes[0].annotate(signal, (record["step"], 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
-                         ha="right", fontsize=7, color="red")  # fmt: skip
+        axes[0].annotate(
+            signal,
+            (record["step"], 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+            color="red",
+        )
     axes[-1].set_xlabel("global step")
     axes[0].set_title("Response length and entropy")
     paths.append(save_figure(fig, out_dir / "health_length_entropy.png"))

@@ -85,8 +85,14 @@ def kl_per_start_token(timeline: Sequence[Mapping[str, Any]], config: MonitorCon
 def smoothed(timeline: Sequence[Mapping[str, Any]], name: str, config: MonitorConfig) -> list[tuple[int, float]]:
     """``(step, mean of name over the logs of the preceding smoothing_steps steps)`` at every log that has it."""
     logged = [(r["step"], r[name]) for r in timeline if r.get(name) is not None]
-    return [(s, sum(v for t, v in logged if s - config.smoothing_steps < t <= s) /
-             sum(1 for t, _ in logged if s - config.smoothing_steps < t <= s)) for s, _ in logged]  # fmt: skip
+    return [
+        (
+            s,
+            sum(v for t, v in logged if s - config.smoothing_steps < t <= s)
+            / sum(1 for t, _ in logged if s - config.smoothing_steps < t <= s),
+        )
+        for s, _ in logged
+    ]
 
 
 def gain_flattening(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig) -> Condition | None:
@@ -111,8 +117,10 @@ def gain_flattening(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig
     first, second = proxy[mid] - p0, proxy[now] - proxy[mid]
     if first <= 0 or mid == now or second >= c.gain_flattening_fraction * first:
         return None
-    detail = (f"{second / first:.2f}x the first half's (reward +{first:.3g} for sqrt(KL/token) 0 -> {half:.2f}, "
-              f"{second:+.3g} for {half:.2f} -> {d[now]:.2f})")  # fmt: skip
+    detail = (
+        f"{second / first:.2f}x the first half's (reward +{first:.3g} for sqrt(KL/token) 0 -> {half:.2f}, "
+        f"{second:+.3g} for {half:.2f} -> {d[now]:.2f})"
+    )
     return second / first, c.gain_flattening_fraction, detail
 
 
@@ -204,6 +212,8 @@ def _reward_kl_race(timeline: Sequence[Mapping[str, Any]], c: MonitorConfig) -> 
         return None
     if theil_sen([float(r["step"]) for r in points], [r["reward"] for r in points]) <= 0:
         return None
-    detail = (f"{rate:.4f} nats per starting token per step on average (KL {rate * timeline[-1]['step']:.3f} per "
-              f"starting token by step {timeline[-1]['step']})")  # fmt: skip
+    detail = (
+        f"{rate:.4f} nats per starting token per step on average (KL {rate * timeline[-1]['step']:.3f} per "
+        f"starting token by step {timeline[-1]['step']})"
+    )
     return rate, c.reward_kl_slope, detail

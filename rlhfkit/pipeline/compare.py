@@ -168,8 +168,12 @@ def run_algorithm(cfg: PipelineConfig, base: Manifest, say: Callable[[str], None
             start = time.perf_counter()
             with PeakMemory() as peak:
                 run_pipeline(cfg, until="rl", say=say)
-            record = {"wall_s": time.perf_counter() - start, "peak_mb": peak.mb, "memory": peak.kind,
-                      "resumed": resumed}  # fmt: skip
+            record = {
+                "wall_s": time.perf_counter() - start,
+                "peak_mb": peak.mb,
+                "memory": peak.kind,
+                "resumed": resumed,
+            }
             write_json(record_path, record)
         manifest = run_pipeline(cfg, say=say)  # the final evaluation (rl is done: skipped)
     except GateFailed as e:
@@ -201,9 +205,17 @@ def curve(cfg: PipelineConfig, base: Manifest, ns: Sequence[int], say: Callable[
     """The SFT policy's best-of-N curve on the held-out prompts (loaded when computed before with the same inputs)."""
     temperature, max_new = eval_sampling(cfg)
     prompts = rl_prompts(StageContext(cfg=cfg, manifest=base, outputs={}, say=say))[1]
-    key = config_hash({"sft": base.stage("sft").get("config_hash"), "reward": base.stage("reward").get("config_hash"),
-                       "ns": list(ns), "temperature": temperature, "max_new_tokens": max_new, "prompts": prompts,
-                       "seed": cfg.seed})  # fmt: skip
+    key = config_hash(
+        {
+            "sft": base.stage("sft").get("config_hash"),
+            "reward": base.stage("reward").get("config_hash"),
+            "ns": list(ns),
+            "temperature": temperature,
+            "max_new_tokens": max_new,
+            "prompts": prompts,
+            "seed": cfg.seed,
+        }
+    )
     path = cfg.output_dir / CURVE_FILE
     stored = _read(path)
     if stored and stored.get("key") == key:
@@ -212,9 +224,18 @@ def curve(cfg: PipelineConfig, base: Manifest, ns: Sequence[int], say: Callable[
     say(f"[best-of-N curve] sampling {max(ns)} responses for each of {len(prompts)} held-out prompts")
     policy, tokenizer = load_for_sampling(base.stage("sft")["outputs"]["model_dir"], cfg.model.preset)
     rm, rm_tokenizer = load_scorer(base.stage("reward")["outputs"]["model_dir"], cfg.model.preset)
-    result = best_of_n_curve(policy, tokenizer, rm, rm_tokenizer, prompts, ns=ns, max_new_tokens=max_new,
-                             temperature=temperature, seed=cfg.seed,
-                             metric_fn=lab.lab_gold if cfg.data.prompts == LAB else None)  # fmt: skip
+    result = best_of_n_curve(
+        policy,
+        tokenizer,
+        rm,
+        rm_tokenizer,
+        prompts,
+        ns=ns,
+        max_new_tokens=max_new,
+        temperature=temperature,
+        seed=cfg.seed,
+        metric_fn=lab.lab_gold if cfg.data.prompts == LAB else None,
+    )
     out = {"key": key, "n_prompts": len(prompts), **result.to_dict()}
     write_json(path, out)
     return out
@@ -258,7 +279,7 @@ def run_compare(
             "seed": cfg.seed,
             "reward_model": base.stage("reward")["outputs"]["model_dir"],
             "rm_accuracy": base.stage("rm_eval")["metrics"].get("accuracy"),
-        },  # fmt: skip
+        },
         "wall_s_this_call": time.perf_counter() - start,
     }
     write_json(cfg.output_dir / "compare.json", result)
@@ -299,15 +320,22 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['status']} | | | | | `{r['output_dir']}` |")
             continue
         kl = f"{r['kl']:.2f} ± {r['kl_sem']:.2f}" if r.get("kl_sem") is not None else _num(r["kl"], 2)
-        lines.append(f"| {name} | {_num(r['gold'])} | {_num(r['proxy'])} | {kl} | {_num(r['wall_s'], 0)} | "
-                     f"{_num(r['peak_mb'], 0)} | `{r['output_dir']}` |")  # fmt: skip
+        lines.append(
+            f"| {name} | {_num(r['gold'])} | {_num(r['proxy'])} | {kl} | {_num(r['wall_s'], 0)} | "
+            f"{_num(r['peak_mb'], 0)} | `{r['output_dir']}` |"
+        )
     bon = result["best_of_n"]
     gold = any("gold" in row for row in bon["rows"])
-    lines += ["", f"## Best-of-N from the SFT policy (decoding baseline, {bon['n_prompts']} prompts)", "",
-              "Expected best of N samples by the reward model (unbiased estimate from the largest N's samples); "
-              "KL is the analytic log N - (N-1)/N nats (an upper bound on the true KL).", "",
-              "| N | KL (nats/seq) | reward-model score" + (" | gold reward |" if gold else " |"),
-              "|---|---|---|" + ("---|" if gold else "")]  # fmt: skip
+    lines += [
+        "",
+        f"## Best-of-N from the SFT policy (decoding baseline, {bon['n_prompts']} prompts)",
+        "",
+        "Expected best of N samples by the reward model (unbiased estimate from the largest N's samples); "
+        "KL is the analytic log N - (N-1)/N nats (an upper bound on the true KL).",
+        "",
+        "| N | KL (nats/seq) | reward-model score" + (" | gold reward |" if gold else " |"),
+        "|---|---|---|" + ("---|" if gold else ""),
+    ]
     for row in bon["rows"]:
         tail = f" {row['gold']:.3f} ± {row['gold_sem']:.3f} |" if gold else ""
         lines.append(f"| {row['n']} | {row['kl']:.3f} | {row['proxy']:.3f} ± {row['proxy_sem']:.3f} |{tail}")
@@ -325,13 +353,17 @@ def markdown(result: dict[str, Any]) -> str:
 def _gold_stops_sentence(stops: dict[str, Any]) -> str:
     proxy = "rises monotonically in N" if stops["proxy_monotone"] else "is not monotone in N"
     if stops["stops_at"] is not None:
-        return (f"The reward-model score {proxy}; gold peaks at N = {stops['gold_peak_n']} ({stops['gold_peak']:.3f}) "
-                f"and is {stops['drop_at_largest_n']:.3f} ± {stops['drop_sem']:.3f} lower at the largest N: gold "
-                f"stops following the proxy after N = {stops['stops_at']}.")  # fmt: skip
-    return (f"The reward-model score {proxy}; gold is highest at N = {stops['gold_peak_n']} "
-            f"({stops['gold_peak']:.3f}) and does not fall significantly after it (drop at the largest N "
-            f"{stops['drop_at_largest_n']:.3f} ± {stops['drop_sem']:.3f}): gold follows the proxy over the N "
-            "measured.")  # fmt: skip
+        return (
+            f"The reward-model score {proxy}; gold peaks at N = {stops['gold_peak_n']} ({stops['gold_peak']:.3f}) "
+            f"and is {stops['drop_at_largest_n']:.3f} ± {stops['drop_sem']:.3f} lower at the largest N: gold "
+            f"stops following the proxy after N = {stops['stops_at']}."
+        )
+    return (
+        f"The reward-model score {proxy}; gold is highest at N = {stops['gold_peak_n']} "
+        f"({stops['gold_peak']:.3f}) and does not fall significantly after it (drop at the largest N "
+        f"{stops['drop_at_largest_n']:.3f} ± {stops['drop_sem']:.3f}): gold follows the proxy over the N "
+        "measured."
+    )
 
 
 def _plot(path: Path, result: dict[str, Any]) -> None:

@@ -251,8 +251,15 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
     config, run = cfg.trainer_config(algorithm), ALGORITHMS[algorithm].runner()
     if algorithm == "best_of_n":
-        result = run(sft_model, prompts, config, reward_model=reward_model, preset=cfg.model.preset,
-                               monitor_config=monitor, metric_funcs=gold)  # fmt: skip
+        result = run(
+            sft_model,
+            prompts,
+            config,
+            reward_model=reward_model,
+            preset=cfg.model.preset,
+            monitor_config=monitor,
+            metric_funcs=gold,
+        )
         notes = [
             "reward normalisation (rm_eval's reward_mean / reward_std): the best sample of a prompt is picked by rank",
             "a KL penalty: the number of rounds is the leash; each round's KL to the SFT model is measured",
@@ -287,11 +294,21 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
     extra: dict[str, Any] = {}
     held_out = read_jsonl(ctx.outputs["preferences"]["eval"])
     if held_out and ctx.is_main:
-        report = evaluate_implicit_reward(result.model_dir, sft_model, held_out, beta=config.beta,
-                                          max_length=config.max_length, preset=cfg.model.preset)  # fmt: skip
+        report = evaluate_implicit_reward(
+            result.model_dir,
+            sft_model,
+            held_out,
+            beta=config.beta,
+            max_length=config.max_length,
+            preset=cfg.model.preset,
+        )
         write_report(report, ctx.dir("rl") / "implicit_reward")
-        extra = {"implicit_accuracy": report.accuracy, "implicit_auc": report.auc, "implicit_ece": report.ece,
-                 "implicit_length_spearman": report.length_spearman}  # fmt: skip
+        extra = {
+            "implicit_accuracy": report.accuracy,
+            "implicit_auc": report.auc,
+            "implicit_ece": report.ece,
+            "implicit_length_spearman": report.length_spearman,
+        }
         ctx.say(f"[rl] DPO's implicit reward: accuracy {report.accuracy:.3f} on {len(held_out)} held-out pairs")
     notes = [
         "RL prompts and the reward model in training: DPO fits the preference pairs (the reward stage's training "

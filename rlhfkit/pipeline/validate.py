@@ -81,9 +81,13 @@ def pipeline_source_problems(raw: dict[str, Any]) -> list[str]:
     options = data["preference_options"] if isinstance(data["preference_options"], dict) else None
     if isinstance(data["preferences"], str) and isinstance(data["preference_format"], str):
         problems += preference_problems(
-            data["preferences"], "data.preferences", data["preference_format"], split, options,
+            data["preferences"],
+            "data.preferences",
+            data["preference_format"],
+            split,
+            options,
             "data.preference_options",
-        )  # fmt: skip
+        )
     model = _defaults(ModelArguments, raw.get("model"))
     if isinstance(model["model_name_or_path"], str):
         revision = model["model_revision"] if isinstance(model["model_revision"], str) else None

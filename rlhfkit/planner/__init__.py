@@ -30,7 +30,22 @@ from rlhfkit.planner.memory import GIB, activation_bytes, gib, kv_cache_bytes, l
 from rlhfkit.planner.plans import Plan, Suggestion, plan
 
 __all__ = [
-    "GIB", "KNOWN_MODELS", "ModelDims", "Plan", "Suggestion", "FitRow", "model_dims", "plan", "fit_table",
-    "fit_table_markdown", "check_config_fits", "check_pipeline_fits", "plan_config", "weight_bytes",
-    "activation_bytes", "logits_bytes", "kv_cache_bytes", "gib",
-]  # fmt: skip
+    "GIB",
+    "KNOWN_MODELS",
+    "ModelDims",
+    "Plan",
+    "Suggestion",
+    "FitRow",
+    "model_dims",
+    "plan",
+    "fit_table",
+    "fit_table_markdown",
+    "check_config_fits",
+    "check_pipeline_fits",
+    "plan_config",
+    "weight_bytes",
+    "activation_bytes",
+    "logits_bytes",
+    "kv_cache_bytes",
+    "gib",
+]

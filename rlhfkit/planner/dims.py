@@ -114,10 +114,17 @@ class ModelDims:
 
 def _cfg(model_type, hidden, layers, heads, kv, inter, vocab, tie, max_pos, head_dim=None) -> dict[str, Any]:
     return {
-        "model_type": model_type, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-        "num_key_value_heads": kv, "intermediate_size": inter, "vocab_size": vocab, "tie_word_embeddings": tie,
-        "max_position_embeddings": max_pos, "head_dim": head_dim,
-    }  # fmt: skip
+        "model_type": model_type,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "intermediate_size": inter,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tie,
+        "max_position_embeddings": max_pos,
+        "head_dim": head_dim,
+    }
 
 
 # Real config.json values of models people fine-tune on consumer GPUs (the base models share them).

@@ -65,9 +65,14 @@ def fit_table_markdown(rows: list[FitRow]) -> str:
     keys = list(dict.fromkeys((r.model, r.trainer) for r in rows))
     cell = {(r.model, r.trainer, r.gpu_gb): r for r in rows}
     label = {
-        "sft": "SFT", "reward": "reward", "ppo": "PPO (shared base)", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO",
+        "sft": "SFT",
+        "reward": "reward",
+        "ppo": "PPO (shared base)",
+        "grpo": "GRPO",
+        "rloo": "RLOO",
+        "dpo": "DPO",
         "best_of_n": "best-of-N rounds",
-    }  # fmt: skip
+    }
     lines = [
         "| model | stage | " + " | ".join(f"{g} GB" for g in gpus) + " |",
         "|---|---|" + "---|" * len(gpus),
@@ -81,13 +86,18 @@ def fit_table_markdown(rows: list[FitRow]) -> str:
 # ---------------------------------------------------------------------------------------------- config files
 # YAML keys (TRL / rlhfkit config fields) -> plan() arguments.
 _CONFIG_KEYS = {
-    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-    "gradient_checkpointing": "gradient_checkpointing", "activation_checkpointing": "gradient_checkpointing",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing": "gradient_checkpointing",
     "max_prompt_length": "prompt_length",
-    "num_generations": "num_generations", "generation_batch_size": "generation_batch_size",
-    "local_rollout_forward_batch_size": "rollout_batch_size", "beta": "beta", "lora_r": "lora_r",
+    "num_generations": "num_generations",
+    "generation_batch_size": "generation_batch_size",
+    "local_rollout_forward_batch_size": "rollout_batch_size",
+    "beta": "beta",
+    "lora_r": "lora_r",
     "layout": "layout",
-}  # fmt: skip
+}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -170,9 +170,14 @@ def plan(
     """
     layout = _checked_layout(trainer, preset, precision, gpu_gb, layout, reward_members)
     counts = {
-        "batch_size": batch_size, "grad_accum": grad_accum, "seq_len": seq_len, "prompt_length": prompt_length,
-        "generation_batch_size": generation_batch_size, "rollout_batch_size": rollout_batch_size, "lora_r": lora_r,
-    }  # fmt: skip
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "seq_len": seq_len,
+        "prompt_length": prompt_length,
+        "generation_batch_size": generation_batch_size,
+        "rollout_batch_size": rollout_batch_size,
+        "lora_r": lora_r,
+    }
     _check_counts(counts, num_generations)
     dims = model_dims(model)
     defaults = gpu_preset(_preset_size(gpu_gb), trainer)
@@ -180,12 +185,16 @@ def plan(
     accum = int(grad_accum or defaults["gradient_accumulation_steps"])
     ckpt = bool(defaults["gradient_checkpointing"] if gradient_checkpointing is None else gradient_checkpointing)
     settings: dict[str, Any] = {
-        "layout": layout, "batch_size": bs, "grad_accum": accum, "gradient_checkpointing": ckpt,
+        "layout": layout,
+        "batch_size": bs,
+        "grad_accum": accum,
+        "gradient_checkpointing": ckpt,
         "lora_r": int(lora_r or LORA_DEFAULTS["r"]),
         "attention": attention or ("eager" if dims.model_type == "gemma2" else "sdpa"),
-        "fused_lm_head": fused_lm_head, "precision": precision,
+        "fused_lm_head": fused_lm_head,
+        "precision": precision,
         "seq_len": int(seq_len or defaults[SEQ_LEN_FIELD[trainer]]),
-    }  # fmt: skip
+    }
     if trainer in SAMPLING_TRAINERS:
         settings["prompt_length"] = int(prompt_length or DEFAULT_PROMPT_LENGTH)
         settings["reward_members"] = int(reward_members)
@@ -243,9 +252,13 @@ def _checked_layout(
 
 
 def _grpo_settings(
-    defaults: dict[str, Any], bs: int, accum: int, num_generations: int | None, generation_batch_size: int | None,
+    defaults: dict[str, Any],
+    bs: int,
+    accum: int,
+    num_generations: int | None,
+    generation_batch_size: int | None,
     beta: float | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """GRPO's / RLOO's generation batch (checked against the per-device batch) and KL coefficient."""
     n_gen = int(num_generations or defaults["num_generations"])
     gen_batch = int(generation_batch_size or bs * accum)
@@ -284,14 +297,31 @@ def _plan_settings(
     total = subtotal + overhead
     capacity = int(gpu_gb * GIB)
     breakdown = {
-        "weights": weights, "adapters": adapters, "gradients": gradients, "optimizer": optimizer,
-        "activations": activations, "logits": logits, "kv_cache": kv, "overhead": overhead,
-    }  # fmt: skip
+        "weights": weights,
+        "adapters": adapters,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": activations,
+        "logits": logits,
+        "kv_cache": kv,
+        "overhead": overhead,
+    }
     result = Plan(
-        model=name, trainer=trainer, preset=preset, gpu_gb=gpu_gb, settings=settings,
-        copies=copies, breakdown=breakdown, activations_full=act_full, activations_checkpointed=act_ckpt,
-        total_bytes=total, capacity_bytes=capacity, verdict=_verdict(total, capacity), dims=dims, notes=notes,
-    )  # fmt: skip
+        model=name,
+        trainer=trainer,
+        preset=preset,
+        gpu_gb=gpu_gb,
+        settings=settings,
+        copies=copies,
+        breakdown=breakdown,
+        activations_full=act_full,
+        activations_checkpointed=act_ckpt,
+        total_bytes=total,
+        capacity_bytes=capacity,
+        verdict=_verdict(total, capacity),
+        dims=dims,
+        notes=notes,
+    )
     if suggest and not result.fits:
         result.suggestions = _suggestions(result)
         if not result.suggestions:
@@ -410,9 +440,11 @@ def _sequence_memory(
 # --------------------------------------------------------------------------------------------- suggestions
 def _describe(trainer: str, overrides: dict[str, Any]) -> str:
     names = {
-        "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
-        "seq_len": SEQ_LEN_FIELD[trainer], "rollout_batch_size": "local_rollout_forward_batch_size",
-    }  # fmt: skip
+        "batch_size": "per_device_train_batch_size",
+        "grad_accum": "gradient_accumulation_steps",
+        "seq_len": SEQ_LEN_FIELD[trainer],
+        "rollout_batch_size": "local_rollout_forward_batch_size",
+    }
     return ", ".join(f"{names.get(k, k)}={v}" for k, v in overrides.items() if v is not None)
 
 

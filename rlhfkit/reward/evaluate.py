@@ -228,12 +228,13 @@ def _margin_stats(margin: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         gap = good.mean() - bad.mean()
         separation = _f(gap / pooled) if pooled > 1e-9 * abs(gap) else None  # no spread: undefined
     return {
-        "margin_mean": float(margin.mean()), "margin_std": float(margin.std()),
+        "margin_mean": float(margin.mean()),
+        "margin_std": float(margin.std()),
         "margin_median": float(np.median(margin)),
         "margin_correct_mean": _f(good.mean()) if len(good) else None,
         "margin_incorrect_mean": _f(bad.mean()) if len(bad) else None,
         "margin_separation": separation,
-    }  # fmt: skip
+    }
 
 
 def _reward_stats(rc: np.ndarray, rr: np.ndarray) -> dict[str, Any]:
@@ -241,14 +242,16 @@ def _reward_stats(rc: np.ndarray, rr: np.ndarray) -> dict[str, Any]:
     rewards = np.concatenate([rc, rr])
     hist_edges = np.histogram_bin_edges(rewards, bins=HIST_BINS)
     return {
-        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-        "chosen_mean": float(rc.mean()), "rejected_mean": float(rr.mean()),
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std()),
+        "chosen_mean": float(rc.mean()),
+        "rejected_mean": float(rr.mean()),
         "chosen_quantiles": {k: float(np.quantile(rc, q)) for k, q in QUANTILES.items()},
         "rejected_quantiles": {k: float(np.quantile(rr, q)) for k, q in QUANTILES.items()},
         "hist_edges": hist_edges.tolist(),
         "chosen_hist": np.histogram(rc, hist_edges)[0].tolist(),
         "rejected_hist": np.histogram(rr, hist_edges)[0].tolist(),
-    }  # fmt: skip
+    }
 
 
 def _length_stats(

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The gate before RL: :func:`rm_gate` judges a :class:`~rlhfkit.reward.evaluate.RewardModelReport` -- held-out
+accuracy at least ``min_accuracy``, and optionally no reward that follows response length -- and returns a
+:class:`GateVerdict` with the failures (refuse RL) and warnings (look before RL), each a sentence with its fix."""
 
 from __future__ import annotations
 
@@ -84,11 +86,13 @@ def _gate_failures(
     lo, hi = report.accuracy_ci95
     failures = []
     if n < min_pairs:
-        failures.append((
-            f"only {n} pairs evaluated (min_pairs={min_pairs})",
-            f"only {n} pairs were evaluated (min_pairs={min_pairs}): the accuracy's 95% interval is "
-            f"{lo:.2f}-{hi:.2f}, too wide to decide on; evaluate on at least {min_pairs} held-out pairs",
-        ))  # fmt: skip
+        failures.append(
+            (
+                f"only {n} pairs evaluated (min_pairs={min_pairs})",
+                f"only {n} pairs were evaluated (min_pairs={min_pairs}): the accuracy's 95% interval is "
+                f"{lo:.2f}-{hi:.2f}, too wide to decide on; evaluate on at least {min_pairs} held-out pairs",
+            )
+        )
     if acc < min_accuracy:
         if hi < 0.5:  # significantly below chance
             hint = "; accuracy significantly below chance often means chosen and rejected are swapped in the data"
@@ -96,25 +100,29 @@ def _gate_failures(
             hint = f"; {report.tie_rate:.0%} of pairs got identical scores: check truncation and the score head"
         else:
             hint = ""
-        failures.append((
-            f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs",
-            f"accuracy {acc:.3f} (95% CI {lo:.2f}-{hi:.2f}) is below min_accuracy {min_accuracy:.2f}: a reward model "
-            f"near 60% is too weak to steer RL (70-80% is good; below 65% usually points to data problems). "
-            "What to do: collect more or cleaner preference data, drop low-agreement pairs with "
-            "`rlhfkit data agreement --min-agreement 0.7`, train the reward model longer or from a stronger SFT "
-            "checkpoint, and check that evaluation pairs use the training chat format" + hint,
-        ))  # fmt: skip
+        failures.append(
+            (
+                f"accuracy {acc:.3f} < min_accuracy {min_accuracy:.2f} on {n} pairs",
+                f"accuracy {acc:.3f} (95% CI {lo:.2f}-{hi:.2f}) is below min_accuracy {min_accuracy:.2f}: a reward "
+                f"model near 60% is too weak to steer RL (70-80% is good; below 65% usually points to data problems). "
+                "What to do: collect more or cleaner preference data, drop low-agreement pairs with "
+                "`rlhfkit data agreement --min-agreement 0.7`, train the reward model longer or from a stronger SFT "
+                "checkpoint, and check that evaluation pairs use the training chat format" + hint,
+            )
+        )
     if _length_bias_fails(report, max_length_bias):
         rho = report.length_spearman
-        failures.append((
-            f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})",
-            f"the reward tracks response length (Spearman {rho:.2f} with {report.length_unit}, above "
-            f"max_length_bias {max_length_bias:g}; longer response preferred in "
-            f"{percent(report.longer_preferred_rate)} of pairs vs chosen longer in "
-            f"{percent(report.chosen_longer_rate)} of the data): RL would learn to pad "
-            "responses. What to do: add pairs where the shorter response is chosen (length-balance the preference "
-            "data), filter length-driven labels, and retrain",
-        ))  # fmt: skip
+        failures.append(
+            (
+                f"reward tracks length (Spearman {rho:.2f} > max_length_bias {max_length_bias:g})",
+                f"the reward tracks response length (Spearman {rho:.2f} with {report.length_unit}, above "
+                f"max_length_bias {max_length_bias:g}; longer response preferred in "
+                f"{percent(report.longer_preferred_rate)} of pairs vs chosen longer in "
+                f"{percent(report.chosen_longer_rate)} of the data): RL would learn to pad "
+                "responses. What to do: add pairs where the shorter response is chosen (length-balance the preference "
+                "data), filter length-driven labels, and retrain",
+            )
+        )
     return failures
 
 
@@ -125,11 +133,17 @@ def _pair_length_check(report: RewardModelReport, limit: float | None) -> tuple[
         return [], []
     what = f"within pairs the reward margin follows the length difference (Spearman {rho:.2f}, whatever the labels)"
     if limit is not None and rho > limit:
-        return [(f"margin tracks length within pairs (Spearman {rho:.2f} > max_pair_length_bias {limit:g})",
-                 f"{what}. What to do: add pairs where the shorter response is chosen (length-balance the preference "
-                 "data), filter length-driven labels, and retrain")], []  # fmt: skip
-    return [], [f"{what}: RL will learn longer answers first; length-balance the preference data (or refuse RL: "
-                 "gate.max_pair_length_bias 0.5)"]  # fmt: skip
+        return [
+            (
+                f"margin tracks length within pairs (Spearman {rho:.2f} > max_pair_length_bias {limit:g})",
+                f"{what}. What to do: add pairs where the shorter response is chosen (length-balance the preference "
+                "data), filter length-driven labels, and retrain",
+            )
+        ], []
+    return [], [
+        f"{what}: RL will learn longer answers first; length-balance the preference data (or refuse RL: "
+        "gate.max_pair_length_bias 0.5)"
+    ]
 
 
 def _accuracy_warnings(report: RewardModelReport, min_accuracy: float) -> list[str]:

@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""InstructGPT's K-wise reward loss on rankings (Ouyang et al. 2022, section 3.5): all C(K, 2) comparisons of a
+prompt as one batch element, each response scored once (:func:`ranking_loss`); :func:`group_pairs` and
+:func:`tokenize_group` turn the pairs of one ranking (a shared ``group`` id) into that element. The config that turns
+it on is :class:`rlhfkit.reward.config.RewardConfig` (``group_rankings``); the trainer that uses it is
+:class:`rlhfkit.reward.trainer.RewardTrainer`."""
 
 from __future__ import annotations
 

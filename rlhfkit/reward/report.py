@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The reward-model report a person reads: ``report.md`` (:func:`markdown`, headline first), ``report.json`` and
+two figures (reliability diagram, reward histograms), written by :func:`write_report`; :func:`headline_rows` is the
+headline shared with ``rlhfkit eval-rm``'s terminal table."""
 
 from __future__ import annotations
 

@@ -252,8 +252,11 @@ def _run_reward_ensemble(model_name_or_path: str, train_dataset, config, eval_da
         metrics.update({f"member_{k}/{name}": v for name, v in saved["metrics"].items()})
         history += [{**row, "member": k} for row in saved["log_history"]]
         adapter = member_out / ADAPTER_SUBDIR
-        members.append(EnsembleMember(member_out / MODEL_SUBDIR, adapter if adapter.is_dir() else None,
-                                      saved["mean"], saved["std"]))  # fmt: skip
+        members.append(
+            EnsembleMember(
+                member_out / MODEL_SUBDIR, adapter if adapter.is_dir() else None, saved["mean"], saved["std"]
+            )
+        )
     model_dir = out / MODEL_SUBDIR
     if PartialState().is_main_process:
         write_ensemble(model_dir, members, model_name_or_path)

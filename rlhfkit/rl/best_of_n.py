@@ -44,6 +44,8 @@ from rlhfkit.models.sampling import Samples, generate, load_for_sampling, sequen
 from rlhfkit.models.scoring import REWARD_MODEL_NAME, load_scorer, proxy_scores
 from rlhfkit.monitors import HealthMonitor, MonitorConfig
 from rlhfkit.rl.configs import BestOfNConfig
+from rlhfkit.runs import remove_checkpoints
+from rlhfkit.sft import run_sft
 
 if TYPE_CHECKING:
     from rlhfkit.runs import RunResult
@@ -236,8 +238,15 @@ def _select(samples: Samples, scores: np.ndarray, metric_funcs) -> list[dict]:
     best = scores.reshape(-1, n).argmax(axis=1)
     rows = []
     for i, (prompt, text, score, done) in enumerate(zip(samples.prompts, samples.texts, scores, samples.finished)):
-        rows.append({"prompt": prompt, "completion": text, "score": float(score), "finished": bool(done),
-                     "kept": bool(i % n == best[i // n])})  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt,
+                "completion": text,
+                "score": float(score),
+                "finished": bool(done),
+                "kept": bool(i % n == best[i // n]),
+            }
+        )
     for fn in metric_funcs:
         for row, value in zip(rows, fn([r["prompt"] for r in rows], [r["completion"] for r in rows])):
             row[fn.__name__] = float(value)
@@ -297,10 +306,6 @@ def run_best_of_n(
     from accelerate import PartialState
     from transformers import TrainerControl, TrainerState
 
-    # train imports TRL's trainers (seconds): BestOfNConfig, in this module, must stay cheap for `rlhfkit run --check`
-    from rlhfkit.runs import RunResult, remove_checkpoints
-    from rlhfkit.sft import run_sft
-
     metric_funcs = list(metric_funcs or [])
     prompts = [row["prompt"] if isinstance(row, dict) else row for row in train_dataset]
     if not prompts:
@@ -318,19 +323,19 @@ def run_best_of_n(
     policy, history = sft_dir, []
     for r in range(1, config.rounds + 2):  # round R + 1's samples measure the final policy (nothing is trained)
         round_dir = out / f"round-{r}"
-        if not (round_dir / "stats.jsonl").exists():  # else resuming: the same samples as before
-            if process.is_main_process:
-                rows, stats = _sample_round(policy, sft_dir, reward_model, _round_prompts(prompts, config, r),
-                                            config, preset, config.seed + r, metric_funcs)  # fmt: skip
-                write_jsonl(round_dir / "samples.jsonl", rows)
-                write_jsonl(round_dir / "stats.jsonl", [stats])  # written last: its presence means the round sampled
-            process.wait_for_everyone()
-        rows, stats = read_jsonl(round_dir / "samples.jsonl"), read_jsonl(round_dir / "stats.jsonl")[0]
+        round_prompts = _round_prompts(prompts, config, r)
+        rows, stats = _sampled_round(
+            round_dir, policy, sft_dir, reward_model, round_prompts, config, preset, r, metric_funcs, process
+        )
         state.global_step = r - 1  # the log describes the policy after r - 1 rounds
         history.append({**stats, "step": r - 1})
         monitor.on_log(config, state, control, logs=dict(stats))
-        logger.info("best_of_n: policy after %d round(s): reward model %.3f, KL %.3f nats/seq", r - 1,
-                    stats["reward"], stats["kl_per_sequence"])  # fmt: skip
+        logger.info(
+            "best_of_n: policy after %d round(s): reward model %.3f, KL %.3f nats/seq",
+            r - 1,
+            stats["reward"],
+            stats["kl_per_sequence"],
+        )
         if r > config.rounds or control.should_training_stop:
             break
         if not (round_dir / MODEL_SUBDIR).exists():
@@ -350,10 +355,29 @@ def run_best_of_n(
     if process.is_main_process:
         copy_model(policy, out / MODEL_SUBDIR)
     process.wait_for_everyone()
-    metrics = {"rounds_done": state.global_step, "monitor_alerts": len(monitor.alerts), "stop_step": monitor.stop_step,
-               "last_healthy_step": monitor.last_healthy_step, "returned_step": returned,
-               "returned_reason": reason}  # fmt: skip
+    metrics = {
+        "rounds_done": state.global_step,
+        "monitor_alerts": len(monitor.alerts),
+        "stop_step": monitor.stop_step,
+        "last_healthy_step": monitor.last_healthy_step,
+        "returned_step": returned,
+        "returned_reason": reason,
+    }
     return RunResult(trainer="best_of_n", model_dir=out / MODEL_SUBDIR, metrics=metrics, log_history=history)
+
+
+def _sampled_round(round_dir: Path, policy, sft_dir, reward_model, prompts, config, preset, r, metric_funcs, process):
+    """Round ``r``'s samples and stats: sampled and written by the main process, or read back when a rerun finds
+    them (``stats.jsonl``, written last, means the round sampled)."""
+    if not (round_dir / "stats.jsonl").exists():
+        if process.is_main_process:
+            rows, stats = _sample_round(
+                policy, sft_dir, reward_model, prompts, config, preset, config.seed + r, metric_funcs
+            )
+            write_jsonl(round_dir / "samples.jsonl", rows)
+            write_jsonl(round_dir / "stats.jsonl", [stats])
+        process.wait_for_everyone()
+    return read_jsonl(round_dir / "samples.jsonl"), read_jsonl(round_dir / "stats.jsonl")[0]
 
 
 def _as_completion(row: dict):

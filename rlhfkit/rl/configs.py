@@ -1,9 +1,21 @@
-"""GRPO's config: TRL's ``GRPOConfig`` with rlhfkit's KL default.
+"""The RL algorithms' configs (GRPO, RLOO, DPO, best-of-N); this module imports no trainer, so checking a config
+never loads a training stack. PPO's config is :mod:`rlhfkit.rl.ppo.config`; the registry that names each algorithm's
+config and run is :mod:`rlhfkit.rl.algorithms`.
 
-TRL's ``GRPOConfig`` defaults to ``beta=0.0``, which drops the reference model and with it the KL leash to the SFT
-model; :class:`GRPOConfig` defaults to :data:`rlhfkit.core.presets.GRPO_BETA` (the reasoning is there). The pipeline,
-the recipe and :func:`grpo_config` all build this class, so the default is set in one place. The training run itself is
-:func:`rlhfkit.rl.grpo_rloo.run_grpo`.
+* :class:`GRPOConfig` -- TRL's ``GRPOConfig`` defaults to ``beta=0.0``, which drops the reference model and with it
+  the KL leash to the SFT model; this one defaults to :data:`rlhfkit.core.presets.GRPO_BETA` (the reasoning is there).
+* :class:`RLOOConfig` -- RLOO (REINFORCE Leave-One-Out; Kool et al. 2019, Ahmadian et al. 2024) gives each prompt
+  ``num_generations`` completions (k); a completion's advantage is its reward minus the mean reward of the other
+  k - 1. It subtracts ``beta * sum_t log(pi / pi_ref)`` (a per-sequence estimate) from each reward before the
+  baseline, where GRPO adds a per-token KL term to the loss: RLOO's ``beta`` is in units of the reward per nat, so
+  normalise the reward model's scores (``reward_mean`` / ``reward_std`` from rm_eval). TRL's default ``beta=0.05``
+  is named as :data:`rlhfkit.core.presets.RLOO_BETA`.
+* :class:`DPOConfig` -- TRL's ``DPOConfig`` plus the sampled KL to the SFT model that the monitors read.
+* :class:`BestOfNConfig` -- rejection-sampling fine-tuning: rounds of N samples per prompt, the reward model's
+  favourite kept, TRL's ``SFTConfig`` fields for the fine-tuning.
+
+``grpo_config`` / ``rloo_config`` / ``dpo_config`` / ``best_of_n_config`` build each with rlhfkit's precision and
+presets (:func:`rlhfkit.core.arguments.trainer_config`).
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ Bradley-Terry loss with the reward replaced by the *implicit reward* ``beta * lo
 reference being the SFT model (with LoRA: the policy with its adapter disabled, so no second copy is loaded). No
 reward model, no sampling during training. rlhfkit adds what the RL stages have:
 
-* :class:`DPOConfig`: TRL's config plus ``kl_samples`` / ``kl_max_new_tokens``: at every log,
-  :class:`rlhfkit.rl.dpo.DPOTrainer`
-  samples the policy on a fixed set of training prompts and logs ``objective/kl`` -- KL(policy || reference) in nats
-  per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) --
+* :class:`DPOTrainer` (its config, :class:`rlhfkit.rl.configs.DPOConfig`, adds ``kl_samples`` /
+  ``kl_max_new_tokens``): at every log it samples the policy on a fixed set of training prompts and logs
+  ``objective/kl`` -- KL(policy || reference) in nats per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) --
   with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
   ``logratios/rejected`` (the chosen / rejected log-ratio drift, nats per sequence: TRL's ``rewards/*`` over beta).
   DPO's own logs only hold log-ratios on the *data*, which say how the pairs' likelihood moved, not how far the
@@ -20,7 +19,7 @@ reward model, no sampling during training. rlhfkit adds what the RL stages have:
   the prompt's tokens the common prefix of prompt and prompt + response, truncation to ``max_length`` keeping the
   start.
 
-The run itself is :func:`rlhfkit.rl.dpo.run_dpo` (merged final save, resume, monitors).
+The run itself is :func:`run_dpo` (merged final save, resume, monitors).
 """
 
 from __future__ import annotations

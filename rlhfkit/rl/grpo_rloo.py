@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""GRPO and RLOO: TRL's ``GRPOTrainer`` / ``RLOOTrainer`` against rlhfkit's reward-model scorer, with the monitors
+and the healthy model returned after a stop (:func:`run_grpo`, :func:`run_rloo`; one implementation,
+:func:`_run_sampling_rl`). Their configs are in :mod:`rlhfkit.rl.configs`."""
 
 from __future__ import annotations
 

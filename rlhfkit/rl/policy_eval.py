@@ -43,8 +43,13 @@ class PolicyEval:
 
     def metrics(self, suffix: str) -> dict[str, float | None]:
         """The numbers as the final evaluation records them: ``proxy_<suffix>``, ``gold_<suffix>`` ..."""
-        out = {f"proxy_{suffix}": self.proxy, f"length_{suffix}": self.length, f"kl_{suffix}": self.kl,
-               f"kl_sem_{suffix}": self.kl_sem, f"truncated_{suffix}": self.truncated}  # fmt: skip
+        out = {
+            f"proxy_{suffix}": self.proxy,
+            f"length_{suffix}": self.length,
+            f"kl_{suffix}": self.kl,
+            f"kl_sem_{suffix}": self.kl_sem,
+            f"truncated_{suffix}": self.truncated,
+        }
         if self.gold is not None:
             out[f"gold_{suffix}"] = self.gold
         return out

@@ -438,8 +438,13 @@ def load_ppo_models(
     policy, tokenizer = load_policy(sft_model, method, **kw)
     out: dict[str, Any] = {"processing_class": tokenizer, "ref_model": None, "value_model": None}
     if layout == "shared" and members and all(m.adapter_dir is not None for m in members):
-        shared = build_shared_base(policy, method.lora, reward_adapter=[m.adapter_dir for m in members],
-                                   reward_stats=[(m.mean, m.std) for m in members], **ensemble)  # fmt: skip
+        shared = build_shared_base(
+            policy,
+            method.lora,
+            reward_adapter=[m.adapter_dir for m in members],
+            reward_stats=[(m.mean, m.std) for m in members],
+            **ensemble,
+        )
         out.update(model=shared, reward_model=None, reward_processing_class=None)
         return out
     rm, rm_tokenizer = None, tokenizer
@@ -458,11 +463,18 @@ def load_ppo_models(
         out["value_model"] = load_reward_model(value_source, "full", **kw)[0]  # InstructGPT: V starts as the RM
         out.update(model=policy, reward_model=rm)
     else:
-        adapter = None if members else next(
-            (d for d in (os.path.join(reward_model, os.pardir, "adapter"), str(reward_model))
-             if os.path.isfile(os.path.join(d, "adapter_config.json"))),
-            None,
-        )  # fmt: skip
+        adapter = (
+            None
+            if members
+            else next(
+                (
+                    d
+                    for d in (os.path.join(reward_model, os.pardir, "adapter"), str(reward_model))
+                    if os.path.isfile(os.path.join(d, "adapter_config.json"))
+                ),
+                None,
+            )
+        )
         if adapter is None and rm is None:
             logger.info("no reward adapter beside %s: loading the reward model separately", reward_model)
             rm_preset = method_preset("qlora") if method.quantization is not None else "full"

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""PPO as a training run: load the layout (:func:`rlhfkit.rl.ppo.layouts.load_ppo_models`), build
+:class:`rlhfkit.rl.ppo.trainer.PPOTrainer` with the monitors, train (resuming), return the healthy model after a stop
+and save the policy (:func:`run_ppo`)."""
 
 from __future__ import annotations
 
