@@ -7,8 +7,8 @@ reward model, no sampling during training. rlhfkit adds what the RL stages have:
 
 * :class:`DPOTrainer` (its config, :class:`rlhfkit.rl.configs.DPOConfig`, adds ``kl_samples`` /
   ``kl_max_new_tokens``): at every log it samples the policy on a fixed set of training prompts and logs
-  ``objective/kl`` -- KL(policy || reference) in nats per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) --
-  with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
+  ``objective/kl`` -- KL(policy || reference) in nats per sequence on the policy's own samples
+  (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) -- with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
   ``logratios/rejected`` (the chosen / rejected log-ratio drift, nats per sequence: TRL's ``rewards/*`` over beta).
   DPO's own logs only hold log-ratios on the *data*, which say how the pairs' likelihood moved, not how far the
   policy's outputs moved; the monitors (:func:`rlhfkit.monitors.read_metrics`) read the sampled KL, the reward
