@@ -5,14 +5,14 @@ Bradley-Terry loss with the reward replaced by the *implicit reward* ``beta * lo
 reference being the SFT model (with LoRA: the policy with its adapter disabled, so no second copy is loaded). No
 reward model, no sampling during training. rlhfkit adds what the RL stages have:
 
-* :class:`DPOTrainer` (its config, :class:`rlhfkit.rl.configs.DPOConfig`, adds ``kl_samples`` /
-  ``kl_max_new_tokens``): at every log it samples the policy on a fixed set of training prompts and logs
-  ``objective/kl`` -- KL(policy || reference) in nats per sequence on the policy's own samples
-  (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's quantity and scale) -- with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and ``logratios/chosen`` /
-  ``logratios/rejected`` (the chosen / rejected log-ratio drift, nats per sequence: TRL's ``rewards/*`` over beta).
-  DPO's own logs only hold log-ratios on the *data*, which say how the pairs' likelihood moved, not how far the
-  policy's outputs moved; the monitors (:func:`rlhfkit.monitors.read_metrics`) read the sampled KL, the reward
-  margins (``rewards/margins``), the entropy, the length and the truncation share.
+* :class:`DPOTrainer` (its config, :class:`rlhfkit.rl.configs.DPOConfig`, adds ``kl_samples`` / ``kl_max_new_tokens``):
+  at every log it samples the policy on a fixed set of training prompts and logs ``objective/kl`` -- KL(policy ||
+  reference) in nats per sequence on the policy's own samples (:func:`rlhfkit.models.sampling.sequence_kl`, PPO's
+  quantity and scale) -- with the samples' ``completions/mean_length`` and ``completions/clipped_ratio``, and
+  ``logratios/chosen`` / ``logratios/rejected`` (the chosen / rejected log-ratio drift, nats per sequence: TRL's
+  ``rewards/*`` over beta). DPO's own logs only hold log-ratios on the *data*, which say how the pairs' likelihood
+  moved, not how far the policy's outputs moved; the monitors (:func:`rlhfkit.monitors.read_metrics`) read the sampled
+  KL, the reward margins (``rewards/margins``), the entropy, the length and the truncation share.
 * :func:`implicit_rewards` / :func:`evaluate_implicit_reward`: the implicit reward of held-out pairs, reported by
   :func:`rlhfkit.reward.evaluate.report_from_scores` exactly like a reward model (accuracy, AUC, calibration, length
   bias). Pairs are tokenized as ``DPOTrainer`` tokenizes them (:func:`dpo_tokenize`): EOS appended to text responses,
