@@ -26,7 +26,7 @@ smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answ
 completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
 smoothed curve's maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has
 only 72 distinct prompts; one model's score varies with std 0.0059 between draws of 6000 prompts, 0.0125 at 1500).
-Results go to ``<out>/overoptimization.json`` (one record per run with the issue's keys, ``gate`` and
+Results go to ``<out>/overoptimization.json`` (one record per run with the grid's keys, ``gate`` and
 ``monitors_only``), each run's ``record.json`` (with its curves) and a plot per run (``overoptimization.png``).
 Finished runs are skipped, so an interrupted grid resumes; a cached score measured on another ``--eval-prompts`` is
 measured again on the run's saved model.

@@ -40,7 +40,7 @@ same left-padded query + right-padded response tensors and ``position_ids`` the 
 the rollout's autocast chunks, and works for a reward *adapter* on the shared base, which is not a standalone model
 with a pooling head. What it shares is the formatting contract: the policy's EOS ends the answer, and for chat
 prompts the chat template's tokens after the EOS (``rlhfkit.rl.ppo.rollout.chat_suffix_ids``) are appended, so the
-score is read at the token :func:`encode` would end on (``tests/ppo/test_trainer.py`` checks both against the chat
+score is read at the token :func:`encode` would end on (``tests/rl/ppo/test_trainer.py`` checks both against the chat
 template's rendering).
 """
 

@@ -5,7 +5,7 @@ Every function works on **right-padded response tensors** of shape ``(B, T)`` (B
 positions) with a ``mask`` of the same shape that is 1 (or True) on real response tokens and 0 on padding.
 A response keeps its stop token (EOS) as its last real token; everything after it is padding. Outputs are
 exactly 0 on padding unless stated otherwise. No function here touches a model, so each one is unit-tested
-against a plain-Python reference (``tests/test_ppo_core.py``).
+against a plain-Python reference (``tests/rl/ppo/test_core.py``).
 
 References
 ----------

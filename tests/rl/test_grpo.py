@@ -24,7 +24,7 @@ from rlhfkit.rl.configs import grpo_config
 from rlhfkit.rl.grpo_rloo import run_grpo
 from rlhfkit.sft import run_sft
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMON = {"report_to": [], "seed": 0, "lr_scheduler_type": "cosine", "warmup_steps": 10, "save_steps": 10_000}
 
 

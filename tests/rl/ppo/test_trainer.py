@@ -18,7 +18,7 @@ from rlhfkit.rl.ppo.config import PPOConfig
 from rlhfkit.rl.ppo.layouts import SharedBase, build_shared_base, use_adapter
 from rlhfkit.rl.ppo.trainer import PPOTrainer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WORDS = ["<eos>", "<pad>"] + [f"w{i}" for i in range(30)] + ["Q:", "say", "A:"]
 GOOD = {"w1", "w2", "w3"}
 PROMPTS = [f"Q: say w{i % 30} A:" for i in range(64)]

@@ -22,6 +22,7 @@ from rlhfkit.rl.best_of_n import (
     where_gold_stops,
 )
 from rlhfkit.rl.configs import best_of_n_config
+from tests.conftest import REPO
 
 
 def test_analytic_kl():
@@ -138,19 +139,18 @@ def test_config_errors_name_the_field(tmp_path):
 def test_best_of_n_recipe_runs_on_the_lab(nano_model, tmp_path):
     import importlib.util
     import sys
-    from pathlib import Path
 
     from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
-    path = Path(__file__).parents[1] / "recipes" / "best_of_n.py"
+    path = REPO / "recipes" / "best_of_n.py"
     spec = importlib.util.spec_from_file_location("best_of_n_recipe", path)
     recipe = importlib.util.module_from_spec(spec)
     sys.modules["best_of_n_recipe"] = recipe  # Trainer pickles the config into each checkpoint
     spec.loader.exec_module(recipe)
     types = (recipe.ModelArguments, recipe.DataArguments, recipe.SelectorArguments, MonitorConfig)
     types += (recipe.BestOfNConfig,)
-    argv = ["--config", str(Path(__file__).parents[1] / "configs" / "lab" / "best_of_n.yaml"), "--model_name_or_path",
+    argv = ["--config", str(REPO / "configs" / "lab" / "best_of_n.yaml"), "--model_name_or_path",
             str(nano_model), "--reward_model_path", str(nano_model), "--output_dir", str(tmp_path / "out"),
             "--rounds", "1", "--prompts_per_round", "8", "--num_samples", "2", "--max_steps", "1"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("best_of_n", types, argv))

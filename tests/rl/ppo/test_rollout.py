@@ -20,7 +20,7 @@ from rlhfkit.rl.ppo.rollout import (
     left_pad,
     tokenize_prompts,
 )
-from tests.ppo.test_trainer import make_tokenizer
+from tests.rl.ppo.test_trainer import make_tokenizer
 
 PAD = 1
 

@@ -1,5 +1,5 @@
 """rm_eval: statistics against hand-computed values, evaluation end to end, the gate, the report files and the
-``rlhfkit eval-rm`` command (formatting and scoring themselves: ``tests/test_scoring.py``)."""
+``rlhfkit eval-rm`` command (formatting and scoring themselves: ``tests/models/test_scoring.py``)."""
 
 from __future__ import annotations
 

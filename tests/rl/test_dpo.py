@@ -15,6 +15,7 @@ from rlhfkit.models.loading import load_policy
 from rlhfkit.monitors import read_metrics
 from rlhfkit.rl.configs import dpo_config
 from rlhfkit.rl.dpo import DPOTrainer, dpo_tokenize, evaluate_implicit_reward, implicit_rewards, run_dpo
+from tests.conftest import REPO
 
 BASE = {"report_to": [], "disable_tqdm": True, "seed": 0, "gradient_checkpointing": False, "save_steps": 10_000}
 
@@ -152,17 +153,16 @@ def test_config_errors(tmp_path):
 def test_dpo_recipe_runs_on_the_lab(nano_model, tmp_path):
     import importlib.util
     import sys
-    from pathlib import Path
 
     from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
-    spec = importlib.util.spec_from_file_location("dpo_recipe", Path(__file__).parents[1] / "recipes" / "dpo.py")
+    spec = importlib.util.spec_from_file_location("dpo_recipe", REPO / "recipes" / "dpo.py")
     recipe = importlib.util.module_from_spec(spec)
     sys.modules["dpo_recipe"] = recipe  # Trainer pickles the config into each checkpoint
     spec.loader.exec_module(recipe)
     types = (recipe.ModelArguments, recipe.DataArguments, recipe.PairArguments, MonitorConfig, recipe.DPOConfig)
-    argv = ["--config", str(Path(__file__).parents[1] / "configs" / "lab" / "dpo.yaml"), "--model_name_or_path",
+    argv = ["--config", str(REPO / "configs" / "lab" / "dpo.yaml"), "--model_name_or_path",
             str(nano_model), "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--lab_samples", "200",
             "--kl_samples", "4", "--logging_steps", "1"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("dpo", types, argv))

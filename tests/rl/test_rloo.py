@@ -7,6 +7,7 @@ from rlhfkit.core.errors import ConfigError
 from rlhfkit.monitors import read_metrics
 from rlhfkit.rl.configs import rloo_config
 from rlhfkit.rl.grpo_rloo import run_rloo
+from tests.conftest import REPO
 
 
 def _config(out, **kw):
@@ -57,17 +58,16 @@ def test_rloo_errors_name_the_field(nano_model, tmp_path):
 def test_rloo_recipe_runs_on_the_lab(nano_model, tmp_path):
     import importlib.util
     import sys
-    from pathlib import Path
 
     from rlhfkit.core.arguments import parse_recipe
     from rlhfkit.monitors import MonitorConfig
 
-    spec = importlib.util.spec_from_file_location("rloo_recipe", Path(__file__).parents[1] / "recipes" / "rloo.py")
+    spec = importlib.util.spec_from_file_location("rloo_recipe", REPO / "recipes" / "rloo.py")
     recipe = importlib.util.module_from_spec(spec)
     sys.modules["rloo_recipe"] = recipe  # Trainer pickles the config into each checkpoint
     spec.loader.exec_module(recipe)
     types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.RLOOConfig)
-    argv = ["--config", str(Path(__file__).parents[1] / "configs" / "lab" / "rloo.yaml"), "--model_name_or_path",
+    argv = ["--config", str(REPO / "configs" / "lab" / "rloo.yaml"), "--model_name_or_path",
             str(nano_model), "--reward_model_path", str(nano_model), "--output_dir", str(tmp_path / "out"),
             "--max_steps", "2", "--per_device_train_batch_size", "16", "--lab_samples", "64"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("rloo", types, argv))
