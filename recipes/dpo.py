@@ -19,7 +19,6 @@ Deliberately left out: DPO variants (IPO, hinge, ... are TRL's `loss_type`), and
 `rlhfkit compare`).
 """
 
-import dataclasses
 import json
 import logging
 import sys
@@ -35,7 +34,7 @@ from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.validate import run_recipe
 from rlhfkit.reward.report import write_report
 from rlhfkit.rl.configs import DPOConfig
-from rlhfkit.rl.dpo import DPO_HEALTH_KEYS, DPOTrainer, evaluate_implicit_reward
+from rlhfkit.rl.dpo import DPOTrainer, dpo_monitor_config, evaluate_implicit_reward
 from rlhfkit.rl.healthy import train_monitored
 
 logger = logging.getLogger(__name__)
@@ -75,8 +74,7 @@ def main(model_args, data_args, pair_args, monitor_config, training_args: DPOCon
     # ---------------------------------------------------------------- train + save
     # Monitors on (DPO's log-ratio drift kept in their timeline), resuming from the newest checkpoint-N;
     # output_dir/model holds the (merged) policy, or after a stop alert the average of the last healthy checkpoints.
-    extra = [k for k in DPO_HEALTH_KEYS if k not in monitor_config.health_extra_keys]
-    monitor_config = dataclasses.replace(monitor_config, health_extra_keys=[*monitor_config.health_extra_keys, *extra])
+    monitor_config = dpo_monitor_config(monitor_config)
     result = train_monitored(trainer, tokenizer, training_args, "dpo", sft_model, monitor_config)
 
     # ---------------------------------------------------------------- evaluate: the implicit reward, as an RM's

@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +44,8 @@ from rlhfkit.models.sampling import Samples, generate, load_for_sampling, sequen
 from rlhfkit.models.scoring import REWARD_MODEL_NAME, load_scorer, proxy_scores
 from rlhfkit.monitors import HealthMonitor, MonitorConfig
 from rlhfkit.rl.configs import BestOfNConfig
-from rlhfkit.runs import remove_checkpoints
+from rlhfkit.runs import RunResult, remove_checkpoints
 from rlhfkit.sft import run_sft
-
-if TYPE_CHECKING:
-    from rlhfkit.runs import RunResult
 
 logger = logging.getLogger(__name__)
 

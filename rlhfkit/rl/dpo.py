@@ -209,6 +209,13 @@ class DPOTrainer(trl.DPOTrainer):
 DPO_HEALTH_KEYS = ("logratios/chosen", "logratios/rejected", "logps/chosen", "logps/rejected", "rewards/accuracies")
 
 
+def dpo_monitor_config(monitor_config: MonitorConfig | None = None) -> MonitorConfig:
+    """``monitor_config`` (default: ``MonitorConfig()``) with :data:`DPO_HEALTH_KEYS` kept in the health timeline."""
+    monitor = monitor_config or MonitorConfig()
+    extra = [k for k in DPO_HEALTH_KEYS if k not in monitor.health_extra_keys]
+    return dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, *extra])
+
+
 def run_dpo(
     model_name_or_path: str | os.PathLike,
     train_dataset,
@@ -238,7 +245,6 @@ def run_dpo(
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]``.
     """
-    import dataclasses
 
     method = method_preset(preset) if isinstance(preset, str) else preset
     cols = ("prompt", "chosen", "rejected")
@@ -259,7 +265,5 @@ def run_dpo(
         peft_config=method.lora,
         callbacks=list(callbacks or []),
     )
-    monitor = monitor_config or MonitorConfig()
-    extra = [k for k in DPO_HEALTH_KEYS if k not in monitor.health_extra_keys]
-    monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, *extra])
+    monitor = dpo_monitor_config(monitor_config)
     return train_monitored(trainer, tokenizer, config, "dpo", str(model_name_or_path), monitor, eval_dataset)
