@@ -24,6 +24,7 @@ The run itself is :func:`run_dpo` (merged final save, resume, monitors).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
