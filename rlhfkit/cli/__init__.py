@@ -50,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_known_noise() -> None:
-    """Silence two messages every run prints that a user cannot act on: TRL 1.16's configs default the deprecated
-    ``gradient_checkpointing`` name (transformers 5 warns), and bitsandbytes' CPU backend logs that the optional
-    ``kernels`` package is missing (its fallback is what the CPU path uses)."""
+    """Silence messages every run prints that a user cannot act on: TRL 1.16's configs default the deprecated
+    ``gradient_checkpointing`` name (transformers 5 warns); bitsandbytes' CPU backend logs that it could not load the
+    optional ``kernels`` package's kernel (its fallback is what the CPU path uses), and ``kernels`` that it skips a
+    publisher check offline. bitsandbytes is imported with peft, which TRL's configs import."""
     warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
