@@ -144,7 +144,7 @@ def test_run_dpo_logs_sampled_kl_and_monitors_and_saves_merged(nano_model, tmp_p
     assert (tmp_path / "dpo" / "adapter").is_dir() == (preset == "lora")  # LoRA: adapter kept, model/ merged
 
 
-def test_config_errors(tmp_path):
+def test_config_errors(tmp_path, cpu_only):
     with pytest.raises(ConfigError, match="kl_samples=-1"):
         dpo_config(tmp_path, kl_samples=-1)
     assert dpo_config(tmp_path).bf16 is False  # precision from the hardware, never TRL's bf16 default on a CPU

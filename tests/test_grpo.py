@@ -182,7 +182,7 @@ def ends_with_period(prompts, completions, **kwargs):
     return [float(c.strip().endswith(".")) for c in completions]
 
 
-def test_grpo_config_defaults_to_a_kl_leash(tmp_path):
+def test_grpo_config_defaults_to_a_kl_leash(tmp_path, cpu_only):
     assert DEFAULT_BETA > 0
     cfg = grpo_config(tmp_path)
     assert cfg.beta == DEFAULT_BETA and cfg.bf16 is False and cfg.use_cpu  # leash on, CPU precision
@@ -261,13 +261,13 @@ def _recipe():
 
 
 @pytest.mark.parametrize("config", ["configs/lab/grpo.yaml", "configs/qwen2.5-0.5b-instruct/grpo.yaml"])
-def test_grpo_configs_parse_with_a_kl_leash(config):
+def test_grpo_configs_parse_with_a_kl_leash(config, cpu_only):
     recipe = _recipe()
     types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.GRPOConfig)
     path = REPO / config
     assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
     model, data, reward, monitor, training = parse_recipe("grpo", types, ["--config", str(path)])
-    assert training.beta > 0 and training.bf16 is False  # CPU here: precision from the hardware, never bf16
+    assert training.beta > 0 and training.bf16 is False  # precision from the hardware, never bf16 on a CPU
     assert reward.reward_model_path.endswith("reward/model") and isinstance(monitor, MonitorConfig)
     _, _, _, _, overridden = parse_recipe("grpo", types, ["--config", str(path), "--beta", "0.1"])
     assert overridden.beta == 0.1

@@ -16,7 +16,7 @@ def _config(out, **kw):
     return rloo_config(out, **kw)
 
 
-def test_rloo_config_keeps_a_kl_leash_and_cpu_precision(tmp_path):
+def test_rloo_config_keeps_a_kl_leash_and_cpu_precision(tmp_path, cpu_only):
     cfg = rloo_config(tmp_path)
     assert cfg.beta > 0 and cfg.bf16 is False and cfg.use_cpu
     assert rloo_config(tmp_path, beta=0.2, preset="lora").beta == 0.2

@@ -28,7 +28,7 @@ def _sft_config(out, preset="full", **kw):
     return trainer_config(SFTConfig, "sft", out, preset=preset, **kw)
 
 
-def test_stage_config_precedence_and_errors(tmp_path):
+def test_stage_config_precedence_and_errors(tmp_path, cpu_only):
     cfg = trainer_config(SFTConfig, "sft", tmp_path, preset="lora", gpu=8, max_length=256)
     assert cfg.bf16 is False and cfg.use_cpu  # hardware precision
     assert cfg.per_device_train_batch_size == 1 and cfg.gradient_accumulation_steps == 16  # GPU preset
