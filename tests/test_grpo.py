@@ -1,6 +1,7 @@
 """GRPO stage on the lab: the reward model scored as it was trained, KL default, rule rewards, gold-reward gain."""
 
 import importlib.util
+import json
 import logging
 import sys
 from pathlib import Path
@@ -217,7 +218,9 @@ def test_rule_reward_combined_with_reward_model_by_weights(nano_model, tmp_path)
         reward_weights=[1.0, 0.5],
     )
     assert sum(calls) == 2 * 16  # two steps of 16 completions
-    assert (tmp_path / "health.jsonl").exists() and result.metrics["monitor_alerts"] >= 0  # monitors always on
+    health = [json.loads(line) for line in (tmp_path / "health.jsonl").read_text().splitlines()]  # monitors always on
+    assert [h["step"] for h in health] == [1, 2]
+    assert result.metrics["monitor_alerts"] == sum(len(h["alerts"]) for h in health)  # every alert of the timeline
     assert (tmp_path / "health_reward_kl.png").exists()
     for h in (h for h in result.log_history if "reward" in h):
         rm, rule = h["rewards/reward_model/mean"], h["rewards/ends_with_period_counted/mean"]
