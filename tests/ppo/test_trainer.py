@@ -138,15 +138,6 @@ def shared_trainer(tmp_path, seed=0, **overrides) -> PPOTrainer:
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and on shared cores intra-op threads mostly spin and wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def history(trainer, key: str) -> list[float]:
     return [h[key] for h in trainer.state.log_history if key in h]
 
