@@ -47,6 +47,7 @@ def sft_full(nano_model, tmp_path_factory):
     return result
 
 
+@pytest.mark.slow  # end to end: 150 SFT steps on 2000 demonstrations
 def test_sft_lowers_held_out_loss(sft_full):
     m = sft_full.metrics
     # measured: 6.30 -> 1.94 after 150 steps
@@ -106,6 +107,7 @@ def _gold_pairs(rows):
     ]
 
 
+@pytest.mark.slow  # end to end: 300 reward-model steps on the SFT model
 def test_reward_model_learns_gold_preferences(sft_full, tmp_path):
     pool = lab.LabelerPool(5, noise=0.2, seed=0)
     train = _majority_pairs(lab.comparison_dataset(4000, pool, seed=1))
