@@ -62,8 +62,8 @@ def test_sft_lora_is_merged_into_a_plain_model(nano_model, tmp_path):
 
     result = run_sft(
         nano_model,
-        lab.demonstrations(500, 0),
-        _sft_config(tmp_path / "lora", "lora", max_steps=30, learning_rate=1e-2),
+        lab.demonstrations(128, 0),
+        _sft_config(tmp_path / "lora", "lora", max_steps=4, learning_rate=1e-2),
         preset="lora",
     )
     merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
