@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlhfkit-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q -ra
+
+# The tests without end-to-end training or torchrun (a few minutes on 2 cores); `make test` runs them all, as CI does.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow and not distributed"
 
 lint: setup
 	$(VENV)/bin/ruff check rlhfkit recipes tests bench scripts

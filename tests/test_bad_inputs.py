@@ -1,9 +1,9 @@
-"""Every bad input stopped at the door (issue 16): a corpus of broken inputs across every command, recipe, config
-section and data format. Each one must exit with code 2, print exactly one ``error:`` line on stderr that names the
-field / row / file and says what to do, print no traceback, and leave the workspace (output folders included)
-exactly as it was. The classes are those of the issue: inputs that raised tracebacks, were accepted silently, were
-found too late (after earlier stages trained), had no fix in the message, argparse's multi-line usage, and a reward
-model without a trained score head; plus files rlhfkit must never lose.
+"""Every bad input stopped at the door: a corpus of broken inputs across every command, recipe, config section and
+data format. Each one must exit with code 2, print exactly one ``error:`` line on stderr that names the field / row /
+file and says what to do, print no traceback, and leave the workspace (output folders included) exactly as it was.
+Each case is filed under what such an input does when nothing checks it: it raises a traceback, is accepted
+silently, is found too late (after earlier stages trained), fails with no fix in the message, prints argparse's
+multi-line usage, or trains against a reward model without a trained score head; plus files rlhfkit must never lose.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class Case:
 
 
 CASES = [
-    # -- raised a traceback ------------------------------------------------------------------------------------
+    # -- raises a traceback -------------------------------------------------------------------------------------
     Case(
         "lr-list",
         TRACEBACK,
@@ -946,7 +946,7 @@ CASES = [
         lambda ws: run(ws, {"sft": [1, 2]}),
         r"section 'sft' must be a mapping of keys to values, got list",
     ),
-    # -- reward-model ensembles (issue 13) ---------------------------------------------------------------------
+    # -- reward-model ensembles --------------------------------------------------------------------------------
     Case(
         "ensemble-size-0",
         TRACEBACK,

@@ -74,7 +74,7 @@ def _recipe_module(stage: str):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_rel)
-def test_config_loads_with_its_parser(path):
+def test_config_loads_with_its_parser(path, cpu_only):
     if path.parent.name == "accelerate":
         from accelerate.commands.config.config_args import load_config_from_file
 
@@ -114,7 +114,7 @@ def test_config_loads_with_its_parser(path):
         recipe = _recipe_module("best_of_n")
         types = (ModelArguments, DataArguments, recipe.SelectorArguments, MonitorConfig, recipe.BestOfNConfig)
     parsed = parse_recipe(stage, types, ["--config", str(path)])
-    assert parsed[-1].bf16 is False  # CPU here: precision comes from the hardware, never TRL's bf16 default
+    assert parsed[-1].bf16 is False  # precision comes from the hardware, never TRL's bf16 default on a CPU
     if stage in ("ppo", "grpo", "rloo", "best_of_n"):  # RL against the reward stage's model
         assert parsed[2].reward_model_path.endswith("reward/model")
     if stage in ("ppo", "grpo", "rloo", "dpo"):  # with a KL leash

@@ -212,9 +212,8 @@ def test_ppo_ranks_agree_and_gather_metrics(sft_run, reward_run, tmp_path):
 
 
 def test_ppo_refuses_to_run_as_independent_copies(sft_run, reward_run, tmp_path):
-    """use_cpu=False on a machine without a GPU: the accelerator does not join torchrun's group. PPO must stop
-    instead of training two copies that overwrite each other's model/ (what it did before use_cpu defaulted to
-    the hardware)."""
+    """use_cpu=False on a machine without a GPU (the launch hides every GPU): the accelerator does not join torchrun's
+    group. PPO must stop instead of training two copies that overwrite each other's model/."""
     done = launch("ppo", tmp_path, *_rl_args(sft_run, reward_run), "--use-cpu", "false")
     assert done.returncode != 0, f"PPO trained as independent copies:\n{done.stderr[-3000:]}"
     assert "processes were launched (WORLD_SIZE) but the accelerator trains with 1" in done.stderr, done.stderr[-6000:]

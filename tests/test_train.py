@@ -30,7 +30,7 @@ def _sft_config(out, preset="full", **kw):
     return trainer_config(SFTConfig, "sft", out, preset=preset, **kw)
 
 
-def test_stage_config_precedence_and_errors(tmp_path):
+def test_stage_config_precedence_and_errors(tmp_path, cpu_only):
     cfg = trainer_config(SFTConfig, "sft", tmp_path, preset="lora", gpu=8, max_length=256)
     assert cfg.bf16 is False and cfg.use_cpu  # hardware precision
     assert cfg.per_device_train_batch_size == 1 and cfg.gradient_accumulation_steps == 16  # GPU preset
@@ -49,6 +49,7 @@ def sft_full(nano_model, tmp_path_factory):
     return result
 
 
+@pytest.mark.slow  # end to end: 150 SFT steps on 2000 demonstrations
 def test_sft_lowers_held_out_loss(sft_full):
     m = sft_full.metrics
     # measured: 6.30 -> 1.94 after 150 steps
@@ -63,8 +64,8 @@ def test_sft_lora_is_merged_into_a_plain_model(nano_model, tmp_path):
 
     result = run_sft(
         nano_model,
-        lab.demonstrations(500, 0),
-        _sft_config(tmp_path / "lora", "lora", max_steps=30, learning_rate=1e-2),
+        lab.demonstrations(128, 0),
+        _sft_config(tmp_path / "lora", "lora", max_steps=4, learning_rate=1e-2),
         preset="lora",
     )
     merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
@@ -108,6 +109,7 @@ def _gold_pairs(rows):
     ]
 
 
+@pytest.mark.slow  # end to end: 300 reward-model steps on the SFT model
 def test_reward_model_learns_gold_preferences(sft_full, tmp_path):
     pool = lab.LabelerPool(5, noise=0.2, seed=0)
     train = _majority_pairs(lab.comparison_dataset(4000, pool, seed=1))

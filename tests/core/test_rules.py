@@ -20,7 +20,7 @@ from rlhfkit.rl.ppo.config import PPOConfig
 
 @dataclass
 class Section:
-    """A config class as a later issue might add it: checked by its annotations, field names and RANGES."""
+    """A config class as a new section might add it: checked by its annotations, field names and RANGES."""
 
     learning_rate: float = 1e-4
     rollout_batch_size: int = 8  # "*batch_size": >= 1, by name

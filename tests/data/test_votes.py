@@ -157,7 +157,8 @@ def test_agreement_summary_is_json_with_named_pairs():
 
 
 def test_a_real_shaped_export_keeps_every_item_for_the_statistics(tmp_path):
-    """The issue's case: 999 items, 3 annotators, labels 1/2/0 (0 = tie), 54 empty and 6 boolean responses."""
+    """An export shaped like a real one: 999 items, 3 annotators, labels 1/2/0 (0 = tie), 54 empty and 6 boolean
+    responses."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(999):

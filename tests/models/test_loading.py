@@ -71,7 +71,7 @@ def test_embeddings_resized_for_added_pad(bare_model):
     model(**ids)  # the new pad id indexes a real embedding row
 
 
-def test_load_policy_from_local_folder(bare_model):
+def test_load_policy_from_local_folder(bare_model, cpu_only):
     model, tok = load_policy(bare_model)
     assert tok.pad_token_id != tok.eos_token_id
     assert model.config.pad_token_id == tok.pad_token_id and model.dtype == torch.float32

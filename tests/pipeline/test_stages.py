@@ -36,7 +36,24 @@ def test_dpo_runs_despite_a_failed_gate_and_says_so(tmp_path):
 
 
 def test_final_evaluation_samples_as_the_rl_stage_unless_told(tmp_path):
-    for algorithm, length in [("ppo", 24), ("grpo", 24), ("rloo", 24), ("best_of_n", 24), ("dpo", 24)]:
-        assert eval_sampling(_ctx(tmp_path, True, **{"rl.algorithm": algorithm}).cfg) == (1.0, length)
+    # every algorithm's length and temperature differ from every other's: reading another section's field fails
+    lengths = {
+        "ppo.response_length": 20,
+        "grpo.max_completion_length": 21,
+        "rloo.max_completion_length": 22,
+        "best_of_n.max_completion_length": 23,
+        "dpo.kl_max_new_tokens": 25,
+        "dpo.max_length": 64,
+    }
+    temperatures = {
+        "ppo.temperature": 0.9,
+        "grpo.temperature": 0.8,
+        "rloo.temperature": 0.7,
+        "best_of_n.temperature": 0.6,
+    }
+    expected = {"ppo": (0.9, 20), "grpo": (0.8, 21), "rloo": (0.7, 22), "best_of_n": (0.6, 23), "dpo": (1.0, 25)}
+    for algorithm, sampling in expected.items():
+        cfg = _ctx(tmp_path, True, **lengths, **temperatures, **{"rl.algorithm": algorithm}).cfg
+        assert eval_sampling(cfg) == sampling, algorithm  # DPO samples only for its KL, at temperature 1.0
     told = _ctx(tmp_path, True, **{"rl.algorithm": "dpo", "rl.eval_temperature": 0.7, "rl.max_new_tokens": 12})
     assert eval_sampling(told.cfg) == (0.7, 12)

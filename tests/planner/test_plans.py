@@ -47,7 +47,7 @@ def test_reward_ensemble_members_are_counted():
     assert names(shared) == ["shared base (4-bit)"]
     extra = shared.breakdown["adapters"] - plan(MODEL, "ppo", "qlora", 24).breakdown["adapters"]
     assert extra == 3 * (lora_bytes + head_bytes)
-    assert plan("Qwen/Qwen2.5-7B-Instruct", "ppo", "qlora", 24, reward_members=4).fits  # issue 13: 4 members fit
+    assert plan("Qwen/Qwen2.5-7B-Instruct", "ppo", "qlora", 24, reward_members=4).fits  # 4 members fit a 24 GB GPU
     with pytest.raises(ConfigError, match="reward_members=0 must be"):
         plan(MODEL, "ppo", "qlora", 24, reward_members=0)
 

@@ -139,12 +139,13 @@ def test_run_dpo_logs_sampled_kl_and_monitors_and_saves_merged(nano_model, tmp_p
     assert logs[-1]["objective/kl"] > 0  # the policy moved; the KL is measured on its own samples
     timeline = read_jsonl(tmp_path / "dpo" / "health.jsonl")
     assert [r["stage"] for r in timeline] == ["dpo", "dpo"] and "logps/chosen" in timeline[0]
-    assert "eval_rewards/accuracies_before" in result.metrics and result.metrics["monitor_alerts"] >= 0
+    assert "eval_rewards/accuracies_before" in result.metrics
+    assert result.metrics["monitor_alerts"] == sum(len(r["alerts"]) for r in timeline)  # every alert of the timeline
     assert (result.model_dir / "model.safetensors").exists()
     assert (tmp_path / "dpo" / "adapter").is_dir() == (preset == "lora")  # LoRA: adapter kept, model/ merged
 
 
-def test_config_errors(tmp_path):
+def test_config_errors(tmp_path, cpu_only):
     with pytest.raises(ConfigError, match="kl_samples=-1"):
         dpo_config(tmp_path, kl_samples=-1)
     assert dpo_config(tmp_path).bf16 is False  # precision from the hardware, never TRL's bf16 default on a CPU
@@ -166,6 +167,8 @@ def test_dpo_recipe_runs_on_the_lab(nano_model, tmp_path):
             str(nano_model), "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--lab_samples", "200",
             "--kl_samples", "4", "--logging_steps", "1"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("dpo", types, argv))
-    assert metrics["monitor_alerts"] >= 0 and (tmp_path / "out" / "model" / "model.safetensors").exists()
+    timeline = read_jsonl(tmp_path / "out" / "health.jsonl")
+    assert metrics["monitor_alerts"] == sum(len(r["alerts"]) for r in timeline)  # the monitors of the lab config ran
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()
     report = json.loads((tmp_path / "out" / "implicit_reward" / "report.json").read_text())
     assert report["n_pairs"] > 0 and 0.0 <= report["accuracy"] <= 1.0

@@ -1,6 +1,7 @@
 """GRPO stage on the lab: the reward model scored as it was trained, KL default, rule rewards, gold-reward gain."""
 
 import importlib.util
+import json
 import logging
 import sys
 from pathlib import Path
@@ -184,7 +185,7 @@ def ends_with_period(prompts, completions, **kwargs):
     return [float(c.strip().endswith(".")) for c in completions]
 
 
-def test_grpo_config_defaults_to_a_kl_leash(tmp_path):
+def test_grpo_config_defaults_to_a_kl_leash(tmp_path, cpu_only):
     assert DEFAULT_BETA > 0
     cfg = grpo_config(tmp_path)
     assert cfg.beta == DEFAULT_BETA and cfg.bf16 is False and cfg.use_cpu  # leash on, CPU precision
@@ -219,7 +220,9 @@ def test_rule_reward_combined_with_reward_model_by_weights(nano_model, tmp_path)
         reward_weights=[1.0, 0.5],
     )
     assert sum(calls) == 2 * 16  # two steps of 16 completions
-    assert (tmp_path / "health.jsonl").exists() and result.metrics["monitor_alerts"] >= 0  # monitors always on
+    health = [json.loads(line) for line in (tmp_path / "health.jsonl").read_text().splitlines()]  # monitors always on
+    assert [h["step"] for h in health] == [1, 2]
+    assert result.metrics["monitor_alerts"] == sum(len(h["alerts"]) for h in health)  # every alert of the timeline
     assert (tmp_path / "health_reward_kl.png").exists()
     for h in (h for h in result.log_history if "reward" in h):
         rm, rule = h["rewards/reward_model/mean"], h["rewards/ends_with_period_counted/mean"]
@@ -263,13 +266,13 @@ def _recipe():
 
 
 @pytest.mark.parametrize("config", ["configs/lab/grpo.yaml", "configs/qwen2.5-0.5b-instruct/grpo.yaml"])
-def test_grpo_configs_parse_with_a_kl_leash(config):
+def test_grpo_configs_parse_with_a_kl_leash(config, cpu_only):
     recipe = _recipe()
     types = (recipe.ModelArguments, recipe.DataArguments, recipe.RewardArguments, MonitorConfig, recipe.GRPOConfig)
     path = REPO / config
     assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
     model, data, reward, monitor, training = parse_recipe("grpo", types, ["--config", str(path)])
-    assert training.beta > 0 and training.bf16 is False  # CPU here: precision from the hardware, never bf16
+    assert training.beta > 0 and training.bf16 is False  # precision from the hardware, never bf16 on a CPU
     assert reward.reward_model_path.endswith("reward/model") and isinstance(monitor, MonitorConfig)
     _, _, _, _, overridden = parse_recipe("grpo", types, ["--config", str(path), "--beta", "0.1"])
     assert overridden.beta == 0.1

@@ -1,5 +1,7 @@
 """RLOO over TRL's RLOOTrainer with rlhfkit's reward-model scorer, presets and monitors (as GRPO)."""
 
+import json
+
 import pytest
 
 from rlhfkit import lab
@@ -17,7 +19,7 @@ def _config(out, **kw):
     return rloo_config(out, **kw)
 
 
-def test_rloo_config_keeps_a_kl_leash_and_cpu_precision(tmp_path):
+def test_rloo_config_keeps_a_kl_leash_and_cpu_precision(tmp_path, cpu_only):
     cfg = rloo_config(tmp_path)
     assert cfg.beta > 0 and cfg.bf16 is False and cfg.use_cpu
     assert rloo_config(tmp_path, beta=0.2, preset="lora").beta == 0.2
@@ -42,7 +44,9 @@ def test_rloo_scores_with_the_reward_model_logs_gold_and_monitors(nano_model, tm
         assert row["reward"] == pytest.approx(row["rewards/reward_model/mean"], abs=1e-5)
         assert "rewards/lab_gold/mean" in row and "kl" in row  # beta > 0: the reference is used
         assert read_metrics(row)["kl"] == pytest.approx(row["kl"] * row["completions/mean_length"])
-    assert (tmp_path / "rloo" / "health.jsonl").exists() and result.metrics["monitor_alerts"] >= 0
+    health = [json.loads(line) for line in (tmp_path / "rloo" / "health.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in health] == [1, 2]
+    assert result.metrics["monitor_alerts"] == sum(len(h["alerts"]) for h in health)  # every alert of the timeline
     assert (result.model_dir / "model.safetensors").exists()
     assert (tmp_path / "rloo" / "adapter").is_dir() == (preset == "lora")
 
@@ -71,4 +75,6 @@ def test_rloo_recipe_runs_on_the_lab(nano_model, tmp_path):
             str(nano_model), "--reward_model_path", str(nano_model), "--output_dir", str(tmp_path / "out"),
             "--max_steps", "2", "--per_device_train_batch_size", "16", "--lab_samples", "64"]  # fmt: skip
     metrics = recipe.main(*parse_recipe("rloo", types, argv))
-    assert metrics["monitor_alerts"] >= 0 and (tmp_path / "out" / "model" / "model.safetensors").exists()
+    health = [json.loads(line) for line in (tmp_path / "out" / "health.jsonl").read_text().splitlines()]
+    assert metrics["monitor_alerts"] == sum(len(h["alerts"]) for h in health)  # the monitors of the lab config ran
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()

@@ -140,25 +140,16 @@ def shared_trainer(tmp_path, seed=0, **overrides) -> PPOTrainer:
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and on shared cores intra-op threads mostly spin and wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def history(trainer, key: str) -> list[float]:
     return [h[key] for h in trainer.state.log_history if key in h]
 
 
 # ----------------------------------------------------------------------------------------- config
-def test_config_defaults_follow_trl_and_never_bf16_on_cpu(tmp_path):
+def test_config_defaults_follow_trl_and_never_bf16_on_cpu(tmp_path, cpu_only):
     from dataclasses import fields
 
     args = PPOConfig(output_dir=str(tmp_path))
-    assert not args.bf16 and not args.fp16  # this machine has no GPU
+    assert not args.bf16 and not args.fp16 and args.use_cpu  # precision from the hardware
     assert (args.learning_rate, args.kl_coef, args.cliprange, args.vf_coef, args.gamma, args.lam) == (
         3e-6,
         0.05,
@@ -547,13 +538,13 @@ def _types(recipe):
 
 
 @pytest.mark.parametrize("config", ["configs/lab/ppo.yaml", "configs/qwen2.5-0.5b-instruct/ppo.yaml"])
-def test_ppo_configs_parse_with_their_recipe(config):
+def test_ppo_configs_parse_with_their_recipe(config, cpu_only):
     from rlhfkit.core.arguments import parse_recipe
 
     path = REPO / config
     assert path.read_text().startswith("# accelerate launch ") and f"--config {config}" in path.read_text()
     model, data, script, monitor, training = parse_recipe("ppo", _types(_recipe()), ["--config", str(path)])
-    assert training.bf16 is False and training.stop_token == "eos"  # CPU here: precision from the hardware
+    assert training.bf16 is False and training.stop_token == "eos"  # precision from the hardware
     assert script.reward_model_path.endswith("reward/model") and training.kl_coef > 0
     _, _, _, _, overridden = parse_recipe("ppo", _types(_recipe()), ["--config", str(path), "--kl_coef", "0.1"])
     assert overridden.kl_coef == 0.1
