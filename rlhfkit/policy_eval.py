@@ -1,8 +1,9 @@
 """Judging a policy on held-out prompts the same way for every algorithm: reward-model score, gold reward, KL, length.
 
-:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.sampling.generate`, the sampling of
-:func:`rlhfkit.scoring.sample_responses`: the same seed gives the same responses), scores prompt + response with
-the reward model exactly as it was trained (:func:`rlhfkit.scoring.proxy_scores`: raw scores; an ensemble's
+:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.sampling.generate` with a seed per batch:
+the same seed gives the same responses, and two policies evaluated with one seed share their random numbers prompt by
+prompt, so where they are close they answer alike and :func:`paired_gain` has less noise), scores prompt + response
+with the reward model exactly as it was trained (:func:`rlhfkit.scoring.proxy_scores`: raw scores; an ensemble's
 members' mean standardised score), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
 (:func:`rlhfkit.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO, GRPO,
@@ -99,6 +100,7 @@ def evaluate_policy(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
+        seed_each_batch=True,
     )
     proxy = proxy_scores(reward_model, reward_tokenizer, samples)
     kl, kl_sem = 0.0, 0.0
