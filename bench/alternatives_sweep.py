@@ -33,17 +33,17 @@ GRID: dict[str, list[dict]] = {
         {"rloo.beta": 0.3},  # a tighter one
     ],
     "dpo": [
-        {},  # the demo's: beta 0.1, lr 5e-5, 100 steps
-        {"dpo.learning_rate": 2.0e-4},  # larger steps
-        {"dpo.learning_rate": 1.0e-4},
-        {"dpo.max_steps": 200},  # two passes over the pairs
-        {"dpo.beta": 0.05},  # a looser leash
-        {"dpo.beta": 0.5},  # a tighter leash
+        {},  # the demo's: beta 0.5, lr 5e-5, 100 steps
+        {"dpo.beta": 0.1},  # a looser leash
+        {"dpo.beta": 0.1, "dpo.learning_rate": 2.0e-4},  # larger steps
+        {"dpo.beta": 0.1, "dpo.learning_rate": 1.0e-4},
+        {"dpo.beta": 0.1, "dpo.max_steps": 200},  # two passes over the pairs
+        {"dpo.beta": 0.05},
         {"dpo.loss_type": ["sigmoid", "sft"]},  # DPO + the chosen responses' NLL (RPO, Pang et al. 2024)
     ],
     "best_of_n": [
-        {},  # the demo's: 2 rounds of N = 4
-        {"best_of_n.rounds": 1},
+        {},  # the demo's: 1 round of N = 4
+        {"best_of_n.rounds": 2},
         {"best_of_n.rounds": 3},
         {"best_of_n.rounds": 3, "best_of_n.num_samples": 8},
         {"best_of_n.num_samples": 8},
