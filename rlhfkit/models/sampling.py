@@ -95,10 +95,15 @@ def generate(
     seed: int = 0,
     num_samples: int = 1,
     batch_size: int = 64,
+    seed_each_batch: bool = False,
 ) -> Samples:
     """Sample ``num_samples`` responses per prompt (text or chat messages) at ``temperature``, top_k 0, top_p 1.
 
-    The global random state is left as it was (the seed applies inside this call only).
+    The global random state is left as it was (the seed applies inside this call only). ``seed_each_batch``: every
+    batch starts from its own seed (``seed`` and the batch's offset), so two policies sampled on the same prompts with
+    the same seed draw the same random numbers for the same prompt and step however long the other batches ran (torch
+    samples one token as the argmax of p / q, q ~ Exp(1): where the two policies are close they pick the same tokens,
+    and a paired comparison of them has much less noise).
     """
     prompt_ids = encode_prompts(tokenizer, prompts)
     samples = generate_ids(
@@ -111,6 +116,7 @@ def generate(
         seed=seed,
         num_samples=num_samples,
         batch_size=batch_size,
+        seed_each_batch=seed_each_batch,
     )
     samples.prompts = [p for p in prompts for _ in range(num_samples)]
     samples.texts = tokenizer.batch_decode(samples.response_ids, skip_special_tokens=True)
@@ -128,6 +134,7 @@ def generate_ids(
     seed: int = 0,
     num_samples: int = 1,
     batch_size: int = 64,
+    seed_each_batch: bool = False,
 ) -> Samples:
     """:func:`generate` on token ids (``texts`` and ``prompts`` are left empty for the caller to fill)."""
     import torch
@@ -153,6 +160,8 @@ def generate_ids(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
             for start in range(0, len(repeated), batch_size):
+                if seed_each_batch:  # the batch's own stream: unaffected by how many steps earlier batches took
+                    torch.manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1)[0]))
                 batch = repeated[start : start + batch_size]
                 width = max(len(p) for p in batch)
                 ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)

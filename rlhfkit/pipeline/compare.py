@@ -193,6 +193,8 @@ def run_algorithm(cfg: PipelineConfig, base: Manifest, say: Callable[[str], None
         "output_dir": str(run_dir),
         "model_dir": manifest.stage("rl")["outputs"]["model_dir"],
         "gold_sft": final.get("gold_sft"),
+        "gold_gain": final.get("gold_gain"),  # paired over the same prompts: gold_rl - gold_sft per prompt
+        "gold_gain_sem": final.get("gold_gain_sem"),
         "proxy_sft": final["proxy_sft"],
         "length": final.get("length_rl"),
         "train_kl": rl.get("final_kl"),
@@ -309,19 +311,22 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['temperature']:g}, at most {s['max_new_tokens']} tokens (seed {s['seed']}); KL to the SFT policy in "
         "nats per sequence on those samples; wall time and peak memory of the algorithm's training.",
         "",
-        "| policy | gold reward | reward-model score | KL to SFT (nats/seq) | wall time (s) | peak memory (MB) "
-        "| output |",
-        "|---|---|---|---|---|---|---|",
-        f"| SFT | {_num(result['sft']['gold'])} | {_num(result['sft']['proxy'])} | 0 | — | — | "
+        "Gold gain: the mean per-prompt gold difference from the SFT policy ± its standard error.",
+        "",
+        "| policy | gold reward | gold gain | reward-model score | KL to SFT (nats/seq) | wall time (s) "
+        "| peak memory (MB) | output |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| SFT | {_num(result['sft']['gold'])} | — | {_num(result['sft']['proxy'])} | 0 | — | — | "
         f"`{result['sft']['model_dir']}` |",
     ]
     for name, r in result["algorithms"].items():
         if r["status"] != "done":
-            lines.append(f"| {name} | {r['status']} | | | | | `{r['output_dir']}` |")
+            lines.append(f"| {name} | {r['status']} | | | | | | `{r['output_dir']}` |")
             continue
         kl = f"{r['kl']:.2f} ± {r['kl_sem']:.2f}" if r.get("kl_sem") is not None else _num(r["kl"], 2)
+        gain = f"{r['gold_gain']:+.3f} ± {r['gold_gain_sem']:.3f}" if r.get("gold_gain_sem") is not None else "—"
         lines.append(
-            f"| {name} | {_num(r['gold'])} | {_num(r['proxy'])} | {kl} | {_num(r['wall_s'], 0)} | "
+            f"| {name} | {_num(r['gold'])} | {gain} | {_num(r['proxy'])} | {kl} | {_num(r['wall_s'], 0)} | "
             f"{_num(r['peak_mb'], 0)} | `{r['output_dir']}` |"
         )
     bon = result["best_of_n"]

@@ -38,6 +38,7 @@ HEADLINE = (
     ("final_eval", "gold_sft", "gold reward of the SFT policy"),
     ("final_eval", "gold_rl", "gold reward of the RL policy"),
     ("final_eval", "gold_gain", "gold-reward gain of RL over SFT"),
+    ("final_eval", "gold_gain_sem", "its standard error (per-prompt differences, same prompts)"),
     ("final_eval", "proxy_sft", "reward-model score of the SFT policy"),
     ("final_eval", "proxy_rl", "reward-model score of the RL policy"),
     ("final_eval", "kl_rl", "KL of the RL policy to the SFT policy, held-out prompts (nats/seq)"),

@@ -32,7 +32,7 @@ from rlhfkit.reward.report import write_report
 from rlhfkit.reward.trainer import run_reward
 from rlhfkit.rl.algorithms import ALGORITHMS, USES_REWARD_MODEL
 from rlhfkit.rl.dpo import evaluate_implicit_reward
-from rlhfkit.rl.policy_eval import evaluate_policy
+from rlhfkit.rl.policy_eval import evaluate_policy, paired_gain
 from rlhfkit.sft import run_sft
 
 logger = logging.getLogger(__name__)
@@ -352,7 +352,9 @@ def eval_sampling(cfg) -> tuple[float, int]:
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
     """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.rl.policy_eval.evaluate_policy`):
     reward-model score (an ensemble's: its members' mean standardised score), the lab's gold reward, length, and the
-    RL policy's KL to the SFT policy (nats/sequence)."""
+    RL policy's KL to the SFT policy (nats/sequence). With a gold reward, ``gold_gain`` and ``gold_gain_sem``: the
+    mean and standard error of the per-prompt gold difference RL - SFT (:func:`rlhfkit.rl.policy_eval.paired_gain`);
+    ``samples.jsonl`` holds each prompt's responses and scores."""
     cfg = ctx.cfg
     prompts = rl_prompts(ctx)[1]
     temperature, max_new = eval_sampling(cfg)
@@ -372,10 +374,22 @@ def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
     metrics: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new}
     metrics.update({**before.metrics("sft"), **after.metrics("rl")})
     metrics.pop("kl_sft"), metrics.pop("kl_sem_sft")  # the SFT policy is the reference
-    if after.gold is not None:
-        metrics["gold_gain"] = after.gold - before.gold
-        ctx.say(f"[final_eval] gold reward: SFT {before.gold:.3f} -> RL {after.gold:.3f} (KL {after.kl:.2f} nats)")
     rows = [{"prompt": p, "sft": s, "rl": r} for p, s, r in zip(prompts, before.responses, after.responses)]
+    per_prompt = {
+        "proxy_sft": before.proxy_values,
+        "proxy_rl": after.proxy_values,
+        "gold_sft": before.gold_values,
+        "gold_rl": after.gold_values,
+    }
+    for key, values in per_prompt.items():
+        for row, value in zip(rows, values):  # per-prompt scores (no gold without a gold reward)
+            row[key] = value
+    if after.gold is not None:  # paired: the same prompts, so the SEM is that of the per-prompt differences
+        metrics["gold_gain"], metrics["gold_gain_sem"] = paired_gain(before.gold_values, after.gold_values)
+        ctx.say(
+            f"[final_eval] gold reward: SFT {before.gold:.3f} -> RL {after.gold:.3f}, gain "
+            f"{metrics['gold_gain']:+.3f} ± {metrics['gold_gain_sem']:.3f} (KL {after.kl:.2f} nats)"
+        )
     write_jsonl(ctx.dir("final_eval") / "samples.jsonl", rows)
     return {"samples": str(ctx.dir("final_eval") / "samples.jsonl")}, metrics
 

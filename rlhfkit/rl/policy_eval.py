@@ -1,9 +1,10 @@
 """Judging a policy on held-out prompts the same way for every algorithm: reward-model score, gold reward, KL, length.
 
-:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.models.sampling.generate`, the sampling of
-:func:`rlhfkit.models.scoring.sample_responses`: the same seed gives the same responses), scores prompt + response with
-the reward model exactly as it was trained (:func:`rlhfkit.models.scoring.proxy_scores`: raw scores; an ensemble's
-members' mean standardised score), applies a gold reward
+:func:`evaluate_policy` samples one response per prompt (:func:`rlhfkit.models.sampling.generate` with a seed per
+batch: the same seed gives the same responses, and two policies evaluated with one seed share their random numbers
+prompt by prompt, so where they are close they answer alike and :func:`paired_gain` has less noise), scores prompt +
+response with the reward model exactly as it was trained (:func:`rlhfkit.models.scoring.proxy_scores`: raw scores; an
+ensemble's members' mean standardised score), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
 (:func:`rlhfkit.models.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO,
 GRPO, RLOO, DPO and rejection sampling are judged on one scale.
@@ -30,6 +31,8 @@ class PolicyEval:
         kl, kl_sem: KL(policy || reference), nats per sequence, and its standard error (0 without a reference).
         length: response length in characters; tokens: in tokens; truncated: share cut at ``max_new_tokens``.
         responses: the sampled responses, in prompt order.
+        proxy_values, gold_values: each prompt's reward-model score and gold reward, in prompt order (gold_values
+            empty without a ``metric_fn``): :func:`paired_gain` compares two policies prompt by prompt.
     """
 
     proxy: float
@@ -40,6 +43,8 @@ class PolicyEval:
     tokens: float
     truncated: float
     responses: list[str] = field(default_factory=list, repr=False)
+    proxy_values: list[float] = field(default_factory=list, repr=False)
+    gold_values: list[float] = field(default_factory=list, repr=False)
 
     def metrics(self, suffix: str) -> dict[str, float | None]:
         """The numbers as the final evaluation records them: ``proxy_<suffix>``, ``gold_<suffix>`` ..."""
@@ -53,6 +58,19 @@ class PolicyEval:
         if self.gold is not None:
             out[f"gold_{suffix}"] = self.gold
         return out
+
+
+def paired_gain(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
+    """``(mean, standard error)`` of ``after[i] - before[i]``: two policies scored on the same prompts, compared prompt
+    by prompt (the SEM is ``std(ddof=1) / sqrt(n)`` of the differences, the paired t-test's denominator; NaN for
+    fewer than 2 prompts). Pairing removes the prompt-to-prompt variance both policies share."""
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_gain: need two equal-length lists, got {a.shape} and {b.shape}")
+    diff = b - a
+    if len(diff) < 2:
+        return (float(diff.mean()) if len(diff) else float("nan")), float("nan")
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def evaluate_policy(
@@ -88,20 +106,23 @@ def evaluate_policy(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
+        seed_each_batch=True,
     )
     proxy = proxy_scores(reward_model, reward_tokenizer, samples)
     kl, kl_sem = 0.0, 0.0
     if reference is not None and reference is not policy:
         estimate = sequence_kl(policy, reference, samples, temperature=temperature)
         kl, kl_sem = estimate.mean, estimate.sem
-    gold = None if metric_fn is None else float(np.mean(metric_fn(samples.prompts, samples.texts)))
+    golds = [] if metric_fn is None else [float(g) for g in metric_fn(samples.prompts, samples.texts)]
     return PolicyEval(
         proxy=float(np.mean(proxy)),
-        gold=gold,
+        gold=float(np.mean(golds)) if metric_fn is not None else None,
         kl=kl,
         kl_sem=kl_sem,
         length=float(np.mean([len(r) for r in samples.texts])),
         tokens=samples.mean_length(),
         truncated=1.0 - float(np.mean(samples.finished)),
         responses=samples.texts,
+        proxy_values=[float(x) for x in proxy],
+        gold_values=golds,
     )

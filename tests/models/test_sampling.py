@@ -56,6 +56,20 @@ def test_generate_samples_as_written_out_and_keeps_ids(nano_model, policy):
     assert grouped.prompts == [p for p in prompts[:3] for _ in range(4)] and grouped.num_samples == 4
 
 
+def test_a_seed_per_batch_keeps_each_batchs_random_numbers_whatever_came_before(policy):
+    """``seed_each_batch``: a batch samples the same whatever the earlier batches were (how many steps they took), so
+    two policies evaluated on the same prompts share their random numbers prompt by prompt (policy_eval)."""
+    model, tokenizer = policy
+    first, other, second = lab.make_prompts(4, seed=1), lab.make_prompts(4, seed=2), lab.make_prompts(4, seed=3)
+    runs = [generate(model, tokenizer, head + second, max_new_tokens=8, seed=5, batch_size=4, seed_each_batch=True)
+            for head in (first, other)]  # fmt: skip
+    assert runs[0].texts[4:] == runs[1].texts[4:]
+    plain = generate(model, tokenizer, first + second, max_new_tokens=8, seed=5, batch_size=4)
+    assert plain.texts != runs[0].texts  # a seed per batch is another stream than one seed for all
+    again = generate(model, tokenizer, first + second, max_new_tokens=8, seed=5, batch_size=4, seed_each_batch=True)
+    assert again.texts == runs[0].texts  # still one seed, one set of responses
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sequence_logprobs_equal_a_hand_computation(policy, temperature):
     model, tokenizer = policy

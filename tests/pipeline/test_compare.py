@@ -60,7 +60,8 @@ def test_markdown_says_where_gold_stops():
                      "max_new_tokens": 24, "seed": 0},
         "sft": {"gold": 0.7, "proxy": 0.9, "model_dir": "runs/x/sft/model"},
         "algorithms": {"dpo": {"status": "done", "gold": 0.8, "proxy": 1.0, "kl": 1.5, "kl_sem": 0.1, "wall_s": 12.0,
-                               "peak_mb": 700.0, "output_dir": "runs/x/dpo", "skipped": ["the reward model"]},
+                               "peak_mb": 700.0, "output_dir": "runs/x/dpo", "skipped": ["the reward model"],
+                               "gold_gain": 0.1, "gold_gain_sem": 0.02},
                        "ppo": {"status": "not run: reward-model gate failed", "output_dir": "runs/x/ppo"}},
         "best_of_n": {"n_prompts": 10, "rows": [{"n": 1, "kl": 0.0, "proxy": 0.9, "proxy_sem": 0.1, "gold": 0.7,
                                                   "gold_sem": 0.1}],
@@ -68,7 +69,7 @@ def test_markdown_says_where_gold_stops():
                                      "drop_at_largest_n": 0.05, "drop_sem": 0.01}},
     }  # fmt: skip
     text = markdown(result)
-    assert "| dpo | 0.800 | 1.000 | 1.50 ± 0.10 | 12 | 700 | `runs/x/dpo` |" in text
+    assert "| dpo | 0.800 | +0.100 ± 0.020 | 1.000 | 1.50 ± 0.10 | 12 | 700 | `runs/x/dpo` |" in text
     assert "| ppo | not run: reward-model gate failed |" in text
     assert "gold stops following the proxy after N = 4" in text and "**dpo**: the reward model" in text
 

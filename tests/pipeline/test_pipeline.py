@@ -19,6 +19,7 @@ from rlhfkit.pipeline.config import load_config
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.pipeline.runner import run_pipeline
 from rlhfkit.pipeline.stages import rl_prompts
+from rlhfkit.rl.policy_eval import paired_gain
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
@@ -126,7 +127,11 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     assert all(s["status"] == "done" for s in stages.values()) and len(stages) == 6
     assert stages["sft"]["metrics"]["eval_loss"] < stages["sft"]["metrics"]["eval_loss_before"]
     assert stages["rm_eval"]["metrics"]["gate_passed"] is True
-    assert {"gold_sft", "gold_rl", "proxy_rl"} <= set(stages["final_eval"]["metrics"])
+    final = stages["final_eval"]["metrics"]
+    assert {"gold_sft", "gold_rl", "proxy_rl", "gold_gain", "gold_gain_sem"} <= set(final)
+    rows = [json.loads(line) for line in (out / "final_eval" / "samples.jsonl").read_text().splitlines()]
+    golds = [(row["gold_sft"], row["gold_rl"]) for row in rows]  # the gain is paired over these per-prompt values
+    assert (final["gold_gain"], final["gold_gain_sem"]) == pytest.approx(paired_gain(*zip(*golds)))
     sft_files = _digest(out / "sft" / "model")
 
     said = []
