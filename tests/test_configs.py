@@ -1,4 +1,4 @@
-"""Every shipped config parses, every real-model config fits its GPU, recipes run, README files exist."""
+"""Every shipped config parses, every real-model config fits its GPU, recipes run, README and docs name real files."""
 
 import importlib.util
 import re
@@ -169,14 +169,15 @@ def test_real_model_pipeline_configs_fit_their_gpu(path):
         assert plan.settings["seq_len"] == raw[other][LENGTH_FIELD[other]]
 
 
-def test_readme_names_only_existing_files():
-    text = (REPO / "README.md").read_text()
-    named = set(
-        re.findall(r"(?<![\w/.])((?:recipes|configs|bench|scripts|rlhfkit|tests)/[\w./-]+\.(?:py|yaml|sh))", text)
-    )
-    assert named, "the README should name recipes and configs"
-    missing = sorted(n for n in named if not (REPO / n).exists())
-    assert not missing, f"README names files that do not exist: {missing}"
+def test_readme_and_docs_name_only_existing_files():
+    named = {}
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        pattern = r"(?<![\w/.])((?:recipes|configs|bench|scripts|rlhfkit|tests)/[\w./-]+\.(?:py|yaml|sh))"
+        for name in re.findall(pattern, page.read_text()):
+            named.setdefault(name, page.name)
+    assert any(n.startswith("recipes/") for n in named), "the README should name recipes and configs"
+    missing = sorted(f"{n} ({page})" for n, page in named.items() if not (REPO / n).exists())
+    assert not missing, f"README or docs name files that do not exist: {missing}"
 
 
 @pytest.mark.slow
