@@ -1,4 +1,4 @@
-"""Print the README's "what fits where" table from the memory planner (no GPU, no network).
+"""Print the "what fits where" table of docs/memory.md from the memory planner (no GPU, no network).
 
     python bench/fit_table.py                 # markdown table: least-compressed method that fits per cell
     python bench/fit_table.py --checkpointing # the same with gradient checkpointing forced on at every size

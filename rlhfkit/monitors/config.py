@@ -14,15 +14,15 @@ Action = Literal["warn", "stop", "off"]
 ACTIONS = ("warn", "stop", "off")
 
 # Defaults chosen by replaying the monitor over the unstopped runs of an earlier, partial over-optimisation grid
-# (bench/overoptimization.py); README "Over-optimisation" says what they catch on the current grid and the demo.
+# (bench/overoptimization.py); docs/overoptimisation.md says what they catch on the current grid and the demo.
 SMOOTHING_STEPS = 15  # global steps whose logs are averaged before a level is judged
 KL_CAUTION = 0.1  # nats per token of the starting answer length
-KL_LIMIT = 0.12  # replayed (README "Over-optimisation"): 0.2 stopped GRPO after gold fell 10%; the demo peaks at 0.077
+KL_LIMIT = 0.12  # replayed, docs/overoptimisation.md: 0.2 stopped GRPO after gold fell 10%; the demo peaks at 0.077
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
 MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
-# KL per starting token gained per optimiser step, on average since the start (replayed, README "Over-optimisation"):
+# KL per starting token gained per optimiser step, on average since the start (replayed, docs/overoptimisation.md):
 # the labelers' length bias 0.5 runs of the grid reach 0.008-0.02 in their first 15 steps, the bias-0.3 runs and the
 # demo (PPO, GRPO) stay under 0.0045 while their KL is above KL_RATE_MIN_KL.
 KL_RATE = 0.006
@@ -96,7 +96,7 @@ class MonitorConfig:
             trainable weights of the last this-many healthy checkpoints the monitor saved (1: the newest alone). One
             policy checkpoint's held-out gold can sit 0.05-0.13 below its neighbours' five steps apart (GRPO on the
             lab: checkpoint-60 0.657 between 0.795 and 0.791), while the average of checkpoints 50, 55 and 60 scored
-            0.785 (latest weight averaging, Kaddour 2022; README "The healthy model is what the RL stage returns").
+            0.785 (latest weight averaging, Kaddour 2022; docs/overoptimisation.md).
             The monitor keeps that many
             healthy checkpoints on disk (older ones are pruned), and the average is summed in float32 on the CPU: one
             copy of the trainable weights per process (LoRA adapters: megabytes; a fully fine-tuned 7B policy: 28 GB,

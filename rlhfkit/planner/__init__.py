@@ -10,7 +10,7 @@ Nothing here imports torch or touches the network.
   :data:`KNOWN_MODELS` (an offline table of real config values); the exact parameter count;
 * :mod:`rlhfkit.planner.memory` -- the byte formulas, with their sources, assumptions and what is not validated;
 * :mod:`rlhfkit.planner.plans` -- :func:`plan` -> :class:`Plan` and its :class:`Suggestion` changes;
-* :mod:`rlhfkit.planner.fit` -- :func:`fit_table` (the README's "what fits where") and config files planned on
+* :mod:`rlhfkit.planner.fit` -- :func:`fit_table` (docs/memory.md's "what fits where") and config files planned on
   their GPU (:func:`check_config_fits`, :func:`check_pipeline_fits`, :func:`plan_config`).
 
 The planner plans a training run's *trainer* (sft, reward, ppo, grpo); the command line (``rlhfkit plan --stage``),

@@ -1,4 +1,4 @@
-"""What fits where: the fit table (model x trainer x GPU, the README's) and config files planned on the GPU they
+"""What fits where: the fit table (model x trainer x GPU, docs/memory.md) and config files planned on the GPU they
 name -- a recipe config (``configs/<model>/<trainer>.yaml``) or every training run of a pipeline config."""
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ DATA_PROBLEM_ACCURACY = 0.65  # below this, look at the data (noisy or low-agree
 # Warning thresholds of the gate (failures are its arguments).
 WARN_LENGTH_BIAS = 0.3  # |Spearman(reward, length)| above this: RL may learn to pad responses
 WARN_LENGTH_ACCURACY_GAP = 0.2  # accuracy when chosen is longer minus when it is shorter
-WARN_PAIR_LENGTH_BIAS = 0.3  # Spearman(margin, length difference) in pairs; lab: README "Over-optimisation"
+WARN_PAIR_LENGTH_BIAS = 0.3  # Spearman(margin, length difference) in pairs; lab: docs/overoptimisation.md
 WARN_ECE = 0.10  # sigmoid(margin) is far from the observed win rate
 WARN_TIE_RATE = 0.05  # identical scores for chosen and rejected
 QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}

@@ -121,7 +121,7 @@ def test_compare_runs_every_algorithm_once_on_shared_stages_and_resumes(tmp_path
 # standard error (gold_gain_sem): noise alone gets there with probability ~0.1% (one-sided). EVAL_PROMPTS held-out
 # prompts instead of the demo's 300 bring the SE to ~0.003-0.005, so a real gain clears the floor with room: on this
 # 2-core machine, with 1 and 2 torch threads at seeds 0 and 1, the smallest was 8.7 SE (best-of-N, +0.033 ± 0.004, on
-# seed 0's weaker reward model with 2 threads) and DPO's 11 SE (README, "Which algorithm?").
+# seed 0's weaker reward model with 2 threads) and DPO's 11 SE (docs/results.md).
 SE_FLOOR = 3.0
 EVAL_PROMPTS = 4000
 
