@@ -160,21 +160,26 @@ def plot_health(
 
 
 # ------------------------------------------------------------------------------------------ the RL run at a glance
-PROXY, GOLD, KL, LENGTH = "tab:blue", "tab:orange", "tab:purple", "tab:green"
+PROXY, GOLD, KL, LENGTH = "tab:blue", "tab:orange", "tab:purple", "tab:brown"
 
 
 def _raw_and_smoothed(ax, raw: Points, smooth: Points, colour: str, label: str) -> None:
     """The per-step values faint, their smoothed line over them (``gid`` ``raw:label`` / ``smoothed:label``)."""
     if not raw:
         return
-    line = ax.plot(*zip(*raw), color=colour, alpha=0.25, lw=0.8, marker="o", ms=1.5)[0]
+    line = ax.plot(*zip(*raw), color=colour, alpha=0.35, lw=0.8, marker="o", ms=2.5)[0]
     line.set_gid(f"raw:{label}")
     ax.plot(*zip(*smooth), color=colour, lw=2.0, label=label)[0].set_gid(f"smoothed:{label}")
 
 
-def _mark_steps(axes, stop_step: int | None, stop_signal: str | None, returned_step: int | None) -> None:
-    """A red dashed line at the stop alert's step and a green one at the step whose weights were returned."""
+def _mark_steps(
+    axes, stop_step: int | None, stop_signal: str | None, returned_step: int | None, averaged: Sequence[int]
+) -> None:
+    """A red dashed line at the stop alert's step, a green one at the step whose weights were returned, and the
+    steps whose weights were averaged into the returned model shaded green."""
     for ax in axes:
+        if len(averaged) > 1:
+            ax.axvspan(min(averaged), max(averaged), color="green", alpha=0.08, lw=0).set_gid("averaged")
         if stop_step is not None:
             label = f"stop alert{f' ({stop_signal})' if stop_signal else ''}, step {stop_step}"
             ax.axvline(stop_step, color="red", ls="--", lw=1.2, label=label).set_gid("stop")
@@ -192,6 +197,7 @@ def rl_figure(
     gold: Mapping[int, float] | None = None,
     stop_step: int | None = None,
     returned_step: int | None = None,
+    averaged_steps: Sequence[int] = (),
     reward_label: str = "reward-model score (proxy)",
 ):
     """The RL run in one figure (returned, not saved): proxy and gold reward (gold on its own right axis), KL per
@@ -200,7 +206,8 @@ def rl_figure(
     Every curve is its per-step values drawn faint under the monitors' own smoothing (:func:`smoothed`: the mean of
     the logs of the last ``smoothing_steps`` steps, the level a signal judges). The KL panel plots the quantity the
     KL thresholds apply to (:func:`kl_per_start_token`). Vertical lines mark the stop alert (``stop_step``) and the
-    step whose weights the run returned (``returned_step``). ``gold``: global step -> gold reward (the lab's).
+    step whose weights the run returned (``returned_step``; shaded back to the oldest of ``averaged_steps``, the
+    checkpoints averaged into it after a stop). ``gold``: global step -> gold reward (the lab's).
     """
     c, k = config, config.smoothing_steps
     fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
@@ -230,7 +237,7 @@ def rl_figure(
     length_ax.set_title("Response length")
 
     stop_signal = next((a["signal"] for r in timeline for a in r.get("alerts", []) if a.get("action") == "stop"), None)
-    _mark_steps(axes, stop_step, stop_signal, returned_step)
+    _mark_steps(axes, stop_step, stop_signal, returned_step, averaged_steps)
     for ax in axes:
         ax.set_xlabel(f"global step (faint: per step; solid: mean of the last {k} steps)")
         ax.grid(alpha=0.3)
@@ -238,8 +245,8 @@ def rl_figure(
     if gold_ax is not None:
         more = gold_ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    reward_ax.legend(handles, labels, fontsize=8, loc="lower right")
-    kl_ax.legend(fontsize=8, loc="upper left")
+    reward_ax.legend(handles, labels, fontsize=8, loc="best")
+    kl_ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{title}\n{_outcome(timeline, stop_step, stop_signal, returned_step)}")
     fig.tight_layout()
     return fig

@@ -247,6 +247,7 @@ def _rl_plot(cfg, manifest, timeline: list[dict[str, Any]]) -> Path | None:
         gold=gold,
         stop_step=rl.get("stop_step"),
         returned_step=rl.get("returned_step"),
+        averaged_steps=rl.get("averaged_steps") or (),
         reward_label="reward margin (implicit)" if algorithm == "dpo" else "reward-model score (proxy)",
     )
     return save_figure(fig, out / "plots" / "rl.png")

@@ -26,7 +26,15 @@ def test_rl_figure_draws_smoothed_over_raw_the_kl_levels_and_the_stop_and_return
     config = MonitorConfig(kl_caution=0.1, kl_limit=0.25)
     timeline = _timeline()
     gold = {s: 0.1 + 0.01 * s for s in range(1, 61, 5)}
-    fig = rl_figure(timeline, config, title="RL: ppo, run, seed 0", gold=gold, stop_step=50, returned_step=45)
+    fig = rl_figure(
+        timeline,
+        config,
+        title="RL: ppo, run, seed 0",
+        gold=gold,
+        stop_step=50,
+        returned_step=45,
+        averaged_steps=[35, 40, 45],
+    )
     reward_ax, kl_ax, length_ax = fig.axes[:3]
     gold_ax = fig.axes[3]  # the twin axis: gold on its own scale
 
@@ -46,6 +54,7 @@ def test_rl_figure_draws_smoothed_over_raw_the_kl_levels_and_the_stop_and_return
     for ax in (reward_ax, kl_ax, length_ax):
         vertical = {line.get_gid(): line.get_xdata()[0] for line in ax.lines if line.get_gid() in ("stop", "returned")}
         assert vertical == {"stop": 50, "returned": 45}
+        assert [p.get_gid() for p in ax.patches] == ["averaged"]  # the checkpoints averaged into the returned model
     assert "ppo" in fig._suptitle.get_text() and "stopped at step 50 by kl_limit" in fig._suptitle.get_text()
     assert "returned step 45" in fig._suptitle.get_text()
     assert save_figure(fig, tmp_path / "rl.png").stat().st_size > 10_000
@@ -53,6 +62,6 @@ def test_rl_figure_draws_smoothed_over_raw_the_kl_levels_and_the_stop_and_return
 
 def test_rl_figure_without_a_stop_says_the_last_step_was_returned():
     fig = rl_figure(_timeline(stop=None), MonitorConfig(), title="RL: grpo", returned_step=60)
-    assert not any(line.get_gid() == "stop" for line in fig.axes[0].lines)
+    assert not any(line.get_gid() == "stop" for line in fig.axes[0].lines) and not fig.axes[0].patches
     assert [line.get_xdata()[0] for line in fig.axes[1].lines if line.get_gid() == "returned"] == [60]
     assert "no stop alert; returned the last step (60)" in fig._suptitle.get_text()
