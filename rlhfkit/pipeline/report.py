@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def print_summary(console, manifest, wall_seconds: float | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------------------ verdict
-def verdict(manifest, timeline: list[dict[str, Any]] = (), out: Path | None = None) -> list[str]:
+def verdict(manifest, timeline: Sequence[Mapping[str, Any]] = (), out: Path | None = None) -> list[str]:
     """Three plain lines that open ``report.md``: what improved and by how much, what the monitors said and which
     model the RL stage returned, and whether the reward model is one to trust. ``timeline``: the rl stage's health
     records (the signals of its alerts); ``out``: the run folder (the gate's warnings in ``rm_eval/report.json``)."""
@@ -116,11 +117,12 @@ def _learned(final: dict[str, Any]) -> str:
             return f"**Improved:** nothing clearly: {line}, within {GAIN_SES} standard errors of zero."
         if gain < 0:
             return f"**Improved:** no, RL is worse: {line}."
-        return f"**Improved:** yes, {line} ({gain / sem:.0f} standard errors)." if sem else f"**Improved:** {line}."
+        ses = f" ({gain / sem:.0f} standard errors)" if sem else ""
+        return f"**Improved:** yes, {line}{ses}."
     return f"**Improved:** {'yes' if after > before else 'no'}, {line} ({after - before:+.3f})."
 
 
-def _monitors(rl: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
+def _monitors(rl: dict[str, Any], timeline: Sequence[Mapping[str, Any]]) -> str:
     if not rl:
         return "**Monitors:** no RL stage recorded."
     alerts = [a for r in timeline for a in r.get("alerts", [])]
