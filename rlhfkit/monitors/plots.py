@@ -1,4 +1,5 @@
-"""The monitors' record: the ``health.jsonl`` timeline, a rich table, and the Goodhart / length-entropy plots."""
+"""The monitors' record: the ``health.jsonl`` timeline, a rich table, the RL run's figure (:func:`rl_figure`) and
+the Goodhart / length-entropy plots."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 from rlhfkit.core.io import pyplot, save_figure
 from rlhfkit.monitors.config import SERIES, SERIES_LABELS, SIGNALS, MonitorConfig
+from rlhfkit.monitors.signals import kl_per_start_token, smoothed, start
+
+Points = list[tuple[int, float]]
 
 
 def load_timeline(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -153,3 +157,111 @@ def plot_health(
     axes[0].set_title("Response length and entropy")
     paths.append(save_figure(fig, out_dir / "health_length_entropy.png"))
     return paths
+
+
+# ------------------------------------------------------------------------------------------ the RL run at a glance
+PROXY, GOLD, KL, LENGTH = "tab:blue", "tab:orange", "tab:purple", "tab:brown"
+
+
+def _raw_and_smoothed(ax, raw: Points, smooth: Points, colour: str, label: str) -> None:
+    """The per-step values faint, their smoothed line over them (``gid`` ``raw:label`` / ``smoothed:label``)."""
+    if not raw:
+        return
+    line = ax.plot(*zip(*raw), color=colour, alpha=0.35, lw=0.8, marker="o", ms=2.5)[0]
+    line.set_gid(f"raw:{label}")
+    ax.plot(*zip(*smooth), color=colour, lw=2.0, label=label)[0].set_gid(f"smoothed:{label}")
+
+
+def _mark_steps(
+    axes, stop_step: int | None, stop_signal: str | None, returned_step: int | None, averaged: Sequence[int]
+) -> None:
+    """A red dashed line at the stop alert's step, a green one at the step whose weights were returned, and the
+    steps whose weights were averaged into the returned model shaded green."""
+    for ax in axes:
+        if len(averaged) > 1:
+            ax.axvspan(min(averaged), max(averaged), color="green", alpha=0.08, lw=0).set_gid("averaged")
+        if stop_step is not None:
+            label = f"stop alert{f' ({stop_signal})' if stop_signal else ''}, step {stop_step}"
+            ax.axvline(stop_step, color="red", ls="--", lw=1.2, label=label).set_gid("stop")
+        if returned_step is not None:
+            ax.axvline(
+                returned_step, color="green", ls="-", lw=1.2, alpha=0.8, label=f"returned model, step {returned_step}"
+            ).set_gid("returned")
+
+
+def rl_figure(
+    timeline: Sequence[Mapping[str, Any]],
+    config: MonitorConfig,
+    *,
+    title: str,
+    gold: Mapping[int, float] | None = None,
+    stop_step: int | None = None,
+    returned_step: int | None = None,
+    averaged_steps: Sequence[int] = (),
+    reward_label: str = "reward-model score (proxy)",
+):
+    """The RL run in one figure (returned, not saved): proxy and gold reward (gold on its own right axis), KL per
+    starting token with the monitors' ``kl_caution`` / ``kl_limit`` levels, and response length, over global steps.
+
+    Every curve is its per-step values drawn faint under the monitors' own smoothing (:func:`smoothed`: the mean of
+    the logs of the last ``smoothing_steps`` steps, the level a signal judges). The KL panel plots the quantity the
+    KL thresholds apply to (:func:`kl_per_start_token`). Vertical lines mark the stop alert (``stop_step``) and the
+    step whose weights the run returned (``returned_step``; shaded back to the oldest of ``averaged_steps``, the
+    checkpoints averaged into it after a stop). ``gold``: global step -> gold reward (the lab's).
+    """
+    c, k = config, config.smoothing_steps
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
+    reward_ax, kl_ax, length_ax = axes
+    _raw_and_smoothed(reward_ax, _logged(timeline, "reward"), smoothed(timeline, "reward", c), PROXY, "proxy")
+    reward_ax.set_ylabel(reward_label, color=PROXY)
+    gold_ax = None
+    if gold:
+        gold_timeline = [{"step": s, "gold": v} for s, v in sorted(gold.items())]
+        gold_ax = reward_ax.twinx()
+        _raw_and_smoothed(gold_ax, _logged(gold_timeline, "gold"), smoothed(gold_timeline, "gold", c), GOLD, "gold")
+        gold_ax.set_ylabel("gold reward (lab)", color=GOLD)
+    reward_ax.set_title("Did it learn? reward")
+
+    length0 = start(timeline, "length", c)
+    raw_kl = kl_per_start_token(timeline, c)
+    smooth_kl = [(s, v / length0) for s, v in smoothed(timeline, "kl", c)] if length0 else []
+    _raw_and_smoothed(kl_ax, raw_kl, smooth_kl, KL, "KL per starting token")
+    kl_ax.axhline(c.kl_caution, color="orange", ls=":", lw=1.5, label=f"kl_caution {c.kl_caution:g}")
+    kl_ax.axhline(c.kl_limit, color="red", ls=":", lw=1.5, label=f"kl_limit {c.kl_limit:g}")
+    kl_ax.set_ylabel(f"KL to SFT, nats / starting token ({length0 or 0:.1f} tokens)")
+    kl_ax.set_title("How close to a stop? KL")
+
+    length = _logged(timeline, "length")
+    _raw_and_smoothed(length_ax, length, smoothed(timeline, "length", c), LENGTH, "length")
+    length_ax.set_ylabel("response length (tokens)")
+    length_ax.set_title("Response length")
+
+    stop_signal = next((a["signal"] for r in timeline for a in r.get("alerts", []) if a.get("action") == "stop"), None)
+    _mark_steps(axes, stop_step, stop_signal, returned_step, averaged_steps)
+    for ax in axes:
+        ax.set_xlabel(f"global step (faint: per step; solid: mean of the last {k} steps)")
+        ax.grid(alpha=0.3)
+    handles, labels = reward_ax.get_legend_handles_labels()
+    if gold_ax is not None:
+        more = gold_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    reward_ax.legend(handles, labels, fontsize=8, loc="best")
+    kl_ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title}\n{_outcome(timeline, stop_step, stop_signal, returned_step)}")
+    fig.tight_layout()
+    return fig
+
+
+def _outcome(timeline, stop_step: int | None, stop_signal: str | None, returned_step: int | None) -> str:
+    """One line: whether a stop alert ended the run and whether the returned model is the last step's."""
+    last = max((r["step"] for r in timeline), default=None)
+    if stop_step is not None:
+        returned = "the starting policy" if returned_step == 0 else f"step {returned_step}"
+        return f"stopped at step {stop_step} by {stop_signal or 'a stop alert'}; returned {returned}, not the last"
+    if returned_step is not None and returned_step != last:
+        return f"no stop alert; returned step {returned_step} (last logged step {last})"
+    return f"no stop alert; returned the last step ({last})"
+
+
+def _logged(timeline: Sequence[Mapping[str, Any]], name: str) -> Points:
+    return [(r["step"], r[name]) for r in timeline if r.get(name) is not None]

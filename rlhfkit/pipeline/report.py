@@ -1,20 +1,26 @@
 """The pipeline report: ``report.md`` + ``report.json`` + PNG plots, readable without a tracking service,
 and the rich summary printed at the end of a run.
 
+``report.md`` opens with a three-line verdict (:func:`verdict`): what improved and by how much, what the monitors
+said and which model the RL stage returned, and whether the reward model is one to trust.
+
 Plots (when the data exists): SFT loss over steps; the reward model's reliability diagram (written by
-:mod:`rlhfkit.reward.evaluate`); RL reward, KL and response length over steps; and, in the lab, gold vs
-proxy reward of the SFT and RL policies.
+:mod:`rlhfkit.reward.evaluate`); the RL run at a glance (:func:`rlhfkit.monitors.plots.rl_figure`: reward, KL per
+starting token against the monitors' levels, response length, the stop and the returned step); and, in the lab,
+gold vs proxy reward of the SFT and RL policies.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
-from rlhfkit.monitors import read_metrics
+from rlhfkit.monitors import MonitorConfig, load_timeline, read_metrics
+from rlhfkit.monitors.plots import rl_figure
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).
 HEADLINE = (
@@ -43,6 +49,10 @@ HEADLINE = (
     ("final_eval", "proxy_rl", "reward-model score of the RL policy"),
     ("final_eval", "kl_rl", "KL of the RL policy to the SFT policy, held-out prompts (nats/seq)"),
 )
+
+
+GOOD_RM_ACCURACY = 0.7  # held-out accuracy below which a reward model is worth a worry (InstructGPT's: ~0.72)
+GAIN_SES = 2  # a gain within this many standard errors of zero is reported as no clear gain
 
 
 def _fmt(value: Any) -> str:
@@ -80,6 +90,79 @@ def print_summary(console, manifest, wall_seconds: float | None = None) -> None:
         console.print(f"wall time: {wall_seconds:.0f} s")
 
 
+# ------------------------------------------------------------------------------------------ verdict
+def verdict(manifest, timeline: Sequence[Mapping[str, Any]] = (), out: Path | None = None) -> list[str]:
+    """Three plain lines that open ``report.md``: what improved and by how much, what the monitors said and which
+    model the RL stage returned, and whether the reward model is one to trust. ``timeline``: the rl stage's health
+    records (the signals of its alerts); ``out``: the run folder (the gate's warnings in ``rm_eval/report.json``)."""
+    return [
+        _learned(manifest.stage("final_eval").get("metrics", {})),
+        _monitors(manifest.stage("rl").get("metrics", {}), timeline),
+        _reward_model(manifest, out),
+    ]
+
+
+def _learned(final: dict[str, Any]) -> str:
+    if "gold_rl" in final:
+        before, after, what = final["gold_sft"], final["gold_rl"], "gold reward"
+    elif "proxy_rl" in final:
+        before, after, what = final["proxy_sft"], final["proxy_rl"], "reward-model score (no gold reward measured)"
+    else:
+        return "**Improved:** not measured (no final evaluation of the RL policy)."
+    line = f"{what} {before:.3f} (SFT) -> {after:.3f} (RL)"
+    gain, sem = final.get("gold_gain"), final.get("gold_gain_sem")
+    if "gold_rl" in final and gain is not None and sem is not None:
+        line += f", a paired gain of {gain:+.3f} ± {sem:.3f} (SE) on {final.get('n_prompts', '?')} held-out prompts"
+        if abs(gain) <= GAIN_SES * sem:
+            return f"**Improved:** nothing clearly: {line}, within {GAIN_SES} standard errors of zero."
+        if gain < 0:
+            return f"**Improved:** no, RL is worse: {line}."
+        ses = f" ({gain / sem:.0f} standard errors)" if sem else ""
+        return f"**Improved:** yes, {line}{ses}."
+    return f"**Improved:** {'yes' if after > before else 'no'}, {line} ({after - before:+.3f})."
+
+
+def _monitors(rl: dict[str, Any], timeline: Sequence[Mapping[str, Any]]) -> str:
+    if not rl:
+        return "**Monitors:** no RL stage recorded."
+    alerts = [a for r in timeline for a in r.get("alerts", [])]
+    warned = sorted({f"{a['signal']} (step {a['step']})" for a in alerts if a["action"] == "warn"})
+    warnings = f"; warnings: {', '.join(warned)}" if warned else ""
+    if not alerts and rl.get("alerts"):
+        warnings = f"; {rl['alerts']} alert(s), see below"
+    returned = rl.get("returned_step")
+    if rl.get("stop_step") is not None:
+        signal = next((a["signal"] for a in alerts if a["action"] == "stop"), "a stop alert")
+        averaged = rl.get("averaged_steps") or []
+        which = "the starting policy (no healthy checkpoint)" if returned == 0 else f"step {returned}"
+        which += f" (average of steps {', '.join(map(str, averaged))})" if len(averaged) > 1 else ""
+        return (
+            f"**Monitors:** stopped at step {rl['stop_step']} by {signal}; the returned model is {which}, "
+            f"not the last step{warnings}."
+        )
+    if warnings:
+        return f"**Monitors:** no stop; the returned model is the last step ({returned}){warnings}."
+    return f"**Monitors:** no alerts; the returned model is the last step ({returned})."
+
+
+def _reward_model(manifest, out: Path | None) -> str:
+    rm = manifest.stage("rm_eval").get("metrics", {})
+    accuracy = rm.get("accuracy", manifest.stage("reward").get("metrics", {}).get("eval_accuracy"))
+    if accuracy is None:
+        return "**Reward model:** not evaluated."
+    worries = []
+    if accuracy < GOOD_RM_ACCURACY:
+        worries.append(f"accuracy {accuracy:.2f} is below {GOOD_RM_ACCURACY}")
+    if rm.get("gate_passed") is False:
+        worries.append(f"the gate failed ({rm.get('gate_summary', '')})")
+    gate = _read_json(out / "rm_eval" / "report.json") if out is not None else None
+    worries += (gate or {}).get("gate", {}).get("warnings", [])
+    if not worries:
+        passed = ", gate passed" if rm.get("gate_passed") else ""
+        return f"**Reward model:** fine: accuracy {accuracy:.2f} on held-out pairs{passed}."
+    return f"**Reward model:** worry: {'; '.join(worries)} (accuracy {accuracy:.2f} on held-out pairs)."
+
+
 # ------------------------------------------------------------------------------------------ plots
 def _series(log_history: list[dict], key: str) -> tuple[list[float], list[float]]:
     pts = [(row.get("step", i), row[key]) for i, row in enumerate(log_history) if key in row]
@@ -115,27 +198,17 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
     out = Path(cfg.output_dir)
     plots: dict[str, str] = {}
     sft_log = _read_json(out / "sft" / "log_history.json") or []
-    p = _plot(out / "plots" / "sft_loss.png", [("loss", [("train", *_series(sft_log, "loss"))])], "SFT")
+    title = f"SFT: {out}, seed {cfg.seed}"
+    p = _plot(out / "plots" / "sft_loss.png", [("loss", [("train", *_series(sft_log, "loss"))])], title)
     if p:
         plots["SFT loss"] = str(p)
     reliability = out / "rm_eval" / "reliability.png"
     if reliability.exists():
         plots["Reward-model reliability"] = str(reliability)
-    rl_log = _read_json(out / "rl" / "log_history.json") or []
-    # every algorithm's log on one scale (the monitors' reading: KL in nats per sequence, length in tokens)
-    series = [{"step": row.get("step", i), **m} for i, row in enumerate(rl_log) if (m := read_metrics(row))]
-    reward = "reward margin (implicit)" if cfg.rl.algorithm == "dpo" else "reward-model score"
-    p = _plot(
-        out / "plots" / "rl.png",
-        [
-            (reward, [("proxy", *_series(series, "reward")), ("gold", *_series(rl_log, "lab/gold"))]),
-            ("KL to SFT, nats/sequence", [("kl", *_series(series, "kl"))]),
-            ("response length (tokens)", [("length", *_series(series, "length"))]),
-        ],
-        f"RL ({cfg.rl.algorithm})",
-    )
+    timeline = _rl_timeline(cfg, out)
+    p = _rl_plot(cfg, manifest, timeline)
     if p:
-        plots["RL reward / KL / length"] = str(p)
+        plots["RL run: reward, KL, length"] = str(p)
     final = manifest.stage("final_eval").get("metrics", {})
     if "gold_sft" in final:
         p = _bars(out / "plots" / "gold_vs_proxy.png", final)
@@ -148,8 +221,38 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
         "plots": plots,
     }
     json_path = write_json(out / "report.json", data)
-    md_path = write_text(out / "report.md", _markdown(cfg, manifest, plots))
+    md_path = write_text(out / "report.md", _markdown(cfg, manifest, plots, verdict(manifest, timeline, out)))
     return {"json": str(json_path), "markdown": str(md_path), **plots}
+
+
+def _rl_timeline(cfg, out: Path) -> list[dict[str, Any]]:
+    """The monitors' health timeline of the rl stage; without one, the same records read from its log."""
+    health = out / "rl" / MonitorConfig(**cfg.trl["monitor"]).health_file
+    if health.exists():
+        return load_timeline(health)
+    rl_log = _read_json(out / "rl" / "log_history.json") or []
+    return [{"step": row.get("step", i), **m} for i, row in enumerate(rl_log) if (m := read_metrics(row))]
+
+
+def _rl_plot(cfg, manifest, timeline: list[dict[str, Any]]) -> Path | None:
+    """``plots/rl.png``: :func:`rl_figure` of the rl stage, gold from its log (the lab), titled with the run."""
+    if not timeline:
+        return None
+    out = Path(cfg.output_dir)
+    rl = manifest.stage("rl").get("metrics", {})
+    algorithm = rl.get("algorithm", cfg.rl.algorithm)
+    gold = dict(zip(*_series(_read_json(out / "rl" / "log_history.json") or [], "lab/gold")))
+    fig = rl_figure(
+        timeline,
+        MonitorConfig(**cfg.trl["monitor"]),
+        title=f"RL: {algorithm}, {out}, seed {cfg.seed}",
+        gold=gold,
+        stop_step=rl.get("stop_step"),
+        returned_step=rl.get("returned_step"),
+        averaged_steps=rl.get("averaged_steps") or (),
+        reward_label="reward margin (implicit)" if algorithm == "dpo" else "reward-model score (proxy)",
+    )
+    return save_figure(fig, out / "plots" / "rl.png")
 
 
 def _bars(path: Path, final: dict[str, Any]) -> Path:
@@ -168,9 +271,10 @@ def _bars(path: Path, final: dict[str, Any]) -> Path:
     return save_figure(fig, path)
 
 
-def _markdown(cfg, manifest, plots: dict[str, str]) -> str:
+def _markdown(cfg, manifest, plots: dict[str, str], verdict_lines: list[str]) -> str:
     out = Path(cfg.output_dir)
-    lines = [f"# rlhfkit run: `{out}`", "", "| stage | measure | value |", "|---|---|---|"]
+    lines = [f"# rlhfkit run: `{out}`", ""] + [f"- {line}" for line in verdict_lines]
+    lines += ["", "| stage | measure | value |", "|---|---|---|"]
     lines += [f"| {s} | {m} | {v} |" for s, m, v in stage_headlines(manifest)]
     lines += ["", "## Stages", "", "| stage | status | finished | outputs |", "|---|---|---|---|"]
     for name, entry in manifest.data["stages"].items():
