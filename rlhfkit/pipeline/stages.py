@@ -327,14 +327,16 @@ def _rename_gold(row: dict) -> dict:
 
 
 def _read_health(run_dir: Path) -> list[str]:
-    """Alert messages from the monitor's health timeline, in order."""
+    """Alert messages from the monitor's health timeline, in order (each message names its step)."""
     path = run_dir / "health.jsonl"
     if not path.exists():
         return []
     out = []
     for row in read_jsonl(path):
         for alert in row.get("alerts", []):
-            out.append(f"step {row.get('step')}: {alert.get('message', alert) if isinstance(alert, dict) else alert}")
+            message = alert.get("message", alert) if isinstance(alert, dict) else alert
+            step = f"step {row.get('step')}: "
+            out.append(message if str(message).startswith(step) else step + str(message))
     return out
 
 
