@@ -136,7 +136,7 @@ def _compare(args: argparse.Namespace) -> int:
     _set_verbose(args)
     console = Console()
     start = time.perf_counter()
-    run_compare(cfg, algorithms, ns=ns, say=lambda m: console.print(m, markup=False, highlight=False))
+    run_compare(cfg, algorithms, ns=ns, say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
     console.print((cfg.output_dir / "compare.md").read_text(), markup=False, highlight=False)
     console.print(f"compare: {time.perf_counter() - start:.0f} s wall; {cfg.output_dir / 'compare.md'}")
     return 0

@@ -143,7 +143,7 @@ class TrainingProgress(TrainerCallback):
         if self._progress is not None:
             self._progress.update(self._task, numbers=format_numbers(numbers))
         elif state.max_steps and state.global_step * PLAIN_LINES >= self._next_line * state.max_steps:
-            if self._next_line < PLAIN_LINES:  # the last quarter's line is the result line
+            if state.global_step < state.max_steps:  # at the end the result line says it
                 self._print(f"{self.name}: step {state.global_step}/{state.max_steps}  {format_numbers(numbers)}")
             self._next_line = 1 + state.global_step * PLAIN_LINES // state.max_steps
 
@@ -159,4 +159,4 @@ class TrainingProgress(TrainerCallback):
         self._print(f"{self.name}: {steps} steps in {seconds:.0f} s{stopped}  {format_numbers(self.numbers)}".rstrip())
 
     def _print(self, line: str) -> None:
-        self.console.print(line, markup=False, highlight=False)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
