@@ -214,7 +214,7 @@ def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until:
     if is_main:
         paths = write_pipeline_report(cfg, manifest)
         print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
-        console.print(f"report: {paths['markdown']}")
+        console.print(f"report: {paths['markdown']}", soft_wrap=True)
     return manifest
 
 
