@@ -32,6 +32,7 @@ from rlhfkit.core.arguments import DataArguments, ModelArguments, resolve_model
 from rlhfkit.data.tables import LAB, load_prompts
 from rlhfkit.models.scoring import EnsembleScorer, place_reward_function, sample_responses
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
+from rlhfkit.monitors.progress import show_progress
 from rlhfkit.pipeline.validate import run_recipe
 from rlhfkit.rl.healthy import frozen_check_targets, return_healthy, returns_start, save_starting_policy
 from rlhfkit.rl.ppo import config as ppo_config
@@ -113,11 +114,13 @@ def main(model_args, data_args, script_args, monitor_config, training_args) -> d
     monitors = build_monitors(monitor_config, frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
         trainer.add_callback(callback)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    show_progress(trainer, "ppo", health)  # one progress bar with the monitors' numbers (RLHFKIT_VERBOSE=1: TRL's)
 
     # ---------------------------------------------------------------- train
     # Resumes from the newest checkpoint-N; after a stop alert the average of the last healthy checkpoints is loaded.
     metrics = resume_and_train(trainer, training_args, "ppo")
-    metrics.update(return_healthy(trainer, next(m for m in monitors if isinstance(m, HealthMonitor))))
+    metrics.update(return_healthy(trainer, health))
 
     # ---------------------------------------------------------------- save
     # output_dir/model: the policy (a LoRA policy merged into the SFT weights), or the SFT model itself when the

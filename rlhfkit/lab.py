@@ -120,6 +120,9 @@ def lab_gold(prompts: Sequence[str], completions: Sequence[str], **_) -> list[fl
     return gold_rewards(prompts, completions).tolist()
 
 
+GOLD_KEY = "rewards/lab_gold/mean"  # how the trainers log lab_gold as a metric function (mean over a batch)
+
+
 # ----------------------------------------------------------------------------- responses
 def _format(items: Sequence[str], period: bool = True) -> str:
     return " " + ", ".join(items) + ("." if period else "")

@@ -21,6 +21,7 @@ from rlhfkit.core.errors import DataError
 from rlhfkit.models.loading import (
     save_final,
 )
+from rlhfkit.monitors.progress import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def run_result(trainer, name: str, model_dir: Path, metrics: dict[str, Any]) -> 
 
 
 def train_and_save(trainer, tokenizer, config, name, base_model, model_kind, eval_dataset) -> RunResult:
-    """Evaluate, train (resuming), evaluate again and save ``model/`` (:func:`rlhfkit.models.loading.save_final`)."""
+    """Evaluate, train (resuming), evaluate again and save ``model/`` (:func:`rlhfkit.models.loading.save_final`);
+    the console shows one progress bar and a result line (:func:`rlhfkit.monitors.progress.show_progress`)."""
+    show_progress(trainer, name)
     metrics = eval_metrics(trainer, eval_dataset, "_before")
     metrics.update(resume_and_train(trainer, config, name))
     metrics.update(eval_metrics(trainer, eval_dataset))

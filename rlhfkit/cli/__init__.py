@@ -49,14 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
 def _quiet_known_noise() -> None:
     """Silence messages every run prints that a user cannot act on: TRL 1.16's configs default the deprecated
     ``gradient_checkpointing`` name (transformers 5 warns); bitsandbytes' CPU backend logs that it could not load the
     optional ``kernels`` package's kernel (its fallback is what the CPU path uses), and ``kernels`` that it skips a
-    publisher check offline. bitsandbytes is imported with peft, which TRL's configs import."""
+    publisher check offline. bitsandbytes is imported with peft, which TRL's configs import. transformers 5 checks
+    a model's tensor-parallel plan on every load and lists the layers outside it (a reward model's score head, at
+    each load), though rlhfkit never shards with it; and says it orders checkpoints by number, not time, when they
+    were written within a second of each other (a small run's)."""
     warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
     for name in ("bitsandbytes", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("transformers.distributed.tensor_parallel").addFilter(
+        _DropMessages("The following layers were not sharded")
+    )
+    logging.getLogger("transformers.trainer_utils").addFilter(_DropMessages("mtime may not be reliable"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ anything runs; ``--check`` stops there) and the algorithms side by side."""
 from __future__ import annotations
 
 import argparse
+import os
 from importlib.resources import files
 
 from rlhfkit.core.errors import ConfigError
@@ -26,6 +27,7 @@ def _pipeline_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo STAGE and every stage after it")
     p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
     _config_flags(p, with_out)
+    _verbose_flag(p)
     p.add_argument(
         "--check", action="store_true", help="only check the config, data, model and output folder; run nothing"
     )
@@ -37,6 +39,24 @@ def _config_flags(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=text)
     if with_out:
         p.add_argument("--out", help="output folder (overrides output_dir)")
+
+
+def _verbose_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every training log as TRL does (a dict per logged step, tqdm bars) instead of one progress bar "
+        "per stage (the same as RLHFKIT_VERBOSE=1)",
+    )
+
+
+def _set_verbose(args: argparse.Namespace) -> None:
+    """``--verbose``: every trainer keeps transformers' own bar and log printer (:mod:`rlhfkit.monitors.progress`
+    reads ``RLHFKIT_VERBOSE``, as the recipes do)."""
+    if args.verbose:
+        from rlhfkit.monitors.progress import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,6 +96,7 @@ def _run_pipeline(source, args: argparse.Namespace) -> int:
         print("config OK")
         return 0
     cfg = _load_pipeline_config(source, args)
+    _set_verbose(args)
     from rlhfkit.pipeline.runner import run_and_report
 
     run_and_report(cfg, from_stage=args.from_stage, until=args.until)
@@ -95,6 +116,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--best-of-n", default="1,2,4,8,16", help="N of the best-of-N curve (default: 1,2,4,8,16)")
     _config_flags(p)
+    _verbose_flag(p)
     p.set_defaults(func=_compare)
 
 
@@ -111,9 +133,10 @@ def _compare(args: argparse.Namespace) -> int:
     demo = args.config == "demo"  # `rlhfkit demo`'s config: its finished stages are reused
     source = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text()) if demo else args.config
     cfg = _load_pipeline_config(source, args)
+    _set_verbose(args)
     console = Console()
     start = time.perf_counter()
-    run_compare(cfg, algorithms, ns=ns, say=lambda m: console.print(m, markup=False, highlight=False))
+    run_compare(cfg, algorithms, ns=ns, say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
     console.print((cfg.output_dir / "compare.md").read_text(), markup=False, highlight=False)
     console.print(f"compare: {time.perf_counter() - start:.0f} s wall; {cfg.output_dir / 'compare.md'}")
     return 0

@@ -182,9 +182,31 @@ def load_reward_model(
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = load_tokenizer(name_or_path, padding_side, trust_remote_code, revision)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(name_or_path), num_labels=1, **_model_kwargs(preset, hardware, trust_remote_code, revision)
-    )
+    # transformers warns with a table of every weight it did not find; from an SFT checkpoint that is the new score
+    # head, as intended: that goes to the log, and anything else it reports is still a warning.
+    report = logging.getLogger("transformers.modeling_utils")
+    level = report.level
+    report.setLevel(logging.ERROR)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(name_or_path),
+            num_labels=1,
+            output_loading_info=True,
+            **_model_kwargs(preset, hardware, trust_remote_code, revision),
+        )
+    finally:
+        report.setLevel(level)
+    base = f"{model.base_model_prefix}."
+    head = sorted(k for k in info["missing_keys"] if not k.startswith(base))
+    amiss = {
+        "missing": sorted(k for k in info["missing_keys"] if k.startswith(base)),
+        "unexpected": sorted(info["unexpected_keys"]),
+        "mismatched": sorted(map(str, info["mismatched_keys"])),
+    }
+    if any(amiss.values()):
+        logger.warning("reward model %s: weights %s", name_or_path, {k: v for k, v in amiss.items() if v})
+    if head:
+        logger.info("reward model %s: new score head %s, initialised at random", name_or_path, head)
     sync_model_with_tokenizer(model, tokenizer)
     return model, tokenizer
 

@@ -4,7 +4,9 @@
 * :mod:`rlhfkit.monitors.health` -- :class:`HealthMonitor` (the signals' conditions, alerts, stop),
   :func:`build_monitors`;
 * :mod:`rlhfkit.monitors.frozen` -- :class:`FrozenModelCheck`: the reference and reward models stay bit-identical;
-* :mod:`rlhfkit.monitors.plots` -- the ``health.jsonl`` timeline, a rich table, and the plots.
+* :mod:`rlhfkit.monitors.plots` -- the ``health.jsonl`` timeline, a rich table, and the plots;
+* :mod:`rlhfkit.monitors.progress` -- what every training run shows on the console (:func:`show_progress`): one
+  progress bar with its few numbers (for RL the monitors'), then one result line.
 """
 
 from rlhfkit.monitors.config import SIGNALS, MonitorConfig

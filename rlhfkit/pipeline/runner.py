@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,20 +191,30 @@ def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until:
     from rich.logging import RichHandler
 
     console = Console()
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)])
-    _quiet_library_progress_bars()  # keep the trainers' own progress bars; drop per-file loading / mapping bars
+    # Warnings and monitor alerts as they happen: rich's on a terminal; elsewhere (CI logs, captured output) one plain
+    # line each, which rich would wrap at 80 columns beside a time column.
+    if console.is_terminal:
+        logging.basicConfig(
+            level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+        )
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    _quiet_library_progress_bars()  # per-file loading / mapping bars (a trainer's is rlhfkit.monitors.progress)
     start = time.perf_counter()
     state = distributed_state()
     is_main = state is None or state.is_main_process
     if is_main:
         console.rule(f"rlhfkit pipeline -> {cfg.output_dir}")
     manifest = run_pipeline(
-        cfg, from_stage=from_stage, until=until, say=lambda m: console.print(m, markup=False, highlight=False)
+        cfg,
+        from_stage=from_stage,
+        until=until,
+        say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
     )
     if is_main:
         paths = write_pipeline_report(cfg, manifest)
         print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
-        console.print(f"report: {paths['markdown']}")
+        console.print(f"report: {paths['markdown']}", soft_wrap=True)
     return manifest
 
 

@@ -214,7 +214,7 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
     skipped = check_gate(ctx)
     monitor = MonitorConfig(**cfg.trl["monitor"])
     if cfg.data.prompts == LAB:  # log gold beside proxy so over-optimisation shows in the health timeline and plot
-        monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, GOLD_KEY])
+        monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, lab.GOLD_KEY])
     if algorithm == "dpo":
         result, extra, notes = _run_dpo(ctx, monitor)
     else:
@@ -319,11 +319,8 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
     return result, extra, notes
 
 
-GOLD_KEY = "rewards/lab_gold/mean"
-
-
 def _rename_gold(row: dict) -> dict:
-    return {("lab/gold" if k == GOLD_KEY else k): v for k, v in row.items()}
+    return {("lab/gold" if k == lab.GOLD_KEY else k): v for k, v in row.items()}
 
 
 def _read_health(run_dir: Path) -> list[str]:

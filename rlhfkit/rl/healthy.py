@@ -17,6 +17,7 @@ from rlhfkit.monitors import HealthMonitor
 from rlhfkit.monitors.config import MonitorConfig
 from rlhfkit.monitors.frozen import frozen_models
 from rlhfkit.monitors.health import build_monitors
+from rlhfkit.monitors.progress import show_progress
 from rlhfkit.rl.ppo.checkpoint import load_trainable
 from rlhfkit.rl.ppo.trainer import PPOTrainer
 from rlhfkit.runs import RunResult, eval_metrics, resume_and_train, run_result
@@ -105,6 +106,7 @@ def train_monitored(
     for callback in monitors:
         trainer.add_callback(callback)
     health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    show_progress(trainer, name, health)
     metrics = eval_metrics(trainer, eval_dataset, "_before")
     metrics.update(resume_and_train(trainer, config, name))
     metrics.update(return_healthy(trainer, health))

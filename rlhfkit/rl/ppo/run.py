@@ -20,6 +20,7 @@ from rlhfkit.models.scoring import (
     place_reward_function,
 )
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
+from rlhfkit.monitors.progress import show_progress
 from rlhfkit.rl.healthy import frozen_check_targets, return_healthy, returns_start, save_starting_policy
 from rlhfkit.rl.ppo.layouts import load_ppo_models
 from rlhfkit.rl.ppo.trainer import PPOTrainer
@@ -100,11 +101,12 @@ def run_ppo(
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
         trainer.add_callback(callback)
+    health = next(m for m in monitors if isinstance(m, HealthMonitor))
+    show_progress(trainer, "ppo", health)
     resume = last_checkpoint(config.output_dir)
     if resume:
         logger.info("ppo: resuming from %s", resume)
     out = trainer.train(resume_from_checkpoint=resume)
-    health = next(m for m in monitors if isinstance(m, HealthMonitor))
     metrics = {**out.metrics, **return_healthy(trainer, health)}
     if returns_start(metrics):
         model_dir = save_starting_policy(trainer, model_name_or_path, config.output_dir)
