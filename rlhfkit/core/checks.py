@@ -26,7 +26,7 @@ def _writable(folder: Path) -> bool:
 
 
 def _creatable_problems(path: Path, key: str, what: str) -> list[str]:
-    base = _nearest_existing(path.parent if not path.exists() else path)
+    base = _nearest_existing(path if path.is_dir() else path.parent)  # an existing file is replaced in its folder
     if not base.is_dir():
         return [
             f"{key}={str(path)!r}: {str(base)!r} is a file, so {what} cannot be created there; choose another path"
