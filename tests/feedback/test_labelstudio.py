@@ -207,7 +207,7 @@ def test_export_tasks_round_trip_keeps_item_ids(tmp_path):
         export_tasks(path, tmp_path / "mixed.json")
 
 
-def test_data_convert_label_studio_writes_a_votes_file(tmp_path, capsys):
+def test_label_studio_export_to_votes_to_agreement(tmp_path, capsys):
     export = tmp_path / "export.json"
     export.write_text(json.dumps(pairwise_export()))
     out = tmp_path / "votes.jsonl"
@@ -215,6 +215,13 @@ def test_data_convert_label_studio_writes_a_votes_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "5 annotations -> 4 votes" in printed and "cancelled (skipped in Label Studio) 1" in printed
     assert len(read_vote_log(out)) == 4
+    report = tmp_path / "agreement.json"
+    assert main(["data", "agreement", str(out), "--json", str(report), "--out", str(tmp_path / "pairs.jsonl")]) == 0
+    agreement = json.loads(report.read_text())
+    assert (agreement["n_items"], agreement["n_labelers"], agreement["kept"]) == (2, 2, 1)  # task 2 is split 1:1
+    left = {row["labeler"]: row["left_choice_rate"] for row in agreement["labelers"]}
+    assert left == {"alice@example.com": 0.5, "11": 1.0}  # Label Studio shows answer1 on the left
+    capsys.readouterr()
     assert main(["data", "convert", str(export), "--format", "label-studio", "--out", str(out), "--rule", "x"]) == 2
     assert "--rule does not apply to --format label-studio" in capsys.readouterr().err
     bad = pairwise_export()
