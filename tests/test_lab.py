@@ -9,6 +9,7 @@ from rlhfkit import lab
 from rlhfkit.core.errors import ConfigError
 from rlhfkit.data.comparisons import comparison_row
 from rlhfkit.data.votelog import vote_problem
+from rlhfkit.data.votes import from_vote_log
 
 P3 = lab.make_prompt("fruits", 3)
 
@@ -203,3 +204,12 @@ def test_answer_rankings_follow_gold_for_noiseless_labelers_with_ties_grouped():
         lab.LabelerPool(n_labelers=5).answer(rows, labelers_per_item=6)
     with pytest.raises(ConfigError, match=r"comparisons row 1 responses must be a list of at least 2"):
         lab.LabelerPool().answer([{"item_id": "x", "prompt": prompt, "responses": ["a"]}])
+
+
+def test_answer_votes_go_through_agreement_filtering_and_flag_the_near_random_labeler():
+    votes = lab.LabelerPool(noise=lab.DEFAULT_NOISE, seed=0).answer(_comparisons(1000, 2, seed=0), seed=1)
+    data = from_vote_log(votes, drop_unreliable=True)
+    report = data.agreement.report
+    # agreement with the others' majority: about 0.54 for noise 0.45 (SE 0.016 over 1000 items) against the 0.6 line
+    assert report.labelers.flagged.tolist() == [False, False, False, False, True]
+    assert report.labeler_names[4] == "lab:4" and 800 < len(data) < 1000
