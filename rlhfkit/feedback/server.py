@@ -197,60 +197,78 @@ def status(session: LabelSession, agreement: _AgreementCache | None = None) -> d
     return {**counts, **(agreement.get(votes) if agreement else agreement_of(votes))}
 
 
+# (key of `rlhfkit data agreement --json`, label) shown on the status page
+HEADLINE = (
+    ("n_items", "pairs with votes"),
+    ("n_votes", "votes"),
+    ("mean_agreement", "mean agreement with the majority"),
+    ("share_unanimous", "share unanimous"),
+    ("fleiss_kappa", "Fleiss' kappa"),
+    ("krippendorff_alpha", "Krippendorff's alpha"),
+)
+PER_LABELER = (
+    ("agreement", "agreement"),
+    ("n_compared", "compared"),
+    ("tie_rate", "tie rate"),
+    ("left_choice_rate", "left chosen"),
+)
+
+
 def status_html(report: dict[str, Any]) -> str:
     """The overview page of :func:`status`'s dict (every value escaped; refreshed every 10 s)."""
-    e = _escape
-    labelers = "".join(
-        f"<tr><td>{e(name)}</td><td>{p['done']}</td><td>{p['left']}</td></tr>"
-        for name, p in report["labelers"].items()
-    )
-    head = (
-        f"<p>{e(report['mode'])} &middot; {report['items']} items &middot; {report['tasks']} tasks &middot; overlap "
-        f"{report['overlap']} &middot; <b>{report['tasks_complete']}</b> tasks with enough votes, "
-        f"{report['tasks_started']} started &middot; {report['votes']} votes in {e(report['votes_file'])}</p>"
+    agreement = report["agreement"] or {}
+    per_labeler = {row["labeler"]: row for row in agreement.get("labelers", [])}
+    header = ["labeler", "done", "left", *(label for _, label in PER_LABELER), "flagged"]
+    rows = []
+    for name, progress in report["labelers"].items():
+        stats = per_labeler.get(name, {})
+        cells = [name, progress["done"], progress["left"], *(stats.get(k) for k, _ in PER_LABELER)]
+        rows.append(cells + [", ".join(stats.get("flag_reasons", []))])
+    if agreement:
+        headline = [(label, agreement.get(k)) for k, label in HEADLINE]
+        notes = [agreement.get(k) for k in ("fleiss_kappa_note", "krippendorff_alpha_note") if agreement.get(k)]
+    else:
+        headline, notes = [], [report["agreement_note"]]
+    summary = (
+        f"{report['mode']} · {report['items']} items · {report['tasks']} tasks · overlap {report['overlap']} · "
+        f"{report['tasks_complete']} tasks with enough votes, {report['tasks_started']} started · "
+        f"{report['votes']} votes in {report['votes_file']}"
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">'
         '<title>rlhfkit label: status</title><link rel="stylesheet" href="/app.css"></head><body class="status">'
-        f"<h1>Labeling status</h1>{head}<h2>Labelers</h2><table><tr><th>labeler</th><th>done</th><th>left</th></tr>"
-        f"{labelers}</table><h2>Agreement so far</h2>{_agreement_html(report, e)}</body></html>"
+        f"<h1>Labeling status</h1><p>{_escape(summary)}</p><h2>Labelers</h2>{_table(header, rows)}"
+        f"<h2>Agreement so far</h2>{_table(['statistic', 'value'], headline)}"
+        + "".join(f"<p>{_escape(note)}</p>" for note in notes)
+        + "</body></html>"
     )
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>" if rows else ""
 
 
 def _escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _agreement_html(report: dict[str, Any], e=_escape) -> str:
-    agreement = report["agreement"]
-    if agreement is None:
-        return f"<p>{e(report['agreement_note'])}</p>"
-    scalars = [(k, v) for k, v in agreement.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-    summary = "".join(f"<tr><td>{e(k)}</td><td>{e(_fmt(v))}</td></tr>" for k, v in scalars if v != "")
-    rows = agreement.get("labelers") or []
-    columns = [c for c in (rows[0] if rows else {}) if c != "labeler"]
-    table = "".join(
-        "<tr>" + "".join(f"<td>{e(_fmt(row.get(c)))}</td>" for c in ["labeler", *columns]) + "</tr>" for row in rows
-    )
-    header = "".join(f"<th>{e(c)}</th>" for c in ["labeler", *columns])
-    return f"<table>{summary}</table><h3>Per labeler</h3><table><tr>{header}</tr>{table}</table>"
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
     return "" if value is None else str(value)
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (``port`` 0: a free one), or one ``ConfigError`` line saying why not."""
+    """A socket listening on ``host:port`` (``port`` 0: a free one), or one ``ConfigError`` line saying why not.
+    Connections wait in its backlog until the server runs, so a link printed right away works."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError as e:
         sock.close()
         raise ConfigError(
