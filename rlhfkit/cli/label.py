@@ -18,30 +18,44 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Serves a labeling page for COMPARISONS (rows of `rlhfkit sample`) and appends every vote to "
         "--out (fsynced before the page moves on). Prints each labeler's link and runs until Ctrl-C / SIGTERM; "
         "started again it continues where every labeler stopped. Pairwise mode asks every pair of an item's "
-        "responses (K = 2: one question per item); ranking mode orders all K at once (K <= 9).",
+        "responses (each pair a task of its own; K = 2: one per item); ranking mode orders all K at once (K <= 9).",
     )
     p.add_argument("comparisons", metavar="COMPARISONS", help="comparisons file (.jsonl) from `rlhfkit sample`")
     p.add_argument("--out", required=True, help="votes file (.jsonl) to append to; created if absent")
     p.add_argument(
-        "--mode", choices=("pairwise", "ranking"), default="pairwise", help="question asked (default pairwise)"
+        "--mode", choices=("pairwise", "ranking"), default="pairwise", help="what a labeler answers (default pairwise)"
     )
-    p.add_argument("--overlap", type=_positive, default=1, help="labelers per item, for agreement (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seeds each labeler's item order and left/right order (0)")
+    p.add_argument(
+        "--overlap", metavar="N", type=_positive, default=1, help="labelers per item, for agreement (default 1)"
+    )
+    p.add_argument(
+        "--seed", metavar="S", type=int, default=0, help="seeds each labeler's item order and left/right order (0)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument(
         "--labelers",
+        metavar="NAMES",
         type=_names,
-        help="NAME,NAME,...: only these may label, each through a secret link (kept in <out>.keys.json); "
+        help="alice,bob,...: only these may label, each through a secret link (kept beside --out: votes.jsonl -> "
+        "votes.keys.json); "
         "required with a --host other machines can reach",
     )
     judge = p.add_argument_group("AI judge (instead of the page: the judge answers COMPARISONS into --out)")
     judge.add_argument("--judge", metavar="MODEL", help="AI judge: the judge model (a folder or hub id)")
     judge.add_argument("--constitution", metavar="FILE", help="AI judge: the principles it judges by")
-    judge.add_argument("--tie-margin", type=float, default=0.05, help="AI judge: |p - 0.5| below this is a tie (0.05)")
-    judge.add_argument("--principles-per-pair", type=_positive, default=1, help="AI judge: principles per pair (1)")
-    judge.add_argument("--batch-size", type=_positive, default=8, help="AI judge: pairs per forward pass (8)")
-    judge.add_argument("--preset", help="AI judge: the GPU-size preset that loads the judge (see `rlhfkit presets`)")
+    judge.add_argument(
+        "--tie-margin", metavar="M", type=float, default=0.05, help="AI judge: |p - 0.5| below this is a tie (0.05)"
+    )
+    judge.add_argument(
+        "--principles-per-pair", metavar="N", type=_positive, default=1, help="AI judge: principles per pair (1)"
+    )
+    judge.add_argument(
+        "--batch-size", metavar="N", type=_positive, default=8, help="AI judge: pairs per forward pass (8)"
+    )
+    judge.add_argument(
+        "--preset", metavar="NAME", help="AI judge: the GPU-size preset that loads the judge (see `rlhfkit presets`)"
+    )
     p.set_defaults(func=_label)
 
 

@@ -5,7 +5,7 @@ Routes:
 ``/``, ``/app.js``, ``/app.css``
     the one page (``static/``: plain HTML, JavaScript and CSS, no build step, nothing fetched from elsewhere).
 ``GET /api/task``, ``POST /api/vote``, ``POST /api/undo``
-    the page's questions and answers (JSON; :class:`~rlhfkit.feedback.session.LabelSession`); each names its
+    the page's tasks and answers (JSON; :class:`~rlhfkit.feedback.session.LabelSession`); each names its
     labeler (and secret) in the query: ``?labeler=NAME[&key=SECRET]``.
 ``/status``, ``/status.json``
     items with enough votes, each labeler's count, and the agreement so far (:func:`status`).

@@ -112,6 +112,8 @@ class LabelSession:
         if overlap < 1:
             raise ConfigError(f"overlap={overlap} must be >= 1 (labelers per item)")
         self.comparisons, self.votes_path = Path(comparisons), Path(votes)
+        if self.votes_path.is_dir() or self.votes_path.resolve() == self.comparisons.resolve():
+            raise ConfigError(f"--out {votes} must be a votes file (.jsonl) of its own, not a folder or COMPARISONS")
         items = read_comparisons(comparisons)
         if mode == "ranking":
             _check_rankable(items, self.comparisons)

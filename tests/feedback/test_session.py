@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from rlhfkit.core.errors import DataError
+from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.data.comparisons import comparison_row
 from rlhfkit.data.votelog import read_vote_log, read_vote_rows
 from rlhfkit.feedback.session import LabelSession, Refused, keys_path
@@ -98,13 +98,17 @@ def test_a_ranking_of_shown_positions_is_stored_as_response_indices(tmp_path):
 
 def test_files_are_refused_at_start(tmp_path):
     write_comparisons(tmp_path / "c.jsonl")
-    (tmp_path / "c.jsonl").open("a").write('{"item_id": "z", "prompt": "p", "responses": ["one"]}\n')
+    with (tmp_path / "c.jsonl").open("a") as f:
+        f.write('{"item_id": "z", "prompt": "p", "responses": ["one"]}\n')
     with pytest.raises(DataError, match=r"row 13 responses must be a list of at least 2"):
         LabelSession(tmp_path / "c.jsonl", tmp_path / "v.jsonl")
     ten = tmp_path / "ten.jsonl"
     ten.write_text(json.dumps(comparison_row("p", [str(i) for i in range(10)])) + "\n")
     with pytest.raises(DataError, match="ranking mode numbers them with the keys 1-9"):
         LabelSession(ten, tmp_path / "v.jsonl", mode="ranking")
+    for out in (tmp_path, tmp_path / "c.jsonl"):
+        with pytest.raises(ConfigError, match="must be a votes file"):
+            LabelSession(tmp_path / "c.jsonl", out)
     s = _session(tmp_path)
     s.vote("ann", {"vote_id": "pairwise-1", **s.task("ann")["task"], "choice": "tie"})
     s.close()
