@@ -7,7 +7,16 @@ import pytest
 
 from rlhfkit.core.errors import DataError
 from rlhfkit.data.comparisons import AppendLog, comparison_row, item_id, read_comparisons
-from rlhfkit.data.votelog import is_vote_log, pairwise_vote, ranking_vote, read_vote_log, undo_row, vote_problem
+from rlhfkit.data.votelog import (
+    is_vote_log,
+    pairwise_vote,
+    ranking_vote,
+    read_vote_log,
+    read_vote_rows,
+    standing_votes,
+    undo_row,
+    vote_problem,
+)
 
 
 def test_item_id_is_stable_and_depends_on_prompt_and_responses():
@@ -69,6 +78,9 @@ def test_votes_undo_and_checks(tmp_path):
         log.append(v1, v2, undo_row(v1))
     assert [v["vote_id"] for v in read_vote_log(path)] == [v2["vote_id"]]
     assert len(read_vote_log(path, keep_undone=True)) == 2
+    rows = read_vote_rows(path)
+    assert [r["vote_id"] for r in rows][:2] == [v1["vote_id"], v2["vote_id"]] and rows[2]["undoes"] == v1["vote_id"]
+    assert standing_votes(rows) == read_vote_log(path)
     assert is_vote_log(v1.keys()) and not is_vote_log(["prompt", "response_a", "response_b", "votes"])
     assert "must name each of the 3 responses" in vote_problem({**v2, "ranking": [[1], [0]]})
     assert "pair=" in vote_problem({**v1, "pair": [1, 1]})
