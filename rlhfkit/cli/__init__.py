@@ -7,6 +7,7 @@
     rlhfkit data convert | agreement INPUT ...      preference data -> pairs; labeler agreement  (data.py)
     rlhfkit eval-rm MODEL DATA [--out DIR]          reward-model report and the gate before RL  (eval_rm.py)
     rlhfkit plan --model M --stage S | --config F   memory plan of a training run on a GPU  (plan.py)
+    rlhfkit sample MODEL PROMPTS --k K --out FILE   K responses per prompt from a policy, to compare  (sample.py)
 
 Exit codes: 0 = done; 1 = a verdict said no (``eval-rm``: the gate failed; ``plan``: it does not fit); 2 = an error
 a user can fix (:class:`~rlhfkit.core.errors.RlhfkitError`, or a bad argument), printed as one ``error:`` line per
@@ -29,6 +30,7 @@ import warnings
 from rlhfkit import __version__
 from rlhfkit.cli import data, eval_rm, presets, run
 from rlhfkit.cli import plan as plan_command
+from rlhfkit.cli import sample as sample_command
 from rlhfkit.core.entry import OneLineParser, run_guarded
 
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(sub)
     eval_rm.add_commands(sub)
     plan_command.add_commands(sub)
+    sample_command.add_commands(sub)
     return parser
 
 
