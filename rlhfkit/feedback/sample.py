@@ -3,7 +3,7 @@ of the SFT model for a prompt", for people, a judge or the lab's labelers to com
 
     prompts, repeated = sample_prompts("prompts.jsonl", num_prompts=500, seed=0)
     model, tokenizer = load_for_sampling("runs/demo/sft/model")
-    report = sample_comparisons(model, tokenizer, prompts, k=4, out="comparisons.jsonl", model_name="runs/demo/...")
+    report = sample_comparisons(model, tokenizer, prompts, k=4, out="comparisons.jsonl", model_name="sft-v1")
 
 * **The final evaluation's sampler.** Responses come from :func:`rlhfkit.models.sampling.generate_ids` (left padding,
   chat prompts with the generation prompt, top_k 0, the model's own EOS ids), at ``temperature`` and ``top_p``.
@@ -44,7 +44,7 @@ from rlhfkit.data.rows import BadRow, check_text
 from rlhfkit.data.tables import load_prompts
 from rlhfkit.models.sampling import encode_prompts, generate_ids
 
-EXTRA_ROUNDS = 2  # rounds that resample a prompt's duplicates; more rarely help a policy that repeats itself
+EXTRA_ROUNDS = 2  # rounds that resample a prompt's duplicates: a bound, as a policy that repeats itself never ends
 LAB_DRAWS = 512  # lab prompts drawn before repeats are dropped (the lab's task has 72 distinct prompts)
 SETTINGS = ("temperature", "top_p", "max_new_tokens", "seed", "k")  # what a row's `sampling` records, + duplicates
 
