@@ -26,7 +26,7 @@ def _writable(folder: Path) -> bool:
 
 
 def _creatable_problems(path: Path, key: str, what: str) -> list[str]:
-    base = _nearest_existing(path.parent if not path.exists() else path)
+    base = _nearest_existing(path if path.is_dir() else path.parent)  # an existing file is replaced in its folder
     if not base.is_dir():
         return [
             f"{key}={str(path)!r}: {str(base)!r} is a file, so {what} cannot be created there; choose another path"
@@ -44,6 +44,8 @@ def output_file_problems(path: str | os.PathLike, key: str = "--out") -> list[st
     path = Path(path).expanduser()
     if path.is_dir():
         return [f"{key} {str(path)!r} is a folder; give a file name (rlhfkit will not replace a folder)"]
+    if path.is_file() and not os.access(path, os.W_OK):
+        return [f"{key} {str(path)!r} is not writable; choose another file or fix its permissions"]
     return [p.replace(f"{key}=", f"{key} ", 1) for p in _creatable_problems(path, key, "the file")]
 
 

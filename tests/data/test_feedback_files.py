@@ -52,6 +52,18 @@ def test_append_log_cuts_an_unfinished_line_and_appends_after_it(tmp_path):
     assert path.read_text() == '{"a": 1}\n{"a": 3}\n'
 
 
+def test_an_exclusive_append_log_keeps_other_writers_out_until_closed(tmp_path):
+    path = tmp_path / "c.jsonl"
+    with AppendLog(path, exclusive=True) as log:
+        log.append({"a": 1})
+        with pytest.raises(DataError, match="is being written by another process"):
+            AppendLog(path, exclusive=True)
+        log.append({"a": 2})
+    with AppendLog(path, exclusive=True) as log:
+        log.append({"a": 3})
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n{"a": 3}\n'
+
+
 def _writer(path, who, n):
     with AppendLog(path) as log:
         for i in range(n):
