@@ -29,14 +29,14 @@ and the win rate is their mean, ties counting one half (InstructGPT's and Alpaca
   ``statsmodels``), so a tie is half a win and half a loss; its 95% interval is ``sigmoid`` of the intercept's
   Wald interval with the sandwich (HC0) covariance, which fractional outcomes need. AlpacaEval's per-instruction
   difficulty term is left out: one reference and one policy give one outcome per prompt.
-* :func:`win_rate_metrics` -- the keys the final evaluation records for one judge.
+* :func:`win_rate_metrics` -- the keys the final evaluation records for one judge; :func:`rate_text` shows one.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,3 +159,11 @@ def win_rate_metrics(
     if lc is not None:
         out.update(lc.metrics(f"lc_win_rate_{judge}"))
     return out
+
+
+def rate_text(metrics: Mapping[str, object], key: str, digits: int = 2) -> str | None:
+    """``"0.71 [0.66, 0.76]"``: a rate recorded by :func:`win_rate_metrics` (``metrics[key]``, ``key_low``,
+    ``key_high``) and its 95% interval; None when ``metrics`` has no ``key``."""
+    if metrics.get(key) is None:
+        return None
+    return f"{metrics[key]:.{digits}f} [{metrics[f'{key}_low']:.{digits}f}, {metrics[f'{key}_high']:.{digits}f}]"
