@@ -135,8 +135,9 @@ def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
     cfg, prefs = ctx.cfg, ctx.outputs["preferences"]
     train = read_jsonl(prefs["train"])
     held_out = read_jsonl(prefs["eval"]) or None
-    # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin.
-    keep = ("prompt", "chosen", "rejected", "group", "margin")
+    # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin,
+    # ``p`` the probability that chosen is better (reward.soft_labels).
+    keep = ("prompt", "chosen", "rejected", "group", "margin", "p")
     train = [{k: r[k] for k in keep if k in r} for r in train]
     held_out = None if held_out is None else [{k: r[k] for k in keep if k in r} for r in held_out]
     result = run_reward(
