@@ -96,8 +96,11 @@ def test_compare_runs_every_algorithm_once_on_shared_stages_and_resumes(tmp_path
         assert (out / name / "rl" / "model" / "model.safetensors").exists() and (out / name / "report.md").exists()
         assert not (out / name / "sft").exists()  # the shared SFT model is used, not retrained
         assert row["gold_sft"] == result["sft"]["gold"]  # every algorithm evaluated against the same SFT samples
+        assert row["win_rate_gold_low"] <= row["win_rate_gold"] <= row["win_rate_gold_high"], name
+        assert row["win_rate_rm_low"] <= row["win_rate_rm"] <= row["win_rate_rm_high"], name
     assert [r["n"] for r in result["best_of_n"]["rows"]] == [1, 2, 4]
     assert (out / "compare.png").exists() and "| best_of_n |" in (out / "compare.md").read_text()
+    assert "## Win rate over the SFT policy" in (out / "compare.md").read_text()
     assert (out / "dpo" / "rl" / "implicit_reward" / "report.json").exists()
     assert "What dpo does not use" in (out / "dpo" / "report.md").read_text()
     models = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
