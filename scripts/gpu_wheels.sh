@@ -7,6 +7,8 @@
 # pandas, xxhash, rich, scipy, scikit-learn, statsmodels, matplotlib and pyyaml, but not TRL, datasets or
 # bitsandbytes. The list below is what TRL 1.16 and datasets 5.2 require beyond that (dill, multiprocess), what
 # rlhfkit requires beyond that (krippendorff), and the versions this project tests with:
+#   transformers: rlhfkit needs 5.23 (activation_checkpointing); 5.23.0 needs nothing newer than the image has,
+#     where 5.24 and later need huggingface-hub 2.4 and kernels;
 #   fsspec: datasets 5.2 requires <= 2026.9.0 and the image's version is not recorded;
 #   peft: the image has peft, its version is not recorded; rlhfkit's LoRA paths are measured with the tested one;
 #   bitsandbytes: QLoRA (41 MiB: CUDA kernels for 11.8 to 13.2; it fits the 64 MiB carry limit with the tree).
@@ -18,6 +20,7 @@ PY=${PYTHON:-.venv/bin/python}
 DIR=.whl
 LIMIT_MIB=64  # what one device call carries: the working tree and the carried paths together
 WHEELS=(
+  transformers==5.23.0
   trl==1.16.0
   datasets==5.2.0
   dill==0.4.1
