@@ -530,6 +530,31 @@ CASES = [
         r"data\.eval_fraction=0 holds out no preference pairs",
     ),
     Case(
+        "reward-soft-labels-lab",
+        TOO_LATE,
+        lambda ws: run(ws, {"reward.soft_labels": True}),
+        r"reward\.soft_labels=true, but data\.preferences=lab gives hard labels \(no probability 'p'\); give pairs",
+    ),
+    Case(
+        "reward-soft-labels-no-p",
+        TOO_LATE,
+        lambda ws: run(ws, {"reward.soft_labels": True, "data.preferences": write(ws, "p.jsonl", jsonl(PAIR))}),
+        r"reward\.soft_labels=true, but data\.preferences='.*p\.jsonl' has no 'p' or 'probability' column",
+    ),
+    Case(
+        "reward-soft-labels-rankings",
+        TOO_LATE,
+        lambda ws: run(
+            ws,
+            {
+                "reward.soft_labels": True,
+                "reward.group_rankings": True,
+                "data.preferences": write(ws, "p.jsonl", jsonl(PAIR | {"p": 0.7})),
+            },
+        ),
+        r"reward: soft_labels=True with group_rankings=True: soft labels apply to pairwise rows",
+    ),
+    Case(
         "model-missing",
         TOO_LATE,
         lambda ws: run(ws, {"model.model_name_or_path": str(ws / "runs" / "sft" / "model")}),

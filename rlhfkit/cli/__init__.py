@@ -5,6 +5,8 @@
     rlhfkit compare CONFIG|demo [--algorithms A,B]  PPO, GRPO, RLOO, DPO, best-of-N on the same data  (run.py)
     rlhfkit presets list | show NAME [--stage S]    method / GPU-size presets and what they expand to  (presets.py)
     rlhfkit data convert | agreement INPUT ...      preference data -> pairs; labeler agreement  (data.py)
+    rlhfkit sample MODEL PROMPTS --k K --out FILE   K responses per prompt from a policy, to compare  (sample.py)
+    rlhfkit label COMPARISONS --out VOTES           the labeling page (or --judge MODEL)  (label.py)
     rlhfkit eval-rm MODEL DATA [--out DIR]          reward-model report and the gate before RL  (eval_rm.py)
     rlhfkit plan --model M --stage S | --config F   memory plan of a training run on a GPU  (plan.py)
 
@@ -28,7 +30,9 @@ import warnings
 
 from rlhfkit import __version__
 from rlhfkit.cli import data, eval_rm, presets, run
+from rlhfkit.cli import label as label_command
 from rlhfkit.cli import plan as plan_command
+from rlhfkit.cli import sample as sample_command
 from rlhfkit.core.entry import OneLineParser, run_guarded
 
 
@@ -44,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_compare(sub)
     presets.add_commands(sub)
     data.add_commands(sub)
+    sample_command.add_commands(sub)
+    label_command.add_commands(sub)
     eval_rm.add_commands(sub)
     plan_command.add_commands(sub)
     return parser

@@ -10,7 +10,7 @@ from rlhfkit.core.errors import ConfigError, raise_problems
 # `data convert`: the column / option flags each format accepts (argparse dest -> converter keyword).
 FORMAT_OPTIONS = {
     "hh": ("chosen_col", "rejected_col"),
-    "columns": ("prompt_col", "chosen_col", "rejected_col"),
+    "columns": ("prompt_col", "chosen_col", "rejected_col", "p_col"),
     "rankings": ("prompt_col", "responses_col", "ranking_col", "scores_col"),
     "scores": ("prompt_col", "responses_col", "scores_col", "text_key", "score_key", "rule", "min_gap", "seed"),
     "votes": (
@@ -56,6 +56,12 @@ def _add_data_convert(dsub: argparse._SubParsersAction) -> None:
     columns = ("prompt", "chosen", "rejected", "responses", "ranking", "scores", "response-a", "response-b", "votes")
     for flag in columns:
         convert.add_argument(f"--{flag}-col", metavar="NAME", help=f"name of the {flag.replace('-', '_')} column")
+    convert.add_argument(
+        "--p-col",
+        metavar="NAME",
+        help="columns: the probability that chosen is better, kept as p for soft labels (default: a p or probability "
+        "column when there is one)",
+    )
     convert.add_argument("--text-key", help="scores: key of the text in each completion dict (default response)")
     convert.add_argument("--score-key", help="scores: key of the score in each completion dict (default score)")
     convert.add_argument("--rule", help="scores: best_vs_random (default) | best_vs_rest | best_vs_worst")

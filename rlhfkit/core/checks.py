@@ -44,6 +44,8 @@ def output_file_problems(path: str | os.PathLike, key: str = "--out") -> list[st
     path = Path(path).expanduser()
     if path.is_dir():
         return [f"{key} {str(path)!r} is a folder; give a file name (rlhfkit will not replace a folder)"]
+    if path.is_file() and not os.access(path, os.W_OK):
+        return [f"{key} {str(path)!r} is not writable; choose another file or fix its permissions"]
     return [p.replace(f"{key}=", f"{key} ", 1) for p in _creatable_problems(path, key, "the file")]
 
 

@@ -1,6 +1,7 @@
 """A data source checked before a run reads it: it exists, is readable, decodes, holds rows (objects) and has the
 columns its stage needs -- only its first rows are read (:func:`data_problems`; :func:`preference_problems` for a
-preference format and its reader's options). Each returns one-line problems naming the key, the value and the fix."""
+preference format and its reader's options; :func:`soft_label_problems` for a reward model trained on soft labels).
+Each returns one-line problems naming the key, the value and the fix."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from rlhfkit.core.errors import DataError
 from rlhfkit.core.rules import unknown_keys
 from rlhfkit.data import FORMATS, detect_format
+from rlhfkit.data.preferences import P_COLUMNS
 from rlhfkit.data.tables import LAB
 from rlhfkit.data.votelog import is_vote_log
 
@@ -252,4 +254,27 @@ def preference_problems(
             f"{key}={source!r} has columns {sorted(present)}, not {'+'.join(missing)} that preference format {fmt!r} "
             "reads; rename the columns or name them in the format's options (*_col)"
         ]
+    return []
+
+
+def soft_label_problems(
+    source: str, key: str, fmt: str, split: str = "train", options: dict[str, Any] | None = None
+) -> list[str]:
+    """Problems of preference data for a reward model trained on soft labels: the pairs must carry the probability
+    that chosen is better, which only the ``columns`` format reads (a ``p`` / ``probability`` column, or the one its
+    ``p_col`` option names, in the first rows). A source that cannot be read is left to :func:`preference_problems`."""
+    fix = "give pairs in the columns format with a 'p' column (a judge's labels) or set reward.soft_labels: false"
+    if source == LAB:
+        return [f"reward.soft_labels=true, but {key}=lab gives hard labels (no probability 'p'); {fix}"]
+    try:
+        rows, _ = read_first_rows(source, split)
+        fmt = detect_format(rows) if fmt == "auto" else fmt
+    except (_Problem, DataError):
+        return []
+    if fmt != "columns":
+        return [f"reward.soft_labels=true, but {key}={source!r} is read as format {fmt!r}, which has no 'p'; {fix}"]
+    named = (options or {}).get("p_col")
+    wanted = (named,) if isinstance(named, str) else P_COLUMNS
+    if not any(c in row for row in rows if isinstance(row, dict) for c in wanted):
+        return [f"reward.soft_labels=true, but {key}={source!r} has no {' or '.join(map(repr, wanted))} column; {fix}"]
     return []

@@ -134,13 +134,25 @@ class AppendLog:
 
     Threads share a lock; processes an exclusive ``flock`` on the file. When opened, an unfinished last line (a
     writer killed mid-write, never acknowledged) is cut off, so the next row starts on a line of its own.
+    ``exclusive``: the ``flock`` is held from opening to :meth:`close`, for a writer that reads the file and then
+    appends what it lacks (``rlhfkit sample``); another process opening it so meanwhile gets a :class:`DataError`.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, exclusive: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._exclusive = False
         self._file = open(self.path, "a+b")  # noqa: SIM115 -- held open for the log's lifetime; closed by close()
+        if exclusive:
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.close()
+                raise DataError(
+                    f"{self.path} is being written by another process; wait for it to finish or write another file"
+                ) from None
+            self._exclusive = True
         with self._locked():
             self._trim_partial_line()
 
@@ -150,10 +162,12 @@ class AppendLog:
         class _Held:
             def __enter__(self):
                 log._lock.acquire()
-                fcntl.flock(log._file.fileno(), fcntl.LOCK_EX)
+                if not log._exclusive:  # an exclusive log holds the flock already
+                    fcntl.flock(log._file.fileno(), fcntl.LOCK_EX)
 
             def __exit__(self, *exc):
-                fcntl.flock(log._file.fileno(), fcntl.LOCK_UN)
+                if not log._exclusive:
+                    fcntl.flock(log._file.fileno(), fcntl.LOCK_UN)
                 log._lock.release()
 
         return _Held()

@@ -14,7 +14,9 @@ Formats
     messages (``user`` / ``assistant``). An empty final Assistant turn is kept: HH contains a few rows in which
     the labeler preferred the assistant saying nothing.
 ``columns`` (:func:`from_columns`)
-    Explicit ``prompt`` / ``chosen`` / ``rejected`` columns under any names; strings or conversational.
+    Explicit ``prompt`` / ``chosen`` / ``rejected`` columns under any names; strings or conversational. An optional
+    ``p`` (or ``probability``) column, the probability that ``chosen`` is better (a judge's soft label), is kept as
+    ``p`` (:class:`rlhfkit.reward.config.RewardConfig`'s ``soft_labels`` trains on it); an empty cell is no label.
 ``rankings`` (:func:`from_rankings`)
     One prompt with K responses and either a ``ranking`` (``ranking[i]`` is the rank of ``responses[i]``,
     lower is better, 0 = best; equal ranks are ties) or ``scores`` (higher is better). Each row becomes all
@@ -52,6 +54,7 @@ from rlhfkit.data.rows import (
     convert,
     decode,
     distinct,
+    is_null,
     read_rows,
     same_kind,
     text,
@@ -141,8 +144,13 @@ def from_columns(
     chosen_col: str = "chosen",
     rejected_col: str = "rejected",
     on_bad_row: str = "error",
+    p_col: str | None = None,
 ) -> PreferenceData:
-    """Explicit prompt/chosen/rejected columns (any names) -> pairs; all strings or all conversational."""
+    """Explicit prompt/chosen/rejected columns (any names) -> pairs; all strings or all conversational.
+
+    ``p_col``: the column of soft labels, the probability in [0, 1] that ``chosen`` is better, kept as ``p`` (a
+    missing or empty value: None, no soft label); None: a ``p`` or else a ``probability`` column when the rows have
+    one (:data:`P_COLUMNS`)."""
     kind: list[bool] = []  # conversational or not, fixed by the first good row
 
     def row(record: dict, row_no: int, from_csv: bool, notes: Counter) -> list[dict]:
@@ -154,6 +162,9 @@ def from_columns(
             }
         )
         distinct(pair["chosen"], pair["rejected"])
+        col = p_col or next((c for c in P_COLUMNS if c in record), None)
+        if col is not None:
+            pair["p"] = _probability(record, col, from_csv)
         conversational = isinstance(pair["prompt"], list)
         if kind and kind[0] != conversational:
             first, this = ("messages", "strings") if kind[0] else ("strings", "messages")
@@ -165,8 +176,35 @@ def from_columns(
         prompt_col: "prompt_col",
         chosen_col: "chosen_col",
         rejected_col: "rejected_col",
+        **({p_col: "p_col"} if p_col else {}),
     }
-    return convert(source, "columns", required, row, on_bad_row)
+    result = convert(source, "columns", required, row, on_bad_row)
+    if any("p" in pair for pair in result.pairs):  # every pair has the column (a table takes the first row's keys)
+        for pair in result.pairs:
+            pair.setdefault("p", None)
+    return result
+
+
+P_COLUMNS = ("p", "probability")  # where from_columns finds soft labels when p_col is not given
+
+
+def _probability(record: dict, col: str, from_csv: bool) -> float | None:
+    """A soft label: a number in [0, 1], or None for a missing / empty value."""
+    value = record[col]
+    if is_null(value) or (from_csv and value == ""):
+        return None
+    if from_csv and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadRow(
+            "wrong type",
+            f"column {col!r} must be the probability in [0, 1] that chosen is better, got {str(value)[:40]!r}",
+            "fix the value, or leave it empty for no soft label",
+        )
+    return float(value)
 
 
 # ----------------------------------------------------------------------------- rankings and scores

@@ -25,7 +25,8 @@ optional ``p``, ``p_orders`` (a judge)
     probabilities ``[p with i shown first, p with j shown first]``.
 
 An **undo** is a row of its own, never an edit: ``{"vote_id", "undoes": <vote_id>, "item_id", "labeler", "time"}``.
-:func:`read_vote_log` returns the votes still standing; :func:`vote_problem` names what is wrong with a row.
+:func:`read_vote_log` returns the votes still standing (:func:`read_vote_rows`: every row, undo rows too;
+:func:`standing_votes` of rows already read); :func:`vote_problem` names what is wrong with a row.
 """
 
 from __future__ import annotations
@@ -169,28 +170,40 @@ def vote_problem(row: Any) -> str | None:  # long: one check per field of the fo
     return None
 
 
-def read_vote_log(path: str | os.PathLike, *, keep_undone: bool = False) -> list[dict[str, Any]]:
-    """The votes still standing in a votes file (undone votes and the undo rows removed), in file order.
+def read_vote_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every row of a votes file, votes and undo rows, in file order, each checked.
 
     A bad row raises :class:`DataError` naming the file and row; an unfinished last line (a writer killed mid-line,
-    never acknowledged) is skipped. With ``keep_undone`` every vote row is returned, undone or not.
+    never acknowledged) is skipped.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"votes file {str(path)!r} does not exist; collect votes with `rlhfkit label`")
-    votes: list[dict[str, Any]] = []
-    undone: set[str] = set()
+    rows: list[dict[str, Any]] = []
     for line_no, row in iter_lines(path):
         if isinstance(row, Exception):
             raise DataError(f"{path}: row {line_no} is not JSON ({row}); one JSON object per line")
         problem = vote_problem(row)
         if problem:
             raise DataError(f"{path}: row {line_no} {problem}")
-        if "undoes" in row:
-            undone.add(row["undoes"])
-        else:
-            votes.append(row)
-    return votes if keep_undone else [v for v in votes if v["vote_id"] not in undone]
+        rows.append(row)
+    return rows
+
+
+def standing_votes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The votes of ``rows`` (:func:`read_vote_rows`) that no undo row takes back, in order."""
+    undone = {r["undoes"] for r in rows if "undoes" in r}
+    return [r for r in rows if "undoes" not in r and r["vote_id"] not in undone]
+
+
+def read_vote_log(path: str | os.PathLike, *, keep_undone: bool = False) -> list[dict[str, Any]]:
+    """The votes still standing in a votes file (undone votes and the undo rows removed), in file order.
+
+    A bad row raises :class:`DataError` naming the file and row; an unfinished last line (a writer killed mid-line,
+    never acknowledged) is skipped. With ``keep_undone`` every vote row is returned, undone or not.
+    """
+    rows = read_vote_rows(path)
+    return [r for r in rows if "undoes" not in r] if keep_undone else standing_votes(rows)
 
 
 def is_vote_log(columns: list[str] | set[str]) -> bool:

@@ -1,5 +1,6 @@
-"""Collecting preferences on your own model: sample K responses per prompt (``rlhfkit sample``), have people compare
-them on a local labeling page (``rlhfkit label``: :mod:`rlhfkit.feedback.server`, :mod:`rlhfkit.feedback.assign`) or
-ask an AI judge, and write the votes files (:mod:`rlhfkit.data.votelog`) the agreement checks and the reward model
-read. Import from the module that defines a name; this package imports nothing.
+"""Collecting preferences on your own model, InstructGPT's step 2: sample K responses per prompt from a policy into a
+comparisons file (``rlhfkit sample``: :mod:`rlhfkit.feedback.sample`, :mod:`rlhfkit.data.comparisons`), have people
+compare them on a local labeling page (``rlhfkit label``: :mod:`rlhfkit.feedback.server`, :mod:`rlhfkit.feedback.assign`),
+ask an AI judge or the lab's labelers, and write the votes files (:mod:`rlhfkit.data.votelog`) the agreement checks and
+the reward model read. Import from the module that defines a name; this package imports nothing.
 """

@@ -1,9 +1,10 @@
 """Sampling a policy and measuring how far it moved from a reference: the one KL every algorithm is judged by.
 
 * :func:`generate` / :func:`generate_ids`: sampled responses with their token ids, so that what was sampled can be
-  scored exactly (no decode / re-encode round trip): top_k 0, top_p 1 (the policy RL optimised), left padding, chat
+  scored exactly (no decode / re-encode round trip): top_k 0, top_p 1 by default (the policy RL optimised; ``top_p``
+  < 1 samples the nucleus, as ``rlhfkit sample`` may), ``temperature`` 0 for greedy decoding, left padding, chat
   prompts rendered with the generation prompt, one seed per call. The one sampling loop:
-  :func:`rlhfkit.models.scoring.sample_responses` returns its texts.
+  :func:`rlhfkit.models.scoring.sample_responses` returns its texts, :mod:`rlhfkit.feedback.sample` its comparisons.
 * :func:`sequence_logprobs`: ``log p(response | prompt)`` summed over the response's tokens, at a temperature.
 * :func:`sequence_kl`: KL(policy || reference) in **nats per sequence**, estimated on the policy's own samples as
   ``mean(log pi(y|x) - log pi_ref(y|x))`` (an unbiased Monte-Carlo estimate; PPO's ``objective/kl`` is the same
@@ -92,13 +93,17 @@ def generate(
     *,
     max_new_tokens: int,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     seed: int = 0,
     num_samples: int = 1,
     batch_size: int = 64,
     seed_each_batch: bool = False,
 ) -> Samples:
-    """Sample ``num_samples`` responses per prompt (text or chat messages) at ``temperature``, top_k 0, top_p 1.
+    """Sample ``num_samples`` responses per prompt (text or chat messages) at ``temperature``, top_k 0, ``top_p``.
 
+    ``temperature=0`` is greedy decoding (``do_sample=False``: the most likely token at each step, the limit of
+    sampling as the temperature goes to 0; ``top_p`` and the seed play no part). ``top_p`` < 1 samples from the
+    smallest set of tokens whose probability reaches ``top_p`` (nucleus sampling); the default 1 is the policy itself.
     The global random state is left as it was (the seed applies inside this call only). ``seed_each_batch``: every
     batch starts from its own seed (``seed`` and the batch's offset), so two policies sampled on the same prompts with
     the same seed draw the same random numbers for the same prompt and step however long the other batches ran (torch
@@ -113,6 +118,7 @@ def generate(
         eos_token_id=tokenizer.eos_token_id,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
+        top_p=top_p,
         seed=seed,
         num_samples=num_samples,
         batch_size=batch_size,
@@ -131,6 +137,7 @@ def generate_ids(
     eos_token_id: int,
     max_new_tokens: int,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     seed: int = 0,
     num_samples: int = 1,
     batch_size: int = 64,
@@ -139,8 +146,10 @@ def generate_ids(
     """:func:`generate` on token ids (``texts`` and ``prompts`` are left empty for the caller to fill)."""
     import torch
 
-    if temperature <= 0:
-        raise ConfigError(f"temperature={temperature} must be > 0: responses are sampled at this temperature")
+    if not temperature >= 0:
+        raise ConfigError(f"temperature={temperature} must be >= 0 (0: greedy decoding; 1: the policy itself)")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p={top_p} must be in (0, 1] (1: every token, the policy itself)")
     if max_new_tokens < 1 or num_samples < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must be >= 1")
     if pad_token_id is None or pad_token_id == eos_token_id:
@@ -154,6 +163,10 @@ def generate_ids(
     repeated = [list(p) for p in prompt_ids for _ in range(num_samples)]
     responses: list[list[int]] = []
     finished: list[bool] = []
+    if temperature > 0:
+        decoding = {"do_sample": True, "top_k": 0, "top_p": top_p, "temperature": temperature}
+    else:  # greedy; the model's generation_config may hold sampling settings, which do_sample=False ignores
+        decoding = {"do_sample": False}
     was_training = model.training
     model.eval()
     try:
@@ -173,11 +186,8 @@ def generate_ids(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    top_k=0,
-                    top_p=1.0,
-                    temperature=temperature,
                     pad_token_id=pad_token_id,
+                    **decoding,
                 )
                 for row in out[:, width:].tolist():
                     end = next((t + 1 for t, token in enumerate(row) if token in stop), None)

@@ -4,8 +4,8 @@
 then each algorithm (``ppo``, ``grpo``, ``rloo``, ``dpo``, ``best_of_n``) as a pipeline run of its own whose manifest
 reuses those stages, and finally the best-of-N decoding curve of the SFT policy. Every final policy is evaluated on
 the same held-out prompts at the same temperature and length (:func:`rlhfkit.rl.policy_eval.evaluate_policy`:
-reward-model
-score, gold reward in the lab, KL to the SFT policy in nats per sequence on the same samples). Layout::
+reward-model score, gold reward in the lab, KL to the SFT policy in nats per sequence on the same samples; its win
+rate over the SFT policy, prompt by prompt, by gold and by the reward model: :mod:`rlhfkit.rl.winrate`). Layout::
 
     <output_dir>/manifest.json, sft/, preferences/, reward/, rm_eval/   the shared stages
     <output_dir>/<algorithm>/          rl/, final_eval/, report.md, manifest.json (shared stages recorded, not rerun)
@@ -44,6 +44,7 @@ from rlhfkit.pipeline.report import write_pipeline_report
 from rlhfkit.pipeline.runner import run_pipeline
 from rlhfkit.pipeline.stages import eval_sampling, rl_prompts
 from rlhfkit.rl.best_of_n import best_of_n_curve
+from rlhfkit.rl.winrate import rate_text
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,8 @@ def run_algorithm(cfg: PipelineConfig, base: Manifest, say: Callable[[str], None
         "train_kl": rl.get("final_kl"),
         "alerts": rl.get("alerts"),
         "skipped": rl.get("skipped", []),
+        # its win rate over the SFT policy by each judge (gold, rm, judge), paired over the same prompts
+        **{k: v for k, v in final.items() if k.startswith(("win_rate_", "lc_win_rate_"))},
     }
 
 
@@ -253,8 +256,9 @@ def run_compare(
     """Run (or resume) the comparison and write ``compare.json`` / ``compare.md`` / ``compare.png``.
 
     Returns the ``compare.json`` dict: ``{"sft": {"gold", "proxy"}, "algorithms": {name: {"gold", "proxy", "kl",
-    "wall_s", "peak_mb", "output_dir", ...}}, "best_of_n": {"rows": [...], "gold_stops": {...}}, "settings": {...}}``
-    (``gold`` is None outside the lab).
+    "wall_s", "peak_mb", "output_dir", "win_rate_gold", "win_rate_gold_low", ..., "win_rate_rm", ...}}, "best_of_n":
+    {"rows": [...], "gold_stops": {...}}, "settings": {...}}`` (``gold`` is None and there is no ``win_rate_gold``
+    outside the lab; the win-rate keys are the final evaluation's, :func:`rlhfkit.rl.winrate.win_rate_metrics`).
     """
     configs = algorithm_configs(cfg, algorithms)
     temperature, max_new = eval_sampling(cfg)
@@ -329,6 +333,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {_num(r['gold'])} | {gain} | {_num(r['proxy'])} | {kl} | {_num(r['wall_s'], 0)} | "
             f"{_num(r['peak_mb'], 0)} | `{r['output_dir']}` |"
         )
+    lines += _win_rate_table(result["algorithms"])
     bon = result["best_of_n"]
     gold = any("gold" in row for row in bon["rows"])
     lines += [
@@ -353,6 +358,34 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"- **{n}**: " + "; ".join(items) for n, items in skipped.items()]
     lines += ["", "![gold and reward-model score vs KL](compare.png)", ""]
     return "\n".join(lines)
+
+
+JUDGES = (("gold", "gold"), ("judge", "judge"), ("rm", "reward model"))  # who judges a win, in the table's order
+
+
+def _win_rate_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """compare.md's win rates over the SFT policy: a column per judge that judged, raw and length-controlled."""
+    judges = [(key, name) for key, name in JUDGES if any(f"win_rate_{key}" in r for r in rows.values())]
+    if not judges:
+        return []
+    head = " | ".join(f"by {name} | LC, by {name}" for _, name in judges)
+    lines = [
+        "",
+        "## Win rate over the SFT policy",
+        "",
+        "Per held-out prompt, the policy's answer against the SFT policy's: a win 1, a tie (or the same answer) 1/2, "
+        "a loss 0; the mean with its 95% interval (Wilson's score interval, ties counted as less variable than a "
+        "coin flip). LC: length-controlled (AlpacaEval 2): a logistic model of the outcome on the standardised "
+        "length difference in characters, read at zero difference; — where it cannot be fitted.",
+        "",
+        f"| policy | {head} |",
+        "|---|" + "---|---|" * len(judges),
+    ]
+    for name, r in rows.items():
+        if r["status"] == "done":
+            cells = [rate_text(r, f"{pre}win_rate_{key}") or "—" for key, _ in judges for pre in ("", "lc_")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _gold_stops_sentence(stops: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
 from rlhfkit.monitors import MonitorConfig, load_timeline, read_metrics
 from rlhfkit.monitors.plots import rl_figure
+from rlhfkit.rl.winrate import rate_text
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).
 HEADLINE = (
@@ -45,6 +46,12 @@ HEADLINE = (
     ("final_eval", "gold_rl", "gold reward of the RL policy"),
     ("final_eval", "gold_gain", "gold-reward gain of RL over SFT"),
     ("final_eval", "gold_gain_sem", "its standard error (per-prompt differences, same prompts)"),
+    ("final_eval", "win_rate_gold", "win rate of RL over SFT by gold, ties half [95% interval]"),
+    ("final_eval", "lc_win_rate_gold", "length-controlled win rate by gold"),
+    ("final_eval", "win_rate_judge", "win rate of RL over SFT by the judge, ties half [95% interval]"),
+    ("final_eval", "lc_win_rate_judge", "length-controlled win rate by the judge"),
+    ("final_eval", "win_rate_rm", "win rate of RL over SFT by the reward model, ties half [95% interval]"),
+    ("final_eval", "lc_win_rate_rm", "length-controlled win rate by the reward model"),
     ("final_eval", "proxy_sft", "reward-model score of the SFT policy"),
     ("final_eval", "proxy_rl", "reward-model score of the RL policy"),
     ("final_eval", "kl_rl", "KL of the RL policy to the SFT policy, held-out prompts (nats/seq)"),
@@ -66,12 +73,12 @@ def _fmt(value: Any) -> str:
 
 
 def stage_headlines(manifest) -> list[tuple[str, str, str]]:
-    """``(stage, label, value)`` for every headline number the run produced."""
+    """``(stage, label, value)`` for every headline number the run produced (a win rate with its interval)."""
     rows = []
     for stage, key, label in HEADLINE:
         metrics = manifest.stage(stage).get("metrics", {})
         if key in metrics:
-            rows.append((stage, label, _fmt(metrics[key])))
+            rows.append((stage, label, rate_text(metrics, key, 3) if f"{key}_low" in metrics else _fmt(metrics[key])))
     return rows
 
 
@@ -109,6 +116,10 @@ def _learned(final: dict[str, Any]) -> str:
         before, after, what = final["proxy_sft"], final["proxy_rl"], "reward-model score (no gold reward measured)"
     else:
         return "**Improved:** not measured (no final evaluation of the RL policy)."
+    return _improved(final, before, after, what) + _wins(final)
+
+
+def _improved(final: dict[str, Any], before: float, after: float, what: str) -> str:
     line = f"{what} {before:.3f} (SFT) -> {after:.3f} (RL)"
     gain, sem = final.get("gold_gain"), final.get("gold_gain_sem")
     if "gold_rl" in final and gain is not None and sem is not None:
@@ -120,6 +131,15 @@ def _learned(final: dict[str, Any]) -> str:
         ses = f" ({gain / sem:.0f} standard errors)" if sem else ""
         return f"**Improved:** yes, {line}{ses}."
     return f"**Improved:** {'yes' if after > before else 'no'}, {line} ({after - before:+.3f})."
+
+
+def _wins(final: dict[str, Any]) -> str:
+    """`` RL's answer wins ... by gold``: the first judge with a recorded win rate (gold, judge, reward model)."""
+    for judge, by in (("gold", "gold"), ("judge", "the judge"), ("rm", "the reward model")):
+        rate = rate_text(final, f"win_rate_{judge}")
+        if rate is not None:
+            return f" Win rate of RL's answers over SFT's by {by}: {rate} (ties half, 95% interval)."
+    return ""
 
 
 def _monitors(rl: dict[str, Any], timeline: Sequence[Mapping[str, Any]]) -> str:

@@ -32,7 +32,8 @@ from rlhfkit.reward.report import write_report
 from rlhfkit.reward.trainer import run_reward
 from rlhfkit.rl.algorithms import ALGORITHMS, USES_REWARD_MODEL
 from rlhfkit.rl.dpo import evaluate_implicit_reward
-from rlhfkit.rl.policy_eval import evaluate_policy, paired_gain
+from rlhfkit.rl.policy_eval import evaluate_policy, paired_gain, paired_win_rates
+from rlhfkit.rl.winrate import rate_text
 from rlhfkit.sft import run_sft
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,9 @@ def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
     cfg, prefs = ctx.cfg, ctx.outputs["preferences"]
     train = read_jsonl(prefs["train"])
     held_out = read_jsonl(prefs["eval"]) or None
-    # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin.
-    keep = ("prompt", "chosen", "rejected", "group", "margin")
+    # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin,
+    # ``p`` the probability that chosen is better (reward.soft_labels).
+    keep = ("prompt", "chosen", "rejected", "group", "margin", "p")
     train = [{k: r[k] for k in keep if k in r} for r in train]
     held_out = None if held_out is None else [{k: r[k] for k in keep if k in r} for r in held_out]
     result = run_reward(
@@ -352,7 +354,10 @@ def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
     """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.rl.policy_eval.evaluate_policy`):
     reward-model score (an ensemble's: its members' mean standardised score), the lab's gold reward, length, and the
     RL policy's KL to the SFT policy (nats/sequence). With a gold reward, ``gold_gain`` and ``gold_gain_sem``: the
-    mean and standard error of the per-prompt gold difference RL - SFT (:func:`rlhfkit.rl.policy_eval.paired_gain`);
+    mean and standard error of the per-prompt gold difference RL - SFT (:func:`rlhfkit.rl.policy_eval.paired_gain`).
+    The RL policy's win rate over the SFT policy, prompt by prompt, ties one half, with its 95% interval and the
+    length-controlled rate: by gold (``win_rate_gold``, ``_low``, ``_high``, ``_ties``, ``lc_win_rate_gold`` ...) and
+    by the reward model (``win_rate_rm`` ...) (:func:`rlhfkit.rl.policy_eval.paired_win_rates`).
     ``samples.jsonl`` holds each prompt's responses and scores."""
     cfg = ctx.cfg
     prompts = rl_prompts(ctx)[1]
@@ -385,9 +390,18 @@ def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
             row[key] = value
     if after.gold is not None:  # paired: the same prompts, so the SEM is that of the per-prompt differences
         metrics["gold_gain"], metrics["gold_gain_sem"] = paired_gain(before.gold_values, after.gold_values)
+    metrics.update(paired_win_rates(before, after))
+    judge = "gold" if after.gold is not None else "rm"
+    wins = f"win rate {rate_text(metrics, f'win_rate_{judge}')}"
+    if after.gold is not None:
         ctx.say(
             f"[final_eval] gold reward: SFT {before.gold:.3f} -> RL {after.gold:.3f}, gain "
-            f"{metrics['gold_gain']:+.3f} ± {metrics['gold_gain_sem']:.3f} (KL {after.kl:.2f} nats)"
+            f"{metrics['gold_gain']:+.3f} ± {metrics['gold_gain_sem']:.3f}, {wins} (KL {after.kl:.2f} nats)"
+        )
+    else:
+        ctx.say(
+            f"[final_eval] reward-model score: SFT {before.proxy:.3f} -> RL {after.proxy:.3f}, {wins} "
+            f"(KL {after.kl:.2f} nats)"
         )
     write_jsonl(ctx.dir("final_eval") / "samples.jsonl", rows)
     return {"samples": str(ctx.dir("final_eval") / "samples.jsonl")}, metrics

@@ -30,7 +30,7 @@ from rlhfkit.core.checks import folder_problems, output_file_problems
 from rlhfkit.core.entry import pop_debug, run_guarded
 from rlhfkit.core.errors import ConfigError, raise_problems
 from rlhfkit.core.rules import check_values
-from rlhfkit.data.checks import PROMPT_COLUMNS, SFT_COLUMNS, data_problems, preference_problems
+from rlhfkit.data.checks import PROMPT_COLUMNS, SFT_COLUMNS, data_problems, preference_problems, soft_label_problems
 from rlhfkit.models.checks import model_problems
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.config import (
@@ -88,6 +88,10 @@ def pipeline_source_problems(raw: dict[str, Any]) -> list[str]:
             options,
             "data.preference_options",
         )
+        if isinstance(raw.get("reward"), dict) and raw["reward"].get("soft_labels") is True:
+            problems += soft_label_problems(
+                data["preferences"], "data.preferences", data["preference_format"], split, options
+            )
     model = _defaults(ModelArguments, raw.get("model"))
     if isinstance(model["model_name_or_path"], str):
         revision = model["model_revision"] if isinstance(model["model_revision"], str) else None

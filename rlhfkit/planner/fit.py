@@ -112,7 +112,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _plan_kwargs(trainer: str, fields: dict[str, Any]) -> dict[str, Any]:
+def plan_kwargs(trainer: str, fields: dict[str, Any]) -> dict[str, Any]:
     """:func:`plan` arguments from a trainer's config fields (TRL / rlhfkit names); absent fields keep the preset's."""
     kwargs = {arg: fields[key] for key, arg in _CONFIG_KEYS.items() if fields.get(key) is not None}
     if fields.get(SEQ_LEN_FIELD[trainer]) is not None:
@@ -141,7 +141,7 @@ def check_config_fits(path: str | os.PathLike, model: str | os.PathLike | None =
         raise ConfigError(
             f"{path}: stage={trainer!r} is unknown; name the file <stage>.yaml or set stage: {list(TRAINERS)}"
         )
-    return plan(cfg["model_name_or_path"], trainer, cfg["preset"], float(cfg["gpu"]), **_plan_kwargs(trainer, cfg))
+    return plan(cfg["model_name_or_path"], trainer, cfg["preset"], float(cfg["gpu"]), **plan_kwargs(trainer, cfg))
 
 
 def check_pipeline_fits(
@@ -174,7 +174,7 @@ def check_pipeline_fits(
     dims = model_dims(section["model_name_or_path"])
     plans = {}
     for trainer in ("sft", "reward", algorithm):
-        kwargs = _plan_kwargs(trainer, cfg.get(trainer) or {})
+        kwargs = plan_kwargs(trainer, cfg.get(trainer) or {})
         if trainer == "ppo" and rl.get("layout") is not None:
             kwargs["layout"] = rl["layout"]
         if trainer == algorithm:  # the reward ensemble's members are all held during RL

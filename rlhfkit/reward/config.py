@@ -23,6 +23,13 @@ over the comparisons the group really has. An optional ``margin`` column is subt
   with that collator and loss (pair datasets -- no ``group`` column, or ``group_rankings=False`` -- go through TRL's
   own collator and loss unchanged); :func:`rlhfkit.reward.trainer.run_reward` trains every reward model with it.
 
+Soft labels (``soft_labels``): a pair may carry ``p``, the probability that ``chosen`` is better (a judge's, after
+Lee et al. 2023, "RLAIF", arXiv:2309.00267, distilled RLAIF); the loss is then the cross-entropy against it,
+``-(p log sigma(d) + (1 - p) log sigma(-d))`` with ``d = r(x, y_chosen) - r(x, y_rejected)``
+(:func:`rlhfkit.reward.loss.soft_label_loss`); ``p = 1`` is the hard label, TRL's loss. Soft labels apply to pairwise
+rows only: a ranking's pairs are orderings (the K-wise loss), and a ``margin`` states the strength of a preference
+too, so neither is combined with ``p`` (a one-line error names the fix).
+
 Deliberately omitted: InstructGPT's normalisation of the final reward (rm_eval measures mean and std, and the RL
 stages normalise with them) and any re-weighting of prompts by K.
 """
@@ -51,6 +58,10 @@ class RewardConfig(trl.RewardConfig):
         ``lora`` / ``qlora`` they are adapters + heads on one base.
     ensemble_bootstrap (`bool`, defaults to `False`): train each member on a bootstrap resample of the pairs (as many
         pairs, drawn with replacement), not only in another order.
+    soft_labels (`bool`, defaults to `False`): train on each pair's probability ``p`` that ``chosen`` is better (a
+        ``p`` column in [0, 1], e.g. a judge's): the cross-entropy ``-(p log sigma(d) + (1 - p) log sigma(-d))``; a row
+        whose ``p`` is missing is a hard label (``p = 1``). Pairwise rows only: not with ``group_rankings=True``,
+        ranking data or a ``margin`` column. `False`: ``p`` is ignored.
     """
 
     group_rankings: bool | None = field(
@@ -68,8 +79,22 @@ class RewardConfig(trl.RewardConfig):
         default=False, metadata={"help": "Train each member on a bootstrap resample of the pairs."}
     )
 
+    soft_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on each pair's probability 'p' that chosen is better (cross-entropy on soft labels, Lee et "
+            "al. 2023); pairwise rows only (not with rankings or a 'margin' column)."
+        },
+    )
+
     RANGES: ClassVar[dict[str, Range]] = {"ensemble_size": Range(1, example="4")}  # 1: a single reward model
 
     def __post_init__(self):
         super().__post_init__()
-        raise_problems(config_problems(self))
+        problems = config_problems(self)
+        if self.soft_labels and self.group_rankings:
+            problems.append(
+                "soft_labels=True with group_rankings=True: soft labels apply to pairwise rows, the K-wise loss to "
+                "rankings; set group_rankings to false (or null) or soft_labels to false"
+            )
+        raise_problems(problems)

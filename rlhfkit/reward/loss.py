@@ -2,7 +2,8 @@
 prompt as one batch element, each response scored once (:func:`ranking_loss`); :func:`group_pairs` and
 :func:`tokenize_group` turn the pairs of one ranking (a shared ``group`` id) into that element. The config that turns
 it on is :class:`rlhfkit.reward.config.RewardConfig` (``group_rankings``); the trainer that uses it is
-:class:`rlhfkit.reward.trainer.RewardTrainer`."""
+:class:`rlhfkit.reward.trainer.RewardTrainer`. :func:`soft_label_loss` is the pairwise loss on soft labels (Lee et al.
+2023), for pairs that carry the probability that ``chosen`` is better (``soft_labels``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.core.errors import DataError
+from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.models.scoring import tokenize_pair
 from rlhfkit.reward.config import RewardConfig
 
@@ -45,6 +46,20 @@ def ranking_loss(
     sums = per_pair.new_zeros(n_groups).index_add(0, pair_group, per_pair)
     counts = per_pair.new_zeros(n_groups).index_add(0, pair_group, torch.ones_like(per_pair))
     return (sums / counts).mean()
+
+
+def soft_label_loss(diff: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on soft labels (Lee et al. 2023, "RLAIF", arXiv:2309.00267: distilled RLAIF), per pair:
+    ``-(p log sigmoid(d) + (1 - p) log sigmoid(-d))``.
+
+    Args:
+        diff: ``(P,)`` the reward difference ``d = r_chosen - r_rejected`` of each pair.
+        p: ``(P,)`` the probability that ``chosen`` is better, in [0, 1]; ``p = 1`` gives ``-log sigmoid(d)``, the
+            hard-label (Bradley-Terry) loss of TRL's ``RewardTrainer``.
+    Returns:
+        ``(P,)`` the loss of each pair; its minimum over ``d`` is at ``sigmoid(d) = p``.
+    """
+    return F.binary_cross_entropy_with_logits(diff, p.to(diff.dtype), reduction="none")
 
 
 # ----------------------------------------------------------------------------- data
@@ -102,3 +117,36 @@ def uses_rankings(config, dataset) -> bool:
     has a ``group`` column and ``config.group_rankings`` is not False (a plain ``trl.RewardConfig``: the default)."""
     grouping = config.group_rankings if isinstance(config, RewardConfig) else None
     return grouping is not False and "group" in dataset.column_names
+
+
+def check_soft_labels(config, dataset, name: str = "train_dataset") -> None:
+    """Raise unless ``dataset`` (a ``datasets.Dataset`` or None) can train with ``config.soft_labels``: the training
+    pairs have a ``p`` column, no ``margin`` column and no rankings trained K-wise, and every ``p`` is a probability
+    (None: a hard label). Nothing to check without ``soft_labels``."""
+    if not getattr(config, "soft_labels", False) or dataset is None:
+        return
+    columns = dataset.column_names
+    if "p" not in columns:
+        if name == "train_dataset":
+            raise ConfigError(
+                "soft_labels=True needs a 'p' column in the training pairs (the probability that 'chosen' is better, "
+                "e.g. a judge's); give such pairs or set soft_labels to false"
+            )
+        return
+    if "margin" in columns:
+        raise ConfigError(
+            f"soft_labels=True and {name} has a 'margin' column as well as 'p': both say how strongly 'chosen' is "
+            "preferred; drop the margin (votes: ties='drop') or set soft_labels to false"
+        )
+    if uses_rankings(config, dataset):
+        raise ConfigError(
+            f"soft_labels=True and {name} holds rankings (a 'group' column): soft labels apply to pairwise rows; set "
+            "group_rankings to false to train the pairs one by one, or soft_labels to false"
+        )
+    for i, value in enumerate(dataset["p"]):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and 0 <= value <= 1):
+            raise DataError(
+                f"{name}: pair {i}: p={value!r} is not a probability in [0, 1] (that 'chosen' is better); fix the "
+                "value, or write null for a hard label"
+            )

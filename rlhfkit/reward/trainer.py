@@ -34,7 +34,15 @@ from rlhfkit.models.loading import ADAPTER_SUBDIR, MODEL_SUBDIR, load_reward_mod
 from rlhfkit.models.scoring import member_score_stats
 from rlhfkit.reward.config import RewardConfig
 from rlhfkit.reward.ensemble import MEMBER_DIR, EnsembleMember, bootstrap, write_ensemble
-from rlhfkit.reward.loss import GROUP_COLUMNS, group_pairs, ranking_loss, tokenize_group, uses_rankings
+from rlhfkit.reward.loss import (
+    GROUP_COLUMNS,
+    check_soft_labels,
+    group_pairs,
+    ranking_loss,
+    soft_label_loss,
+    tokenize_group,
+    uses_rankings,
+)
 from rlhfkit.runs import RunResult, as_dataset, remove_checkpoints, train_and_save
 
 logger = logging.getLogger(__name__)
@@ -47,7 +55,8 @@ class RankingCollator(DataCollatorMixin):
 
     Returns ``input_ids`` / ``attention_mask`` ``(N, L)`` (right-padded), ``pair_index`` ``(P, 2)``, ``pair_group``
     ``(P,)`` and, when the rows have margins, ``pair_margin`` ``(P,)``. Pair rows (``chosen_ids`` /
-    ``rejected_ids``) are passed to TRL's ``DataCollatorForPreference``.
+    ``rejected_ids``) are passed to TRL's ``DataCollatorForPreference``; their soft labels, when they have a ``p``
+    column, come back as ``p`` ``(B,)`` float (a missing value is 1.0, the hard label).
     """
 
     pad_token_id: int
@@ -56,7 +65,10 @@ class RankingCollator(DataCollatorMixin):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if "response_ids" not in examples[0]:
-            return DataCollatorForPreference(self.pad_token_id, self.pad_to_multiple_of)(examples)
+            out = DataCollatorForPreference(self.pad_token_id, self.pad_to_multiple_of)(examples)
+            if "p" in examples[0]:
+                out["p"] = torch.tensor([1.0 if e["p"] is None else e["p"] for e in examples], dtype=torch.float)
+            return out
         seqs, pair_index, pair_group, margins = [], [], [], []
         for g, example in enumerate(examples):
             offset = len(seqs)
@@ -76,13 +88,15 @@ class RankingCollator(DataCollatorMixin):
 
 
 class RewardTrainer(trl.RewardTrainer):
-    """TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for datasets with a ``group`` column.
+    """TRL's ``RewardTrainer`` with InstructGPT's K-wise loss for datasets with a ``group`` column, and the
+    cross-entropy on soft labels for pairs with a ``p`` column under ``args.soft_labels``.
 
     Takes TRL's arguments; :func:`run_reward` uses it for every reward run. A dataset with a ``group``
     column (and ``args.group_rankings`` not False) is regrouped by :func:`group_pairs` and tokenized by
     :func:`tokenize_group`; its batches go through :class:`RankingCollator` and :func:`ranking_loss`, with TRL's
-    metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Any other dataset (e.g. held-out pairs
-    without groups) is prepared, collated and scored by TRL unchanged.
+    metrics (``accuracy``, ``margin``, rewards) computed over the pairs. Pairs with a ``p`` column train with
+    :func:`soft_label_loss` when ``args.soft_labels`` is set (the same metrics). Any other dataset (e.g. held-out
+    pairs without groups) is prepared, collated and scored by TRL unchanged.
     """
 
     def __init__(self, *args, **kwargs):
@@ -113,19 +127,28 @@ class RewardTrainer(trl.RewardTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", *GROUP_COLUMNS]
+            soft = ["p"] if getattr(self.args, "soft_labels", False) else []  # else p is dropped with the unused
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", *soft, *GROUP_COLUMNS]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "pair_index" not in inputs:
+        p = inputs.pop("p", None)  # soft labels: the probability that chosen is better
+        soft = p is not None and getattr(self.args, "soft_labels", False)
+        if "pair_index" not in inputs and not soft:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        pair_index, pair_group = inputs.pop("pair_index"), inputs.pop("pair_group")
-        margin = inputs.pop("pair_margin", None)
-        inputs["use_cache"] = False
-        outputs = model(**inputs)
-        rewards = outputs.logits.squeeze(-1)
-        loss = ranking_loss(rewards, pair_index, pair_group, margin)
-        chosen, rejected = rewards[pair_index[:, 0]], rewards[pair_index[:, 1]]
+        if soft:  # pairs: TRL's collator stacks the chosen then the rejected sequences
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss = soft_label_loss(chosen - rejected, p).mean()
+        else:
+            pair_index, pair_group = inputs.pop("pair_index"), inputs.pop("pair_group")
+            margin = inputs.pop("pair_margin", None)
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            rewards = outputs.logits.squeeze(-1)
+            loss = ranking_loss(rewards, pair_index, pair_group, margin)
+            chosen, rejected = rewards[pair_index[:, 0]], rewards[pair_index[:, 1]]
         if self.args.center_rewards_coefficient is not None:
             loss += self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
         self._log_metrics(mode, inputs, outputs.logits, chosen, rejected)
@@ -168,7 +191,9 @@ def run_reward(
         train_dataset: TRL preference rows: ``prompt``/``chosen``/``rejected`` (explicit prompt) or
             ``chosen``/``rejected``; an optional ``margin`` column (e.g. a vote margin) enters the loss. Pairs with a
             ``group`` column (rankings: :func:`rlhfkit.data.from_rankings`) train with the K-wise loss, one ranking
-            per batch element, unless ``config.group_rankings`` is False.
+            per batch element, unless ``config.group_rankings`` is False. With ``config.soft_labels`` the pairs'
+            ``p`` column (the probability that chosen is better) gives the soft-label loss
+            (:func:`rlhfkit.reward.loss.check_soft_labels` says what it cannot be combined with).
         config: a :class:`rlhfkit.reward.config.RewardConfig` (``trl.RewardConfig`` plus ``group_rankings`` and the
             ensemble's fields); a plain ``trl.RewardConfig`` works too (rankings then train K-wise, the default).
             ``ensemble_size > 1`` trains that many members (seeds ``seed``, ``seed + 1``, ...; with
@@ -189,6 +214,8 @@ def run_reward(
             "group_rankings=True needs a 'group' column in the training pairs (one id per prompt's ranking, as "
             "rlhfkit.data.from_rankings writes); give ranking data or set group_rankings to null/false"
         )
+    check_soft_labels(config, train_dataset)
+    check_soft_labels(config, eval_dataset, "eval_dataset")
     kw = {"trust_remote_code": trust_remote_code, "callbacks": callbacks}
     if getattr(config, "ensemble_size", 1) > 1:
         return _run_reward_ensemble(str(model_name_or_path), train_dataset, config, eval_dataset, method, **kw)

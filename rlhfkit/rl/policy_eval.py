@@ -7,7 +7,9 @@ response with the reward model exactly as it was trained (:func:`rlhfkit.models.
 ensemble's members' mean standardised score), applies a gold reward
 when one is known (the lab's), and measures KL(policy || reference) in nats per sequence on those same samples
 (:func:`rlhfkit.models.sampling.sequence_kl`). The pipeline's final evaluation and ``rlhfkit compare`` call it, so PPO,
-GRPO, RLOO, DPO and rejection sampling are judged on one scale.
+GRPO, RLOO, DPO and rejection sampling are judged on one scale. Two policies evaluated on the same prompts are
+compared prompt by prompt: :func:`paired_gain` (the mean score difference) and :func:`paired_win_rates` (how often
+one's answer beats the other's, by gold and by the reward model: :mod:`rlhfkit.rl.winrate`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from rlhfkit.models.sampling import generate, sequence_kl
 from rlhfkit.models.scoring import proxy_scores
+from rlhfkit.rl.winrate import outcomes, win_rate_metrics
 
 
 @dataclass
@@ -71,6 +74,23 @@ def paired_gain(before: Sequence[float], after: Sequence[float]) -> tuple[float,
     if len(diff) < 2:
         return (float(diff.mean()) if len(diff) else float("nan")), float("nan")
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def paired_win_rates(reference: PolicyEval, policy: PolicyEval) -> dict[str, float | int]:
+    """``policy``'s win rates over ``reference`` on the same prompts, ties one half, with 95% intervals and the
+    length-controlled rates (:func:`rlhfkit.rl.winrate.win_rate_metrics`, lengths in characters): by the gold reward
+    (``win_rate_gold``, ``lc_win_rate_gold`` ..., when both were scored by one) and by the reward model
+    (``win_rate_rm`` ...). Where both policies gave the same answer the prompt is a tie."""
+    if len(policy.responses) != len(reference.responses):
+        raise ValueError(f"paired_win_rates: {len(policy.responses)} and {len(reference.responses)} answers")
+    same = [a == b for a, b in zip(policy.responses, reference.responses)]
+    lengths = [len(r) for r in policy.responses], [len(r) for r in reference.responses]
+    judges = {"gold": (policy.gold_values, reference.gold_values), "rm": (policy.proxy_values, reference.proxy_values)}
+    out: dict[str, float | int] = {}
+    for judge, (mine, theirs) in judges.items():
+        if mine and theirs:
+            out.update(win_rate_metrics(judge, outcomes(mine, theirs, same), *lengths))
+    return out
 
 
 def evaluate_policy(

@@ -37,7 +37,7 @@ def test_cli_error_exits_2_without_traceback():
 def test_every_command_is_registered():
     # One module, no optional command modules: a command that failed to register would fail here, not vanish.
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert list(sub.choices) == ["run", "demo", "compare", "presets", "data", "eval-rm", "plan"]
+    assert list(sub.choices) == ["run", "demo", "compare", "presets", "data", "sample", "label", "eval-rm", "plan"]
     assert set(sub.choices["presets"]._subparsers._group_actions[0].choices) == {"list", "show"}
     assert set(sub.choices["data"]._subparsers._group_actions[0].choices) == {"convert", "agreement"}
 

@@ -7,7 +7,16 @@ import pytest
 
 from rlhfkit.core.errors import DataError
 from rlhfkit.data.comparisons import AppendLog, comparison_row, item_id, read_comparisons
-from rlhfkit.data.votelog import is_vote_log, pairwise_vote, ranking_vote, read_vote_log, undo_row, vote_problem
+from rlhfkit.data.votelog import (
+    is_vote_log,
+    pairwise_vote,
+    ranking_vote,
+    read_vote_log,
+    read_vote_rows,
+    standing_votes,
+    undo_row,
+    vote_problem,
+)
 
 
 def test_item_id_is_stable_and_depends_on_prompt_and_responses():
@@ -43,6 +52,18 @@ def test_append_log_cuts_an_unfinished_line_and_appends_after_it(tmp_path):
     assert path.read_text() == '{"a": 1}\n{"a": 3}\n'
 
 
+def test_an_exclusive_append_log_keeps_other_writers_out_until_closed(tmp_path):
+    path = tmp_path / "c.jsonl"
+    with AppendLog(path, exclusive=True) as log:
+        log.append({"a": 1})
+        with pytest.raises(DataError, match="is being written by another process"):
+            AppendLog(path, exclusive=True)
+        log.append({"a": 2})
+    with AppendLog(path, exclusive=True) as log:
+        log.append({"a": 3})
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n{"a": 3}\n'
+
+
 def _writer(path, who, n):
     with AppendLog(path) as log:
         for i in range(n):
@@ -69,6 +90,9 @@ def test_votes_undo_and_checks(tmp_path):
         log.append(v1, v2, undo_row(v1))
     assert [v["vote_id"] for v in read_vote_log(path)] == [v2["vote_id"]]
     assert len(read_vote_log(path, keep_undone=True)) == 2
+    rows = read_vote_rows(path)
+    assert [r["vote_id"] for r in rows][:2] == [v1["vote_id"], v2["vote_id"]] and rows[2]["undoes"] == v1["vote_id"]
+    assert standing_votes(rows) == read_vote_log(path)
     assert is_vote_log(v1.keys()) and not is_vote_log(["prompt", "response_a", "response_b", "votes"])
     assert "must name each of the 3 responses" in vote_problem({**v2, "ranking": [[1], [0]]})
     assert "pair=" in vote_problem({**v1, "pair": [1, 1]})

@@ -159,6 +159,29 @@ def test_tabular_missing_column_lists_columns_present(tmp_path):
         data.from_columns(path, on_bad_row="skip")  # a whole-file problem: skipping cannot help
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_columns_keep_a_soft_label_column_as_p(tmp_path, suffix):
+    rows = [r | {"probability": p} for r, p in zip(ROWS, [0.8, None])]
+    path = _write(tmp_path / f"pairs{suffix}", rows)
+    pairs = data.from_columns(path, prompt_col="q", chosen_col="good", rejected_col="bad").pairs
+    assert [pair["p"] for pair in pairs] == [0.8, None]  # an empty value is no soft label
+    named = data.from_columns([r | {"judge_p": 1} for r in ROWS], "q", "good", "bad", p_col="judge_p").pairs
+    assert [pair["p"] for pair in named] == [1.0, 1.0]
+    plain = data.from_columns(ROWS, "q", "good", "bad").pairs
+    assert "p" not in plain[0]
+
+
+def test_soft_labels_missing_from_some_rows_are_none_and_bad_ones_name_the_row():
+    rows = [ROWS[0], ROWS[1] | {"p": 0.3}]  # the first row has none: every pair still gets the column
+    assert [pair["p"] for pair in data.from_columns(rows, "q", "good", "bad").pairs] == [None, 0.3]
+    assert data.from_columns(rows, "q", "good", "bad").to_dataset()["p"] == [None, 0.3]
+    message = r"row 2: column 'p' must be the probability in \[0, 1\] that chosen is better, got '1.5'; fix the value"
+    with pytest.raises(DataError, match=message):
+        data.from_columns([ROWS[0], ROWS[1] | {"p": 1.5}], "q", "good", "bad")
+    with pytest.raises(DataError, match="missing column 'judge_p'"):
+        data.from_columns(ROWS, "q", "good", "bad", p_col="judge_p")
+
+
 def test_conversational_columns_and_format_mixing(tmp_path):
     msg = [{"role": "user", "content": "Hi"}]
     conv = {
@@ -346,6 +369,14 @@ def test_cli_convert_columns_to_parquet(tmp_path):
     assert data.from_columns(out).pairs[1] == {"prompt": ROWS[1]["q"], "chosen": " red.", "rejected": ROWS[1]["bad"]}
 
 
+def test_cli_convert_keeps_the_soft_label_column_it_is_told(tmp_path):
+    src = _write(tmp_path / "in.jsonl", [r | {"judge": 0.9} for r in ROWS])
+    out = tmp_path / "pairs.jsonl"
+    argv = ["data", "convert", str(src), "--format", "columns", "--prompt-col", "q", "--chosen-col", "good"]
+    assert main(argv + ["--rejected-col", "bad", "--p-col", "judge", "--out", str(out)]) == 0
+    assert [pair["p"] for pair in data.from_columns(out).pairs] == [0.9, 0.9]
+
+
 def test_cli_agreement_report_and_filtered_output(tmp_path, capsys):
     pool = lab.LabelerPool(5, noise=[0.15, 0.15, 0.15, 0.15, 0.5], seed=0)
     src = write_jsonl(tmp_path / "votes.jsonl", lab.comparison_dataset(300, pool, seed=0))
@@ -371,3 +402,17 @@ def test_null_cells_from_a_dataset_are_empty_text():
     with pytest.raises(DataError, match="dataset: row 2: column 'chosen' is null"):
         data.from_columns(ds)
     assert data.from_columns(ds, on_bad_row="skip").report.skipped == {"empty text": 1}
+
+
+def test_soft_labels_pass_the_door_only_with_a_probability_column(tmp_path):
+    from rlhfkit.data.checks import soft_label_problems
+
+    path = str(write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "p": 0.7}]))
+    assert soft_label_problems(path, "data.preferences", "auto") == []
+    named = str(write_jsonl(tmp_path / "n.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "judge": 0.7}]))
+    assert soft_label_problems(named, "data.preferences", "columns", options={"p_col": "judge"}) == []
+    assert "has no 'p' or 'probability' column" in soft_label_problems(named, "data.preferences", "columns")[0]
+    votes = str(
+        write_jsonl(tmp_path / "v.jsonl", [{"prompt": "q", "response_a": "a", "response_b": "b", "votes": [1]}])
+    )
+    assert "is read as format 'votes', which has no 'p'" in soft_label_problems(votes, "data.preferences", "auto")[0]

@@ -70,6 +70,25 @@ def test_a_seed_per_batch_keeps_each_batchs_random_numbers_whatever_came_before(
     assert again.texts == runs[0].texts  # still one seed, one set of responses
 
 
+def test_temperature_0_is_greedy_and_a_tiny_nucleus_is_the_argmax(policy):
+    """Greedy: the same tokens as an unpadded one-prompt ``model.generate(do_sample=False)``, whatever the seed;
+    ``top_p`` so small that the nucleus is the likeliest token samples exactly that token."""
+    model, tokenizer = policy
+    prompts = lab.make_prompts(6, seed=7)
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=8, temperature=0, seed=1, batch_size=4)
+    assert generate(model, tokenizer, prompts, max_new_tokens=8, temperature=0, seed=2).texts == greedy.texts
+    for prompt, ids in zip(greedy.prompt_ids, greedy.response_ids):
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        single = out[0, len(prompt) :].tolist()
+        assert ids == single[: len(ids)] and (len(ids) == len(single) or ids[-1] == tokenizer.eos_token_id)
+    nucleus = generate(model, tokenizer, prompts, max_new_tokens=8, top_p=1e-6, seed=3, batch_size=4)
+    assert nucleus.response_ids == greedy.response_ids
+    sampled = generate(model, tokenizer, prompts, max_new_tokens=8, seed=3, batch_size=4)
+    assert sampled.response_ids != greedy.response_ids  # top_p 1 does sample
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sequence_logprobs_equal_a_hand_computation(policy, temperature):
     model, tokenizer = policy
@@ -105,7 +124,9 @@ def test_kl_is_zero_to_itself_and_matches_the_exact_kl_of_one_token(nano_model, 
 
 def test_bad_settings_are_one_line_errors(policy):
     model, tokenizer = policy
-    with pytest.raises(ConfigError, match="temperature=0"):
-        generate(model, tokenizer, ["Q: List 1 fruits.\nA:"], max_new_tokens=4, temperature=0)
+    with pytest.raises(ConfigError, match="temperature=-1 must be >= 0"):
+        generate(model, tokenizer, ["Q: List 1 fruits.\nA:"], max_new_tokens=4, temperature=-1)
+    with pytest.raises(ConfigError, match=r"top_p=0 must be in \(0, 1\]"):
+        generate(model, tokenizer, ["Q: List 1 fruits.\nA:"], max_new_tokens=4, top_p=0)
     with pytest.raises(ConfigError, match="2 prompts for 1 responses"):
         sequence_logprobs(model, [[1], [2]], [[3]])

@@ -61,7 +61,10 @@ def test_markdown_says_where_gold_stops():
         "sft": {"gold": 0.7, "proxy": 0.9, "model_dir": "runs/x/sft/model"},
         "algorithms": {"dpo": {"status": "done", "gold": 0.8, "proxy": 1.0, "kl": 1.5, "kl_sem": 0.1, "wall_s": 12.0,
                                "peak_mb": 700.0, "output_dir": "runs/x/dpo", "skipped": ["the reward model"],
-                               "gold_gain": 0.1, "gold_gain_sem": 0.02},
+                               "gold_gain": 0.1, "gold_gain_sem": 0.02, "win_rate_gold": 0.6,
+                               "win_rate_gold_low": 0.5, "win_rate_gold_high": 0.7, "win_rate_rm": 0.9,
+                               "win_rate_rm_low": 0.8, "win_rate_rm_high": 0.95, "lc_win_rate_rm": 0.85,
+                               "lc_win_rate_rm_low": 0.7, "lc_win_rate_rm_high": 0.93},
                        "ppo": {"status": "not run: reward-model gate failed", "output_dir": "runs/x/ppo"}},
         "best_of_n": {"n_prompts": 10, "rows": [{"n": 1, "kl": 0.0, "proxy": 0.9, "proxy_sem": 0.1, "gold": 0.7,
                                                   "gold_sem": 0.1}],
@@ -72,6 +75,8 @@ def test_markdown_says_where_gold_stops():
     assert "| dpo | 0.800 | +0.100 ± 0.020 | 1.000 | 1.50 ± 0.10 | 12 | 700 | `runs/x/dpo` |" in text
     assert "| ppo | not run: reward-model gate failed |" in text
     assert "gold stops following the proxy after N = 4" in text and "**dpo**: the reward model" in text
+    assert "| policy | by gold | LC, by gold | by reward model | LC, by reward model |" in text
+    assert "| dpo | 0.60 [0.50, 0.70] | — | 0.90 [0.80, 0.95] | 0.85 [0.70, 0.93] |" in text
 
 
 @pytest.mark.slow
@@ -91,8 +96,11 @@ def test_compare_runs_every_algorithm_once_on_shared_stages_and_resumes(tmp_path
         assert (out / name / "rl" / "model" / "model.safetensors").exists() and (out / name / "report.md").exists()
         assert not (out / name / "sft").exists()  # the shared SFT model is used, not retrained
         assert row["gold_sft"] == result["sft"]["gold"]  # every algorithm evaluated against the same SFT samples
+        assert row["win_rate_gold_low"] <= row["win_rate_gold"] <= row["win_rate_gold_high"], name
+        assert row["win_rate_rm_low"] <= row["win_rate_rm"] <= row["win_rate_rm_high"], name
     assert [r["n"] for r in result["best_of_n"]["rows"]] == [1, 2, 4]
     assert (out / "compare.png").exists() and "| best_of_n |" in (out / "compare.md").read_text()
+    assert "## Win rate over the SFT policy" in (out / "compare.md").read_text()
     assert (out / "dpo" / "rl" / "implicit_reward" / "report.json").exists()
     assert "What dpo does not use" in (out / "dpo" / "report.md").read_text()
     models = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}

@@ -20,6 +20,7 @@ from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.pipeline.runner import run_pipeline
 from rlhfkit.pipeline.stages import rl_prompts
 from rlhfkit.rl.policy_eval import paired_gain
+from rlhfkit.rl.winrate import outcomes, win_rate
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
@@ -132,6 +133,13 @@ def test_pipeline_runs_skips_and_redoes(tmp_path):
     rows = [json.loads(line) for line in (out / "final_eval" / "samples.jsonl").read_text().splitlines()]
     golds = [(row["gold_sft"], row["gold_rl"]) for row in rows]  # the gain is paired over these per-prompt values
     assert (final["gold_gain"], final["gold_gain_sem"]) == pytest.approx(paired_gain(*zip(*golds)))
+    same = [row["rl"] == row["sft"] for row in rows]  # the win rate is paired too: the same answer is a tie
+    wins = win_rate([g[1] for g in golds], [g[0] for g in golds], same)
+    assert (final["win_rate_gold"], final["win_rate_gold_low"], final["win_rate_gold_high"]) == pytest.approx(
+        (wins.rate, wins.low, wins.high)
+    )
+    by_rm = outcomes([row["proxy_rl"] for row in rows], [row["proxy_sft"] for row in rows], same)
+    assert final["win_rate_rm"] == pytest.approx(by_rm.mean()) and "win_rate_rm_high" in final
     sft_files = _digest(out / "sft" / "model")
 
     said = []

@@ -8,7 +8,7 @@ import yaml
 from rlhfkit.core.io import write_json, write_text
 from rlhfkit.pipeline.config import load_config
 from rlhfkit.pipeline.manifest import Manifest
-from rlhfkit.pipeline.report import verdict, write_pipeline_report
+from rlhfkit.pipeline.report import stage_headlines, verdict, write_pipeline_report
 
 DEMO = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
 
@@ -63,6 +63,32 @@ def test_verdict_falls_back_to_the_proxy_and_reads_the_gate_warnings(tmp_path):
     assert "reward-model score (no gold reward measured) 0.100 (SFT) -> 0.900 (RL)" in lines[0]
     assert lines[1] == "**Monitors:** no RL stage recorded."
     assert "worry: rewards track length (0.55)" in lines[2]
+
+
+WINS = {"win_rate_gold": 0.655, "win_rate_gold_low": 0.62, "win_rate_gold_high": 0.688, "win_rate_gold_ties": 12}
+WINS_RM = {
+    "win_rate_rm": 0.8,
+    "win_rate_rm_low": 0.75,
+    "win_rate_rm_high": 0.84,
+    "lc_win_rate_rm": 0.7,
+    "lc_win_rate_rm_low": 0.6,
+    "lc_win_rate_rm_high": 0.78,
+}
+
+
+def test_win_rates_show_with_their_intervals_in_the_verdict_and_the_headline(tmp_path):
+    final = {"gold_sft": 0.40, "gold_rl": 0.62, "gold_gain": 0.22, "gold_gain_sem": 0.004, **WINS, **WINS_RM}
+    manifest = _manifest(tmp_path, final=final)
+    learned = verdict(manifest, [])[0]
+    assert learned.endswith(
+        " Win rate of RL's answers over SFT's by gold: 0.66 [0.62, 0.69] (ties half, 95% interval)."
+    )
+    headline = {label: value for stage, label, value in stage_headlines(manifest) if stage == "final_eval"}
+    assert headline["win rate of RL over SFT by gold, ties half [95% interval]"] == "0.655 [0.620, 0.688]"
+    assert headline["length-controlled win rate by the reward model"] == "0.700 [0.600, 0.780]"
+    assert "length-controlled win rate by gold" not in headline  # not recorded: not shown
+    proxy_only = verdict(_manifest(tmp_path / "real", final={"proxy_sft": 0.1, "proxy_rl": 0.9, **WINS_RM}), [])
+    assert proxy_only[0].endswith("by the reward model: 0.80 [0.75, 0.84] (ties half, 95% interval).")
 
 
 def test_report_opens_with_the_verdict_and_writes_the_rl_figure(tmp_path):

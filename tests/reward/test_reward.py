@@ -1,5 +1,6 @@
 """InstructGPT's K-wise reward loss: the math on hand-made tensors, regrouping, collation, and training on the lab."""
 
+import math
 import shutil
 
 import pytest
@@ -14,8 +15,8 @@ from rlhfkit.core.arguments import trainer_config
 from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.data import from_rankings
 from rlhfkit.reward.config import RewardConfig
-from rlhfkit.reward.loss import group_pairs, ranking_loss, tokenize_group, uses_rankings
-from rlhfkit.reward.trainer import RankingCollator, run_reward
+from rlhfkit.reward.loss import group_pairs, ranking_loss, soft_label_loss, tokenize_group, uses_rankings
+from rlhfkit.reward.trainer import RankingCollator, RewardTrainer, run_reward
 from rlhfkit.runs import last_checkpoint
 
 
@@ -48,6 +49,23 @@ def test_gradient_flows_to_every_scored_response():
     rewards = torch.tensor([0.2, 0.1, -0.3], requires_grad=True)
     ranking_loss(rewards, torch.tensor([[0, 1], [0, 2]]), torch.tensor([0, 0])).backward()
     assert rewards.grad[0] < 0 and rewards.grad[1] > 0 and rewards.grad[2] > 0  # raise the winner, lower the losers
+
+
+def test_soft_label_loss_is_the_cross_entropy_against_p():
+    diff = torch.tensor([0.5, -1.0, 2.0, 0.0, 3.0])
+    p = torch.tensor([1.0, 0.3, 0.5, 0.8, 0.0])
+
+    def by_hand(d, q):
+        sig = 1 / (1 + math.exp(-d))
+        return -(q * math.log(sig) + (1 - q) * math.log(1 - sig))
+
+    expected = torch.tensor([by_hand(d, q) for d, q in zip(diff.tolist(), p.tolist())])
+    torch.testing.assert_close(soft_label_loss(diff, p), expected)
+    torch.testing.assert_close(soft_label_loss(diff, torch.ones(5)), -F.logsigmoid(diff))  # p = 1: TRL's loss
+    d = torch.tensor([0.1, -2.0, 1.5], requires_grad=True)
+    target = torch.tensor([0.7, 0.2, 0.9])
+    soft_label_loss(d, target).sum().backward()
+    torch.testing.assert_close(d.grad, torch.sigmoid(d.detach()) - target)  # zero where sigmoid(d) = p
 
 
 # ----------------------------------------------------------------------------- data
@@ -98,7 +116,17 @@ def test_collator_flattens_rankings_into_one_batch():
     assert batch["pair_index"].tolist() == [[0, 1], [3, 2], [3, 4], [2, 4]]
     assert batch["pair_group"].tolist() == [0, 1, 1, 1] and "pair_margin" not in batch
     pairwise = RankingCollator(pad_token_id=0)([{"chosen_ids": [1, 2], "rejected_ids": [3]}])  # TRL's collator
-    assert pairwise["input_ids"].tolist() == [[1, 2], [3, 0]]
+    assert pairwise["input_ids"].tolist() == [[1, 2], [3, 0]] and "p" not in pairwise
+
+
+def test_collator_carries_soft_labels_a_missing_one_is_hard():
+    rows = [
+        {"chosen_ids": [1, 2], "rejected_ids": [3], "p": 0.25},
+        {"chosen_ids": [4], "rejected_ids": [5], "p": None},
+    ]
+    batch = RankingCollator(pad_token_id=0)(rows)
+    assert batch["input_ids"].tolist() == [[1, 2], [4, 0], [3, 0], [5, 0]]  # chosen, then rejected
+    assert batch["p"].dtype == torch.float and batch["p"].tolist() == [0.25, 1.0]
 
 
 # ----------------------------------------------------------------------------- training
@@ -172,3 +200,71 @@ def test_kwise_resumes_from_a_checkpoint_with_the_same_losses(nano_model, rankin
     again = run_reward(nano_model, rankings[:120], _config(out, **cfg))  # resumes from checkpoint-2
     resumed = {row["step"]: row["loss"] for row in again.log_history if "loss" in row}
     assert resumed == pytest.approx(losses, rel=1e-4) and sorted(resumed) == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- soft labels
+def _soft_pairs(n: int, seed: int, p=None) -> list[dict]:
+    """Gold-labelled pairs with ``p``: ``p`` itself, or each pair's own value (0.55..0.95) when None."""
+    pairs = _gold_pairs(n, seed)
+    return [pair | {"p": 0.55 + 0.4 * (i % 5) / 4 if p is None else p} for i, pair in enumerate(pairs)]
+
+
+def test_the_trainer_computes_the_soft_label_loss_on_the_models_rewards(nano_model, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(nano_model)
+    model = AutoModelForSequenceClassification.from_pretrained(nano_model, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.score.weight.data *= 200  # rewards far apart: the soft and the hard loss differ clearly
+    pairs = [pair | {"p": p} for pair, p in zip(_gold_pairs(40, 1), [0.9, 0.2, 0.5, None])]
+    trainer = RewardTrainer(
+        model=model,
+        args=_config(tmp_path, soft_labels=True),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+        loss = trainer.compute_loss(model, dict(batch))
+    d = (rewards[:4] - rewards[4:]).tolist()
+    by_hand = [
+        -(q * math.log(1 / (1 + math.exp(-x))) + (1 - q) * math.log(1 / (1 + math.exp(x))))
+        for x, q in zip(d, [0.9, 0.2, 0.5, 1.0])
+    ]
+    hard = sum(-math.log(1 / (1 + math.exp(-x))) for x in d) / 4
+    assert loss.item() == pytest.approx(sum(by_hand) / 4, rel=1e-5) and abs(loss.item() - hard) > 0.1
+    assert trainer._metrics["eval"]["accuracy"] == [sum(x > 0 for x in d) / 4]  # TRL's metrics (an eval-mode model)
+
+
+def test_soft_labels_of_one_train_as_hard_labels_and_of_one_half_never_below_log_2(nano_model, tmp_path):
+    cfg = dict(max_steps=4, learning_rate=3e-3)
+    losses = {}
+    for name, pairs, soft in (
+        ("hard", _gold_pairs(40, 2), False),
+        ("p1", _soft_pairs(40, 2, 1.0), True),
+        ("half", _soft_pairs(40, 2, 0.5), True),
+        ("soft", _soft_pairs(40, 2), True),
+    ):
+        set_seed(0)
+        result = run_reward(nano_model, pairs, _config(tmp_path / name, soft_labels=soft, **cfg))
+        losses[name] = [row["loss"] for row in result.log_history if "loss" in row]
+    assert len(losses["hard"]) == 4 and losses["p1"] == pytest.approx(losses["hard"], rel=1e-5)
+    assert min(losses["half"]) >= math.log(2) - 1e-6  # the labels' own entropy: no reward model goes below it
+    assert losses["soft"] != pytest.approx(losses["hard"], rel=1e-3)  # the pairs' p reached the loss
+
+
+def test_soft_labels_are_pairwise_and_need_p(nano_model, tmp_path, rankings):
+    with pytest.raises(ConfigError, match="soft_labels=True with group_rankings=True: soft labels apply to pairwise"):
+        _config(tmp_path / "a", soft_labels=True, group_rankings=True)
+    cases = [
+        (_gold_pairs(20, 0), ConfigError, "soft_labels=True needs a 'p' column in the training pairs"),
+        ([r | {"margin": 0.5} for r in _soft_pairs(20, 0)], ConfigError, "has a 'margin' column as well as 'p'"),
+        ([r | {"p": 0.8} for r in rankings[:12]], ConfigError, r"holds rankings \(a 'group' column\)"),
+        (_soft_pairs(20, 0, 1.5), DataError, r"train_dataset: pair 0: p=1.5 is not a probability in \[0, 1\]"),
+    ]
+    for i, (pairs, error, message) in enumerate(cases):
+        with pytest.raises(error, match=message):
+            run_reward(nano_model, pairs, _config(tmp_path / str(i), max_steps=1, soft_labels=True))
+    ungrouped = [r | {"p": 0.8} for r in rankings[:12]]  # rankings' pairs one by one: soft labels apply
+    run_reward(nano_model, ungrouped, _config(tmp_path / "pairs", max_steps=1, soft_labels=True, group_rankings=False))

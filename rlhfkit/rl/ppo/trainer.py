@@ -3,8 +3,9 @@
 One update: :meth:`PPOTrainer._rollout` samples and scores a :class:`~rlhfkit.rl.ppo.rollout.Rollout`,
 :meth:`PPOTrainer._advantages` turns it into :class:`~rlhfkit.rl.ppo.rollout.Advantages`,
 :meth:`PPOTrainer._ppo_epochs` optimises the policy and value on both, and :meth:`PPOTrainer._metrics` logs TRL 1.12's
-metric names. The math lives in :mod:`rlhfkit.rl.ppo.core`; what PPO supports, assumes and leaves out is in
-:mod:`rlhfkit.rl.ppo`'s docstring.
+metric names, plus where the update's time went (this process's seconds): ``time/generation`` (sampling),
+``time/rollout`` (sampling and scoring) and ``time/ppo_epochs`` (advantages and the optimisation). The math lives in
+:mod:`rlhfkit.rl.ppo.core`; what PPO supports, assumes and leaves out is in :mod:`rlhfkit.rl.ppo`'s docstring.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class PPOTrainer(Trainer):
         self.reward_processing_class = reward_processing_class
         self.metric_funcs = list(metric_funcs or [])
         self._ensemble_std: list[torch.Tensor] = []  # a shared base's reward ensemble: members' spread per answer
+        self._generation_seconds = 0.0  # the last rollout's sampling time (logged as time/generation)
         self.shared = model if isinstance(model, SharedBase) else None
         if self.shared is not None:
             wrapper = self._shared_layout(ref_model, reward_model, value_model)
@@ -292,6 +294,7 @@ class PPOTrainer(Trainer):
         # eval mode, and backprop through repacked weights is wrong. Gradient checkpointing is paused instead, so
         # that generate can use its KV cache.
         no_checkpointing = activation_checkpointing_paused(self.model, args.activation_checkpointing_kwargs)
+        started = time.perf_counter()  # generate waits for the GPU at each token (its stopping check)
         with self.accelerator.autocast(), no_checkpointing:
             for s in range(0, len(queries), chunk):
                 with self._as_policy():
@@ -301,6 +304,7 @@ class PPOTrainer(Trainer):
                         generation_config=self.generation_config,
                     )
                 generated.append(out[:, P:])
+        self._generation_seconds = time.perf_counter() - started
         R = max(g.shape[1] for g in generated)
         responses = torch.cat([nn.functional.pad(g, (0, R - g.shape[1]), value=pad) for g in generated])
         return core.truncate_at_stop_token(responses, self.stop_token_id, pad)
@@ -475,10 +479,15 @@ class PPOTrainer(Trainer):
         self.model.train()
         for update in range(self.state.global_step, self.num_total_batches):
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-            rollout = self._rollout(self._batch_prompts(update))
+            started = time.perf_counter()
+            rollout = self._rollout(self._batch_prompts(update))  # ends decoding the responses: the GPU is done
+            rolled_out = time.perf_counter()
             adv = self._advantages(rollout)
             stats = self._ppo_epochs(rollout, adv)
-            metrics = self._metrics(rollout, adv, stats, start_time, start_step)
+            metrics = self._metrics(rollout, adv, stats, start_time, start_step)  # gathered to the host: done too
+            metrics["time/generation"] = self._generation_seconds
+            metrics["time/rollout"] = rolled_out - started
+            metrics["time/ppo_epochs"] = time.perf_counter() - rolled_out
             losses.append(metrics["loss/policy_avg"] + args.vf_coef * metrics["loss/value_avg"])
             self.lr_scheduler.step()
             self.kl_ctl.update(metrics["objective/kl"], self.batch_size)

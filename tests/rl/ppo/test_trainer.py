@@ -337,6 +337,8 @@ def test_zero_learning_rate_gives_ratio_one_zero_kl_and_the_configured_scores(tm
         with_eos = h["val/num_eos_tokens"] / 32  # at most one EOS per truncated response
         assert h["objective/scores"] == pytest.approx(0.25 - 1.0 * (1 - with_eos), abs=1e-6)
         assert set(TRL_METRICS) <= set(h)
+        assert 0 < h["time/generation"] < h["time/rollout"]  # the rollout samples, then scores
+        assert h["time/ppo_epochs"] > 0
     assert all(torch.equal(before[k], v) for k, v in trainer.policy.state_dict().items())
 
 

@@ -1,0 +1,136 @@
+"""``rlhfkit label COMPARISONS --out VOTES``: the local labeling page where people compare a comparisons file's
+responses (:mod:`rlhfkit.feedback.server`), or with ``--judge MODEL`` the AI judge answering the same file."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from rlhfkit.core.errors import ConfigError
+
+DEFAULT_PORT = 8421
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "label",
+        help="compare sampled responses on a local web page (several labelers, keyboard first) or with an AI judge",
+        description="Serves a labeling page for COMPARISONS (rows of `rlhfkit sample`) and appends every vote to "
+        "--out (fsynced before the page moves on). Prints each labeler's link and runs until Ctrl-C / SIGTERM; "
+        "started again it continues where every labeler stopped. Pairwise mode asks every pair of an item's "
+        "responses (each pair a task of its own; K = 2: one per item); ranking mode orders all K at once (K <= 9).",
+    )
+    p.add_argument("comparisons", metavar="COMPARISONS", help="comparisons file (.jsonl) from `rlhfkit sample`")
+    p.add_argument("--out", required=True, help="votes file (.jsonl) to append to; created if absent")
+    p.add_argument(
+        "--mode", choices=("pairwise", "ranking"), default="pairwise", help="what a labeler answers (default pairwise)"
+    )
+    p.add_argument(
+        "--overlap", metavar="N", type=_positive, default=1, help="labelers per item, for agreement (default 1)"
+    )
+    p.add_argument(
+        "--seed", metavar="S", type=int, default=0, help="seeds each labeler's item order and left/right order (0)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument(
+        "--labelers",
+        metavar="NAMES",
+        type=_names,
+        help="alice,bob,...: only these may label, each through a secret link (kept beside --out: votes.jsonl -> "
+        "votes.keys.json); "
+        "required with a --host other machines can reach",
+    )
+    judge = p.add_argument_group("AI judge (instead of the page: the judge answers COMPARISONS into --out)")
+    judge.add_argument("--judge", metavar="MODEL", help="AI judge: the judge model (a folder or hub id)")
+    judge.add_argument("--constitution", metavar="FILE", help="AI judge: the principles it judges by")
+    judge.add_argument(
+        "--tie-margin", metavar="M", type=float, default=0.05, help="AI judge: |p - 0.5| below this is a tie (0.05)"
+    )
+    judge.add_argument(
+        "--principles-per-pair", metavar="N", type=_positive, default=1, help="AI judge: principles per pair (1)"
+    )
+    judge.add_argument(
+        "--batch-size", metavar="N", type=_positive, default=8, help="AI judge: pairs per forward pass (8)"
+    )
+    judge.add_argument(
+        "--preset", metavar="NAME", help="AI judge: the GPU-size preset that loads the judge (see `rlhfkit presets`)"
+    )
+    p.set_defaults(func=_label)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number >= 1")
+    return int(value)
+
+
+def _names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{value!r} must be distinct names separated by commas, e.g. alice,bob")
+    return names
+
+
+def _label(args: argparse.Namespace) -> int:
+    if args.judge:
+        from rlhfkit.feedback.judge import judge_file
+
+        judge_file(
+            args.comparisons,
+            args.out,
+            model=args.judge,
+            constitution=args.constitution,
+            tie_margin=args.tie_margin,
+            principles_per_pair=args.principles_per_pair,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            preset=args.preset,
+        )
+        return 0
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"rlhfkit label needs {e.name}, which is not installed: pip install 'rlhfkit[label]'"
+        ) from None
+    from rlhfkit.feedback.server import bind, build_app, is_loopback, serve
+    from rlhfkit.feedback.session import LabelSession
+
+    if not is_loopback(args.host) and not args.labelers:
+        raise ConfigError(
+            f"--host {args.host} lets other machines reach the page: name the labelers with --labelers alice,bob "
+            "(each gets a secret link), or keep the default --host 127.0.0.1"
+        )
+    sock = bind(args.host, args.port)
+    session = LabelSession(
+        args.comparisons, args.out, mode=args.mode, overlap=args.overlap, seed=args.seed, labelers=args.labelers
+    )
+    try:
+        _print_links(session, args.host, sock.getsockname()[1])
+        serve(build_app(session, args.host), sock)
+    finally:
+        session.close()
+    counts, _ = session.counts()
+    print(f"stopped: {counts['votes']} votes by {len(counts['labelers'])} labelers in {args.out}", flush=True)
+    return 0
+
+
+def _print_links(session, host: str, port: int) -> None:
+    counts, _ = session.counts()
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    print(
+        f"rlhfkit label: {counts['items']} items, {counts['tasks']} {counts['mode']} tasks, overlap "
+        f"{counts['overlap']}; {counts['votes']} votes so far in {counts['votes_file']}"
+    )
+    print("labeler links (the name in the link is the name in the votes):")
+    for name, link in session.links(base):
+        if name == "status":
+            print(f"status page: {link}")
+        else:
+            progress = counts["labelers"].get(name)
+            note = f"  ({progress['done']} done, {progress['left']} left)" if progress else ""
+            print(f"  {name if name != 'NAME' else '(anyone)':<12} {link}{note}")
+    print("Ctrl-C stops the server; every vote the page acknowledged is already on disk.", flush=True)
