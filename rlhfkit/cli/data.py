@@ -257,7 +257,9 @@ def labeler_table(result):
         title=f"labelers (flagged below {lab.threshold:g} agreement with the others' majority, or above "
         f"{lab.max_tie_rate:g} ties)"
     )
-    for name in ("labeler", "rated", "compared", "agreement", "ties", "flagged"):
+    left = r.left_choice_rate  # votes files only: position bias
+    columns = ("labeler", "rated", "compared", "agreement", "ties", *(("left chosen",) if left else ()), "flagged")
+    for name in columns:
         table.add_column(name, justify="right" if name != "flagged" else "left")
     for j in range(len(lab.agreement)):
         flag = f"[red]yes: {', '.join(flag_reasons(lab, j))}[/red]" if lab.flagged[j] else "no"
@@ -267,6 +269,7 @@ def labeler_table(result):
             f"{lab.n_compared[j]:,}",
             _fmt(lab.agreement[j], pct=True),
             _fmt(lab.tie_rate[j], pct=True),
+            *((_fmt(left.get(r.labeler_names[j]), pct=True),) if left else ()),
             flag,
         )
     return table

@@ -291,10 +291,12 @@ class AgreementReport:
     labeler_names: list[str] = field(default_factory=list)
     cohen_kappa: dict[str, float | None] = field(default_factory=dict)  # keyed "<labeler>,<labeler>"
     cohen_kappa_items: dict[str, int] = field(default_factory=dict)  # items both labelers of a pair rated
+    # votes files only: per labeler, the share of a-or-b votes for the response shown on the left (None: no such vote)
+    left_choice_rate: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready: numbers, None where undefined, one row per labeler."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labelers"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("labelers", "left_choice_rate")}
         out = {k: _float(v) if isinstance(v, float) else v for k, v in out.items()}
         lab = self.labelers
         out["labelers"] = [
@@ -306,6 +308,11 @@ class AgreementReport:
                 "tie_rate": _float(lab.tie_rate[j]),
                 "flagged": bool(lab.flagged[j]),
                 "flag_reasons": flag_reasons(lab, j),
+                **(
+                    {"left_choice_rate": self.left_choice_rate.get(self.labeler_names[j])}
+                    if self.left_choice_rate
+                    else {}
+                ),
             }
             for j in range(self.n_labelers)
         ]

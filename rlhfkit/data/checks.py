@@ -18,6 +18,7 @@ from rlhfkit.core.errors import DataError
 from rlhfkit.core.rules import unknown_keys
 from rlhfkit.data import FORMATS, detect_format
 from rlhfkit.data.tables import LAB
+from rlhfkit.data.votelog import is_vote_log
 
 PEEK_ROWS = 5  # rows read from a data source to check that it decodes and has its columns
 
@@ -243,6 +244,8 @@ def preference_problems(
     if unknown:
         return [f"{options_key or key}: {unknown[0]}"]
     present = {c for row in rows for c in row}
+    if fmt == "votes" and is_vote_log(present):
+        return []  # a votes file, one row per vote: rlhfkit.data.votelog checks each row as it reads it
     missing = [c for c in format_columns(fmt, options) if c not in present]
     if missing:
         return [

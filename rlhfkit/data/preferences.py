@@ -344,6 +344,7 @@ FORMATS: dict[str, Callable[..., PreferenceData]] = {
 
 # Column sets that identify a format, most specific first (used by format="auto").
 _SIGNATURES = (
+    ("votes", {"item_id", "labeler", "mode", "responses"}),  # a votes file, one row per vote (rlhfkit label)
     ("votes", {"response_a", "response_b", "votes"}),
     ("rankings", {"prompt", "responses", "ranking"}),
     ("rankings", {"prompt", "responses", "scores"}),

@@ -23,6 +23,7 @@ more votes for one side and gives the pair TRL's ``margin`` column), agreement b
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -31,7 +32,7 @@ import numpy as np
 
 from rlhfkit.core.errors import DataError
 from rlhfkit.data.agreement import MISSING, TIE, A, B, FilterResult, filter_votes
-from rlhfkit.data.rows import BadRow, DataReport, PreferenceData, convert, decode, is_null, same_kind, text
+from rlhfkit.data.rows import BadRow, DataReport, PreferenceData, convert, decode, is_null, read_rows, same_kind, text
 
 TARGETS = {"a": A, "b": B, "tie": TIE, "missing": MISSING}
 DEFAULT_LABELS = {"1": "a", "0": "b", "-1": "missing"}
@@ -200,7 +201,7 @@ def from_votes(
     max_tie_rate: float = 0.5,
 ) -> PreferenceData:
     """Per-labeler votes -> majority pairs with ``agreement`` and ``n_votes`` columns (and ``margin`` with
-    ``ties="margin"``).
+    ``ties="margin"``). A votes file with one row per vote (``rlhfkit label``) goes to :func:`from_vote_log`.
 
     Votes come in ``votes_col`` (a list per row) or ``labeler_cols`` (one column each), read through the label map
     ``labels`` (see the module doc). Tie items never become pairs (``ties``: ``"drop"`` or ``"margin"``, see
@@ -210,6 +211,15 @@ def from_votes(
     holds the :class:`~rlhfkit.data.agreement.FilterResult` (its ``report``: kappa, alpha, Cohen's kappa per pair of
     labelers and the per-labeler table, over every item with votes).
     """
+    if labeler_cols is None and labels is None and votes_col == "votes" and is_vote_log_source(source):
+        return from_vote_log(
+            source,
+            min_agreement,
+            drop_unreliable,
+            labeler_threshold,
+            ties=ties,
+            max_tie_rate=max_tie_rate,
+        )
     rows, votes, report, names = read_votes(
         source,
         prompt_col,
@@ -270,3 +280,194 @@ def agreement_summary(data: PreferenceData) -> dict[str, Any]:
         data=data.report.to_dict(),
     )
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- votes files (one row per vote)
+class LogTable(NamedTuple):
+    """What :func:`read_vote_log_table` returns: :class:`VoteTable`'s fields for the pairwise items of a votes file,
+    plus each item's ``item_id`` / ``pair`` / soft labels and each labeler's left-choice rate.
+
+    An item is one pair ``(i, j)``, ``i < j``, of one comparisons row: a pairwise vote on ``[j, i]`` counts with its
+    label swapped, and a ranking vote counts once for every pair of its K responses (a tie where they share a rank).
+    ``p``: per item, the mean of the votes' soft labels ``p`` (the probability that ``response_a`` is better; NaN
+    unless every vote on the item carries one). ``left_choice``: per labeler, the share of their a-or-b pairwise votes
+    that chose the response shown on the left (NaN without such votes): 0.5 is no position bias.
+    """
+
+    rows: list[dict]
+    votes: np.ndarray
+    report: DataReport
+    labelers: list[str]
+    p: np.ndarray
+    left_choice: dict[str, float]
+
+
+def _log_rows(source: Any) -> tuple[str, list[dict]]:
+    from rlhfkit.data.votelog import read_vote_log, vote_problem
+
+    if isinstance(source, (str, os.PathLike)):
+        return str(source), read_vote_log(source)
+    rows = list(source)
+    undone = set()
+    for n, row in enumerate(rows, start=1):
+        problem = vote_problem(row)
+        if problem:
+            raise DataError(f"votes row {n} {problem}")
+        if "undoes" in row:
+            undone.add(row["undoes"])
+    return "rows", [r for r in rows if "undoes" not in r and r["vote_id"] not in undone]
+
+
+def _pair_codes(vote: dict) -> list[tuple[int, int, int]]:
+    """``(i, j, code)`` with ``i < j`` for every pair a vote decides (code: A = responses[i] better, B, TIE)."""
+    if vote["mode"] == "pairwise":
+        i, j = vote["pair"]
+        code = {"a": A, "b": B, "tie": TIE}[vote["label"]]
+        if i > j:
+            i, j, code = j, i, {A: B, B: A, TIE: TIE}[code]
+        return [(i, j, code)]
+    rank = {idx: r for r, group in enumerate(vote["ranking"]) for idx in group}
+    k = len(vote["responses"])
+    return [
+        (i, j, TIE if rank[i] == rank[j] else (A if rank[i] < rank[j] else B))
+        for i in range(k)
+        for j in range(i + 1, k)
+    ]
+
+
+def read_vote_log_table(source: Any) -> LogTable:
+    """A votes file (path or rows, :mod:`rlhfkit.data.votelog`) as the item x labeler matrix of
+    :mod:`rlhfkit.data.agreement`. A labeler who voted twice on one pair counts with their last vote."""
+    name, log = _log_rows(source)
+    report = DataReport(source=name, format="votes", rows=len(log))
+    items: dict[tuple[str, int, int], int] = {}
+    rows: list[dict] = []
+    labelers: dict[str, int] = {}
+    cells: dict[tuple[int, int], int] = {}
+    soft: dict[int, list[float | None]] = {}
+    left = Counter()
+    sided = Counter()
+    for vote in log:
+        who = labelers.setdefault(vote["labeler"], len(labelers))
+        for i, j, code in _pair_codes(vote):
+            key = (vote["item_id"], i, j)
+            if key not in items:
+                items[key] = len(rows)
+                responses = vote["responses"]
+                rows.append(
+                    {
+                        "prompt": vote["prompt"],
+                        "response_a": responses[i],
+                        "response_b": responses[j],
+                        "item_id": vote["item_id"],
+                        "pair": [i, j],
+                        "k": len(responses),
+                    }
+                )
+            n = items[key]
+            if (n, who) in cells:
+                report.notes["revotes (last one counts)"] += 1
+            cells[(n, who)] = code
+            p = vote.get("p") if vote["mode"] == "pairwise" else None
+            if p is not None and vote["pair"][0] > vote["pair"][1]:
+                p = 1.0 - p
+            soft.setdefault(n, []).append(p)
+        if vote["mode"] == "pairwise" and vote["label"] != "tie":
+            sided[vote["labeler"]] += 1
+            chosen = vote["pair"][0] if vote["label"] == "a" else vote["pair"][1]
+            left[vote["labeler"]] += int(chosen == vote["shown_order"][0])
+    votes = np.full((len(rows), len(labelers)), MISSING, dtype=np.int8)
+    for (n, who), code in cells.items():
+        votes[n, who] = code
+    p = np.array(
+        [
+            np.mean(ps) if ps and all(x is not None for x in ps) else np.nan
+            for ps in (soft[n] for n in range(len(rows)))
+        ]
+    )
+    left_choice = {who: (left[who] / sided[who] if sided[who] else float("nan")) for who in labelers}
+    return LogTable(rows, votes, report, list(labelers), p, left_choice)
+
+
+def is_vote_log_source(source: Any) -> bool:
+    """Whether ``source`` (a path, a list of rows or a dataset) is a votes file, one row per vote."""
+    from rlhfkit.data.votelog import is_vote_log
+
+    try:
+        _, rows, columns, _ = read_rows(source)
+    except DataError:
+        return False
+    if columns is None:
+        first = next((record for _, record in rows if isinstance(record, dict)), {})
+        columns = list(first)
+    return is_vote_log(columns)
+
+
+def _log_pairs(table: LogTable, result: FilterResult, ties: str) -> list[dict]:
+    groups = Counter(r["item_id"] for r in table.rows)
+    pairs = []
+    for n in np.flatnonzero(result.keep).tolist():
+        a_wins = result.label[n] == A
+        r = table.rows[n]
+        pair = {
+            "prompt": r["prompt"],
+            "chosen": r["response_a"] if a_wins else r["response_b"],
+            "rejected": r["response_b"] if a_wins else r["response_a"],
+            "agreement": float(result.agreement[n]),
+            "n_votes": int(result.stats.n_votes[n]),
+            "item_id": r["item_id"],
+        }
+        if groups[r["item_id"]] > 1 or r["k"] > 2:
+            pair["group"] = r["item_id"]
+        if not np.isnan(table.p[n]):
+            pair["p"] = float(table.p[n] if a_wins else 1.0 - table.p[n])
+        if ties == "margin":
+            pair["margin"] = float(result.margin[n])
+        pairs.append(pair)
+    return pairs
+
+
+def from_vote_log(
+    source: Any,
+    min_agreement: float = 0.0,
+    drop_unreliable: bool = False,
+    labeler_threshold: float = 0.6,
+    *,
+    ties: str = "drop",
+    max_tie_rate: float = 0.5,
+    require_pairs: bool = True,
+) -> PreferenceData:
+    """A votes file (``rlhfkit label``, the judge, the lab) -> majority pairs, as :func:`from_votes` does for a table
+    with one row per item: the same agreement statistics (plus each labeler's left-choice rate) and filter.
+
+    Pairs of an item with K > 2 responses share a ``group`` (its ``item_id``: the K-wise reward loss sees them
+    together); an item whose votes all carry a judge's ``p`` gives its pair ``p`` = the mean probability that
+    ``chosen`` is better (soft labels). ``require_pairs=False`` returns an empty result instead of raising when no
+    pair survives (the labeling page's ``/status``).
+    """
+    table = read_vote_log_table(source)
+    identical = np.array([r["response_a"] == r["response_b"] for r in table.rows], dtype=bool)
+    result = filter_votes(
+        table.votes,
+        min_agreement,
+        drop_unreliable,
+        labeler_threshold,
+        ties=ties,
+        identical=identical,
+        names=table.labelers,
+        max_tie_rate=max_tie_rate,
+    )
+    result.report.left_choice_rate = {k: (None if math.isnan(v) else v) for k, v in table.left_choice.items()}
+    pairs = _log_pairs(table, result, ties)
+    table.report.pairs = len(pairs)
+    table.report.dropped_rows.update({k: v for k, v in result.dropped.items() if v})
+    if not pairs and require_pairs:
+        raise DataError(
+            f"no preference pairs left after agreement filtering: {table.report.summary()}; lower min_agreement"
+        )
+    return PreferenceData(pairs=pairs, report=table.report, agreement=result)
+
+
+def vote_log_agreement(source: Any, **options: Any) -> dict[str, Any]:
+    """:func:`agreement_summary` of a votes file (path or rows), without raising when no pair is left yet."""
+    return agreement_summary(from_vote_log(source, require_pairs=False, **options))
