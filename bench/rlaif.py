@@ -7,7 +7,8 @@ Per seed, with the demo pipeline's sizes (rlhfkit/demo.yaml):
 
 1. SFT: a nano lab model on 2000 demonstrations, 800 steps.
 2. The label budget: the demo's 4000 lab comparisons (``rlhfkit.lab.comparison_dataset`` at seed + 1: a prompt and
-   two candidates), written as a comparisons file; every condition labels exactly these.
+   two candidates), written as a comparisons file (each distinct comparison once); every condition labels exactly
+   these (a comparison that repeats gets the judge's one vote again, as the people vote on it again).
 3. Labels, four ways (``labels`` in the json):
 
    * ``people``: the demo's 5 simulated labelers (noise 0.1 ... 0.5) with agreement filtering
@@ -105,17 +106,19 @@ def people(n: int, seed: int):
     return lab_preferences(n, pool, seed=seed, eval_comparisons=EVAL_COMPARISONS, min_agreement=0.7)
 
 
-def comparisons_file(out: Path, n: int, seed: int) -> Path:
-    """The comparisons the people voted on (same prompts and answers, in the same order) as a comparisons file."""
+def comparisons_file(out: Path, n: int, seed: int) -> tuple[Path, list[str]]:
+    """The comparisons the people voted on as a comparisons file (each distinct one once: the lab has 72 prompts, so
+    some comparisons repeat) and the ``item_id`` of every comparison, in the people's order."""
     from rlhfkit import lab
     from rlhfkit.data.comparisons import comparison_row
 
     path = out / "comparisons.jsonl"
+    rows = lab.comparison_dataset(n, lab.LabelerPool(1), seed=seed + 1)  # the pairs do not depend on the pool
+    items = [comparison_row(r["prompt"], [r["response_a"], r["response_b"]]) for r in rows]
     if not path.exists():
-        rows = lab.comparison_dataset(n, lab.LabelerPool(1), seed=seed + 1)  # the pairs do not depend on the pool
-        path.write_text("".join(json.dumps(comparison_row(r["prompt"], [r["response_a"], r["response_b"]])) + "\n"
-                                for r in rows))  # fmt: skip
-    return path
+        unique = {item["item_id"]: item for item in items}
+        path.write_text("".join(json.dumps(item) + "\n" for item in unique.values()))
+    return path, [item["item_id"] for item in items]
 
 
 def judge_votes(out: Path, comparisons: Path, judge: Path, seed: int) -> list[dict]:
@@ -127,13 +130,16 @@ def judge_votes(out: Path, comparisons: Path, judge: Path, seed: int) -> list[di
     return read_vote_log(votes)
 
 
-def vote_pairs(votes: list[dict], *, one_order: bool = False, tie_margin: float = TIE_MARGIN) -> list[dict]:
-    """Training pairs from judge votes: the two-order label (or the first order's probability), ties dropped."""
+def vote_pairs(votes: list[dict], ids: list[str], *, one_order: bool = False) -> list[dict]:
+    """Training pairs from judge votes, one per comparison in ``ids`` (a repeated comparison gets its one vote
+    again): the two-order label, or the first order's probability; ties dropped."""
     from rlhfkit.feedback.judge import vote_label
 
+    by_item = {v["item_id"]: v for v in votes}  # one principle per pair: one vote per item
     pairs = []
-    for v in votes:
-        label = vote_label(v["p_orders"][0], tie_margin) if one_order else v["label"]
+    for item in ids:
+        v = by_item[item]
+        label = vote_label(v["p_orders"][0], TIE_MARGIN) if one_order else v["label"]
         if label == "tie":
             continue
         i, j = v["pair"] if label == "a" else v["pair"][::-1]
@@ -206,14 +212,14 @@ def run_seed(seed: int, args) -> list[dict]:
     start = time.perf_counter()
     sft_dir = sft_model(out, seed)
     prefs = people(args.comparisons, seed)
-    comparisons = comparisons_file(out, args.comparisons, seed)
+    comparisons, ids = comparisons_file(out, args.comparisons, seed)
     fair = judge_votes(out, comparisons, lab_judge(out, seed, 0.0, args.judge_steps), seed)
     biased = judge_votes(out, comparisons, lab_judge(out, seed, POSITION_BIAS, args.judge_steps), seed)
     pairs = {
         "people": [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in prefs.train],
-        "judge": vote_pairs(fair),
-        "judge_biased": vote_pairs(biased),
-        "judge_biased_one_order": vote_pairs(biased, one_order=True),
+        "judge": vote_pairs(fair, ids),
+        "judge_biased": vote_pairs(biased, ids),
+        "judge_biased_one_order": vote_pairs(biased, ids, one_order=True),
     }
     prompts = lab.make_prompts(args.eval_prompts, seed=20_000 + seed)
     gold_sft = held_out_gold(sft_dir, prompts, seed)
