@@ -1,14 +1,14 @@
 """Judge throughput: the judge's batched both-order scoring vs a one-sequence-at-a-time loop, same probabilities.
 
     .venv/bin/python bench/judge_throughput.py                      # 256 lab pairs, a lab judge (built here)
-    .venv/bin/python bench/judge_throughput.py --pairs 1000 --batch-size 64
+    .venv/bin/python bench/judge_throughput.py --pairs 1000 --batch-size 32
     .venv/bin/python bench/judge_throughput.py --model ./runs/lab-judge --device cuda
 
 Both sides score the same pairs, in both orders, under the same principle, with the same model, and both include
 tokenization. The loop is the way a tutorial writes it: for each pair and each order, render the judging prompt with
 the chat template, tokenize it, run one forward pass of one sequence and read ``P(1) / (P(1) + P(2))`` from the last
 position's logits. The judge (:func:`rlhfkit.feedback.judge.score_pairs`) renders and tokenizes everything at once,
-sorts the pairs by length and runs ``--batch-size`` sequences per pass (both orders of a pair in one batch), left
+sorts the pairs by length and runs ``--batch-size`` pairs per pass (both orders of each in one batch), left
 padded with counted positions, computing only the last position's logits. Every one of the 2n probabilities is
 checked against the loop's (atol 1e-5). The sides run alternately ``--repeats`` times and the best wall time and best
 CPU time of each are reported, so other load on the shared machine does not decide the ratio. Without ``--model`` a
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="judge model folder or hub id (default: a lab judge built here)")
     parser.add_argument("--pairs", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (both orders)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (x 2 orders)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each side; the best counts")
     parser.add_argument("--judge-steps", type=int, default=50, help="training steps of the lab judge built here")
     parser.add_argument(
@@ -114,7 +114,7 @@ def main() -> None:
     n = len(jobs)
     print(f"{'method':<60}{'wall s':>8}{'cpu s':>8}{'pairs/s':>9}")
     print(f"{'one sequence at a time (tutorial loop)':<60}{loop_s:>8.2f}{loop_cpu:>8.2f}{n / loop_s:>9.1f}")
-    label = f"judge (length-sorted, {args.batch_size} sequences per pass)"
+    label = f"judge (length-sorted, {2 * args.batch_size} sequences per pass)"
     print(f"{label:<60}{batched_s:>8.2f}{batched_cpu:>8.2f}{n / batched_s:>9.1f}")
     print(f"speed-up: {loop_s / batched_s:.1f}x wall, {loop_cpu / batched_cpu:.1f}x cpu")
     diff = float(np.abs(batched - looped).max())

@@ -126,7 +126,7 @@ def judge_votes(out: Path, comparisons: Path, judge: Path, seed: int) -> list[di
     from rlhfkit.feedback.judge import judge_file
 
     votes = out / f"votes-{judge.name}.jsonl"
-    judge_file(comparisons, votes, model=judge, principles_per_pair=1, seed=seed, batch_size=64, tie_margin=TIE_MARGIN)
+    judge_file(comparisons, votes, model=judge, principles_per_pair=1, seed=seed, batch_size=32, tie_margin=TIE_MARGIN)
     return read_vote_log(votes)
 
 

@@ -31,7 +31,7 @@ the hub id), so the agreement tools compare principles with each other and with 
 **Answer tokens** are resolved from the tokenizer: each answer (default ``"1"``, ``"2"``) must be one token
 (``answer_tokens=("A", "B")`` asks "Answer A or B." about ``Response A`` / ``Response B`` instead).
 
-**Batches**: ``batch_size`` sequences per forward pass (both orders of ``batch_size // 2`` pairs), sorted by length
+**Batches**: ``batch_size`` pairs per forward pass (``2 x batch_size`` sequences: both orders), sorted by length
 within a chunk, left-padded with ``position_ids`` counted from each sequence's first token (so a padded sequence gets
 the probabilities of an unpadded one), only the last position's logits computed. ``bench/judge_throughput.py``
 measures it against a one-sequence-at-a-time loop.
@@ -237,14 +237,11 @@ def encode_orders(judge: Judge, jobs: Sequence[tuple[str, Any, str, str]]) -> li
 def order_probs(judge: Judge, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int) -> np.ndarray:
     """``p_orders`` of each encoded job, shape ``(n, 2)``: ``[P(a better | a first), P(a better | b first)]``.
 
-    Jobs are sorted by length (longest first) and both orders of a job go in the same batch of ``batch_size``
-    sequences (rounded down to even, at least 2)."""
+    Jobs are sorted by length (longest first); a forward pass holds both orders of ``batch_size`` jobs."""
     order = sorted(range(len(encoded)), key=lambda n: -max(len(encoded[n][0]), len(encoded[n][1])))
     flat = [seq for n in order for seq in encoded[n]]
     pad = judge.tokenizer.pad_token_id
-    probs = first_answer_probs(
-        judge.model, flat, judge.answer_ids, pad_token_id=pad, batch_size=max(2, batch_size - batch_size % 2)
-    )
+    probs = first_answer_probs(judge.model, flat, judge.answer_ids, pad_token_id=pad, batch_size=2 * batch_size)
     out = np.empty((len(encoded), 2), dtype=np.float64)
     out[order, 0] = probs[0::2]
     out[order, 1] = 1.0 - probs[1::2]  # b shown first: P(first) is P(b better)
@@ -292,8 +289,8 @@ def _check_options(tie_margin: float, principles_per_pair: int | None, n_princip
             f"principles_per_pair={principles_per_pair!r} must be 1..{n_principles} (the constitution's principles),"
             " or None for all of them"
         )
-    if batch_size < 2:
-        raise ConfigError(f"batch_size={batch_size} must be >= 2: both orders of a pair go in one batch")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1 (pairs per forward pass)")
 
 
 def _jobs(items, principles, name: str, principles_per_pair: int | None, seed: int) -> Iterator[tuple]:
@@ -335,7 +332,7 @@ def judge_file(
     principles_per_pair: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    preset: str = "full",
+    preset: str | None = "full",
     answer_tokens: Sequence[str] = ANSWERS,
 ) -> JudgeReport:
     """Judge every pair of every item of ``comparisons`` under the constitution, appending votes to ``out``.
@@ -348,9 +345,9 @@ def judge_file(
         constitution: a YAML list of ``{name, text}`` principles; None: :data:`DEFAULT_CONSTITUTION`.
         tie_margin: a vote is ``tie`` when the two-order probability is within this of 0.5.
         principles_per_pair: judge each pair under a seeded sample of this many principles (None: all).
-        batch_size: sequences per forward pass (both orders of ``batch_size // 2`` pairs).
+        batch_size: pairs per forward pass (each in both orders: ``2 x batch_size`` sequences).
         seed: seeds the principle samples.
-        preset: ``full`` | ``lora`` | ``qlora`` (4-bit), how the model is loaded.
+        preset: ``full`` | ``lora`` | ``qlora`` (4-bit), how the model is loaded (None: ``full``).
         answer_tokens: the two answers the judge is asked for (each one token of its tokenizer).
     Returns:
         A :class:`JudgeReport`. Nothing is printed (a progress bar shows on a terminal, and disappears).
@@ -366,7 +363,7 @@ def judge_file(
     todo = [job for job in jobs if (job[0]["item_id"], job[1], job[3]) not in done]
     written: list[dict[str, Any]] = []
     if todo:
-        judge = load_judge(model, preset, answer_tokens)
+        judge = load_judge(model, preset or "full", answer_tokens)
         written = _judge_jobs(judge, todo, out, tie_margin, batch_size, comparisons)
     labelers = tuple(sorted({job[3] for job in jobs}))
     ids = {item["item_id"] for item in items}
@@ -384,7 +381,7 @@ def judge_file(
 def _judge_jobs(judge: Judge, jobs: list[tuple], out: Path, tie_margin: float, batch_size: int, source) -> list[dict]:
     """Score ``jobs`` chunk by chunk and append each chunk's votes to ``out``; returns the rows written."""
     limit = judge.tokenizer.model_max_length
-    chunk = max(1, batch_size // 2) * CHUNK_BATCHES
+    chunk = batch_size * CHUNK_BATCHES
     written: list[dict[str, Any]] = []
     with AppendLog(out) as log, _progress(len(jobs), f"judge {judge.name}") as advance:
         for start in range(0, len(jobs), chunk):

@@ -102,7 +102,7 @@ def test_both_orders_batched_equal_one_at_a_time(nano_model):
     jobs = [("Be good.", p, *lab.candidates(p, 2, rng)) for p in lab.make_prompts(12, seed=5)]
     encoded = encode_orders(judge, jobs)
     assert len({len(s) for pair in encoded for s in pair}) > 1  # lengths differ: batches are padded
-    batched = order_probs(judge, encoded, batch_size=8)
+    batched = order_probs(judge, encoded, batch_size=4)
     pad = judge.tokenizer.pad_token_id
     for (first, swapped), p_orders in zip(encoded, batched, strict=True):
         alone = [
@@ -129,7 +129,9 @@ def test_judge_file_writes_both_order_votes_and_resumes(nano_model, comparisons,
 
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:20]))  # as if killed after 20 votes
-    resumed = judge_file(comparisons, out, model=nano_model, constitution=short_constitution, tie_margin=0.02)
+    resumed = judge_file(
+        comparisons, out, model=nano_model, constitution=short_constitution, tie_margin=0.02, preset=None
+    )  # preset None: full
     rerun = read_vote_log(out)
     assert resumed.n_written == 28 and len(rerun) == 48
     assert len({(v["item_id"], tuple(v["pair"]), v["labeler"]) for v in rerun}) == 48  # nothing twice
@@ -153,7 +155,7 @@ def test_principles_per_pair_is_a_seeded_sample(nano_model, comparisons, short_c
     [
         ({"tie_margin": 0.5}, r"tie_margin=0.5 must be in \[0, 0.5\)"),
         ({"principles_per_pair": 3}, r"principles_per_pair=3 must be 1..2"),
-        ({"batch_size": 1}, r"batch_size=1 must be >= 2: both orders"),
+        ({"batch_size": 0}, r"batch_size=0 must be a whole number >= 1 \(pairs per forward pass\)"),
     ],
 )
 def test_bad_options_fail_before_loading_the_model(comparisons, short_constitution, tmp_path, options, message):

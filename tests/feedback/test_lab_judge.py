@@ -80,7 +80,7 @@ def test_order_averaging_undoes_a_position_bias(tmp_path, seed):
     for bias in (0.0, 0.4):
         path = build_judge(tmp_path / f"judge-{bias}", n_train=4000, steps=400, position_bias=bias, seed=seed)
         out = tmp_path / f"votes-{bias}.jsonl"
-        report = judge_file(comparisons, out, model=path, principles_per_pair=1, tie_margin=0.0, batch_size=64)
+        report = judge_file(comparisons, out, model=path, principles_per_pair=1, tie_margin=0.0, batch_size=32)
         votes = read_vote_log(out)
         results[bias] = (report, gold_accuracy(votes)[0], gold_accuracy(votes, order=0)[0])
     fair, fair_accuracy, _ = results[0.0]
