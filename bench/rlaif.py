@@ -1,6 +1,6 @@
 """RLHF vs RLAIF on the lab: the same SFT model, comparisons and label budget, labelled by people or by a judge.
 
-    nice -n 10 .venv/bin/python bench/rlaif.py --out runs/bench/rlaif            # seeds 0 and 1, resumable
+    nice -n 10 .venv/bin/python bench/rlaif.py --out runs/bench/rlaif            # seeds 0 and 1: ~11 min, resumable
     .venv/bin/python bench/rlaif.py --out runs/bench/rlaif --seeds 0             # one seed
 
 Per seed, with the demo pipeline's sizes (rlhfkit/demo.yaml):

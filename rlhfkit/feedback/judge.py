@@ -357,6 +357,8 @@ def judge_file(
     _check_options(tie_margin, principles_per_pair, len(principles), batch_size)
     name = model_name(model)
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"out {str(out)!r} is a folder; give a file name for the votes (appended to when it exists)")
     existing = read_vote_log(out) if out.exists() else []
     done = {(v["item_id"], tuple(sorted(v["pair"])), v["labeler"]) for v in existing if v["mode"] == "pairwise"}
     jobs = list(_jobs(items, principles, name, principles_per_pair, seed))

@@ -166,6 +166,11 @@ def test_bad_options_fail_before_loading_the_model(comparisons, short_constituti
     assert not (tmp_path / "v.jsonl").exists()
 
 
+def test_the_votes_file_must_be_a_file(comparisons, short_constitution, tmp_path):
+    with pytest.raises(ConfigError, match=r"out '.*' is a folder; give a file name"):
+        judge_file(comparisons, tmp_path, model="/no/such/model", constitution=short_constitution)
+
+
 def test_a_prompt_longer_than_the_judge_reads_names_the_item(nano_model, comparisons, tmp_path):
     message = (
         r"item \w+: the judging prompt of pair \[0, 1\] under principle 'helpful' is \d+ tokens, over the judge's 128"
