@@ -197,3 +197,25 @@ def test_judge_stats_and_gold_accuracy_by_hand():
     assert gold_accuracy(rows[:3], order=0) == (pytest.approx(2 / 3), 3)
     assert gold_accuracy(rows[:3], order=1) == (pytest.approx(1 / 3), 3)
     assert judge_stats([])["position_consistency"] is None
+
+
+def test_cli_label_with_a_judge_writes_votes_agreement_reads(
+    nano_model, comparisons, short_constitution, tmp_path, capsys
+):
+    from rlhfkit.cli import main
+
+    out = tmp_path / "votes.jsonl"
+    argv = ["label", str(comparisons), "--out", str(out), "--judge", str(nano_model)]
+    assert (
+        main([*argv, "--constitution", str(short_constitution), "--principles-per-pair", "1", "--tie-margin", "0"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "judged 24 pairs x principles" in printed and "position consistency" in printed
+    votes = read_vote_log(out)
+    assert len(votes) == 8 * 3 and all(v["labeler"].startswith("judge:nano:") for v in votes)
+    assert main(["label", str(comparisons), "--out", str(out), "--judge", "m", "--answer-tokens", "1"]) == 2
+    assert "--answer-tokens '1' must be two different answers" in capsys.readouterr().err
+    summary = tmp_path / "agreement.json"
+    assert main(["data", "agreement", str(out), "--min-agreement", "0", "--json", str(summary)]) == 0
+    assert json.loads(summary.read_text())["judge"]["n_pairs"] == 24
