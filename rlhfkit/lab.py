@@ -461,13 +461,22 @@ class TinySize:
 
 
 # Hidden sizes are multiples of 64: bitsandbytes' CPU 4-bit kernel needs in_features >= its block size (64).
-# nano: builds and trains in seconds (tests). demo: learns the task in a few CPU minutes (`rlhfkit demo`).
+# nano: builds and trains in seconds (tests). demo: learns the task in a few CPU minutes (`rlhfkit demo`). judge: the
+# lab judge (rlhfkit.feedback.lab_judge), whose judging prompts (a principle, a prompt, two answers) run to ~90 tokens.
 TINY_SIZES = {
     "nano": TinySize(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, vocab_size=512
     ),
     "demo": TinySize(
         hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=512
+    ),
+    "judge": TinySize(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        vocab_size=768,
+        max_position_embeddings=256,
     ),
 }
 EOS_TOKEN = "<|endoftext|>"
@@ -496,12 +505,14 @@ def build_tiny_model(
     *,
     pad_token: bool = True,
     chat_template: bool = True,
+    corpus: Sequence[str] = (),
 ) -> Path:
     """Train a byte-level BPE tokenizer on the lab corpus and save it with a fresh Llama causal LM.
 
     The folder is written with ``save_pretrained`` (safetensors), so every rlhfkit module loads it
     exactly as it loads a hub model. ``pad_token=False`` / ``chat_template=False`` build a tokenizer
     lacking those (as many hub tokenizers do), to exercise :func:`rlhfkit.models.loading.prepare_tokenizer`.
+    ``corpus``: texts the tokenizer learns besides :func:`lab_corpus` (the lab judge's judging prompts).
     """
     if size not in TINY_SIZES:
         raise ConfigError(f"size={size!r} is not a lab model size; choose one of {sorted(TINY_SIZES)}")
@@ -522,7 +533,7 @@ def build_tiny_model(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(lab_corpus(seed), trainer=trainer)
+    bpe.train_from_iterator(lab_corpus(seed) + list(corpus), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN if pad_token else None
     )

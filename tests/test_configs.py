@@ -12,7 +12,8 @@ import yaml
 from rlhfkit.core.arguments import DataArguments, ModelArguments, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONSTITUTION = REPO / "configs" / "constitution.yaml"  # the judge's principles, a list: tests/feedback/test_judge.py
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p != CONSTITUTION)
 PIPELINE_CONFIGS = [p for p in CONFIGS if p.stem == "pipeline"]
 RECIPE_CONFIGS = [p for p in CONFIGS if p.parent.name != "accelerate" and p not in PIPELINE_CONFIGS]
 HUB_IDS = {

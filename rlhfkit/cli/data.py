@@ -223,13 +223,19 @@ def _agreement(args: argparse.Namespace) -> int:
         max_tie_rate=args.max_tie_rate,
         **columns,
     )
-    console = Console()
+    summary = agreement_summary(data)
+    judge = _judge_summary(args.input)
+    if judge is not None:
+        summary["judge"] = judge
+    console = Console(emoji=False)  # a judge labeler "judge:<model>:<principle>" is not an emoji code
     console.print(summary_table(data.agreement, args.min_agreement))
     console.print(labeler_table(data.agreement))
     console.print(cohen_table(data.agreement))
+    if judge is not None:
+        console.print(judge_table(judge))
     _print_data_report(console, data.report)
     if args.json:
-        write_json(args.json, agreement_summary(data))
+        write_json(args.json, summary)
         console.print(f"wrote the agreement report to {args.json}", highlight=False)
     if args.out:
         data.write(args.out)
@@ -318,4 +324,39 @@ def cohen_table(result, limit: int = 45):
         table.add_column(name, justify="right" if name != "labelers" else "left")
     for key, kappa in pairs[:limit]:
         table.add_row(key, f"{r.cohen_kappa_items[key]:,}", _fmt(kappa))
+    return table
+
+
+def _judge_summary(source) -> dict | None:
+    """The ``judge`` section of a votes file with judge votes (:func:`rlhfkit.data.judge_votes.judge_summary`)."""
+    from rlhfkit.data.judge_votes import judge_summary
+    from rlhfkit.data.votelog import read_vote_log
+    from rlhfkit.data.votes import is_vote_log_source
+
+    return judge_summary(read_vote_log(source)) if is_vote_log_source(source) else None
+
+
+def judge_table(judge: dict):
+    """Rich table of the AI judge against the people who voted on the same pairs (and the lab's gold)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="AI judge vs people (Cohen's kappa on the pairs both rated)", show_header=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("judge votes (item, pair, principle)", f"{judge['n_pairs']:,}")
+    table.add_row("position consistency (verdict kept after the swap)", _fmt(judge["position_consistency"], pct=True))
+    table.add_row("left-choice rate, one order (0.5: no position bias)", _fmt(judge["left_choice_rate"], pct=True))
+    table.add_row("ties", _fmt(judge["tie_rate"], pct=True))
+    table.add_row("pairs with a judge verdict and a people's majority", f"{judge['n_shared']:,}")
+    for who, kappa in judge["agreement_with_humans"].items():
+        table.add_row(f"kappa with {'the majority of people' if who == 'majority' else escape(who)}", _fmt(kappa))
+    table.add_row("agreement with the people's majority", _fmt(judge["accuracy_vs_majority"], pct=True))
+    kappas = f"{_fmt(judge['judge_kappa'])} / {_fmt(judge['human_kappa'])}"
+    table.add_row("mean kappa: judge with each person / people with each other", kappas)
+    flag = judge["flag_below_human_agreement"]
+    verdict = {None: "n/a", True: "[red]yes: check its labels before trusting them[/red]", False: "no"}[flag]
+    table.add_row("judge agrees with people less than people agree", verdict)
+    if "accuracy_vs_gold" in judge:
+        table.add_row("accuracy vs the lab's gold (a tie one half)", _fmt(judge["accuracy_vs_gold"], pct=True))
     return table

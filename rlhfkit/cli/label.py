@@ -48,15 +48,43 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--tie-margin", metavar="M", type=float, default=0.05, help="AI judge: |p - 0.5| below this is a tie (0.05)"
     )
     judge.add_argument(
-        "--principles-per-pair", metavar="N", type=_positive, default=1, help="AI judge: principles per pair (1)"
+        "--principles-per-pair",
+        metavar="N",
+        type=_positive,
+        default=None,
+        help="AI judge: a seeded sample of N principles per pair (default: every principle)",
     )
     judge.add_argument(
         "--batch-size", metavar="N", type=_positive, default=8, help="AI judge: pairs per forward pass (8)"
     )
     judge.add_argument(
-        "--preset", metavar="NAME", help="AI judge: the GPU-size preset that loads the judge (see `rlhfkit presets`)"
+        "--preset",
+        choices=("full", "lora", "qlora"),
+        default="full",
+        help="AI judge: how the judge is loaded (qlora: 4-bit; lora: a LoRA adapter folder over its base)",
+    )
+    judge.add_argument(
+        "--answer-tokens",
+        metavar="A,B",
+        default="1,2",
+        help="AI judge: the two answers it chooses between, each one token of its tokenizer (default 1,2)",
     )
     p.set_defaults(func=_label)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def judge_summary(report) -> str:
+    """The judge's run in three lines: what was written, its position statistics, where the votes went."""
+    return (
+        f"judged {report.n_pairs} pairs x principles with {report.model} ({report.n_written} new, {report.n_skipped} "
+        f"already in the votes file)\n"
+        f"position consistency {_pct(report.position_consistency)} (verdicts that survive swapping the order), "
+        f"left chosen {_pct(report.left_choice_rate)} (one order), ties {_pct(report.tie_rate)}\n"
+        f"votes in {report.out}; check them against people with `rlhfkit data agreement {report.out}`"
+    )
 
 
 def _positive(value: str) -> int:
@@ -74,9 +102,14 @@ def _names(value: str) -> list[str]:
 
 def _label(args: argparse.Namespace) -> int:
     if args.judge:
+        from rich.console import Console
+
         from rlhfkit.feedback.judge import judge_file
 
-        judge_file(
+        answers = tuple(t.strip() for t in args.answer_tokens.split(","))
+        if len(answers) != 2 or not all(answers) or answers[0] == answers[1]:
+            raise ConfigError(f"--answer-tokens {args.answer_tokens!r} must be two different answers, e.g. 1,2 or A,B")
+        report = judge_file(
             args.comparisons,
             args.out,
             model=args.judge,
@@ -86,7 +119,9 @@ def _label(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             preset=args.preset,
+            answer_tokens=answers,
         )
+        Console(emoji=False, highlight=False).print(judge_summary(report))
         return 0
     try:
         import starlette  # noqa: F401

@@ -261,9 +261,13 @@ def soft_label_problems(
     source: str, key: str, fmt: str, split: str = "train", options: dict[str, Any] | None = None
 ) -> list[str]:
     """Problems of preference data for a reward model trained on soft labels: the pairs must carry the probability
-    that chosen is better, which only the ``columns`` format reads (a ``p`` / ``probability`` column, or the one its
-    ``p_col`` option names, in the first rows). A source that cannot be read is left to :func:`preference_problems`."""
-    fix = "give pairs in the columns format with a 'p' column (a judge's labels) or set reward.soft_labels: false"
+    that chosen is better: the ``columns`` format reads it (a ``p`` / ``probability`` column, or the one its ``p_col``
+    option names, in the first rows), and a votes file gives it where a judge voted (its rows' ``p``). A source that
+    cannot be read is left to :func:`preference_problems`."""
+    fix = (
+        "give a judge's votes file (rlhfkit label --judge) or pairs in the columns format with a 'p' column, or set "
+        "reward.soft_labels: false"
+    )
     if source == LAB:
         return [f"reward.soft_labels=true, but {key}=lab gives hard labels (no probability 'p'); {fix}"]
     try:
@@ -271,6 +275,10 @@ def soft_label_problems(
         fmt = detect_format(rows) if fmt == "auto" else fmt
     except (_Problem, DataError):
         return []
+    if fmt == "votes" and is_vote_log({c for row in rows if isinstance(row, dict) for c in row}):
+        if any(isinstance(row, dict) and row.get("p") is not None for row in rows):
+            return []
+        return [f"reward.soft_labels=true, but the votes in {key}={source!r} carry no judge probability 'p'; {fix}"]
     if fmt != "columns":
         return [f"reward.soft_labels=true, but {key}={source!r} is read as format {fmt!r}, which has no 'p'; {fix}"]
     named = (options or {}).get("p_col")

@@ -127,3 +127,16 @@ def test_a_votes_file_passes_the_check_at_the_door(tmp_path):
         f.append(*_log())
     assert preference_problems(str(path), "data.preferences", "votes") == []
     assert preference_problems(str(path), "data.preferences", "auto") == []
+
+
+def test_soft_labels_at_the_door_take_a_judges_votes_file(tmp_path):
+    from rlhfkit.data.checks import soft_label_problems
+
+    judged, people = tmp_path / "judge.jsonl", tmp_path / "people.jsonl"
+    with AppendLog(judged) as f:
+        f.append(pairwise_vote(TWO, "judge:m:helpful", (0, 1), "a", [0, 1], p=0.8, p_orders=[0.9, 0.7]))
+    with AppendLog(people) as f:
+        f.append(*_log())
+    assert soft_label_problems(str(judged), "data.preferences", "auto") == []
+    (problem,) = soft_label_problems(str(people), "data.preferences", "votes")
+    assert "carry no judge probability 'p'" in problem

@@ -3,7 +3,6 @@ one-line errors at start; ``--judge`` hands the file to the AI judge."""
 
 import signal
 import sys
-import types
 from collections import Counter
 
 from rlhfkit.cli import main
@@ -72,26 +71,3 @@ def test_errors_at_start_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["label", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "v.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: rlhfkit label needs uvicorn, which is not installed: pip install 'rlhfkit[label]'"]
-
-
-def test_judge_flag_hands_the_file_to_the_ai_judge(tmp_path, monkeypatch):
-    calls = []
-    fake = types.ModuleType("rlhfkit.feedback.judge")
-    fake.judge_file = lambda *args, **kwargs: calls.append((args, kwargs))
-    monkeypatch.setitem(sys.modules, "rlhfkit.feedback.judge", fake)
-    argv = ["label", "c.jsonl", "--out", "v.jsonl", "--judge", "m", "--constitution", "p.txt", "--seed", "3"]
-    assert main([*argv, "--principles-per-pair", "2", "--preset", "qlora-24gb"]) == 0
-    assert calls == [
-        (
-            ("c.jsonl", "v.jsonl"),
-            dict(
-                model="m",
-                constitution="p.txt",
-                tie_margin=0.05,
-                principles_per_pair=2,
-                batch_size=8,
-                seed=3,
-                preset="qlora-24gb",
-            ),
-        )
-    ]
