@@ -230,3 +230,16 @@ def test_label_studio_export_to_votes_to_agreement(tmp_path, capsys):
     assert main(["data", "convert", str(export), "--format", "label-studio", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "task 1: data has none of the response keys" in err[0]
+
+
+def test_label_export_label_studio_writes_tasks_and_prints_the_config(tmp_path, capsys):
+    path = tmp_path / "comparisons.jsonl"
+    with AppendLog(path) as log:
+        log.append(comparison_row("p1", ["x", "y", "z"]))
+    out = tmp_path / "tasks.json"
+    assert main(["label", str(path), "--export", "label-studio", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '<Ranker name="rank" toName="answers"/>' in printed and "Settings > Labeling Interface" in printed
+    assert len(json.loads(out.read_text())) == 1 and (tmp_path / "tasks.labelconfig.xml").is_file()
+    assert main(["label", str(path), "--export", "label-studio", "--out", str(out), "--judge", "m"]) == 2
+    assert capsys.readouterr().err.startswith("error: --export writes tasks for Label Studio; --judge 'm' answers")
