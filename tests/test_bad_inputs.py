@@ -533,7 +533,7 @@ CASES = [
         "reward-soft-labels-lab",
         TOO_LATE,
         lambda ws: run(ws, {"reward.soft_labels": True}),
-        r"reward\.soft_labels=true, but data\.preferences=lab gives hard labels \(no probability 'p'\); give pairs",
+        r"reward\.soft_labels=true, but data\.preferences=lab gives hard labels \(no probability 'p'\); give a judge",
     ),
     Case(
         "reward-soft-labels-no-p",
