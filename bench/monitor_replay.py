@@ -16,14 +16,16 @@ and scored on the grid's held-out prompts, cached per set of steps; the do-no-ha
 paired scores); without it an estimate: the twin's smoothed training-batch gold at the newest averaged step.
 
 The criteria and pass rates are ``bench/overopt_protocol.py``'s. ``--search`` replays a small grid of candidate
-settings (:data:`SEARCH`) on the tuning runs, keeps the one with the most criterion passes (ties: the earlier in
-:data:`SEARCH`, the defaults first) and reports it and the defaults on the test runs. Healthy runs (``--healthy``):
+settings (:data:`SEARCH`) on the tuning runs, keeps the one with the most criterion passes (ties: the fewest alerts on
+the healthy runs, then the earlier in :data:`SEARCH`, the old defaults first) and reports it and the defaults on the
+test runs. Healthy runs (``--healthy``):
 every alert each setting would raise there (there should be none).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -34,9 +36,12 @@ from bench.overopt_protocol import CRITERIA, criteria, parse_split, pass_rates, 
 # candidate settings for --search, the defaults before issue 28 first (ties keep the earlier: a change must earn its
 # place on the tuning runs)
 SEARCH = [
-    {"kl_limit": kl, "reward_kl_slope": slope, "reward_kl_min_steps": steps, "gate": {"max_pair_length_bias": gate}}
-    for gate, steps, kl, slope in itertools.product((None, 0.5, 0.4), (0, 30, 15), (0.12, 0.1, 0.15), (0.006, 0.008))
-]
+    {"kl_limit": kl, "reward_kl_slope": slope, "reward_kl_min_steps": steps,
+     "gate": {"min_accuracy": acc, "max_pair_length_bias": pair}}
+    for acc, pair, steps, kl, slope in itertools.product(
+        (0.6, 0.65), (None, 0.5, 0.4), (0, 30, 15), (0.12, 0.1, 0.15), (0.006, 0.008)
+    )
+]  # fmt: skip
 
 
 def load(path: str | Path) -> list[dict]:
@@ -67,7 +72,6 @@ def cells(grid: str, runs: list[tuple[int, int]]) -> list[Path]:
 def judge(cell: Path, setting: dict, scoring) -> dict:
     """One cell under ``setting``: the record's fields the criteria read, ``signal``, ``gate_passed`` and
     ``returned`` (``sft`` / ``final`` / ``avg a,b,c``, with ``(no_harm -> sft)`` when the check refused it)."""
-    from bench import overoptimization as grid
     from rlhfkit.monitors import MonitorConfig
     from rlhfkit.reward.evaluate import RewardModelReport
     from rlhfkit.reward.gate import rm_gate
@@ -82,7 +86,7 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
     row["gate_passed"] = gate.passed
     if not gate.passed:
         return {**row, "stop_step": 0, "signal": "rm_gate", "returned": "sft", "gold_returned": rec["gold_sft"]}
-    stopped = grid.stopped_from_twin(grid.load_timeline(cell / "unstopped"), config)
+    stopped = _stopped(cell, json.dumps(monitor, sort_keys=True))
     steps = stopped["averaged_steps"]
     row.update(stop_step=stopped["stop_step"], signal=stopped["first_alert"])
     if steps is None:
@@ -97,6 +101,15 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
     if scoring is not None and row["returned"] != "sft":
         row.update(_scored_return(cell, rec, steps, config, scoring))
     return row
+
+
+@functools.cache  # a monitor setting's replay of a cell: the same for every gate setting of a search
+def _stopped(cell: Path, monitor: str) -> dict:
+    from bench import overoptimization as grid
+    from rlhfkit.monitors import MonitorConfig
+
+    config = MonitorConfig(health_plots=False, **json.loads(monitor))
+    return grid.stopped_from_twin(grid.load_timeline(cell / "unstopped"), config)
 
 
 def _scored_return(cell: Path, rec: dict, steps: list[int] | None, config, scoring) -> dict:
@@ -189,9 +202,12 @@ def main(argv=None) -> dict:
         for candidate in SEARCH:
             setting = {**base, **candidate}
             rates = evaluate(tune, setting, None)["tune"]["rates"]
-            ranked.append((score(rates), setting))
-            print(f"tune {json.dumps(setting)}: {score(rates)} passes; {rates_line(rates)}", flush=True)
-        chosen = max(ranked, key=lambda r: r[0])[1]  # max keeps the first of equal scores
+            monitor = MonitorConfig(health_plots=False, **{k: v for k, v in setting.items() if k != "gate"})
+            alerts = sum(len(replay(load(path), monitor)[0].alerts) for path in args.healthy)
+            ranked.append((score(rates), -alerts, setting))
+            print(f"tune {json.dumps(setting)}: {score(rates)} passes, {alerts} alerts on the healthy runs; "
+                  f"{rates_line(rates)}", flush=True)  # fmt: skip
+        chosen = max(ranked, key=lambda r: r[:2])[2]  # most passes, then fewest healthy alerts, then the first
     scoring = SimpleNamespace(eval_prompts=args.eval_prompts, check_prompts=args.check_prompts) if args.score else None
     settings = {"defaults": {}, **({"chosen" if args.search else "given": chosen} if chosen else {})}
     for label, setting in settings.items():
