@@ -1,35 +1,40 @@
-"""Reward over-optimisation on the lab, caught by the default monitors: a grid of PPO and GRPO runs.
+"""Reward over-optimisation on the lab, caught by the default monitors and gate: a grid of PPO and GRPO runs.
 
-    nice -n 10 .venv/bin/python bench/overoptimization.py                  # the whole grid, resumable
+    nice -n 19 .venv/bin/python bench/overoptimization.py --seeds 0 --threads 1     # one run (seed, threads)
     .venv/bin/python bench/overoptimization.py --algorithms grpo --biases 0.3 --seeds 0 --rewards single
+    .venv/bin/python bench/overoptimization.py --seeds 0 1 --collect                  # the json of what finished
 
 The lab has a gold reward (rlhfkit.lab.gold_reward), so Goodhart's law can be measured instead of argued. Per seed
 an SFT nano model learns the list task; per labeler length bias and seed a reward ensemble (``--members`` reward
-models, seeds seed..seed+K-1) learns from the majority votes of 5 labelers who, with probability ``length_bias``,
-prefer the longer list (the demo pipeline's labelers and agreement filtering otherwise). The *single* reward model
-is member 0 of that ensemble; the *ensemble* rewards RL with ``mean_minus_std`` of the members' standardised
-scores. Every cell of the grid, algorithm {ppo, grpo} x bias x seed x reward {single, ensemble}, runs RL with the
-monitors at their defaults (:class:`rlhfkit.monitors.MonitorConfig`) twice:
+models, seeds seed..seed+K-1, plus a *validation member*, seed seed+K, held out of RL) learns from the majority votes
+of 5 labelers who, with probability ``length_bias``, prefer the longer list (the demo pipeline's labelers and
+agreement filtering otherwise). The *single* reward model is member 0; the *ensemble* rewards RL with
+``mean_minus_std`` of members 0..K-1's standardised scores. Every cell of the grid, algorithm {ppo, grpo} x bias x
+seed x reward {single, ensemble}, trains one RL run: the **warn-only twin**, every monitor ``stop`` turned into
+``warn``, trained to the end with a checkpoint at every logged step (slimmed to the policy's weights). It gives the
+whole gold / proxy curve and ``gold_final_unstopped``, and the **stopped** run a user gets -- identical to the twin up
+to the stop -- is rebuilt from it for the default monitors (:func:`stopped_from_twin`, :func:`rebuild_returned`):
+``stop_step``, ``averaged_steps`` and ``gold_returned``. ``--train-stopped`` also trains the stopped run and records
+whether the rebuilt model equals it weight for weight (``trained_stopped``). ``bench/monitor_replay.py`` judges
+other settings the same way, without training.
 
-* **stopped**: exactly as a user gets it (``run_ppo`` / ``run_grpo``): a stop alert ends the run, and ``model/`` is
-  the last healthy checkpoint -- ``returned_step``, scored on held-out prompts as ``gold_returned``;
-* **unstopped**: the same run with every ``stop`` action turned into ``warn`` (a warn-only twin, same seeds, so it
-  is identical up to the stop), trained to the end: the whole gold / proxy curve, and ``gold_final_unstopped``.
+``--threads T`` sets torch's threads and ``OMP_NUM_THREADS`` for the whole run (SFT, reward models, RL): another
+thread count makes other numbers, as another seed does, so the outputs go to ``<out>/t<T>/seed<S>/``.
 
 Before RL the pipeline gates the reward model (``rlhfkit.reward.gate.rm_gate`` at its defaults, on the gold-labelled
-held-out pairs its rm_eval stage scores). Where the gate refuses, ``rlhfkit run`` never starts RL, so the record is
-what the user gets: the first stop is ``rm_gate`` at step 0 and the returned model is the SFT model; both RL runs are
-still trained, and what the monitors alone did is kept under ``monitors_only`` (grey in the plot).
+held-out pairs its rm_eval stage scores; the record keeps the report). Where the gate refuses, ``rlhfkit run`` never
+starts RL, so the record is what the user gets: the first stop is ``rm_gate`` at step 0 and the returned model is the
+SFT model; the twin is still trained, and what the monitors alone did is kept under ``monitors_only``.
 
 Gold and proxy are logged on the training batches (``rewards/gold/mean`` beside the reward; never optimised) and
 smoothed with a centred moving average over ~:data:`SMOOTH_SAMPLES` sampled answers (GRPO: 3 logs of 5 steps x 64
 completions; PPO: 15 updates of 64 prompts), so both algorithms' curves carry the same noise; ``gold_peak`` is the
-smoothed curve's maximum. Held-out scores sample ``--eval-prompts`` fresh lab prompts at temperature 1 (the lab has
-only 72 distinct prompts; one model's score varies with std 0.0059 between draws of 6000 prompts, 0.0125 at 1500).
-Results go to ``<out>/overoptimization.json`` (one record per run with the grid's keys, ``gate`` and
-``monitors_only``), each run's ``record.json`` (with its curves) and a plot per run (``overoptimization.png``).
-Finished runs are skipped, so an interrupted grid resumes; a cached score measured on another ``--eval-prompts`` is
-measured again on the run's saved model.
+smoothed curve's maximum, ``gold_smooth_se`` its standard error. Held-out scores sample ``--eval-prompts`` fresh lab
+prompts at temperature 1 (the lab has only 72 distinct prompts; one model's score varies with std 0.0059 between
+draws of 6000 prompts, 0.0125 at 1500); the validation member scores one answer per ``--check-prompts`` other prompts
+(the do-no-harm check's signal, paired with the SFT policy's). Scores are cached beside each model. Results go to
+``<out>/overoptimization-t<T>-s<seeds>.json``, each cell's ``record.json`` (with its curves) and a plot per cell.
+Finished cells are skipped, so an interrupted grid resumes.
 
 Deliberately left out: DPO / best-of-N, real models, and tuning RL hyperparameters per cell (one setting per
 algorithm, with its KL coefficient at rlhfkit's default).
