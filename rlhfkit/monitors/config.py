@@ -33,7 +33,10 @@ KL_RATE_MIN_KL = 0.02  # nats per starting token: below it a few early steps' no
 # early jump of the KL that then levels off (a healthy PPO run on another machine: reward_kl_race at step 12, gold
 # still rising to step 200) reads as a race (docs/overoptimisation.md)
 KL_RATE_MIN_STEPS = 30
-NO_HARM_MARGIN = -2.0  # standard errors of the paired difference (docs/overoptimisation.md, "Do no harm")
+# standard errors of the paired difference the RL model must be above: 0, better than the start on average (on the
+# over-optimisation grid an independent reward model refused 13 of 35 harmful candidates and none of 13 useful ones
+# at 0, 6 at -2; docs/overoptimisation.md, "Do no harm")
+NO_HARM_MARGIN = 0.0
 NO_HARM_PROMPTS = 512
 MAX_KL_RATE = 0.1  # reward_kl_slope above this is the old per-sequence scale (nats per sequence per step)
 
@@ -119,8 +122,8 @@ class MonitorConfig:
             difference is above ``no_harm_margin`` standard errors (:func:`rlhfkit.rl.healthy.no_harm_verdict`). A
             reward model RL optimised cannot judge this: RL exploits its errors. None: no check (said in the report).
         no_harm_margin (`float`, defaults to `NO_HARM_MARGIN`): the candidate is kept when (mean paired difference) /
-            (its standard error) is above this; negative tolerates a candidate within noise of the starting policy,
-            positive asks for a measurable gain.
+            (its standard error) is above this: 0, better than the starting policy on average; negative tolerates a
+            candidate within noise of it, positive asks for a measurable gain.
         no_harm_prompts (`int`, defaults to `NO_HARM_PROMPTS`): prompts the check samples (at least 30).
         health_extra_keys (`list[str]`, defaults to `[]`): other logged keys to keep in the timeline and plot
             against KL (e.g. a gold reward logged as ``rewards/gold/mean``).
@@ -278,7 +281,7 @@ class MonitorConfig:
                 "reward stage's model/ folder) or leave it unset"
             )
         if not (math.isfinite(self.no_harm_margin) and -10 <= self.no_harm_margin <= 10):
-            problems.append(f"no_harm_margin={self.no_harm_margin} must be in [-10, 10] standard errors, e.g. -2")
+            problems.append(f"no_harm_margin={self.no_harm_margin} must be in [-10, 10] standard errors, e.g. 0")
         if self.no_harm_prompts < 30:
             problems.append(f"no_harm_prompts={self.no_harm_prompts} must be >= 30 (a standard error needs them)")
         return problems
