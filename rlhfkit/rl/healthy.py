@@ -96,10 +96,10 @@ def check_no_harm(model_dir, start_model, config: MonitorConfig, prompts: list, 
 
 
 def apply_no_harm(trainer, metrics: dict[str, Any], model_dir: Path, start_model, config: MonitorConfig) -> Path:
-    """The do-no-harm check on the saved RL model (main process; the others wait): when the check refuses it, the
-    starting policy is written to ``model/`` instead and ``returned_step`` becomes 0. ``metrics`` gets ``no_harm``
-    (the verdict, or None without ``no_harm_reward``) and ``returned_reason`` says what was decided. Returns the
-    returned model's folder."""
+    """The do-no-harm check on the saved RL model, on the main process (the others wait; their metrics do not carry
+    the verdict): when the check refuses it, the starting policy is copied to ``model_dir`` instead and
+    ``returned_step`` becomes 0. ``metrics`` gets ``no_harm`` (the verdict, or None without ``no_harm_reward``) and
+    ``returned_reason`` says what was decided. Returns the returned model's folder (``model_dir``)."""
     metrics["no_harm"] = None
     if config.no_harm_reward is None or returns_start(metrics):
         return model_dir
@@ -122,9 +122,8 @@ def apply_no_harm(trainer, metrics: dict[str, Any], model_dir: Path, start_model
             )
             metrics["returned_step"] = 0
             logger.warning("monitor: %s", metrics["returned_reason"])
+            copy_model(start_model, model_dir)
     trainer.accelerator.wait_for_everyone()
-    if metrics.get("returned_step") == 0 and metrics["no_harm"] is not None:
-        return save_starting_policy(trainer, start_model, trainer.args.output_dir)
     return model_dir
 
 
