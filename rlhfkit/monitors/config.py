@@ -13,11 +13,13 @@ Action = Literal["warn", "stop", "off"]
 
 ACTIONS = ("warn", "stop", "off")
 
-# Defaults chosen by replaying the monitor over the unstopped runs of an earlier, partial over-optimisation grid
-# (bench/overoptimization.py); docs/overoptimisation.md says what they catch on the current grid and the demo.
+# Defaults chosen by replaying the monitor over the warn-only runs of the over-optimisation grid's tuning runs
+# (bench/overoptimization.py, bench/monitor_replay.py --search); docs/overoptimisation.md judges them on its test runs.
 SMOOTHING_STEPS = 15  # global steps whose logs are averaged before a level is judged
 KL_CAUTION = 0.1  # nats per token of the starting answer length
-KL_LIMIT = 0.12  # replayed, docs/overoptimisation.md: 0.2 stopped GRPO after gold fell 10%; the demo peaks at 0.077
+# chosen on the tuning runs of the over-optimisation grid (seeds 0-1, one thread) and judged on seeds 2-3
+# (docs/overoptimisation.md): 0.12 stopped PPO runs in an early gold dip below the SFT policy; the demo peaks at 0.077
+KL_LIMIT = 0.15
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
@@ -27,6 +29,15 @@ MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence leve
 # demo (PPO, GRPO) stay under 0.0045 while their KL is above KL_RATE_MIN_KL.
 KL_RATE = 0.006
 KL_RATE_MIN_KL = 0.02  # nats per starting token: below it a few early steps' noisy KL does not decide
+# global steps before the KL rate is judged: a rate "since the start" divides by a small mean step early on, so an
+# early jump of the KL that then levels off (a healthy PPO run on another machine: reward_kl_race at step 12, gold
+# still rising to step 200) reads as a race (docs/overoptimisation.md)
+KL_RATE_MIN_STEPS = 30
+# standard errors of the paired difference the RL model must be above: 0, better than the start on average (on the
+# over-optimisation grid an independent reward model refused 13 of 35 harmful candidates and none of 13 useful ones
+# at 0, 6 at -2; docs/overoptimisation.md, "Do no harm")
+NO_HARM_MARGIN = 0.0
+NO_HARM_PROMPTS = 512
 MAX_KL_RATE = 0.1  # reward_kl_slope above this is the old per-sequence scale (nats per sequence per step)
 
 
@@ -72,6 +83,9 @@ class MonitorConfig:
             away within the first steps, before any level is reached.
         reward_kl_min_kl (`float`, defaults to `KL_RATE_MIN_KL`): KL per starting token below which the rate is not
             judged (a few early steps' noisy KL divided by a small step count).
+        reward_kl_min_steps (`int`, defaults to `KL_RATE_MIN_STEPS`): global steps before the KL rate is judged:
+            early on the rate divides the KL by a small step count, so a healthy run whose KL jumps in its first
+            steps and then levels off would read as a race.
         reward_kl_race_action (`str`, defaults to `"stop"`).
         clip_fraction_max (`float`, defaults to `0.3`): policy clip fraction above which updates are too big.
         approx_kl_max (`float`, defaults to `0.1`): PPO's per-token approx-KL between epochs above which too big.
@@ -101,6 +115,16 @@ class MonitorConfig:
             healthy checkpoints on disk (older ones are pruned), and the average is summed in float32 on the CPU: one
             copy of the trainable weights per process (LoRA adapters: megabytes; a fully fine-tuned 7B policy: 28 GB,
             where 1 may be the better setting).
+        no_harm_reward (`str` or `None`, defaults to `None`): a reward model held out of RL (a folder, or an
+            ensemble's): when set, the RL stage's returned model (healthy average, newest healthy checkpoint or final
+            weights) and the starting policy each answer ``no_harm_prompts`` of the training prompts, this reward
+            model scores both answers per prompt, and the starting policy is returned instead unless the mean paired
+            difference is above ``no_harm_margin`` standard errors (:func:`rlhfkit.rl.healthy.no_harm_verdict`). A
+            reward model RL optimised cannot judge this: RL exploits its errors. None: no check (said in the report).
+        no_harm_margin (`float`, defaults to `NO_HARM_MARGIN`): the candidate is kept when (mean paired difference) /
+            (its standard error) is above this: 0, better than the starting policy on average; negative tolerates a
+            candidate within noise of it, positive asks for a measurable gain.
+        no_harm_prompts (`int`, defaults to `NO_HARM_PROMPTS`): prompts the check samples (at least 30).
         health_extra_keys (`list[str]`, defaults to `[]`): other logged keys to keep in the timeline and plot
             against KL (e.g. a gold reward logged as ``rewards/gold/mean``).
         frozen_check_steps (`int`, defaults to `0`): also verify the frozen models every N steps (0: begin/end).
@@ -155,6 +179,9 @@ class MonitorConfig:
     reward_kl_min_kl: float = field(
         default=KL_RATE_MIN_KL, metadata={"help": "KL per starting token below which the KL rate is not judged."}
     )
+    reward_kl_min_steps: int = field(
+        default=KL_RATE_MIN_STEPS, metadata={"help": "Global steps before the KL rate is judged."}
+    )
     reward_kl_race_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
     clip_fraction_max: float = field(default=0.3, metadata={"help": "Policy clip fraction above this is too high."})
     approx_kl_max: float = field(default=0.1, metadata={"help": "PPO approx-KL (per token) above this is too high."})
@@ -184,6 +211,15 @@ class MonitorConfig:
         default=3,
         metadata={"help": "After a stop, return the average of the last N healthy checkpoints' weights (1: newest)."},
     )
+    no_harm_reward: str | None = field(
+        default=None,
+        metadata={"help": "A reward model held out of RL: return the starting policy unless the RL model beats it."},
+    )
+    no_harm_margin: float = field(
+        default=NO_HARM_MARGIN,
+        metadata={"help": "Keep the RL model when its mean paired advantage is above this many standard errors."},
+    )
+    no_harm_prompts: int = field(default=NO_HARM_PROMPTS, metadata={"help": "Prompts the do-no-harm check samples."})
     health_extra_keys: list[str] = field(
         default_factory=list,
         metadata={"help": "Other logged keys kept in the timeline and plotted against KL (e.g. a gold reward)."},
@@ -226,10 +262,29 @@ class MonitorConfig:
             problems.append(f"trend_window={self.trend_window} must be >= 2 (a slope needs two points)")
         if self.length_drift_ratio <= 1:
             problems.append(f"length_drift_ratio={self.length_drift_ratio} must be > 1")
+        if self.reward_kl_min_steps < 0:
+            problems.append(f"reward_kl_min_steps={self.reward_kl_min_steps} must be >= 0 (0: judged from the start)")
+        problems += self._no_harm_problems()
         if self.frozen_check_steps < 0:
             problems.append(f"frozen_check_steps={self.frozen_check_steps} must be >= 0 (0: begin and end only)")
         problems += config_problems(self)
         raise_problems(problems)
+
+    def _no_harm_problems(self) -> list[str]:
+        import math
+        import os
+
+        problems = []
+        if self.no_harm_reward is not None and not os.path.isdir(self.no_harm_reward):
+            problems.append(
+                f"no_harm_reward={self.no_harm_reward!r} is not a folder; give a reward model held out of RL (a "
+                "reward stage's model/ folder) or leave it unset"
+            )
+        if not (math.isfinite(self.no_harm_margin) and -10 <= self.no_harm_margin <= 10):
+            problems.append(f"no_harm_margin={self.no_harm_margin} must be in [-10, 10] standard errors, e.g. 0")
+        if self.no_harm_prompts < 30:
+            problems.append(f"no_harm_prompts={self.no_harm_prompts} must be >= 30 (a standard error needs them)")
+        return problems
 
 
 SERIES = (

@@ -193,10 +193,12 @@ def _reward_variance(timeline, c: MonitorConfig, level: dict[str, float | None])
 def kl_rate(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig) -> float | None:
     """KL per starting token gained per optimiser step, on average since the start: the :func:`recent` KL per
     starting token over the mean global step of the logs it averages (the KL is 0 at step 0). None without a KL
-    or a starting length, or while the KL per starting token is below ``reward_kl_min_kl``."""
+    or a starting length, while the KL per starting token is below ``reward_kl_min_kl``, or before global step
+    ``reward_kl_min_steps``: until then the mean step is small, so a KL that jumps in the first steps and then
+    levels off (a healthy run) reads as fast as one that keeps racing away."""
     c, now = config, timeline[-1]
     level, length0 = recent(timeline, "kl", c), start(timeline, "length", c)
-    if level is None or not length0 or level / length0 < c.reward_kl_min_kl:
+    if level is None or not length0 or level / length0 < c.reward_kl_min_kl or now["step"] < c.reward_kl_min_steps:
         return None
     steps = [r["step"] for r in timeline if r.get("kl") is not None and r["step"] > now["step"] - c.smoothing_steps]
     mean_step = sum(steps) / len(steps)

@@ -51,6 +51,7 @@ from rlhfkit.models.scoring import AGGREGATIONS
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.manifest import config_hash
 from rlhfkit.reward.config import RewardConfig
+from rlhfkit.reward.gate import MAX_PAIR_LENGTH_BIAS
 from rlhfkit.rl.algorithms import ALGORITHMS, RL_ALGORITHMS
 
 # The config class of each training run the pipeline builds: SFT, the reward model and every RL algorithm.
@@ -262,9 +263,9 @@ class GateArguments:
 
     min_accuracy: float = _field(0.60, stages=("rm_eval",), help="Held-out accuracy the reward model must reach.")
     max_pair_length_bias: float | None = _field(
-        None,
+        MAX_PAIR_LENGTH_BIAS,
         stages=("rm_eval",),
-        help="Refuse RL when Spearman(margin, length difference) within pairs is above (0.5).",
+        help="Refuse RL when Spearman(margin, length difference) within pairs is above this (null: only warn).",
     )
     override: bool = _field(False, stages=("rl",), help="Run RL even when the gate fails (not advised).")
 

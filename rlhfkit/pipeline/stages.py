@@ -334,7 +334,14 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
         # which weights model/ holds: after a stop alert the average of the last healthy checkpoints, else the final
         **{
             k: result.metrics.get(k)
-            for k in ("stop_step", "last_healthy_step", "returned_step", "averaged_steps", "returned_reason")
+            for k in (
+                "stop_step",
+                "last_healthy_step",
+                "returned_step",
+                "averaged_steps",
+                "returned_reason",
+                "no_harm",
+            )
         },
         **extra,
     }

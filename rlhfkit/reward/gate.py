@@ -22,6 +22,11 @@ from rlhfkit.reward.evaluate import (
 
 logger = logging.getLogger(__name__)
 
+# Spearman(margin, length difference) within held-out pairs above which the gate refuses RL: on the over-optimisation
+# grid's tuning runs (docs/overoptimisation.md) the reward models of labelers who prefer the longer list with
+# probability 0.5 score 0.58-0.75 (RL never gains gold against them), those of bias 0.3 -0.10..0.20; the demo's -0.44
+MAX_PAIR_LENGTH_BIAS = 0.5
+
 
 # ----------------------------------------------------------------------------- gate
 @dataclass
@@ -42,7 +47,7 @@ def rm_gate(
     min_accuracy: float = 0.60,
     *,
     max_length_bias: float | None = 0.6,
-    max_pair_length_bias: float | None = None,
+    max_pair_length_bias: float | None = MAX_PAIR_LENGTH_BIAS,
     min_pairs: int = 30,
 ) -> GateVerdict:
     """Decide whether a reward model is good enough to steer RL.
@@ -53,7 +58,8 @@ def rm_gate(
 
     * ``accuracy < min_accuracy`` (strict wins; ties count as wrong);
     * ``|length_spearman| > max_length_bias`` (the reward is mostly a length counter; RL would learn to pad);
-      ``None`` disables; so does ``length_margin_spearman > max_pair_length_bias`` (default ``None``: warn above 0.3);
+      ``None`` disables; so does ``length_margin_spearman > max_pair_length_bias`` (:data:`MAX_PAIR_LENGTH_BIAS`;
+      warn above 0.3; ``None`` only warns);
     * fewer than ``min_pairs`` pairs were evaluated (the accuracy is too uncertain to decide on).
 
     Warns on accuracy below 65% / 70%, a 95% interval reaching below ``min_accuracy``, moderate length bias
@@ -140,10 +146,7 @@ def _pair_length_check(report: RewardModelReport, limit: float | None) -> tuple[
                 "data), filter length-driven labels, and retrain",
             )
         ], []
-    return [], [
-        f"{what}: RL will learn longer answers first; length-balance the preference data (or refuse RL: "
-        "gate.max_pair_length_bias 0.5)"
-    ]
+    return [], [f"{what}: RL will learn longer answers first; length-balance the preference data"]
 
 
 def _accuracy_warnings(report: RewardModelReport, min_accuracy: float) -> list[str]:

@@ -1,15 +1,22 @@
 """What a stopped RL run returns (PPO, GRPO, RLOO, DPO): after a stop alert of the monitors
 (:class:`rlhfkit.monitors.HealthMonitor`), the average of the last healthy checkpoints' trainable weights is loaded
 into the trainer's model, which the run then saves as ``model/``; a stop before any healthy checkpoint returns the
-starting policy instead. The metrics say which steps and why."""
+starting policy instead. The metrics say which steps and why.
+
+**Do no harm** (``MonitorConfig.no_harm_reward``): the model so chosen, stopped or finished, is then compared with
+the starting policy by a reward model RL did not optimise (:func:`check_no_harm`), paired per prompt, and the
+starting policy is returned unless the RL model is not worse by the margin (:func:`no_harm_verdict`)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from rlhfkit.models.loading import MODEL_SUBDIR, copy_model, save_final
@@ -50,6 +57,74 @@ def return_healthy(trainer, health: HealthMonitor) -> dict[str, Any]:
         "averaged_steps": averaged,
         "returned_reason": reason,
     }
+
+
+def no_harm_verdict(candidate: Sequence[float], start: Sequence[float], margin: float) -> dict[str, Any]:
+    """Whether to keep the RL model: ``candidate[i]`` and ``start[i]`` are a held-out reward model's scores of the
+    RL model's and the starting policy's answers to prompt ``i``. With ``d = candidate - start``, the model is kept
+    when ``mean(d) / se(d) > margin`` (``se``: the standard error of the mean, sample std / sqrt(n)); a negative
+    margin keeps a model within noise of the start, a positive one asks for a measurable gain. Returns ``keep``,
+    ``mean_diff``, ``se``, ``z``, ``n``, ``margin``."""
+    d = np.asarray(candidate, dtype=float) - np.asarray(start, dtype=float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"no_harm_verdict needs two paired score lists of the same length >= 2, got {d.shape}")
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    z = mean / se if se > 0 else (math.inf if mean > 0 else -math.inf if mean < 0 else 0.0)
+    return {"keep": bool(z > margin), "mean_diff": mean, "se": se, "z": z, "n": len(d), "margin": margin}
+
+
+def check_prompts(trainer, n: int) -> list:
+    """The last ``n`` prompts of the trainer's training set (strings or chat messages; PPO's token ids decoded)."""
+    data = trainer.train_dataset
+    rows = [data[i] for i in range(max(0, len(data) - n), len(data))]
+    if rows and "prompt" in rows[0]:
+        return [r["prompt"] for r in rows]
+    return [trainer.processing_class.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
+
+
+def check_no_harm(model_dir, start_model, config: MonitorConfig, prompts: list, max_new_tokens: int, seed: int):
+    """Sample one answer per prompt from the RL model (``model_dir``) and the starting policy, score both with
+    ``config.no_harm_reward`` and return :func:`no_harm_verdict` with ``config.no_harm_margin``."""
+    from rlhfkit.models.scoring import load_reward_function, sample_responses
+
+    reward = load_reward_function(config.no_harm_reward)
+    scores = {}
+    for name, model in (("candidate", model_dir), ("start", start_model)):
+        texts = sample_responses(str(model), prompts, max_new_tokens, seed)
+        scores[name] = reward(prompts, texts)
+    return no_harm_verdict(scores["candidate"], scores["start"], config.no_harm_margin)
+
+
+def apply_no_harm(trainer, metrics: dict[str, Any], model_dir: Path, start_model, config: MonitorConfig) -> Path:
+    """The do-no-harm check on the saved RL model, on the main process (the others wait; their metrics do not carry
+    the verdict): when the check refuses it, the starting policy is copied to ``model_dir`` instead and
+    ``returned_step`` becomes 0. ``metrics`` gets ``no_harm`` (the verdict, or None without ``no_harm_reward``) and
+    ``returned_reason`` says what was decided. Returns the returned model's folder (``model_dir``)."""
+    metrics["no_harm"] = None
+    if config.no_harm_reward is None or returns_start(metrics):
+        return model_dir
+    if trainer.accelerator.is_main_process:
+        args = trainer.args
+        length = getattr(args, "response_length", None) or getattr(args, "max_completion_length", None) or 128
+        prompts = check_prompts(trainer, config.no_harm_prompts)
+        verdict = check_no_harm(model_dir, start_model, config, prompts, length, args.seed)
+        metrics["no_harm"] = verdict
+        judged = (
+            f"the do-no-harm check ({config.no_harm_reward}, held out of RL, on {verdict['n']} prompts) found the RL "
+            f"model's mean advantage over the starting policy {verdict['mean_diff']:+.3f} "
+            f"({verdict['z']:+.1f} standard errors, margin {config.no_harm_margin:+g})"
+        )
+        if verdict["keep"]:
+            metrics["returned_reason"] = f"{metrics['returned_reason']}; {judged}: kept."
+        else:
+            metrics["returned_reason"] = (
+                f"{metrics['returned_reason']}; {judged}: the RL stage returns the starting policy (step 0) instead."
+            )
+            metrics["returned_step"] = 0
+            logger.warning("monitor: %s", metrics["returned_reason"])
+            copy_model(start_model, model_dir)
+    trainer.accelerator.wait_for_everyone()
+    return model_dir
 
 
 def _load_checkpoint(trainer, checkpoint: Path) -> None:
@@ -115,6 +190,7 @@ def train_monitored(
         model_dir = save_starting_policy(trainer, base_model, config.output_dir)
     else:
         model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind="causal")
+    model_dir = apply_no_harm(trainer, metrics, model_dir, base_model, monitor_config or MonitorConfig())
     return run_result(trainer, name, model_dir, metrics)
 
 

@@ -105,7 +105,7 @@ def test_gain_flattening_needs_distance_and_a_rising_proxy():
 
 
 def test_kl_rate_is_the_kl_per_starting_token_per_step_since_the_start():
-    cfg = MonitorConfig(smoothing_steps=3, baseline_steps=3, reward_kl_min_kl=0.02)
+    cfg = MonitorConfig(smoothing_steps=3, baseline_steps=3, reward_kl_min_kl=0.02, reward_kl_min_steps=0)
     # 10-token answers; KL per sequence 0.3, 0.6, 0.9, 1.2 at steps 2, 4, 6, 8: 0.015 per starting token per step
     timeline = _timeline([0.3, 0.6, 0.9, 1.2], [0.1, 0.2, 0.3, 0.4], every=2)
     # at step 8 the last 3 steps hold the logs of steps 6 and 8: KL (0.9 + 1.2) / 2 / 10 over the mean step 7
@@ -115,7 +115,9 @@ def test_kl_rate_is_the_kl_per_starting_token_per_step_since_the_start():
 
 
 def test_reward_kl_race_fires_when_the_policy_leaves_the_reference_fast_with_a_rising_reward():
-    cfg = MonitorConfig(smoothing_steps=1, reward_kl_slope=0.006, reward_kl_min_kl=0.02, trend_window=5)
+    cfg = MonitorConfig(
+        smoothing_steps=1, reward_kl_slope=0.006, reward_kl_min_kl=0.02, trend_window=5, reward_kl_min_steps=0
+    )
     # the length-bias-0.5 grid's GRPO runs: KL 0.12 per starting token by step 10 (0.012 per step), reward rising
     fast = _timeline([0.06, 1.2], [0.2, 0.4], every=5)
     value, threshold, detail = conditions(fast, cfg)["reward_kl_race"]
@@ -127,6 +129,30 @@ def test_reward_kl_race_fires_when_the_policy_leaves_the_reference_fast_with_a_r
     assert "reward_kl_race" not in conditions(_timeline([0.06, 1.2], [0.4, 0.2], every=5), cfg)
     # as fast, but the KL is still under reward_kl_min_kl: a few early steps' noise does not decide
     assert "reward_kl_race" not in conditions(_timeline([0.01, 0.15], [0.2, 0.4]), cfg)
+
+
+def _race_steps(kl_per_token, steps=200):
+    """The steps where reward_kl_race's condition holds at the default settings (10-token answers, a rising reward)."""
+    cfg, rows, out = MonitorConfig(), [], []
+    for t in range(1, steps + 1):
+        rows.append({"step": t, "kl": 10 * kl_per_token(t), "reward": 0.01 * t, "length": 10.0})
+        if "reward_kl_race" in conditions(rows, cfg):
+            out.append(t)
+    return out
+
+
+def test_reward_kl_race_waits_for_min_steps_so_an_early_kl_jump_that_levels_off_is_no_race():
+    # a healthy PPO run (issue 28's seed-1 ensemble run, stopped at step 12 while its gold rose to step 200): the KL
+    # jumps to 0.09 per starting token in 8 steps and stays; "since the start" divides it by a mean step of ~6 early
+    jump = lambda t: 0.09 * min(1.0, t / 8)  # noqa: E731
+    assert _race_steps(jump, steps=90) == []
+    # the same timeline judged from the start (the old behaviour) fires within the first steps
+    cfg, rows = MonitorConfig(reward_kl_min_steps=0), []
+    for t in range(1, 13):
+        rows.append({"step": t, "kl": 10 * jump(t), "reward": 0.01 * t, "length": 10.0})
+    assert "reward_kl_race" in conditions(rows, cfg)
+    # a policy that keeps racing away at 0.008 per starting token per step is caught as soon as it is judged
+    assert _race_steps(lambda t: 0.008 * t, steps=40)[0] == 30
 
 
 def test_kl_rate_thresholds_on_the_old_per_sequence_scale_are_refused():

@@ -96,7 +96,7 @@ def test_pure_length_scorer_is_flagged_and_gated():
     assert "length" in verdict.summary and "\n" not in verdict.summary
     assert any("shorter response is chosen" in r for r in verdict.reasons)
     assert any("leans on length" in w for w in verdict.warnings)
-    assert rm_gate(report, max_length_bias=None).passed  # the length check can be switched off
+    assert rm_gate(report, max_length_bias=None, max_pair_length_bias=None).passed  # the length checks can be off
 
 
 def test_a_margin_that_follows_the_length_difference_warns_and_can_gate():
@@ -112,10 +112,11 @@ def test_a_margin_that_follows_the_length_difference_warns_and_can_gate():
 
     assert report.length_margin_spearman == pytest.approx(spearmanr(margin, diff).statistic)
     assert report.length_margin_spearman > 0.5
-    verdict = rm_gate(report, max_length_bias=None)  # default: a warning, not a failure
+    verdict = rm_gate(report, max_length_bias=None, max_pair_length_bias=None)  # None: a warning, not a failure
     assert verdict.passed and any("reward margin follows the length difference" in w for w in verdict.warnings)
-    verdict = rm_gate(report, max_length_bias=None, max_pair_length_bias=0.5)
+    verdict = rm_gate(report, max_length_bias=None)  # the default level, 0.5, refuses it
     assert not verdict.passed and "margin tracks length within pairs" in verdict.summary
+    assert "max_pair_length_bias 0.5" in verdict.summary
     assert any("length-balance the preference data" in r for r in verdict.reasons)
     # swapping chosen and rejected (the labels) leaves the statistic as it is: it does not need unbiased labels
     swapped = report_from_scores(rr, rc, chosen_lengths=lr, rejected_lengths=lc)

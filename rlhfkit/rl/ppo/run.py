@@ -21,7 +21,13 @@ from rlhfkit.models.scoring import (
 )
 from rlhfkit.monitors import HealthMonitor, MonitorConfig, build_monitors
 from rlhfkit.monitors.progress import show_progress
-from rlhfkit.rl.healthy import frozen_check_targets, return_healthy, returns_start, save_starting_policy
+from rlhfkit.rl.healthy import (
+    apply_no_harm,
+    frozen_check_targets,
+    return_healthy,
+    returns_start,
+    save_starting_policy,
+)
 from rlhfkit.rl.ppo.layouts import load_ppo_models
 from rlhfkit.rl.ppo.trainer import PPOTrainer
 from rlhfkit.runs import RunResult, last_checkpoint, prompt_dataset
@@ -112,6 +118,7 @@ def run_ppo(
         model_dir = save_starting_policy(trainer, model_name_or_path, config.output_dir)
     else:
         model_dir = save_ppo_policy(trainer, str(model_name_or_path), config.output_dir)
+    model_dir = apply_no_harm(trainer, metrics, model_dir, model_name_or_path, monitor_config or MonitorConfig())
     return RunResult(trainer="ppo", model_dir=model_dir, metrics=metrics, log_history=list(trainer.state.log_history))
 
 
