@@ -17,6 +17,9 @@ Per seed, with the demo pipeline's sizes (rlhfkit/demo.yaml):
      labels the file with ``judge_file``: one principle of the default constitution per pair (seeded), both orders,
      tie margin 0 (``TIE_MARGIN``: every comparison gets a label, as Lee et al.'s judge labels every pair; the
      default 0.05 turns most of a position-biased judge's averaged votes into ties);
+   * ``judge_soft``: the same judge's votes as soft labels (``reward.soft_labels``, Lee et al.'s cross-entropy on
+     the both-order probability ``p``): every comparison is a pair, ``chosen`` = the first response, ``p`` = the
+     judge's probability that it is better (ties included: they carry ``p`` near 0.5);
    * ``judge_biased``: a lab judge taught with ``position_bias`` 0.4, both orders averaged;
    * ``judge_biased_one_order``: that judge's votes read from one order only (``p_orders[0]``: the file's first
      response shown first), as a judge that is never swapped labels.
@@ -33,7 +36,7 @@ Per seed, with the demo pipeline's sizes (rlhfkit/demo.yaml):
 
 Writes ``<out>/rlaif.json`` (one record per seed and labels, the keys above plus ``n_pairs``, ``rm_steps``,
 ``gold_gain``, ``gold_gain_se``) and prints the table. Finished runs are kept: a rerun measures only what is missing.
-Deliberately left out: soft labels and the pipeline's ``preferences.source: judge`` (the bench calls the step
+Deliberately left out: the pipeline's ``preferences.source: judge`` (the bench calls the step
 functions, as ``bench/overoptimization.py`` does), real models.
 """
 
@@ -46,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = ("people", "judge", "judge_biased", "judge_biased_one_order")
+LABELS = ("people", "judge", "judge_soft", "judge_biased", "judge_biased_one_order")
 NOISE = [0.1, 0.15, 0.2, 0.25, 0.5]  # the demo's labelers
 COMPARISONS = 4000
 EVAL_COMPARISONS = 600
@@ -147,15 +150,31 @@ def vote_pairs(votes: list[dict], ids: list[str], *, one_order: bool = False) ->
     return pairs
 
 
+def soft_pairs(votes: list[dict], ids: list[str]) -> list[dict]:
+    """Soft-label pairs from judge votes, one per comparison in ``ids``: ``chosen`` / ``rejected`` in the file's
+    order, ``p`` = the judge's both-order probability that ``chosen`` is better."""
+    by_item = {v["item_id"]: v for v in votes}
+    pairs = []
+    for item in ids:
+        v = by_item[item]
+        i, j = v["pair"]
+        pairs.append({"prompt": v["prompt"], "chosen": v["responses"][i], "rejected": v["responses"][j], "p": v["p"]})
+    return pairs
+
+
 def label_accuracy(pairs: list[dict]) -> float:
     from rlhfkit import lab
 
     gold = [(lab.gold_reward(p["prompt"], p["chosen"]), lab.gold_reward(p["prompt"], p["rejected"])) for p in pairs]
-    return float(np.mean([c > r for c, r in gold if c != r]))
+    # a soft label is right when it leans the gold way (p > 0.5 for chosen better)
+    lean = [p.get("p", 1.0) for p in pairs]
+    return float(np.mean([(c > r) == (q > 0.5) for (c, r), q in zip(gold, lean) if c != r and q != 0.5]))
 
 
 # ------------------------------------------------------------------------------------------ reward model and RL
-def reward_model(out: Path, sft_dir: Path, pairs: list[dict], held_out: list[dict], seed: int, steps: int) -> dict:
+def reward_model(
+    out: Path, sft_dir: Path, pairs: list[dict], held_out: list[dict], seed: int, steps: int, soft: bool = False
+) -> dict:
     from rlhfkit.core.arguments import trainer_config
     from rlhfkit.models.scoring import load_scorer
     from rlhfkit.reward.config import RewardConfig
@@ -164,7 +183,7 @@ def reward_model(out: Path, sft_dir: Path, pairs: list[dict], held_out: list[dic
 
     if not (out / "model" / "model.safetensors").exists():
         cfg = trainer_config(RewardConfig, "reward", out, max_steps=steps, per_device_train_batch_size=32,
-                             learning_rate=1e-3, seed=seed, **COMMON)  # fmt: skip
+                             learning_rate=1e-3, seed=seed, soft_labels=soft, **COMMON)  # fmt: skip
         run_reward(sft_dir, pairs, cfg)
     model, tokenizer = load_scorer(str(out / "model"))
     report = evaluate_reward_model(model, tokenizer, held_out)
@@ -218,6 +237,7 @@ def run_seed(seed: int, args) -> list[dict]:
     pairs = {
         "people": [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in prefs.train],
         "judge": vote_pairs(fair, ids),
+        "judge_soft": soft_pairs(fair, ids),
         "judge_biased": vote_pairs(biased, ids),
         "judge_biased_one_order": vote_pairs(biased, ids, one_order=True),
     }
@@ -226,7 +246,8 @@ def run_seed(seed: int, args) -> list[dict]:
     for label in LABELS:
         if label in records:
             continue
-        rm = reward_model(out / f"rm-{label}", sft_dir, pairs[label], prefs.held_out, seed, args.rm_steps)
+        soft = label == "judge_soft"
+        rm = reward_model(out / f"rm-{label}", sft_dir, pairs[label], prefs.held_out, seed, args.rm_steps, soft)
         policy = ppo(out / f"ppo-{label}", sft_dir, rm, seed, args.ppo_updates)
         gold = held_out_gold(policy, prompts, seed)
         gain, se = paired_gain(gold_sft, gold)

@@ -117,17 +117,26 @@ class LabelSession:
         items = read_comparisons(comparisons)
         if mode == "ranking":
             _check_rankable(items, self.comparisons)
-        rows = read_vote_rows(votes) if self.votes_path.exists() else []
-        _check_mode(rows, mode, self.votes_path)
-        self.mode, self.seed = mode, seed
-        self.assigner = Assigner(items, mode, overlap, seed)
-        for row in rows:
-            self.assigner.record(row)
         for name in labelers or ():
             check_name(name)
-        self.keys = load_keys(keys_path(votes), labelers) if labelers else None
+        existed = self.votes_path.exists()
+        # One server per votes file: the log's lock is held until close(), so a second `rlhfkit label` on the same
+        # file (which would keep its own idea of who answered what) is refused; the file is read under that lock.
+        self.log = AppendLog(votes, exclusive=True)
+        try:
+            rows = read_vote_rows(votes) if existed else []
+            _check_mode(rows, mode, self.votes_path)
+            self.mode, self.seed = mode, seed
+            self.assigner = Assigner(items, mode, overlap, seed)
+            for row in rows:
+                self.assigner.record(row)
+            self.keys = load_keys(keys_path(votes), labelers) if labelers else None
+        except BaseException:
+            self.log.close()
+            if not existed:
+                self.votes_path.unlink(missing_ok=True)  # ours, empty: the folder is left as it was
+            raise
         self.lock = threading.Lock()
-        self.log = AppendLog(votes)
 
     # ------------------------------------------------------------------------------ who may
     def allowed(self, labeler: str, key: str | None) -> bool:

@@ -133,3 +133,18 @@ def test_named_labelers_get_secrets_that_survive_a_restart(tmp_path):
     path.write_text("[]")
     with pytest.raises(DataError, match="not a keys file"):
         LabelSession(tmp_path / "c.jsonl", tmp_path / "votes.jsonl", labelers=["ann"])
+
+
+def test_one_session_per_votes_file(tmp_path):
+    first = _session(tmp_path)
+    try:
+        with pytest.raises(DataError, match="is being written by another process"):
+            LabelSession(tmp_path / "c.jsonl", tmp_path / "votes.jsonl")
+    finally:
+        first.close()
+    LabelSession(tmp_path / "c.jsonl", tmp_path / "votes.jsonl").close()  # free again once the first one stopped
+    keys = keys_path(tmp_path / "fresh.jsonl")
+    keys.mkdir()  # the secrets file cannot be written: the start is refused after the log was opened
+    with pytest.raises(Exception):  # noqa: B017 -- whatever load_keys raises; the point is what is left behind
+        LabelSession(tmp_path / "c.jsonl", tmp_path / "fresh.jsonl", labelers=["ann"])
+    assert not (tmp_path / "fresh.jsonl").exists()  # a refused start removes the empty votes file it created
