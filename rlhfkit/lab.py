@@ -34,11 +34,15 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rlhfkit.core.errors import ConfigError
+from rlhfkit.data.comparisons import comparison_problem
+from rlhfkit.data.votelog import pairwise_vote, ranking_vote
 from rlhfkit.models.loading import PAD_TOKEN
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -210,11 +214,17 @@ class LabelerPool:
     So for an unbiased labeler the realised rate of votes against the gold preference (on pairs whose
     gold rewards differ) is ``noise[j]``.
 
+    Where the display order is known (:meth:`answer`), a labeler first judges by position alone with probability
+    ``position_bias[j]``: the response shown on the left is preferred (before the flip of step 3), so the rate of
+    left choices under a random display order is ``position_bias * (1 - noise) + (1 - position_bias) / 2``. With the
+    default 0 the labelers have no position effect.
+
     Args:
         n_labelers: size of the pool.
         noise: flip probability, one float for all labelers or one per labeler, each in [0, 1].
         length_bias: probability of judging by length alone, float or per labeler, each in [0, 1].
         seed: seed of the pool's random generator.
+        position_bias: probability of judging by position alone (the left response), float or per labeler.
     """
 
     def __init__(
@@ -223,12 +233,14 @@ class LabelerPool:
         noise: float | Sequence[float] = 0.2,
         length_bias: float | Sequence[float] = 0.0,
         seed: int = 0,
+        position_bias: float | Sequence[float] = 0.0,
     ):
         if n_labelers < 1:
             raise ConfigError(f"n_labelers={n_labelers} must be >= 1")
         self.n_labelers = n_labelers
         self.noise = self._per_labeler("noise", noise)
         self.length_bias = self._per_labeler("length_bias", length_bias)
+        self.position_bias = self._per_labeler("position_bias", position_bias)
         self.rng = np.random.default_rng(seed)
 
     def _per_labeler(self, name: str, value: float | Sequence[float]) -> np.ndarray:
@@ -258,40 +270,126 @@ class LabelerPool:
         len_b = np.array([count_items(r) for r in responses_b])
         return self.vote_arrays(gold_a, gold_b, len_a, len_b, labelers_per_item)
 
-    def vote_arrays(self, gold_a, gold_b, len_a, len_b, labelers_per_item: int | None = None) -> np.ndarray:
-        """:meth:`vote` on precomputed gold rewards and item counts (vectorised over items and labelers)."""
+    def vote_arrays(
+        self,
+        gold_a,
+        gold_b,
+        len_a,
+        len_b,
+        labelers_per_item: int | None = None,
+        *,
+        a_left: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """:meth:`vote` on precomputed gold rewards and item counts (vectorised over items and labelers).
+
+        ``a_left``: bool ``(n_items, n_labelers)``, whether ``a`` was shown on the left (the position bias needs it);
+        ``rng``: the generator to draw from (default: the pool's).
+        """
+        rng = self.rng if rng is None else rng
         n_items, n_lab = len(gold_a), self.n_labelers
         shape = (n_items, n_lab)
-        gold_pref = np.where((gold_a == gold_b)[:, None], self.rng.random(shape) < 0.5, (gold_a > gold_b)[:, None])
-        by_length = (self.rng.random(shape) < self.length_bias) & (len_a != len_b)[:, None]
+        gold_pref = np.where((gold_a == gold_b)[:, None], rng.random(shape) < 0.5, (gold_a > gold_b)[:, None])
+        by_length = (rng.random(shape) < self.length_bias) & (len_a != len_b)[:, None]
         pref = np.where(by_length, (len_a > len_b)[:, None], gold_pref)
-        flip = self.rng.random(shape) < self.noise
+        if a_left is not None and self.position_bias.any():
+            pref = np.where(rng.random(shape) < self.position_bias, a_left, pref)
+        flip = rng.random(shape) < self.noise
         votes = np.where(flip, ~pref, pref).astype(np.int8)
         if labelers_per_item is not None and labelers_per_item < n_lab:
             if labelers_per_item < 1:
                 raise ConfigError(f"labelers_per_item={labelers_per_item} must be >= 1")
-            order = np.argsort(self.rng.random(shape), axis=1)
+            order = np.argsort(rng.random(shape), axis=1)
             unrated = np.zeros(shape, dtype=bool)
             np.put_along_axis(unrated, order[:, labelers_per_item:], True, axis=1)
             votes[unrated] = -1
         return votes
 
-    def rank(self, prompt: str, responses: Sequence[str], labeler: int) -> list[int]:
+    def rank(
+        self, prompt: str, responses: Sequence[str], labeler: int, rng: np.random.Generator | None = None
+    ) -> list[int]:
         """Labeler ``labeler``'s ranking of ``responses``: ``ranking[i]`` is the rank of response ``i``
         (0 = best; identical responses share a rank).
 
         The labeler orders by length with probability ``length_bias``, else by gold reward plus
-        Gaussian noise of standard deviation ``noise`` (a ranking analogue of the pairwise flip).
+        Gaussian noise of standard deviation ``noise`` (a ranking analogue of the pairwise flip). ``rng``: the
+        generator to draw from (default: the pool's).
         """
+        rng = self.rng if rng is None else rng
         gold = gold_rewards([prompt] * len(responses), responses)
-        if self.rng.random() < self.length_bias[labeler]:
+        if rng.random() < self.length_bias[labeler]:
             utility = np.array([count_items(r) for r in responses], dtype=np.float64) + 1e-3 * gold
         else:
-            utility = gold + self.rng.normal(0.0, self.noise[labeler] + 1e-9, len(responses))
+            utility = gold + rng.normal(0.0, self.noise[labeler] + 1e-9, len(responses))
         for i, r in enumerate(responses):  # identical texts get identical utility: a tie
             utility[i] = utility[list(responses).index(r)]
         order = sorted(set(utility.tolist()), reverse=True)
         return [order.index(u) for u in utility.tolist()]
+
+    def answer(
+        self,
+        comparisons: Sequence[dict[str, Any]],
+        *,
+        labelers_per_item: int | None = None,
+        mode: str = "pairwise",
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The pool's votes on comparisons rows (:mod:`rlhfkit.data.comparisons`) as vote rows
+        (:mod:`rlhfkit.data.votelog`), labeler ``j`` named ``lab:<j>``: what ``rlhfkit label`` writes for people.
+
+        ``pairwise``: every pair ``(i, j)``, ``i < j``, of an item's K responses (the one pair ``[0, 1]`` for K = 2)
+        is judged as :meth:`vote` judges it, by every labeler or by ``labelers_per_item`` of them drawn per pair.
+        ``ranking``: each labeler (or ``labelers_per_item`` drawn per item) orders the K responses as :meth:`rank`
+        does, equal utilities as one tied group. ``shown_order`` is a seeded shuffle per vote; it matters only through
+        ``position_bias``. Deterministic in ``seed`` (the pool's own generator is not drawn from).
+        """
+        if mode not in ("pairwise", "ranking"):
+            raise ConfigError(f"mode={mode!r} must be 'pairwise' or 'ranking'")
+        if labelers_per_item is not None and not 1 <= labelers_per_item <= self.n_labelers:
+            raise ConfigError(f"labelers_per_item={labelers_per_item} must be in 1..{self.n_labelers} (the pool)")
+        for n, row in enumerate(comparisons, start=1):
+            problem = comparison_problem(row) or (None if isinstance(row["prompt"], str) else "prompt is not text")
+            if problem:
+                raise ConfigError(f"comparisons row {n} {problem}; the lab's labelers judge lab comparisons")
+        rng = np.random.default_rng(seed)
+        if mode == "ranking":
+            return self._answer_ranking(comparisons, labelers_per_item, rng)
+        return self._answer_pairwise(comparisons, labelers_per_item, rng)
+
+    def _answer_pairwise(self, rows, labelers_per_item, rng) -> list[dict[str, Any]]:
+        pairs = [(row, i, j) for row in rows for i, j in combinations(range(len(row["responses"])), 2)]
+        prompts = [row["prompt"] for row, _, _ in pairs]
+        resp_a = [row["responses"][i] for row, i, _ in pairs]
+        resp_b = [row["responses"][j] for row, _, j in pairs]
+        a_left = rng.random((len(pairs), self.n_labelers)) < 0.5
+        votes = self.vote_arrays(
+            gold_rewards(prompts, resp_a),
+            gold_rewards(prompts, resp_b),
+            np.array([count_items(r) for r in resp_a]),
+            np.array([count_items(r) for r in resp_b]),
+            labelers_per_item,
+            a_left=a_left,
+            rng=rng,
+        )
+        out = []
+        for p, (row, i, j) in enumerate(pairs):
+            for lab in np.flatnonzero(votes[p] >= 0).tolist():
+                shown = [i, j] if a_left[p, lab] else [j, i]
+                out.append(pairwise_vote(row, f"lab:{lab}", (i, j), "a" if votes[p, lab] == 1 else "b", shown))
+        return out
+
+    def _answer_ranking(self, rows, labelers_per_item, rng) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            k = len(row["responses"])
+            labelers = range(self.n_labelers)
+            if labelers_per_item is not None:
+                labelers = sorted(rng.choice(self.n_labelers, size=labelers_per_item, replace=False).tolist())
+            for lab in labelers:
+                ranks = self.rank(row["prompt"], row["responses"], lab, rng=rng)
+                groups = [[i for i in range(k) if ranks[i] == r] for r in sorted(set(ranks))]
+                out.append(ranking_vote(row, f"lab:{lab}", groups, rng.permutation(k).tolist()))
+        return out
 
 
 def comparison_dataset(

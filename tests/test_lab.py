@@ -7,6 +7,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhfkit import lab
 from rlhfkit.core.errors import ConfigError
+from rlhfkit.data.comparisons import comparison_row
+from rlhfkit.data.votelog import vote_problem
+from rlhfkit.data.votes import from_vote_log
 
 P3 = lab.make_prompt("fruits", 3)
 
@@ -132,3 +135,81 @@ def test_tiny_model_builder_saves_a_hub_like_folder(nano_model):
     assert model.config.vocab_size == len(tok) and model.config.pad_token_id == tok.pad_token_id
     with pytest.raises(ConfigError, match="lab model size"):
         lab.build_tiny_model(nano_model.parent / "x", size="huge")
+
+
+def _comparisons(n: int, k: int, seed: int) -> list[dict]:
+    """``n`` lab comparisons rows of ``k`` distinct candidates."""
+    rng = random.Random(seed)
+    rows = []
+    for prompt in lab.make_prompts(n, seed=seed):
+        responses: list[str] = []
+        while len(responses) < k:
+            responses += [r for r in lab.candidates(prompt, 1, rng) if r not in responses]
+        rows.append(comparison_row(prompt, responses))
+    return rows
+
+
+def test_answer_votes_against_gold_at_each_labelers_noise_rate():
+    noise = [0.05, 0.2, 0.35]
+    rows = _comparisons(1500, 2, seed=3)
+    votes = lab.LabelerPool(n_labelers=3, noise=noise, seed=0).answer(rows, seed=5)
+    assert len(votes) == 3 * 1500 and all(vote_problem(v) is None for v in votes)
+    assert {v["labeler"] for v in votes} == {"lab:0", "lab:1", "lab:2"}
+    assert {tuple(v["pair"]) for v in votes} == {(0, 1)}
+    for j, rate in enumerate(noise):
+        decided = [v for v in votes if v["labeler"] == f"lab:{j}"]
+        gold = [lab.gold_rewards([v["prompt"]] * 2, v["responses"]) for v in decided]
+        against = [(v["label"] == "a") != (g[0] > g[1]) for v, g in zip(decided, gold) if g[0] != g[1]]
+        # each labeler's flips are Binomial(n, noise): a two-sided test at 0.1%
+        assert binomtest(sum(against), len(against), rate).pvalue > 1e-3
+        left = [v["shown_order"][0] == (0 if v["label"] == "a" else 1) for v in decided]
+        assert binomtest(sum(left), len(left), 0.5).pvalue > 1e-3  # no position effect by default
+
+
+def test_answer_pairs_of_k_responses_with_position_bias_and_labelers_per_item():
+    rows = _comparisons(400, 3, seed=1)
+    pool = lab.LabelerPool(n_labelers=4, noise=0.0, position_bias=[0.0, 0.0, 0.6, 0.6], seed=0)
+    votes = pool.answer(rows, labelers_per_item=2, seed=2)
+    assert len(votes) == 400 * 3 * 2 and all(vote_problem(v) is None for v in votes)
+    per_pair = {}
+    for v in votes:
+        per_pair.setdefault((v["item_id"], tuple(v["pair"])), []).append(v["labeler"])
+        assert sorted(v["shown_order"]) == v["pair"]
+    assert len(per_pair) == 400 * 3 and {len(set(names)) for names in per_pair.values()} == {2}
+    for names, expected in ((("lab:0", "lab:1"), 0.5), (("lab:2", "lab:3"), 0.6 + 0.4 * 0.5)):
+        chosen = [v for v in votes if v["labeler"] in names]
+        left = sum(v["shown_order"][0] == v["pair"][0 if v["label"] == "a" else 1] for v in chosen)
+        assert binomtest(left, len(chosen), expected).pvalue > 1e-3
+    again = pool.answer(rows, labelers_per_item=2, seed=2)
+    assert [(v["labeler"], v["label"], v["shown_order"]) for v in again] == [
+        (v["labeler"], v["label"], v["shown_order"]) for v in votes
+    ]
+
+
+def test_answer_rankings_follow_gold_for_noiseless_labelers_with_ties_grouped():
+    prompt = lab.make_prompt("fruits", 2)
+    rows = [comparison_row(prompt, [" apple, pear.", " pear, apple.", " apple.", " dog, cat, cow."])]
+    rows += _comparisons(20, 4, seed=2)
+    votes = lab.LabelerPool(n_labelers=2, noise=0.0, seed=0).answer(rows, mode="ranking", seed=1)
+    assert len(votes) == 2 * 21 and all(vote_problem(v) is None for v in votes)
+    by_length = lab.LabelerPool(n_labelers=1, noise=0.0, length_bias=1.0).answer(rows[:1], mode="ranking")
+    assert by_length[0]["ranking"] == [[3], [0, 1], [2]]  # same length and gold: one tied group
+    for v in votes:
+        gold = lab.gold_rewards([v["prompt"]] * 4, v["responses"])
+        order = [g for group in v["ranking"] for g in [gold[group[0]]] * len(group)]
+        assert order == sorted(order, reverse=True) and sorted(v["shown_order"]) == [0, 1, 2, 3]
+    one_each = lab.LabelerPool(n_labelers=5, seed=0).answer(rows, mode="ranking", labelers_per_item=1, seed=1)
+    assert len(one_each) == 21
+    with pytest.raises(ConfigError, match=r"labelers_per_item=6 must be in 1..5"):
+        lab.LabelerPool(n_labelers=5).answer(rows, labelers_per_item=6)
+    with pytest.raises(ConfigError, match=r"comparisons row 1 responses must be a list of at least 2"):
+        lab.LabelerPool().answer([{"item_id": "x", "prompt": prompt, "responses": ["a"]}])
+
+
+def test_answer_votes_go_through_agreement_filtering_and_flag_the_near_random_labeler():
+    votes = lab.LabelerPool(noise=lab.DEFAULT_NOISE, seed=0).answer(_comparisons(1000, 2, seed=0), seed=1)
+    data = from_vote_log(votes, drop_unreliable=True)
+    report = data.agreement.report
+    # agreement with the others' majority: about 0.54 for noise 0.45 (SE 0.016 over 1000 items) against the 0.6 line
+    assert report.labelers.flagged.tolist() == [False, False, False, False, True]
+    assert report.labeler_names[4] == "lab:4" and 800 < len(data) < 1000

@@ -23,6 +23,7 @@ FORMAT_OPTIONS = {
         "ties",
         "min_agreement",
     ),
+    "label-studio": ("prompt_col", "responses_col", "labels", "from_name"),
 }
 
 
@@ -67,6 +68,12 @@ def _add_data_convert(dsub: argparse._SubParsersAction) -> None:
     convert.add_argument("--min-gap", type=float, help="scores: smallest score difference that makes a pair")
     convert.add_argument("--seed", type=int, help="scores: seed of best_vs_random")
     convert.add_argument("--min-agreement", type=float, help="votes: drop items below this agreement (default 0)")
+    convert.add_argument(
+        "--from-name",
+        metavar="NAME",
+        help="label-studio: the control tag whose results are the preference (default: the annotation's one "
+        "pairwise / ranker result, else its one choices result)",
+    )
     _add_vote_flags(convert)
     convert.add_argument("--ties", metavar="drop|margin", help="votes: " + TIES_HELP)
     _add_on_bad_row(convert)
@@ -163,11 +170,29 @@ def _convert(args: argparse.Namespace) -> int:
 
     options = _convert_options(args)
     check_preference_file(args.input, args.out)  # readable input, --out a file (never an existing folder)
+    if args.format == "label-studio":
+        return _convert_label_studio(args, options)
     data = load_preferences(args.input, args.format, on_bad_row=args.on_bad_row, **options)
     data.write(args.out)
     console = Console()
     _print_data_report(console, data.report)
     console.print(f"wrote {len(data)} pairs to {args.out}", highlight=False)
+    return 0
+
+
+def _convert_label_studio(args: argparse.Namespace, options: dict) -> int:
+    """A Label Studio JSON export -> a votes file (one row per annotation that gives a vote)."""
+    from rich.console import Console
+
+    from rlhfkit.feedback.labelstudio import read_export, write_votes
+
+    if not args.out.endswith(".jsonl"):
+        raise ConfigError(f"--out {args.out!r}: --format label-studio writes a votes file; name it e.g. votes.jsonl")
+    votes, report = read_export(args.input, on_bad_row=args.on_bad_row, **options)
+    write_votes(votes, args.out)
+    console = Console()
+    _print_data_report(console, report)
+    console.print(f"wrote {len(votes)} votes to {args.out}", highlight=False)
     return 0
 
 

@@ -41,6 +41,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "votes.keys.json); "
         "required with a --host other machines can reach",
     )
+    p.add_argument(
+        "--export",
+        choices=("label-studio",),
+        help="instead of the page: write COMPARISONS as Label Studio tasks to --out (tasks.json) with the labeling "
+        "config beside it (tasks.labelconfig.xml); read the project's JSON export back with `rlhfkit data convert "
+        "EXPORT.json --format label-studio`",
+    )
     judge = p.add_argument_group("AI judge (instead of the page: the judge answers COMPARISONS into --out)")
     judge.add_argument("--judge", metavar="MODEL", help="AI judge: the judge model (a folder or hub id)")
     judge.add_argument("--constitution", metavar="FILE", help="AI judge: the principles it judges by")
@@ -87,6 +94,26 @@ def judge_summary(report) -> str:
     )
 
 
+def _export(args: argparse.Namespace) -> int:
+    """``--export label-studio``: the tasks and the labeling config, and what to do with them."""
+    from rich.console import Console
+
+    from rlhfkit.core.checks import output_file_problems
+    from rlhfkit.core.errors import raise_problems
+    from rlhfkit.feedback.labelstudio import export_tasks, import_note
+
+    problems = output_file_problems(args.out, "--out")
+    if args.judge:
+        problems.append(f"--export writes tasks for Label Studio; --judge {args.judge!r} answers them: give one")
+    raise_problems(problems)
+    tasks, config = export_tasks(args.comparisons, args.out)
+    console = Console(emoji=False, highlight=False)
+    console.print(f"wrote the tasks to {tasks} and the labeling config to {config}:", soft_wrap=True)
+    console.print(config.read_text(), markup=False, soft_wrap=True)
+    console.print(import_note(tasks, config), soft_wrap=True)
+    return 0
+
+
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} must be a whole number >= 1")
@@ -101,6 +128,8 @@ def _names(value: str) -> list[str]:
 
 
 def _label(args: argparse.Namespace) -> int:
+    if args.export:
+        return _export(args)
     if args.judge:
         from rich.console import Console
 

@@ -405,6 +405,9 @@ def is_vote_log_source(source: Any) -> bool:
 
 def _log_pairs(table: LogTable, result: FilterResult, ties: str) -> list[dict]:
     groups = Counter(r["item_id"] for r in table.rows)
+    # One item with several pairs (K > 2) makes it K-wise data: then every pair needs a group (a K = 2 item is a
+    # group of one pair), since the reward trainer groups all rows or none.
+    grouped = any(n > 1 for n in groups.values()) or any(r["k"] > 2 for r in table.rows)
     pairs = []
     for n in np.flatnonzero(result.keep).tolist():
         a_wins = result.label[n] == A
@@ -417,7 +420,7 @@ def _log_pairs(table: LogTable, result: FilterResult, ties: str) -> list[dict]:
             "n_votes": int(result.stats.n_votes[n]),
             "item_id": r["item_id"],
         }
-        if groups[r["item_id"]] > 1 or r["k"] > 2:
+        if grouped:
             pair["group"] = r["item_id"]
         if not np.isnan(table.p[n]):
             pair["p"] = float(table.p[n] if a_wins else 1.0 - table.p[n])

@@ -130,7 +130,7 @@ def prompt_key(prompt: Any) -> str:
 
 
 def sample_prompts(
-    source: str, num_prompts: int | None = None, seed: int = 0, split: str = "train"
+    source: str, num_prompts: int | None = None, seed: int = 0, split: str = "train", held_out: int = 0
 ) -> tuple[list, int]:
     """``(prompts, repeated)``: the first ``num_prompts`` distinct prompts of ``source`` (all when None), and how many
     repeats of them were dropped on the way.
@@ -138,11 +138,12 @@ def sample_prompts(
     ``source`` is read as the pipeline reads RL prompts (:func:`rlhfkit.data.tables.load_prompts`: a file, dataset
     folder or hub id with a ``prompt`` column, its ``split``, shuffled with ``seed``; ``lab``: the lab's prompts). A
     prompt that repeats an earlier one is dropped (sampled once, it gets one row). The list for a larger
-    ``num_prompts`` starts with the list for a smaller one, so a run can be resumed with more prompts.
+    ``num_prompts`` starts with the list for a smaller one, so a run can be resumed with more prompts. ``held_out``:
+    the prompts a pipeline holds out for its final evaluation (``rl.eval_prompts``) are not among them.
     """
     if num_prompts is not None and num_prompts < 1:
         raise ConfigError(f"num_prompts={num_prompts} must be >= 1 (or None: every prompt)")
-    raw = load_prompts(source, split=split, seed=seed, n_lab=LAB_DRAWS)[0]
+    raw = load_prompts(source, split=split, seed=seed, n_lab=LAB_DRAWS, held_out=held_out)[0]
     prompts, seen, repeated = [], set(), 0
     for i, value in enumerate(raw, start=1):
         try:

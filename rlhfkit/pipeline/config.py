@@ -7,6 +7,8 @@ Config sections (TRL's dataclasses where TRL has one)::
     model:     ModelArguments   (model_name_or_path, preset, gpu, model_revision)
     lab:       LabArguments     (sizes and labeler pool of the built-in lab, when data is 'lab')
     data:      DataSources      (sft / preferences / prompts: 'lab' or a file; preference_format)
+    preferences: PreferencesArguments (source: data | comparisons: the SFT model's answers labelled by lab / people |
+                                       judge: labelled by an AI judge)
     agreement: AgreementArguments (min_agreement, drop_unreliable, ties, enabled)
     sft:       trl.SFTConfig fields
     reward:    rlhfkit.reward.config.RewardConfig fields (trl.RewardConfig + group_rankings, ensemble_size /
@@ -154,6 +156,83 @@ class DataSources:
         raise_problems(problems)
 
 
+PREFERENCE_SOURCES = ("data", "comparisons", "judge")
+PREFERENCE_LABELS = ("lab", "people")
+
+
+@dataclass
+class PreferencesArguments:
+    """Where the reward model's preferences come from. ``data``: ``data.preferences`` (a file, a hub dataset or the
+    lab's ready-made comparisons). ``comparisons``: InstructGPT's step 2 on this run's own SFT model -- ``k`` answers
+    per prompt are sampled into ``<output_dir>/preferences/comparisons.jsonl`` and labelled by the lab's labelers (the
+    ``lab`` section's pool) or by people (the ``votes`` file ``rlhfkit label`` writes). ``judge``: the same answers
+    labelled by an AI judge (``judge``, under a ``constitution``; RLAIF). The votes are filtered by the ``agreement``
+    section into pairs or K-wise rankings."""
+
+    source: str = _field(
+        "data",
+        stages=("preferences",),
+        help="data (data.preferences) | comparisons (the SFT model's answers, labelled) | judge (labelled by a judge)",
+    )
+    prompts: int = _field(
+        200,
+        stages=("preferences",),
+        help="comparisons / judge: prompts sampled from data.prompts (not the rl.eval_prompts held out; lab: 72).",
+    )
+    k: int = _field(4, stages=("preferences",), help="comparisons / judge: answers per prompt (InstructGPT: 4 to 9).")
+    temperature: float = _field(
+        1.0, stages=("preferences",), help="comparisons / judge: sampling temperature (1: the policy)."
+    )
+    max_new_tokens: int = _field(128, stages=("preferences",), help="comparisons / judge: longest answer, in tokens.")
+    labels: str = _field(
+        "lab",
+        stages=("preferences",),
+        help="comparisons: lab (the lab section's labelers, lab.labelers_per_item votes per pair) | people (votes).",
+    )
+    votes: str | None = _field(
+        None,
+        stages=("preferences",),
+        help="labels: people: the votes file `rlhfkit label <output_dir>/preferences/comparisons.jsonl` writes.",
+    )
+    judge: str | None = _field(
+        None,
+        stages=("preferences",),
+        help="source: judge: the judge model, a folder or hub id (the lab's: rlhfkit.feedback.lab_judge.build_judge).",
+    )
+    constitution: str | None = _field(
+        None, stages=("preferences",), help="source: judge: its principles, a YAML file (None: the default ones)."
+    )
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "prompts": AT_LEAST_ONE,
+        "k": Range(2, example="4"),
+        "temperature": Range(0, low_open=True, example="1.0"),
+        "max_new_tokens": AT_LEAST_ONE,
+    }
+
+    def __post_init__(self):
+        problems = config_problems(self)
+        if self.source not in PREFERENCE_SOURCES:
+            problems.append(f"source={self.source!r} must be one of {', '.join(PREFERENCE_SOURCES)}")
+        if self.labels not in PREFERENCE_LABELS:
+            problems.append(f"labels={self.labels!r} must be one of {', '.join(PREFERENCE_LABELS)}")
+        elif self.labels == "people" and self.source != "comparisons":
+            problems.append("labels=people is read only with source: comparisons")
+        elif self.source == "comparisons" and self.labels == "people" and not (self.votes or "").strip():
+            problems.append(
+                "labels=people reads the votes people gave; set votes: to the file `rlhfkit label` writes (it may not "
+                "exist yet: the stage then samples the comparisons to label and stops)"
+            )
+        if self.votes is not None and (self.source != "comparisons" or self.labels != "people"):
+            problems.append(f"votes={self.votes!r} is read only with source: comparisons and labels: people")
+        if self.source == "judge" and not (self.judge or "").strip():
+            problems.append("source=judge needs judge: the judge model (a folder or hub id)")
+        for key in ("judge", "constitution"):
+            if getattr(self, key) is not None and self.source != "judge":
+                problems.append(f"{key}={getattr(self, key)!r} is read only with source: judge")
+        raise_problems(problems)
+
+
 @dataclass
 class AgreementArguments:
     """Labeler-agreement filtering of preference votes (only for data with per-labeler votes)."""
@@ -251,6 +330,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelArguments,
     "lab": LabArguments,
     "data": DataSources,
+    "preferences": PreferencesArguments,
     "agreement": AgreementArguments,
     "gate": GateArguments,
     "rl": RLArguments,
@@ -269,6 +349,7 @@ class PipelineConfig:
     model: ModelArguments
     lab: LabArguments
     data: DataSources
+    preferences: PreferencesArguments
     agreement: AgreementArguments
     gate: GateArguments
     rl: RLArguments
@@ -382,6 +463,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
         except ConfigError as e:
             problems += e.problems
     problems += _layout_problems(model, rl)
+    if "preferences" in sections and "data" in sections:
+        problems += _comparisons_problems(raw, sections["preferences"], sections["data"], output_dir)
     raise_problems(problems)
     return PipelineConfig(output_dir=output_dir, seed=seed, trl=trl, raw=raw, **sections)
 
@@ -397,6 +480,41 @@ def _layout_problems(model: ModelArguments, rl: RLArguments) -> list[str]:
     return []
 
 
+def _comparisons_problems(
+    raw: dict[str, Any], prefs: PreferencesArguments, data: DataSources, output_dir: Path
+) -> list[str]:
+    """``preferences.source: comparisons`` (or ``judge``) reads no ``data.preferences``, holds pairs out for rm_eval,
+    and keeps the people's votes out of the stage folder (which a fresh start of the stage removes)."""
+    if prefs.source == "data":
+        return []
+    given = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    problems = [
+        f"data.{key} is not read with preferences.source: {prefs.source} (the pairs come from the SFT model's "
+        "answers); remove it, or set preferences.source: data"
+        for key in ("preferences", "preference_format", "preference_options")
+        if key in given
+    ]
+    reward = raw.get("reward") if isinstance(raw.get("reward"), dict) else {}
+    if reward.get("soft_labels") is True and prefs.source == "comparisons":
+        problems.append(
+            "reward.soft_labels=true needs a judge's probabilities p, which lab labelers and people do not give; "
+            "use preferences.source: judge or set soft_labels: false"
+        )
+    if data.eval_fraction == 0:
+        problems.append(
+            "data.eval_fraction=0 holds out no labelled comparisons, so rm_eval has nothing to evaluate the reward "
+            "model on; set it above 0, e.g. 0.1"
+        )
+    if prefs.votes is not None:
+        votes, stage_dir = Path(prefs.votes).expanduser().resolve(), (output_dir / "preferences").resolve()
+        if votes.is_relative_to(stage_dir):
+            problems.append(
+                f"preferences.votes={prefs.votes!r} is inside {str(output_dir / 'preferences')!r}, which the stage "
+                "removes when it starts over; keep the votes file outside it (e.g. next to the config)"
+            )
+    return problems
+
+
 # Sections that feed one or more stages as a whole (the rest say per field, in their ``stages`` metadata).
 WHOLE_SECTIONS: dict[str, tuple[str, ...]] = {
     "seed": ("sft", "preferences"),
@@ -407,7 +525,13 @@ WHOLE_SECTIONS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(RL_ALGORITHMS, ("rl",)),
     "monitor": ("rl",),
 }
-FIELD_SECTIONS: dict[str, type] = {"lab": LabArguments, "data": DataSources, "gate": GateArguments, "rl": RLArguments}
+FIELD_SECTIONS: dict[str, type] = {
+    "lab": LabArguments,
+    "data": DataSources,
+    "preferences": PreferencesArguments,
+    "gate": GateArguments,
+    "rl": RLArguments,
+}
 
 
 def _stage_keys() -> dict[str, tuple[str, ...]]:

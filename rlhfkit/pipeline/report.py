@@ -27,6 +27,8 @@ from rlhfkit.rl.winrate import rate_text
 HEADLINE = (
     ("sft", "eval_loss_before", "held-out loss before SFT"),
     ("sft", "eval_loss", "held-out loss after SFT"),
+    ("preferences", "n_comparisons", "comparisons of the SFT model's answers (preferences.source: comparisons)"),
+    ("preferences", "n_votes", "votes on them"),
     ("preferences", "gold_agreement_unfiltered", "labels agreeing with gold, unfiltered"),
     ("preferences", "gold_agreement_filtered", "labels agreeing with gold, agreement-filtered"),
     ("preferences", "kept_share", "share of comparisons kept"),

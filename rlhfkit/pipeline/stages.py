@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,14 @@ from rlhfkit import lab
 from rlhfkit.core.arguments import DataArguments, resolve_model
 from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.core.hardware import detect_hardware
-from rlhfkit.core.io import read_jsonl, write_json, write_jsonl
+from rlhfkit.core.io import atomic_path, read_jsonl, write_json, write_jsonl
+from rlhfkit.data.comparisons import read_comparisons
 from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
+from rlhfkit.data.votelog import read_vote_log
 from rlhfkit.data.votes import agreement_summary
+from rlhfkit.feedback.judge import judge_file
+from rlhfkit.feedback.sample import sample_comparisons, sample_prompts
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.monitors import MonitorConfig, read_metrics
@@ -78,7 +83,10 @@ def stage_sft(ctx: StageContext) -> tuple[dict, dict]:
 def stage_preferences(ctx: StageContext) -> tuple[dict, dict]:
     cfg = ctx.cfg
     out_dir = ctx.dir("preferences")
-    if cfg.data.preferences == LAB:
+    outputs: dict[str, str] = {}
+    if cfg.preferences.source in ("comparisons", "judge"):
+        train, held_out, metrics, outputs = _comparison_preferences(ctx)
+    elif cfg.data.preferences == LAB:
         la, ag = cfg.lab, cfg.agreement
         pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
         prefs = lab_preferences(
@@ -98,27 +106,19 @@ def stage_preferences(ctx: StageContext) -> tuple[dict, dict]:
         )
     else:
         source = preference_source(cfg.data.preferences, cfg.data.split)
-        loaded = _read_preferences(source, cfg)
-        table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)  # rankings stay whole
-        train, held_out = table.to_list(), [] if held is None else held.to_list()
-        metrics = {"n_pairs": len(train), "n_held_out": len(held_out), "data": loaded.report.summary()}
-        if loaded.agreement is not None:  # per-labeler votes: the agreement report, also as agreement.json
-            summary = agreement_summary(loaded)
-            write_json(out_dir / "agreement.json", summary)
-            keys = ("fleiss_kappa", "krippendorff_alpha", "kept", "dropped", "dropped_labelers")
-            metrics.update({k: summary[k] for k in keys})
+        fmt = cfg.data.preference_format
+        loaded = _read_preferences(source, cfg, detect_format(source) if fmt == "auto" else fmt)
+        train, held_out, metrics = _split_pairs(loaded, cfg, out_dir)
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "eval.jsonl", held_out)
     ctx.say(f"[preferences] {len(train)} training pairs, {len(held_out)} held out")
-    return {"train": str(out_dir / "train.jsonl"), "eval": str(out_dir / "eval.jsonl")}, metrics
+    return {"train": str(out_dir / "train.jsonl"), "eval": str(out_dir / "eval.jsonl"), **outputs}, metrics
 
 
-def _read_preferences(source, cfg):
-    """A preference source read with ``data.preference_format`` and ``data.preference_options``; per-labeler votes
-    are filtered by the ``agreement`` section (min_agreement, drop_unreliable, ties) unless ``agreement.enabled`` is
-    false (then only ties are dropped or kept by margin)."""
-    fmt = cfg.data.preference_format
-    fmt = detect_format(source) if fmt == "auto" else fmt
+def _read_preferences(source, cfg, fmt: str):
+    """A preference source read in format ``fmt`` with ``data.preference_options``; per-labeler votes are filtered by
+    the ``agreement`` section (min_agreement, drop_unreliable, ties) unless ``agreement.enabled`` is false (then only
+    ties are dropped or kept by margin)."""
     options = dict(cfg.data.preference_options or {})
     if fmt == "votes":
         ag = cfg.agreement
@@ -128,6 +128,104 @@ def _read_preferences(source, cfg):
         return load_preferences(source, format=fmt, **options)
     except TypeError as e:  # an option the format's reader does not take
         raise ConfigError(f"data.preference_options={options!r} for format {fmt!r}: {e}") from None
+
+
+def _split_pairs(loaded, cfg, out_dir: Path) -> tuple[list, list, dict]:
+    """Pairs split into training and held-out ones (``data.eval_fraction``; rankings stay whole), the metrics, and
+    per-labeler votes' agreement report (also written as ``agreement.json``)."""
+    table, held = split_eval(loaded.to_dataset(), cfg.data.eval_fraction, cfg.seed)
+    train, held_out = table.to_list(), [] if held is None else held.to_list()
+    metrics = {"n_pairs": len(train), "n_held_out": len(held_out), "data": loaded.report.summary()}
+    if loaded.agreement is not None:  # per-labeler votes: the agreement report, also as agreement.json
+        summary = agreement_summary(loaded)
+        write_json(out_dir / "agreement.json", summary)
+        keys = ("fleiss_kappa", "krippendorff_alpha", "kept", "dropped", "dropped_labelers")
+        metrics.update({k: summary[k] for k in keys})
+    return train, held_out, metrics
+
+
+def _comparison_preferences(ctx: StageContext) -> tuple[list, list, dict, dict]:
+    """``preferences.source: comparisons`` / ``judge``: the SFT model's ``k`` answers to ``preferences.prompts``
+    prompts (``comparisons.jsonl``, resumed when the stage is), labelled by the lab's pool, read from the people's
+    votes file or labelled by the AI judge (``votes.jsonl``; the judge's resumed too), filtered by the agreement
+    section and split (:func:`_split_pairs`). On lab prompts the
+    held-out pairs are relabelled by the gold reward (gold ties dropped), so rm_eval measures accuracy against the
+    truth, and ``gold_agreement_filtered`` is the share of the pairs whose chosen answer has the higher gold reward.
+    Returns ``(train, held_out, metrics, outputs)``."""
+    cfg, pp = ctx.cfg, ctx.cfg.preferences
+    out_dir = ctx.dir("preferences")
+    comparisons, votes = out_dir / "comparisons.jsonl", out_dir / "votes.jsonl"
+    prompts, _ = sample_prompts(
+        cfg.data.prompts, pp.prompts, seed=cfg.seed, split=cfg.data.split, held_out=cfg.rl.eval_prompts
+    )
+    model, tokenizer = load_for_sampling(ctx.outputs["sft"]["model_dir"], cfg.model.preset)
+    sampled = sample_comparisons(
+        model,
+        tokenizer,
+        prompts,
+        k=pp.k,
+        out=comparisons,
+        model_name=f"run:{cfg.output_dir.resolve()}:sft",
+        temperature=pp.temperature,
+        max_new_tokens=pp.max_new_tokens,
+        seed=cfg.seed,
+    )
+    del model
+    ctx.say(f"[preferences] the SFT model's answers: {sampled.summary()}")
+    rows = read_comparisons(comparisons)
+    if pp.source == "judge":
+        judged = judge_file(
+            comparisons, votes, model=pp.judge, constitution=pp.constitution, seed=cfg.seed, preset=cfg.model.preset
+        )
+        ctx.say(f"[preferences] the judge: {judged.n_written} judgements written, {judged.n_skipped} already there")
+    elif pp.labels == "lab":
+        la = cfg.lab
+        pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
+        write_jsonl(votes, pool.answer(rows, labelers_per_item=la.labelers_per_item, seed=cfg.seed))
+    else:
+        people = Path(pp.votes).expanduser()
+        if not people.is_file():
+            raise ConfigError(
+                f"preferences.votes={pp.votes!r} does not exist yet: label the comparisons with `rlhfkit label "
+                f"{comparisons} --out {pp.votes}`, then run again (the sampled comparisons are kept)"
+            )
+        with atomic_path(votes) as tmp:  # the run keeps the votes it trained on
+            shutil.copyfile(people, tmp)
+    loaded = _read_preferences(votes, cfg, "votes")
+    train, held_out, metrics = _split_pairs(loaded, cfg, out_dir)
+    metrics.update(
+        n_prompts=len(prompts),
+        n_comparisons=len(rows),
+        responses_per_prompt=sum(len(r["responses"]) for r in rows) / len(rows),
+        duplicates=sampled.duplicates,
+        n_votes=len(read_vote_log(votes)),
+    )
+    if cfg.data.prompts == LAB:
+        metrics["gold_agreement_filtered"] = _gold_share(train + held_out)
+        held_out = _gold_labelled(held_out)
+        metrics["n_held_out"] = len(held_out)
+        ctx.say(f"[preferences] agreement-filtered labels agree with gold: {metrics['gold_agreement_filtered']:.3f}")
+    return train, held_out, metrics, {"comparisons": str(comparisons), "votes": str(votes)}
+
+
+def _gold_share(pairs: list[dict]) -> float:
+    """Share of lab pairs whose chosen answer has the higher gold reward (pairs of equal gold left out)."""
+    gaps = [lab.gold_reward(p["prompt"], p["chosen"]) - lab.gold_reward(p["prompt"], p["rejected"]) for p in pairs]
+    decided = [g for g in gaps if g != 0]
+    return sum(g > 0 for g in decided) / len(decided) if decided else float("nan")
+
+
+def _gold_labelled(pairs: list[dict]) -> list[dict]:
+    """Lab pairs relabelled by the gold reward (a soft label ``p`` follows the swap); pairs of equal gold dropped."""
+    out = []
+    for p in pairs:
+        gap = lab.gold_reward(p["prompt"], p["chosen"]) - lab.gold_reward(p["prompt"], p["rejected"])
+        if gap > 0:
+            out.append(p)
+        elif gap < 0:
+            swapped = {**p, "chosen": p["rejected"], "rejected": p["chosen"]}
+            out.append(swapped | ({"p": 1.0 - p["p"]} if "p" in p else {}))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ reward model

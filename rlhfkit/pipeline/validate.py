@@ -31,6 +31,7 @@ from rlhfkit.core.entry import pop_debug, run_guarded
 from rlhfkit.core.errors import ConfigError, raise_problems
 from rlhfkit.core.rules import check_values
 from rlhfkit.data.checks import PROMPT_COLUMNS, SFT_COLUMNS, data_problems, preference_problems, soft_label_problems
+from rlhfkit.feedback.judge import load_constitution
 from rlhfkit.models.checks import model_problems
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.config import (
@@ -39,6 +40,7 @@ from rlhfkit.pipeline.config import (
     TRAINER_CONFIGS,
     DataSources,
     PipelineConfig,
+    PreferencesArguments,
     load_config,
     read_config,
 )
@@ -79,7 +81,10 @@ def pipeline_source_problems(raw: dict[str, Any]) -> list[str]:
         if isinstance(data[name], str):
             problems += data_problems(data[name], f"data.{name}", columns, stage, split)
     options = data["preference_options"] if isinstance(data["preference_options"], dict) else None
-    if isinstance(data["preferences"], str) and isinstance(data["preference_format"], str):
+    prefs = _defaults(PreferencesArguments, raw.get("preferences"))
+    if prefs["source"] in ("comparisons", "judge"):  # the SFT model's answers, labelled: data.preferences not read
+        problems += _votes_problems(prefs, split) + _judge_problems(prefs)
+    elif isinstance(data["preferences"], str) and isinstance(data["preference_format"], str):
         problems += preference_problems(
             data["preferences"],
             "data.preferences",
@@ -98,6 +103,31 @@ def pipeline_source_problems(raw: dict[str, Any]) -> list[str]:
         problems += model_problems(model["model_name_or_path"], "model.model_name_or_path", revision=revision)
     if isinstance(raw.get("output_dir"), str) and raw["output_dir"].strip():
         problems += output_dir_problems(raw["output_dir"], "output_dir")
+    return problems
+
+
+def _votes_problems(prefs: dict[str, Any], split: str) -> list[str]:
+    """``labels: people``: the votes file, when it exists, is a votes file (it may not exist yet: the stage then
+    samples the comparisons to label and stops)."""
+    votes = prefs["votes"]
+    if prefs["labels"] != "people" or not isinstance(votes, str) or not Path(votes).expanduser().exists():
+        return []
+    columns = (("item_id", "labeler", "mode", "responses"),)  # rlhfkit.data.votelog.is_vote_log
+    return data_problems(
+        votes, "preferences.votes", columns, "labels: people (a votes file from `rlhfkit label`)", split
+    )
+
+
+def _judge_problems(prefs: dict[str, Any]) -> list[str]:
+    """``source: judge``: the judge model's folder or hub id, and the constitution file."""
+    if prefs["source"] != "judge" or not isinstance(prefs["judge"], str):
+        return []
+    problems = model_problems(prefs["judge"], "preferences.judge")
+    if prefs["constitution"] is None or isinstance(prefs["constitution"], str):
+        try:
+            load_constitution(prefs["constitution"])
+        except ConfigError as e:
+            problems += [f"preferences.{p}" for p in e.problems]
     return problems
 
 

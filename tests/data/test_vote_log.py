@@ -13,6 +13,7 @@ from rlhfkit.data.agreement import MISSING, TIE, A, B
 from rlhfkit.data.comparisons import AppendLog, comparison_row
 from rlhfkit.data.votelog import pairwise_vote, ranking_vote, undo_row
 from rlhfkit.data.votes import from_vote_log, read_vote_log_table, vote_log_agreement
+from rlhfkit.reward.loss import group_pairs
 
 TWO = comparison_row("p2", ["x", "y"])
 THREE = comparison_row("p3", ["u", "v", "w"])
@@ -70,8 +71,10 @@ def test_pairs_groups_and_soft_labels(tmp_path):
     data = from_vote_log(log)
     by_pair = {(p["chosen"], p["rejected"]): p for p in data.pairs}
     assert by_pair[("x", "y")]["p"] == pytest.approx(0.7)  # (0.8 + 0.6) / 2, oriented to the chosen response
-    assert "group" not in by_pair[("x", "y")]
     assert by_pair[("w", "u")]["group"] == by_pair[("w", "v")]["group"] == THREE["item_id"]
+    assert by_pair[("x", "y")]["group"] == TWO["item_id"]  # K-wise data: every pair grouped, K = 2 items alone
+    assert [len(g["pairs"]) for g in group_pairs(data.pairs)] == [1, 2]  # what the reward trainer reads
+    assert all("group" not in p for p in from_vote_log(log[:2]).pairs)  # K = 2 only: plain pairs
     assert "p" not in by_pair[("w", "u")]
     assert ("u", "v") not in by_pair  # a tie and a vote: agreement 0.5, kept only with min_agreement <= 0.5
     path = tmp_path / "votes.jsonl"

@@ -7,6 +7,7 @@ import pytest
 from rlhfkit import lab
 from rlhfkit.core.errors import ConfigError, DataError
 from rlhfkit.data.comparisons import comparison_row, read_comparisons
+from rlhfkit.data.tables import load_prompts
 from rlhfkit.feedback import sample as sample_module
 from rlhfkit.feedback.sample import resume_rows, sample_comparisons, sample_prompts, sampling_problems
 from rlhfkit.models.sampling import Samples, load_for_sampling
@@ -162,3 +163,11 @@ def test_bad_settings_are_refused_together():
     assert [p.split(" ")[0] for p in problems] == flags
     with pytest.raises(ConfigError, match="k=1 must be >= 2"):
         sample_comparisons(None, None, ["p"], k=1, out="unused.jsonl", model_name="m")
+
+
+def test_prompts_held_out_for_the_final_evaluation_are_not_sampled(tmp_path):
+    table = tmp_path / "prompts.jsonl"
+    table.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(10)))
+    held = load_prompts(str(table), seed=3, held_out=4)[1]
+    got, _ = sample_prompts(str(table), seed=3, held_out=4)
+    assert len(got) == 6 and not set(got) & set(held)
