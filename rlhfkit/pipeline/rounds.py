@@ -108,8 +108,11 @@ def round_preferences(ctx: StageContext, r: int) -> tuple[dict, dict]:
             f"{stage}: no held-out pairs of the new answers to evaluate the refreshed reward model on; raise "
             "data.eval_fraction or rounds.labels_per_round"
         )
+    train = new + kept
+    if any("group" in p for p in train):  # a ranking's pairs share a group (K-wise loss): a lone pair is its own
+        train = [p if p.get("group") is not None else {**p, "group": f"pair-{r}-{i}"} for i, p in enumerate(train)]
     write_jsonl(folder / "new.jsonl", new)
-    write_jsonl(folder / "train.jsonl", new + kept)
+    write_jsonl(folder / "train.jsonl", train)
     write_jsonl(folder / "eval.jsonl", held_out)
     metrics.update(n_new_pairs=len(new), n_old_pairs_kept=len(kept), n_pairs=len(new) + len(kept))
     ctx.say(f"[{stage}] {len(new)} new training pairs + {len(kept)} earlier ones, {len(held_out)} held out")
