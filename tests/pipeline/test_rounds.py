@@ -31,7 +31,7 @@ def tiny_rounds(out: Path, **rounds) -> dict:
         ({"rounds": {"cuont": 2}}, r"unknown key\(s\) \['rounds.cuont'\]"),
         ({"rounds": {"mix": 1.5}}, r"rounds.mix=1.5: must be"),
         ({"rounds": {"k": 1}}, r"rounds.k=1: must be >= 2"),
-        ({"rounds": {"reward_refresh": "finetune"}}, "rounds.reward_refresh='finetune' must be one of continue, retrain"),
+        ({"rounds": {"reward_refresh": "tune"}}, "rounds.reward_refresh='tune' must be one of continue, retrain"),
         ({"rounds": {"labels_per_round": 2}}, r"rounds.labels_per_round=2 labels no prompt: .* at least 3"),
         ({"rl": {"algorithm": "dpo"}}, r"rounds.count=3 runs rl.algorithm: ppo only .* dpo is not built for rounds"),
         ({"model": {"preset": "lora"}}, r"rounds.count=3 needs PPO's separate layout with model.preset: full"),
@@ -62,7 +62,8 @@ def test_the_door_check_is_one_error_line_from_the_cli(tmp_path, capsys):
 
 def test_rounds_are_stages_before_final_eval_and_one_round_is_the_pipeline(tmp_path):
     cfg = load_config(tiny_rounds(tmp_path / "run"))
-    round_stages = [f"round-{r}/{s}" for r in (2, 3) for s in ("comparisons", "preferences", "reward", "rm_eval", "rl")]
+    names = ("comparisons", "preferences", "reward", "rm_eval", "rl")
+    round_stages = [f"round-{r}/{s}" for r in (2, 3) for s in names]
     assert cfg.stages() == (*STAGES[:-1], *round_stages, "final_eval")
     assert cfg.trainer_config("ppo", "round-2/rl").output_dir == str(tmp_path / "run" / "round-2" / "rl")
     one = tiny_rounds(tmp_path / "run", count=1)
@@ -86,9 +87,10 @@ def _assert_finished(run: Path) -> dict:
             assert f"round-{r}/{s}" in stages and (run / f"round-{r}" / s).is_dir()
         rm = stages[f"round-{r}/rm_eval"]["metrics"]
         assert 0 <= rm["accuracy_stale"] <= 1 and 0 <= rm["accuracy"] <= 1 and "accuracy_original" in rm
-        assert stages[f"round-{r}/comparisons"]["outputs"]["policy"] == stages[
-            "rl" if r == 2 else f"round-{r - 1}/rl"
-        ]["outputs"]["model_dir"]
+        assert (
+            stages[f"round-{r}/comparisons"]["outputs"]["policy"]
+            == stages["rl" if r == 2 else f"round-{r - 1}/rl"]["outputs"]["model_dir"]
+        )
     assert (run / "round-3" / "rl" / "model" / "model.safetensors").exists()
     report = (run / "report.md").read_text()
     assert "## Rounds" in report and "| 3 |" in report
