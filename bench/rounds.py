@@ -3,14 +3,17 @@
     nice -n 10 .venv/bin/python bench/rounds.py --out runs/bench/rounds              # seeds 0 and 1, resumable
     .venv/bin/python bench/rounds.py --out runs/bench/rounds --seeds 0 --eval-prompts 200
 
-Per seed, two pipeline runs (``rlhfkit.pipeline.runner.run_pipeline``, PPO, the demo's config shrunk by the flags)
-that share one SFT model (the second run's manifest records the first's sft stage):
+Per seed and algorithm (``--algorithms``: PPO and DPO), two pipeline runs (``rlhfkit.pipeline.runner.run_pipeline``,
+the demo's config shrunk by the flags) that share the seed's one SFT model (the later runs' manifests record the
+first's sft stage):
 
 * ``rounds: 1``: ``preferences.source: comparisons``, the SFT model's ``--k`` answers to ``--prompts`` lab prompts
-  labelled by the demo's 5 lab labelers (agreement-filtered), a reward model, PPO for ``--ppo-updates`` updates;
+  labelled by the demo's 5 lab labelers (agreement-filtered), a reward model, PPO for ``--ppo-updates`` updates (DPO:
+  ``--dpo-steps`` steps on the labelled pairs);
 * ``rounds: 3``: a third of the prompts in round 1 and a third in each of rounds 2 and 3 (answers of the last
-  policy, ``rounds.reward_refresh: continue``, ``rounds.mix``), PPO for a third of the updates per round: the same
-  total comparisons and RL steps.
+  policy, ``rounds.reward_refresh: continue``, ``rounds.mix``), PPO for a third of the updates per round (DPO: a
+  third of the steps, rounds 2 and 3 on each prompt's best vs worst answer by the refreshed reward model, RLHFlow's
+  way): the same total comparisons and RL steps.
 
 Measured on ``--eval-prompts`` held-out prompts (final_eval: one answer per prompt, paired with the SFT model's):
 ``gold_sft``, ``gold_policy`` (with ``gold_policy_se``: its standard error over prompts), ``win_rate_vs_sft`` (by
@@ -18,7 +21,6 @@ gold, ties one half); ``rm_accuracy_on_final_policy``: the run's last reward mod
 pair of ``--k`` answers of the returned policy to the held-out prompts (gold ties dropped). ``labels_total``: the
 pairwise comparisons labelled over all rounds. Writes ``<out>/rounds.json`` and prints the table. The gate is
 overridden in both conditions (a small budget; the bench compares, it does not gate).
-Left out: DPO (rounds run PPO only; ``rlhfkit run`` refuses rounds with other algorithms).
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ def parse_args(argv=None):
     p.add_argument("--sft-steps", type=int, default=400)
     p.add_argument("--rm-steps", type=int, default=300, help="reward-model steps per round")
     p.add_argument("--ppo-updates", type=int, default=24, help="PPO updates of 64 prompts in all")
+    p.add_argument("--dpo-steps", type=int, default=60, help="DPO steps in all")
+    p.add_argument("--algorithms", nargs="+", default=["ppo", "dpo"], choices=["ppo", "dpo"])
     p.add_argument("--mix", type=float, default=0.5)
     p.add_argument("--eval-prompts", type=int, default=300)
     return p.parse_args(argv)
 
 
-def config(args, out: Path, seed: int, rounds: int) -> dict:
+def config(args, out: Path, seed: int, rounds: int, algorithm: str) -> dict:
     cfg = yaml.safe_load(files("rlhfkit").joinpath("demo.yaml").read_text())
     cfg.update(output_dir=str(out), seed=seed)
     cfg["lab"].update(demonstrations=1000, rl_prompts=512)
@@ -59,6 +63,8 @@ def config(args, out: Path, seed: int, rounds: int) -> dict:
     cfg["rounds"] = {"count": rounds, "prompts_per_round": per_round, "k": args.k, "mix": args.mix}
     cfg["gate"]["override"] = True
     cfg["ppo"].update(total_episodes=64 * (args.ppo_updates // rounds), save_steps=10_000)
+    cfg["dpo"].update(max_steps=args.dpo_steps // rounds, save_steps=10_000)
+    cfg["rl"]["algorithm"] = algorithm
     cfg["rl"]["eval_prompts"] = args.eval_prompts
     return cfg
 
@@ -98,15 +104,16 @@ def rl_prompts_of(cfg, rl_prompts) -> list:
     return rl_prompts(StageContext(cfg=cfg, manifest=None, outputs={}, say=print))[1]  # the held-out prompts
 
 
-def run_one(args, root: Path, seed: int, rounds: int) -> dict:
+def run_one(args, root: Path, seed: int, rounds: int, algorithm: str) -> dict:
     from rlhfkit.pipeline.config import load_config
     from rlhfkit.pipeline.manifest import Manifest
     from rlhfkit.pipeline.runner import run_pipeline
 
-    out = root / f"seed{seed}" / f"rounds{rounds}"
-    cfg = load_config(config(args, out, seed, rounds))
-    if rounds > 1:  # the one-round run's SFT model, shared
-        base = Manifest(root / f"seed{seed}" / "rounds1").stage("sft")
+    out = root / f"seed{seed}" / f"{algorithm}-rounds{rounds}"
+    cfg = load_config(config(args, out, seed, rounds, algorithm))
+    first = root / f"seed{seed}" / f"{args.algorithms[0]}-rounds1"
+    if out != first:  # the seed's first run's SFT model, shared
+        base = Manifest(first).stage("sft")
         manifest = Manifest(out)
         if manifest.stage("sft") != base:
             manifest.data["stages"] = {"sft": base}
@@ -120,7 +127,7 @@ def run_one(args, root: Path, seed: int, rounds: int) -> dict:
     se = math.sqrt(sum((g - mean) ** 2 for g in golds) / (len(golds) - 1) / len(golds))
     labels = [manifest.stage(s)["metrics"].get("n_labelled_pairs", 0) for s in cfg.stages() if "preferences" in s]
     return {
-        "algorithm": "ppo",
+        "algorithm": algorithm,
         "seed": seed,
         "rounds": rounds,
         "labels_total": sum(labels),
@@ -143,27 +150,31 @@ def main(argv=None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:
-        for rounds in (1, 3):
-            results.append(run_one(args, root, seed, rounds))
-            (root / "rounds.json").write_text(json.dumps(results, indent=1))
+        for algorithm in args.algorithms:
+            for rounds in (1, 3):
+                results.append(run_one(args, root, seed, rounds, algorithm))
+                (root / "rounds.json").write_text(json.dumps(results, indent=1))
     print(
-        f"\n{'seed':>4} {'rounds':>6} {'labels':>6} {'gold SFT':>9} {'gold policy':>15} {'win vs SFT':>10} "
+        f"\n{'alg':>4} {'seed':>4} {'rounds':>6} {'labels':>6} {'gold SFT':>9} {'gold policy':>15} {'win vs SFT':>10} "
         f"{'RM acc. final policy':>20} {'KL':>6}"
     )
     for r in results:
         print(
-            f"{r['seed']:>4} {r['rounds']:>6} {r['labels_total']:>6} {r['gold_sft']:>9.4f} "
+            f"{r['algorithm']:>4} {r['seed']:>4} {r['rounds']:>6} {r['labels_total']:>6} {r['gold_sft']:>9.4f} "
             f"{r['gold_policy']:>8.4f} ± {r['gold_policy_se']:.4f} {r['win_rate_vs_sft']:>10.3f} "
             f"{r['rm_accuracy_on_final_policy']:>20.3f} {r['kl_to_sft']:>6.2f}"
         )
-    for seed in args.seeds:
-        one, three = (next(r for r in results if r["seed"] == seed and r["rounds"] == n) for n in (1, 3))
+    for seed, algorithm in ((s, a) for s in args.seeds for a in args.algorithms):
+        one, three = (
+            next(r for r in results if (r["seed"], r["algorithm"], r["rounds"]) == (seed, algorithm, n))
+            for n in (1, 3)
+        )
         diff = [b - a for a, b in zip(one["gold_per_prompt"], three["gold_per_prompt"])]  # the same prompts
         mean = sum(diff) / len(diff)
         se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff))
         print(
-            f"seed {seed}: 3 rounds - 1 round, gold {mean:+.4f} ± {se:.4f} (paired SE over prompts); RM accuracy on "
-            f"the final policy {three['rm_accuracy_on_final_policy']:.3f} vs "
+            f"{algorithm} seed {seed}: 3 rounds - 1 round, gold {mean:+.4f} ± {se:.4f} (paired SE over prompts); "
+            f"RM accuracy on the final policy {three['rm_accuracy_on_final_policy']:.3f} vs "
             f"{one['rm_accuracy_on_final_policy']:.3f}"
         )
 

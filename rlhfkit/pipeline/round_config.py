@@ -85,19 +85,24 @@ def rounds_problems(raw: dict[str, Any], sections: dict[str, Any], model, rl) ->
             f"rounds.count={rounds.count} with preferences.labels: people is not built yet (a round would wait for "
             "people's votes); use labels: lab or preferences.source: judge, or rounds.count: 1"
         )
-    if rl.algorithm != "ppo":
+    if rl.algorithm not in ("ppo", "dpo"):
         problems.append(
-            f"rounds.count={rounds.count} runs rl.algorithm: ppo only (its reference stays at the SFT model while the "
-            f"policy starts from the last round's; {rl.algorithm} is not built for rounds); set rl.algorithm: ppo "
-            "or rounds.count: 1"
+            f"rounds.count={rounds.count} runs rl.algorithm: ppo or dpo only (the reference stays at the SFT model "
+            f"while the policy starts from the last round's; {rl.algorithm} is not built for rounds); set "
+            "rl.algorithm: ppo or dpo, or rounds.count: 1"
         )
-    elif model.preset != "full" or rl.layout == "shared":
+    elif model.preset != "full" or (rl.algorithm == "ppo" and rl.layout == "shared"):
         problems.append(
-            f"rounds.count={rounds.count} needs PPO's separate layout with model.preset: full (got preset "
+            f"rounds.count={rounds.count} needs model.preset: full (and PPO's separate layout; got preset "
             f"{model.preset!r}, layout {rl.layout!r}): a LoRA policy's reference is its own start, not the SFT model"
         )
     reward = raw.get("reward") if isinstance(raw.get("reward"), dict) else {}
-    if rounds.reward_refresh == "continue" and int(reward.get("ensemble_size") or 1) > 1:
+    if rl.algorithm == "dpo" and int(reward.get("ensemble_size") or 1) > 1:
+        problems.append(
+            "rounds.count > 1 with rl.algorithm: dpo picks each prompt's best and worst answer with one reward model, "
+            "not an ensemble; set reward.ensemble_size: 1"
+        )
+    elif rounds.reward_refresh == "continue" and int(reward.get("ensemble_size") or 1) > 1:
         problems.append(
             "rounds.reward_refresh=continue cannot continue a reward ensemble (reward.ensemble_size > 1); use "
             "reward_refresh: retrain"

@@ -15,7 +15,9 @@ and folders ``round-<r>/<stage>`` (so a killed run resumes the round where it st
   judges, and on round 1's held-out set (``accuracy_original``); round r-1's stale model on the new answers
   (``accuracy_stale``): what the refresh recovered;
 * ``rl``: PPO from round r-1's policy, its reference (the KL leash) still the SFT model (RLHFlow), monitors on, the
-  healthy model returned.
+  healthy model returned; ``rl.algorithm: dpo``: iterative DPO the RLHFlow way, from round r-1's policy with the SFT
+  model as the reference, on the best vs worst of each prompt's answers by the refreshed reward model
+  (``pairs.jsonl``).
 
 final_eval then judges the last round's policy against the SFT model.
 """
@@ -150,13 +152,46 @@ def round_rm_eval(ctx: StageContext, r: int) -> tuple[dict, dict]:
 
 
 def round_rl(ctx: StageContext, r: int) -> tuple[dict, dict]:
+    stage = round_stage(r, "rl")
+    pairs = None
+    if ctx.cfg.rl.algorithm == "dpo":  # RLHFlow's iterative DPO: best vs worst of the K answers by the refreshed RM
+        pairs = ctx.dir(stage) / "pairs.jsonl"
+        comparisons = read_comparisons(ctx.outputs[round_stage(r, "comparisons")]["comparisons"])
+        rows = best_vs_worst(ctx.cfg, ctx.outputs[round_stage(r, "reward")]["model_dir"], comparisons)
+        write_jsonl(pairs, rows)
+        ctx.say(
+            f"[{stage}] {len(rows)} DPO pairs: best vs worst of each prompt's answers by the refreshed reward model"
+        )
     names = RLStage(
-        stage=round_stage(r, "rl"),
+        stage=stage,
         reward=round_stage(r, "reward"),
         rm_eval=round_stage(r, "rm_eval"),
         start=round_stage(r - 1, "rl"),
+        preferences=round_stage(r, "preferences"),
+        dpo_pairs=None if pairs is None else str(pairs),
     )
     return run_rl(ctx, names)
+
+
+def best_vs_worst(cfg, reward_model: str, comparisons: list[dict]) -> list[dict]:
+    """One pair per comparisons row: its answer the reward model scores highest (chosen) vs lowest (rejected); rows
+    whose answers all score the same are left out."""
+    from rlhfkit.models.scoring import load_scorer, score_texts
+
+    model, tokenizer = load_scorer(reward_model, cfg.model.preset)
+    texts = [
+        x["prompt"] + a if isinstance(x["prompt"], str) else [*x["prompt"], {"role": "assistant", "content": a}]
+        for x in comparisons
+        for a in x["responses"]
+    ]
+    scores, out, at = score_texts(model, tokenizer, texts, device=model.device), [], 0
+    for x in comparisons:
+        mine = np.asarray(scores[at : at + len(x["responses"])])
+        at += len(x["responses"])
+        if mine.max() > mine.min():
+            best, worst = x["responses"][int(mine.argmax())], x["responses"][int(mine.argmin())]
+            out.append({"prompt": x["prompt"], "chosen": best, "rejected": worst})
+    return out
 
 
 ROUND_FUNCTIONS = {

@@ -345,12 +345,16 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
 @dataclasses.dataclass(frozen=True)
 class RLStage:
     """Which stages an RL stage reads and writes: the pipeline's (the defaults) or a round's. ``start``: the stage
-    whose model the policy starts from (the reference, the KL leash, is always the SFT model)."""
+    whose model the policy starts from (the reference, the KL leash, is always the SFT model). DPO trains on
+    ``dpo_pairs`` (a pairs file; None: the preferences stage's training pairs) and reports its implicit reward on
+    stage ``preferences``' held-out pairs."""
 
     stage: str = "rl"
     reward: str = "reward"
     rm_eval: str = "rm_eval"
     start: str = "sft"
+    preferences: str = "preferences"
+    dpo_pairs: str | None = None
 
 
 def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
@@ -361,7 +365,7 @@ def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
     if cfg.data.prompts == LAB:  # log gold beside proxy so over-optimisation shows in the health timeline and plot
         monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, lab.GOLD_KEY])
     if algorithm == "dpo":
-        result, extra, notes = _run_dpo(ctx, monitor)
+        result, extra, notes = _run_dpo(ctx, monitor, names)
     else:
         result, extra, notes = _run_on_prompts(ctx, monitor, names)
     log = [row for row in result.log_history if "train_runtime" not in row]
@@ -432,17 +436,20 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     return result, {}, []
 
 
-def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
-    """DPO on the reward stage's (filtered) training pairs; its implicit reward reported on the held-out pairs."""
+def _run_dpo(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
+    """DPO on the reward stage's (filtered) training pairs (a round's: ``names.dpo_pairs``), from ``names.start``
+    with the SFT model as the reference; its implicit reward reported on the held-out pairs."""
     cfg = ctx.cfg
     columns = ("prompt", "chosen", "rejected")
-    train = [{k: r[k] for k in columns} for r in read_jsonl(ctx.outputs["preferences"]["train"])]
-    config = cfg.trainer_config("dpo")
-    sft_model = ctx.outputs["sft"]["model_dir"]
+    source = names.dpo_pairs or ctx.outputs[names.preferences]["train"]
+    train = [{k: r[k] for k in columns} for r in read_jsonl(source)]
+    config = cfg.trainer_config("dpo", names.stage)
+    sft_model, start = ctx.outputs["sft"]["model_dir"], ctx.outputs[names.start]["model_dir"]
+    reference = {"reference_model": sft_model} if start != sft_model else {}
     run = ALGORITHMS["dpo"].runner()
-    result = run(sft_model, train, config, preset=cfg.model.preset, monitor_config=monitor)
+    result = run(start, train, config, preset=cfg.model.preset, monitor_config=monitor, **reference)
     extra: dict[str, Any] = {}
-    held_out = read_jsonl(ctx.outputs["preferences"]["eval"])
+    held_out = read_jsonl(ctx.outputs[names.preferences]["eval"])
     if held_out and ctx.is_main:
         report = evaluate_implicit_reward(
             result.model_dir,
@@ -452,7 +459,7 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
             max_length=config.max_length,
             preset=cfg.model.preset,
         )
-        write_report(report, ctx.dir("rl") / "implicit_reward")
+        write_report(report, ctx.dir(names.stage) / "implicit_reward")
         extra = {
             "implicit_accuracy": report.accuracy,
             "implicit_auc": report.auc,

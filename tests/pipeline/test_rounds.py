@@ -33,8 +33,9 @@ def tiny_rounds(out: Path, **rounds) -> dict:
         ({"rounds": {"k": 1}}, r"rounds.k=1: must be >= 2"),
         ({"rounds": {"reward_refresh": "tune"}}, "rounds.reward_refresh='tune' must be one of continue, retrain"),
         ({"rounds": {"labels_per_round": 2}}, r"rounds.labels_per_round=2 labels no prompt: .* at least 3"),
-        ({"rl": {"algorithm": "dpo"}}, r"rounds.count=3 runs rl.algorithm: ppo only .* dpo is not built for rounds"),
-        ({"model": {"preset": "lora"}}, r"rounds.count=3 needs PPO's separate layout with model.preset: full"),
+        ({"rl": {"algorithm": "grpo"}}, r"rounds.count=3 runs rl.algorithm: ppo or dpo only .* grpo is not built"),
+        ({"rl": {"algorithm": "dpo"}, "reward": {"ensemble_size": 2}}, "dpo picks each prompt's best and worst"),
+        ({"model": {"preset": "lora"}}, r"rounds.count=3 needs model.preset: full \(and PPO's separate layout"),
         ({"preferences": {"source": "comparisons", "labels": "people", "votes": "v.jsonl"}}, "labels: people is not"),
         ({"data": {"preferences": "prefs.jsonl"}}, r"data.preferences='prefs.jsonl' cannot; set preferences.source"),
         ({"reward": {"ensemble_size": 2}}, "rounds.reward_refresh=continue cannot continue a reward ensemble"),
@@ -111,3 +112,27 @@ def test_three_lab_rounds_end_to_end_then_a_sigkill_in_round_two_resumes(tmp_pat
     done = rerun()
     assert "[round-2/rm_eval] done earlier, skipping" in done.stdout and "[round-2/rl] resuming" in done.stdout
     _assert_finished(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_iterative_dpo_two_rounds_best_vs_worst_by_the_refreshed_reward_model(tmp_path):
+    """rl.algorithm: dpo with two rounds: round 2 trains DPO from round 1's policy on best-vs-worst pairs."""
+    cfg = tiny_rounds(tmp_path / "run", count=2)
+    cfg["rl"]["algorithm"] = "dpo"
+    cfg["dpo"].update(max_steps=4, save_steps=2, logging_steps=2, kl_samples=4)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert all(s["status"] == "done" for s in stages.values()) and "round-2/rl" in stages
+    pairs = [
+        json.loads(line) for line in (tmp_path / "run" / "round-2" / "rl" / "pairs.jsonl").read_text().splitlines()
+    ]
+    prompts = {
+        json.dumps(r["prompt"]) for r in map(json.loads, open(stages["round-2/comparisons"]["outputs"]["comparisons"]))
+    }
+    assert pairs and all(p["chosen"] != p["rejected"] and json.dumps(p["prompt"]) in prompts for p in pairs)
+    assert (
+        stages["round-2/rl"]["metrics"]["algorithm"] == "dpo"
+        and "implicit_accuracy" in stages["round-2/rl"]["metrics"]
+    )
