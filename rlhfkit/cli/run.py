@@ -80,13 +80,17 @@ def _load_pipeline_config(source, args: argparse.Namespace):
     from rlhfkit.pipeline.config import STAGES, parse_overrides
     from rlhfkit.pipeline.validate import check_pipeline
 
-    for flag, stage in (("--from", getattr(args, "from_stage", None)), ("--until", getattr(args, "until", None))):
-        if stage is not None and stage not in STAGES:
-            raise ConfigError(f"{flag} {stage!r} is not a stage; choose one of {list(STAGES)}")
+    until = getattr(args, "until", None)
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"--until {until!r} is not a stage; choose one of {list(STAGES)}")
     overrides = parse_overrides(args.set)
     if getattr(args, "out", None):
         overrides["output_dir"] = args.out
-    return check_pipeline(source, overrides)
+    cfg = check_pipeline(source, overrides)
+    from_stage = getattr(args, "from_stage", None)
+    if from_stage is not None and from_stage not in cfg.stages():  # a round's stage too: round-2/reward
+        raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(cfg.stages())}")
+    return cfg
 
 
 def _run_pipeline(source, args: argparse.Namespace) -> int:

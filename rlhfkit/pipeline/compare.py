@@ -37,7 +37,7 @@ from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
 from rlhfkit.data.tables import LAB
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_scorer
-from rlhfkit.pipeline.config import RL_ALGORITHMS, STAGES, PipelineConfig, load_config, stage_digests
+from rlhfkit.pipeline.config import RL_ALGORITHMS, PipelineConfig, load_config, stage_digests
 from rlhfkit.pipeline.context import GateFailed, StageContext
 from rlhfkit.pipeline.manifest import Manifest, changed_keys, config_hash
 from rlhfkit.pipeline.report import write_pipeline_report
@@ -103,7 +103,8 @@ def redo_changed(cfg: PipelineConfig, stages: Sequence[str], say: Callable[[str]
         if stage in stages and entry.get("status") == "done" and entry.get("config_hash") != digest:
             keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage"]
             say(f"[{stage}] config changed since it ran ({', '.join(keys)}): redoing it and what follows")
-            manifest.invalidate_from(list(STAGES[STAGES.index(stage) :]))
+            order = cfg.stages()
+            manifest.invalidate_from(list(order[order.index(stage) :]))
             return
 
 

@@ -20,6 +20,7 @@ Config sections (TRL's dataclasses where TRL has one)::
     dpo:       rlhfkit.rl.configs.DPOConfig fields
     best_of_n: rlhfkit.rl.configs.BestOfNConfig fields (rejection-sampling fine-tuning)
     monitor:   rlhfkit.monitors.MonitorConfig fields
+    rounds:    RoundsArguments  (count, prompts_per_round, k, labels_per_round, reward_refresh, mix: iterative RLHF)
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from rlhfkit.data.agreement import TIES
 from rlhfkit.models.scoring import AGGREGATIONS
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.pipeline.manifest import config_hash
+from rlhfkit.pipeline.round_config import ROUND_STAGES, RoundsArguments, round_stage, rounds_problems
 from rlhfkit.reward.config import RewardConfig
 from rlhfkit.reward.gate import MAX_PAIR_LENGTH_BIAS
 from rlhfkit.rl.algorithms import ALGORITHMS, RL_ALGORITHMS
@@ -335,6 +337,7 @@ SECTIONS: dict[str, type] = {
     "agreement": AgreementArguments,
     "gate": GateArguments,
     "rl": RLArguments,
+    "rounds": RoundsArguments,
 }
 
 
@@ -354,22 +357,36 @@ class PipelineConfig:
     agreement: AgreementArguments
     gate: GateArguments
     rl: RLArguments
+    rounds: RoundsArguments
     trl: dict[str, dict[str, Any]]
     raw: dict[str, Any]
 
-    def trainer_config(self, trainer: str):
+    def trainer_config(self, trainer: str, stage: str | None = None):
         """The config object of a training run (``sft``, ``reward``, ``ppo``, ``grpo``): the section's values over
-        presets and precision, ``seed`` from the run, written into the pipeline stage's folder."""
-        return _trainer_config(self.trl, trainer, self.output_dir, self.seed, self.model)
+        presets and precision, ``seed`` from the run, written into the pipeline stage's folder (``stage``: another
+        stage's, e.g. ``round-2/reward``)."""
+        return _trainer_config(self.trl, trainer, self.output_dir, self.seed, self.model, stage)
+
+    def stages(self) -> tuple[str, ...]:
+        """Every stage of this run in order: the pipeline's, with rounds 2..``rounds.count`` before final_eval."""
+        rounds = [round_stage(r, s) for r in range(2, self.rounds.count + 1) for s in ROUND_STAGES]
+        return (*STAGES[:-1], *rounds, STAGES[-1])
 
 
-def _trainer_config(trl: dict[str, dict[str, Any]], trainer: str, output_dir: Path, seed: int, model: ModelArguments):
+def _trainer_config(
+    trl: dict[str, dict[str, Any]],
+    trainer: str,
+    output_dir: Path,
+    seed: int,
+    model: ModelArguments,
+    stage: str | None = None,
+):
     if trainer not in TRAINER_CONFIGS:
         raise ConfigError(f"unknown trainer {trainer!r}; choose one of {sorted(TRAINER_CONFIGS)}")
     section = dict(trl.get(trainer, {}))
     section.setdefault("seed", seed)
     section.setdefault("report_to", "none")
-    out = output_dir / ("rl" if trainer in RL_ALGORITHMS else trainer)  # the pipeline stage's folder
+    out = output_dir / (stage or ("rl" if trainer in RL_ALGORITHMS else trainer))  # the pipeline stage's folder
     return trainer_config(
         TRAINER_CONFIGS[trainer], trainer, out, section, preset=model.preset, gpu=model.gpu, prefix=f"{trainer}."
     )
@@ -466,6 +483,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
     problems += _layout_problems(model, rl)
     if "preferences" in sections and "data" in sections:
         problems += _comparisons_problems(raw, sections["preferences"], sections["data"], output_dir)
+    if "rounds" in sections and sections["rounds"].count > 1 and {"preferences", "data"} <= set(sections):
+        problems += rounds_problems(raw, sections, model, rl)
     raise_problems(problems)
     return PipelineConfig(output_dir=output_dir, seed=seed, trl=trl, raw=raw, **sections)
 
@@ -554,7 +573,11 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = _stage_keys()
 
 
 def stage_inputs(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
-    """The slice of the raw config a stage depends on, plus the hashes of the stages before it."""
+    """The slice of the raw config a stage depends on (a round's stage: its base stage's and the ``rounds``
+    section; a round's comparisons: the preferences stage's)."""
+    if "/" in stage:
+        base = stage.split("/")[-1]
+        return {**stage_inputs(cfg, "preferences" if base == "comparisons" else base), "rounds": cfg.raw.get("rounds")}
     out: dict[str, Any] = {}
     for key in STAGE_KEYS[stage]:
         node: Any = cfg.raw
@@ -574,7 +597,7 @@ def stage_digests(cfg: PipelineConfig) -> dict[str, tuple[dict[str, Any], str]]:
     """Each stage's inputs (:func:`stage_inputs`) and its hash, chained: a stage's hash covers its inputs and the hash
     of the stage before it, so a change redoes that stage and every later one. What the manifest records."""
     out, upstream = {}, ""
-    for stage in STAGES:
+    for stage in cfg.stages():
         inputs = stage_inputs(cfg, stage)
         upstream = config_hash({"inputs": inputs, "upstream": upstream})
         out[stage] = (inputs, upstream)

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.core.errors import RlhfkitError
-from rlhfkit.pipeline.config import PipelineConfig
+from rlhfkit.pipeline.config import PipelineConfig, round_stage
 from rlhfkit.pipeline.manifest import Manifest
 
 # Stages that only read data and evaluate run on the main process; the training stages run on every process.
-MAIN_PROCESS_STAGES = ("preferences", "rm_eval", "final_eval")
+# A round's stages (``round-2/rm_eval``) go by their last part; a round's comparisons (sampling) too.
+MAIN_PROCESS_STAGES = ("comparisons", "preferences", "rm_eval", "final_eval")
 
 
 @dataclass
@@ -30,6 +31,16 @@ class StageContext:
 
     def dir(self, stage: str) -> Path:
         return self.cfg.output_dir / stage
+
+    def latest(self, stage: str) -> dict[str, Any]:
+        """The outputs of the last round's ``stage`` (``reward``, ``rl``, ...): round ``rounds.count``'s, or the
+        pipeline's own stage's when there is one round."""
+        return self.outputs[round_stage(self.cfg.rounds.count, stage)]
+
+    @staticmethod
+    def main_only(stage: str) -> bool:
+        """Whether ``stage`` runs on the main process only (the others wait)."""
+        return stage.split("/")[-1] in MAIN_PROCESS_STAGES
 
     @property
     def is_main(self) -> bool:

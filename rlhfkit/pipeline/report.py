@@ -21,6 +21,7 @@ from typing import Any
 from rlhfkit.core.io import pyplot, save_figure, write_json, write_text
 from rlhfkit.monitors import MonitorConfig, load_timeline, read_metrics
 from rlhfkit.monitors.plots import rl_figure
+from rlhfkit.pipeline.round_config import round_stage
 from rlhfkit.rl.winrate import rate_text
 
 # The numbers each stage is judged by, in the order the summary shows them: (stage, metric, label).
@@ -241,6 +242,7 @@ def write_pipeline_report(cfg, manifest) -> dict[str, str]:
         "stages": manifest.data["stages"],
         "headline": [{"stage": s, "measure": m, "value": v} for s, m, v in stage_headlines(manifest)],
         "plots": plots,
+        **({"rounds": rounds_rows(cfg, manifest)} if cfg.rounds.count > 1 else {}),
     }
     json_path = write_json(out / "report.json", data)
     md_path = write_text(out / "report.md", _markdown(cfg, manifest, plots, verdict(manifest, timeline, out)))
@@ -293,11 +295,62 @@ def _bars(path: Path, final: dict[str, Any]) -> Path:
     return save_figure(fig, path)
 
 
+def rounds_rows(cfg, manifest) -> list[dict[str, Any]]:
+    """Per round of iterative RLHF (``rounds.count`` > 1): labels used (pairwise comparisons labelled), the reward
+    model's accuracy on the held-out pairs of the new answers before (round r-1's, stale) and after the refresh, and on
+    round 1's held-out set, the gold reward of the returned policy (round r's: on round r+1's sampled answers; the
+    last round's: final_eval's, with its win rate over SFT), its KL to SFT at the end of RL, and monitor alerts."""
+    rows = []
+    final = manifest.stage("final_eval").get("metrics", {})
+    for r in range(1, cfg.rounds.count + 1):
+        prefs = manifest.stage(round_stage(r, "preferences")).get("metrics", {})
+        rm, rl = manifest.stage(round_stage(r, "rm_eval")), manifest.stage(round_stage(r, "rl")).get("metrics", {})
+        last = r == cfg.rounds.count
+        gold = final.get("gold_rl") if last else manifest.stage(f"round-{r + 1}/comparisons").get("metrics", {})
+        rows.append(
+            {
+                "round": r,
+                "labels": prefs.get("n_labelled_pairs", cfg.lab.comparisons if r == 1 else None),
+                "rm_accuracy_stale": rm.get("metrics", {}).get("accuracy_stale"),
+                "rm_accuracy": rm.get("metrics", {}).get("accuracy"),
+                "rm_accuracy_original": rm.get("metrics", {}).get("accuracy_original" if r > 1 else "accuracy"),
+                "gold": gold if last else gold.get("gold_mean"),
+                "win_rate_vs_sft": rate_text(final, "win_rate_gold", 3) if last and "win_rate_gold" in final else None,
+                "kl_to_sft": rl.get("final_kl"),
+                "alerts": rl.get("alerts"),
+            }
+        )
+    return rows
+
+
+def _rounds_markdown(cfg, manifest) -> list[str]:
+    if cfg.rounds.count == 1:
+        return []
+    lines = [
+        "",
+        "## Rounds",
+        "",
+        "RM accuracy on the new answers: held-out pairs of the previous round's policy's answers (round 1: its own "
+        "held-out set), before (the stale reward model) and after the refresh. Gold: the returned policy's answers "
+        "(the last round's on the final evaluation's held-out prompts).",
+        "",
+        "| round | labels | RM acc. new answers, stale | refreshed | RM acc. round-1 held out | gold "
+        "| win rate vs SFT | KL to SFT | alerts |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = ("round", "labels", "rm_accuracy_stale", "rm_accuracy", "rm_accuracy_original", "gold")
+    for row in rounds_rows(cfg, manifest):
+        cells = [_fmt(row[k]) for k in (*keys, "win_rate_vs_sft", "kl_to_sft", "alerts")]
+        lines.append("| " + " | ".join("n/a" if c == "None" else c for c in cells) + " |")
+    return lines
+
+
 def _markdown(cfg, manifest, plots: dict[str, str], verdict_lines: list[str]) -> str:
     out = Path(cfg.output_dir)
     lines = [f"# rlhfkit run: `{out}`", ""] + [f"- {line}" for line in verdict_lines]
     lines += ["", "| stage | measure | value |", "|---|---|---|"]
     lines += [f"| {s} | {m} | {v} |" for s, m, v in stage_headlines(manifest)]
+    lines += _rounds_markdown(cfg, manifest)
     lines += ["", "## Stages", "", "| stage | status | finished | outputs |", "|---|---|---|---|"]
     for name, entry in manifest.data["stages"].items():
         outputs = ", ".join(f"{k}: `{v}`" for k, v in entry.get("outputs", {}).items())

@@ -1,6 +1,7 @@
 """Running the pipeline: stages in order, recorded in the manifest, skipped when done, resumed when interrupted.
 
-:func:`run_pipeline` walks :data:`rlhfkit.pipeline.config.STAGES`: a finished stage whose inputs
+:func:`run_pipeline` walks the run's stages (:meth:`rlhfkit.pipeline.config.PipelineConfig.stages`: the pipeline's,
+with the rounds of iterative RLHF before final_eval): a finished stage whose inputs
 (:func:`rlhfkit.pipeline.config.stage_inputs`) hash the same is skipped, one whose inputs changed is reported with
 the changed keys (never silently reused), an interrupted one resumes from its last checkpoint, and ``from_stage``
 redoes a stage and everything after it. :func:`run_and_report` adds rich progress and the report.
@@ -18,11 +19,11 @@ from typing import Any
 
 from rlhfkit.core.errors import ConfigError, RlhfkitError
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_digests
-from rlhfkit.pipeline.context import MAIN_PROCESS_STAGES, StageContext, distributed_state
+from rlhfkit.pipeline.context import StageContext, distributed_state
 from rlhfkit.pipeline.lock import RunLock
 from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, folder_fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
-from rlhfkit.pipeline.stages import STAGE_FUNCTIONS
+from rlhfkit.pipeline.rounds import stage_function
 from rlhfkit.runs import remove_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def run_pipeline(
     on all of them (DDP), the data and evaluation stages on the main process while the others wait, and only the
     main process writes the manifest (and holds the lock); the others read it after each stage.
     """
-    if from_stage is not None and from_stage not in STAGES:
-        raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(STAGES)}")
+    if from_stage is not None and from_stage not in cfg.stages():
+        raise ConfigError(f"--from {from_stage!r} is not a stage; choose one of {list(cfg.stages())}")
     if until is not None and until not in STAGES:
         raise ConfigError(f"--until {until!r} is not a stage; choose one of {list(STAGES)}")
     state = distributed_state()
@@ -72,14 +73,14 @@ def run_pipeline(
 
 def _open_run_folder(ctx: StageContext, lock: RunLock, from_stage: str | None) -> None:
     """Main process: lock the run folder, remove a killed run's temporary files, verify the finished stages."""
-    cfg = ctx.cfg
+    cfg, stages = ctx.cfg, ctx.cfg.stages()
     lock.acquire()
     for path in stale_temporary_files(cfg.output_dir):
         ctx.say(f"[cleanup] removing {path}, left half-written by an interrupted run")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     ctx.manifest = Manifest(cfg.output_dir)
     if from_stage is not None:
-        ctx.manifest.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
+        ctx.manifest.invalidate_from(list(stages[stages.index(from_stage) :]))
     for stage, (_, digest) in stage_digests(cfg).items():
         entry = ctx.manifest.stage(stage)
         if entry.get("status") != "done" or entry.get("config_hash") != digest:
@@ -90,7 +91,7 @@ def _open_run_folder(ctx: StageContext, lock: RunLock, from_stage: str | None) -
                 f"[{stage}] its files changed since it finished ({', '.join(changed[:3])}"
                 f"{', ...' if len(changed) > 3 else ''}): redoing it and every stage after it"
             )
-            ctx.manifest.invalidate_from(list(STAGES[STAGES.index(stage) :]))
+            ctx.manifest.invalidate_from(list(stages[stages.index(stage) :]))
             break
 
 
@@ -114,7 +115,8 @@ def stale_temporary_files(output_dir: str | os.PathLike) -> list[Path]:
     Only call this while holding the folder's lock: a running writer's temporary files look the same."""
     root = Path(output_dir)
     found = [p for p in root.glob(".*.tmp")]
-    for name in (*STAGES, "plots", "base_model"):
+    rounds = sorted(p.name for p in root.glob("round-*") if p.is_dir())  # a round's stages live under round-<r>/
+    for name in (*STAGES, *rounds, "plots", "base_model"):
         if (root / name).is_dir():
             found += [p for p in (root / name).rglob(".*.tmp") if not any(q in found for q in p.parents)]
     return sorted(found)
@@ -147,7 +149,7 @@ def _run_stages(ctx: StageContext, until: str | None) -> None:
                 manifest.start(stage, inputs, digest)
             ctx.say(f"[{stage}] {'resuming' if resuming else 'starting'}")
             ctx.barrier()
-            ctx.outputs[stage] = _run_stage(ctx, stage, STAGE_FUNCTIONS[stage])
+            ctx.outputs[stage] = _run_stage(ctx, stage, stage_function(stage))
             # The final model is saved: checkpoints only cost disk now. An RL stage with monitor alerts keeps them
             # (an alert names the last healthy checkpoint to fall back to).
             if ctx.is_main and not ctx.outputs[stage]["metrics"].get("alerts"):
@@ -159,7 +161,7 @@ def _run_stages(ctx: StageContext, until: str | None) -> None:
 def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
     """Run one stage (every process, or the main one while the others wait); record it; return its outputs."""
     manifest, error = ctx.manifest, None
-    if ctx.is_main or stage not in MAIN_PROCESS_STAGES:
+    if ctx.is_main or not ctx.main_only(stage):
         try:
             outputs, metrics = fn(ctx)
             if ctx.is_main:
@@ -169,7 +171,7 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
         except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
             if ctx.is_main:
                 manifest.update(stage, status="failed")
-            if ctx.state is None or stage not in MAIN_PROCESS_STAGES:
+            if ctx.state is None or not ctx.main_only(stage):
                 raise
             error = e  # reach the barrier below first, so the waiting processes learn of it and stop too
     ctx.barrier()

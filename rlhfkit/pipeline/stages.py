@@ -146,11 +146,7 @@ def _split_pairs(loaded, cfg, out_dir: Path) -> tuple[list, list, dict]:
 
 def _comparison_preferences(ctx: StageContext) -> tuple[list, list, dict, dict]:
     """``preferences.source: comparisons`` / ``judge``: the SFT model's ``k`` answers to ``preferences.prompts``
-    prompts (``comparisons.jsonl``, resumed when the stage is), labelled by the lab's pool, read from the people's
-    votes file or labelled by the AI judge (``votes.jsonl``; the judge's resumed too), filtered by the agreement
-    section and split (:func:`_split_pairs`). On lab prompts the
-    held-out pairs are relabelled by the gold reward (gold ties dropped), so rm_eval measures accuracy against the
-    truth, and ``gold_agreement_filtered`` is the share of the pairs whose chosen answer has the higher gold reward.
+    prompts (``comparisons.jsonl``, resumed when the stage is), labelled and split by :func:`label_comparisons`.
     Returns ``(train, held_out, metrics, outputs)``."""
     cfg, pp = ctx.cfg, ctx.cfg.preferences
     out_dir = ctx.dir("preferences")
@@ -158,26 +154,46 @@ def _comparison_preferences(ctx: StageContext) -> tuple[list, list, dict, dict]:
     prompts, _ = sample_prompts(
         cfg.data.prompts, pp.prompts, seed=cfg.seed, split=cfg.data.split, held_out=cfg.rl.eval_prompts
     )
-    model, tokenizer = load_for_sampling(ctx.outputs["sft"]["model_dir"], cfg.model.preset)
+    sampled = sample_answers(ctx, ctx.outputs["sft"]["model_dir"], prompts, comparisons, k=pp.k, name="sft")
+    ctx.say(f"[preferences] the SFT model's answers: {sampled.summary()}")
+    train, held_out, metrics = label_comparisons(ctx, comparisons, votes, "preferences")
+    metrics.update(n_prompts=len(prompts), duplicates=sampled.duplicates)
+    return train, held_out, metrics, {"comparisons": str(comparisons), "votes": str(votes)}
+
+
+def sample_answers(ctx: StageContext, model_dir: str, prompts: list, out: Path, *, k: int, name: str):
+    """``k`` answers of the policy in ``model_dir`` (the run's stage ``name``) per prompt into the comparisons file
+    ``out``, at the preferences section's temperature and length (resumed where ``out`` stopped)."""
+    cfg, pp = ctx.cfg, ctx.cfg.preferences
+    model, tokenizer = load_for_sampling(model_dir, cfg.model.preset)
     sampled = sample_comparisons(
         model,
         tokenizer,
         prompts,
-        k=pp.k,
-        out=comparisons,
-        model_name=f"run:{cfg.output_dir.resolve()}:sft",
+        k=k,
+        out=out,
+        model_name=f"run:{cfg.output_dir.resolve()}:{name}",
         temperature=pp.temperature,
         max_new_tokens=pp.max_new_tokens,
         seed=cfg.seed,
     )
     del model
-    ctx.say(f"[preferences] the SFT model's answers: {sampled.summary()}")
+    return sampled
+
+
+def label_comparisons(ctx: StageContext, comparisons: Path, votes: Path, stage: str) -> tuple[list, list, dict]:
+    """A comparisons file labelled by the lab's pool, read from the people's votes file or labelled by the AI judge
+    (``votes``; the judge's resumed), filtered by the agreement section and split (:func:`_split_pairs`, into
+    ``stage``'s folder). On lab prompts the held-out pairs are relabelled by the gold reward (gold ties dropped), so
+    rm_eval measures accuracy against the truth, and ``gold_agreement_filtered`` is the share of the pairs whose
+    chosen answer has the higher gold reward. Returns ``(train, held_out, metrics)``."""
+    cfg, pp = ctx.cfg, ctx.cfg.preferences
     rows = read_comparisons(comparisons)
     if pp.source == "judge":
         judged = judge_file(
             comparisons, votes, model=pp.judge, constitution=pp.constitution, seed=cfg.seed, preset=cfg.model.preset
         )
-        ctx.say(f"[preferences] the judge: {judged.n_written} judgements written, {judged.n_skipped} already there")
+        ctx.say(f"[{stage}] the judge: {judged.n_written} judgements written, {judged.n_skipped} already there")
     elif pp.labels == "lab":
         la = cfg.lab
         pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
@@ -192,30 +208,29 @@ def _comparison_preferences(ctx: StageContext) -> tuple[list, list, dict, dict]:
         with atomic_path(votes) as tmp:  # the run keeps the votes it trained on
             shutil.copyfile(people, tmp)
     loaded = _read_preferences(votes, cfg, "votes")
-    train, held_out, metrics = _split_pairs(loaded, cfg, out_dir)
+    train, held_out, metrics = _split_pairs(loaded, cfg, ctx.dir(stage))
     metrics.update(
-        n_prompts=len(prompts),
         n_comparisons=len(rows),
+        n_labelled_pairs=sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows),
         responses_per_prompt=sum(len(r["responses"]) for r in rows) / len(rows),
-        duplicates=sampled.duplicates,
         n_votes=len(read_vote_log(votes)),
     )
     if cfg.data.prompts == LAB:
-        metrics["gold_agreement_filtered"] = _gold_share(train + held_out)
-        held_out = _gold_labelled(held_out)
+        metrics["gold_agreement_filtered"] = gold_share(train + held_out)
+        held_out = gold_labelled(held_out)
         metrics["n_held_out"] = len(held_out)
-        ctx.say(f"[preferences] agreement-filtered labels agree with gold: {metrics['gold_agreement_filtered']:.3f}")
-    return train, held_out, metrics, {"comparisons": str(comparisons), "votes": str(votes)}
+        ctx.say(f"[{stage}] agreement-filtered labels agree with gold: {metrics['gold_agreement_filtered']:.3f}")
+    return train, held_out, metrics
 
 
-def _gold_share(pairs: list[dict]) -> float:
+def gold_share(pairs: list[dict]) -> float:
     """Share of lab pairs whose chosen answer has the higher gold reward (pairs of equal gold left out)."""
     gaps = [lab.gold_reward(p["prompt"], p["chosen"]) - lab.gold_reward(p["prompt"], p["rejected"]) for p in pairs]
     decided = [g for g in gaps if g != 0]
     return sum(g > 0 for g in decided) / len(decided) if decided else float("nan")
 
 
-def _gold_labelled(pairs: list[dict]) -> list[dict]:
+def gold_labelled(pairs: list[dict]) -> list[dict]:
     """Lab pairs relabelled by the gold reward (a soft label ``p`` follows the swap); pairs of equal gold dropped."""
     out = []
     for p in pairs:
@@ -230,7 +245,13 @@ def _gold_labelled(pairs: list[dict]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ reward model
 def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
-    cfg, prefs = ctx.cfg, ctx.outputs["preferences"]
+    return train_reward(ctx, ctx.outputs["sft"]["model_dir"], "preferences", "reward")
+
+
+def train_reward(ctx: StageContext, start: str, preferences: str, stage: str) -> tuple[dict, dict]:
+    """The reward model trained from ``start`` (the SFT model, or a round's last reward model) on the training pairs
+    of stage ``preferences``, evaluated on its held-out ones, into stage ``stage``'s folder."""
+    cfg, prefs = ctx.cfg, ctx.outputs[preferences]
     train = read_jsonl(prefs["train"])
     held_out = read_jsonl(prefs["eval"]) or None
     # What the reward trainer reads: a ranking's pairs share a ``group`` (K-wise loss), a vote margin is TRL's margin,
@@ -239,40 +260,36 @@ def stage_reward(ctx: StageContext) -> tuple[dict, dict]:
     train = [{k: r[k] for k in keep if k in r} for r in train]
     held_out = None if held_out is None else [{k: r[k] for k in keep if k in r} for r in held_out]
     result = run_reward(
-        ctx.outputs["sft"]["model_dir"],
-        train,
-        cfg.trainer_config("reward"),
-        eval_dataset=held_out,
-        preset=cfg.model.preset,
+        start, train, cfg.trainer_config("reward", stage), eval_dataset=held_out, preset=cfg.model.preset
     )
     if ctx.is_main:
-        write_json(ctx.dir("reward") / "log_history.json", result.log_history)
+        write_json(ctx.dir(stage) / "log_history.json", result.log_history)
     keep = ("eval_accuracy_before", "eval_accuracy", "train_loss", "train_runtime")
     metrics = {k: v for k, v in result.metrics.items() if k in keep or k.split("/")[-1] in keep}  # member_k/...
     return {"model_dir": str(result.model_dir)}, metrics
 
 
-def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
-    cfg = ctx.cfg
-    pairs = read_jsonl(ctx.outputs["preferences"]["eval"])
-    if not pairs:
-        raise DataError("no held-out preference pairs to evaluate the reward model on; set data.eval_fraction > 0")
-    # Loaded as RL will use it (4-bit under qlora), on the GPU when there is one; truncated as it was trained.
-    model_dir, max_length = ctx.outputs["reward"]["model_dir"], cfg.trainer_config("reward").max_length
-    ensemble = None
-    if read_ensemble(model_dir) is not None:  # each member, the members' mean and their disagreement
-        scorer = load_reward_function(model_dir, cfg.model.preset)
-        place_reward_function(scorer, detect_hardware().device)
-        ensemble = evaluate_ensemble(scorer, pairs, max_length=max_length)
-        report = ensemble.ensemble
-        for k, member in enumerate(ensemble.members):
-            write_report(member, ctx.dir("rm_eval") / MEMBER_DIR.format(k=k))
-        write_json(ctx.dir("rm_eval") / "ensemble.json", ensemble.to_dict())
-    else:
+def evaluate_rm(cfg, model_dir: str, pairs: list[dict], folder: Path):
+    """``(report, ensemble)``: a reward model (or ensemble: each member's report written under ``folder``, with
+    ``ensemble.json``; ``ensemble`` is None for one model) scored on held-out ``pairs``, loaded as RL will use it
+    (4-bit under qlora), on the GPU when there is one, truncated as it was trained."""
+    max_length = cfg.trainer_config("reward").max_length
+    if read_ensemble(model_dir) is None:
         model, tokenizer = load_scorer(model_dir, cfg.model.preset)
-        report = evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device)
+        return evaluate_reward_model(model, tokenizer, pairs, max_length=max_length, device=model.device), None
+    scorer = load_reward_function(model_dir, cfg.model.preset)
+    place_reward_function(scorer, detect_hardware().device)
+    ensemble = evaluate_ensemble(scorer, pairs, max_length=max_length)
+    for k, member in enumerate(ensemble.members):
+        write_report(member, folder / MEMBER_DIR.format(k=k))
+    write_json(folder / "ensemble.json", ensemble.to_dict())
+    return ensemble.ensemble, ensemble
+
+
+def gate_metrics(cfg, report, ensemble, folder: Path) -> dict[str, Any]:
+    """The gate's verdict on ``report`` (written with it into ``folder``) and rm_eval's metrics."""
     verdict = rm_gate(report, min_accuracy=cfg.gate.min_accuracy, max_pair_length_bias=cfg.gate.max_pair_length_bias)
-    write_report(report, ctx.dir("rm_eval"), verdict=verdict)
+    write_report(report, folder, verdict=verdict)
     metrics = {
         "accuracy": report.accuracy,
         "auc": report.auc,
@@ -288,15 +305,27 @@ def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
         metrics["member_accuracy"] = [m.accuracy for m in ensemble.members]
         metrics["member_auc"] = [m.auc for m in ensemble.members]
         metrics.update({f"ensemble_{k}": v for k, v in ensemble.disagreement.items()})
-    ctx.say(f"[rm_eval] accuracy {report.accuracy:.3f} on {len(pairs)} held-out pairs; gate: {verdict.summary}")
+    return metrics
+
+
+def stage_rm_eval(ctx: StageContext) -> tuple[dict, dict]:
+    pairs = read_jsonl(ctx.outputs["preferences"]["eval"])
+    if not pairs:
+        raise DataError("no held-out preference pairs to evaluate the reward model on; set data.eval_fraction > 0")
+    report, ensemble = evaluate_rm(ctx.cfg, ctx.outputs["reward"]["model_dir"], pairs, ctx.dir("rm_eval"))
+    metrics = gate_metrics(ctx.cfg, report, ensemble, ctx.dir("rm_eval"))
+    ctx.say(
+        f"[rm_eval] accuracy {report.accuracy:.3f} on {len(pairs)} held-out pairs; gate: {metrics['gate_summary']}"
+    )
     return {"report_dir": str(ctx.dir("rm_eval"))}, metrics  # the rl stage applies the gate (DPO does not need it)
 
 
 # ------------------------------------------------------------------------------------------ RL
-def check_gate(ctx: StageContext) -> list[str]:
-    """Stop before an algorithm that optimises the reward model when rm_eval's gate failed (unless overridden).
-    Returns what the RL stage skips because of it (DPO runs on the pairs: the failed gate is only noted)."""
-    cfg, rm = ctx.cfg, ctx.outputs["rm_eval"]["metrics"]
+def check_gate(ctx: StageContext, rm_eval: str = "rm_eval") -> list[str]:
+    """Stop before an algorithm that optimises the reward model when rm_eval's gate (stage ``rm_eval``'s) failed
+    (unless overridden). Returns what the RL stage skips because of it (DPO runs on the pairs: the failed gate is only
+    noted)."""
+    cfg, rm = ctx.cfg, ctx.outputs[rm_eval]["metrics"]
     if rm.get("gate_passed", True):
         return []
     if cfg.rl.algorithm not in USES_REWARD_MODEL:
@@ -310,20 +339,40 @@ def check_gate(ctx: StageContext) -> list[str]:
 
 
 def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
+    return run_rl(ctx, RLStage())
+
+
+@dataclasses.dataclass(frozen=True)
+class RLStage:
+    """Which stages an RL stage reads and writes: the pipeline's (the defaults) or a round's. ``start``: the stage
+    whose model the policy starts from (the reference, the KL leash, is always the SFT model). DPO trains on
+    ``dpo_pairs`` (a pairs file; None: the preferences stage's training pairs) and reports its implicit reward on
+    stage ``preferences``' held-out pairs."""
+
+    stage: str = "rl"
+    reward: str = "reward"
+    rm_eval: str = "rm_eval"
+    start: str = "sft"
+    preferences: str = "preferences"
+    dpo_pairs: str | None = None
+
+
+def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
+    """The RL stage ``names.stage``: the configured algorithm, monitors on, the healthy model returned."""
     cfg, algorithm = ctx.cfg, ctx.cfg.rl.algorithm
-    skipped = check_gate(ctx)
+    skipped = check_gate(ctx, names.rm_eval)
     monitor = MonitorConfig(**cfg.trl["monitor"])
     if cfg.data.prompts == LAB:  # log gold beside proxy so over-optimisation shows in the health timeline and plot
         monitor = dataclasses.replace(monitor, health_extra_keys=[*monitor.health_extra_keys, lab.GOLD_KEY])
     if algorithm == "dpo":
-        result, extra, notes = _run_dpo(ctx, monitor)
+        result, extra, notes = _run_dpo(ctx, monitor, names)
     else:
-        result, extra, notes = _run_on_prompts(ctx, monitor)
+        result, extra, notes = _run_on_prompts(ctx, monitor, names)
     log = [row for row in result.log_history if "train_runtime" not in row]
     if ctx.is_main:
-        write_json(ctx.dir("rl") / "log_history.json", [_rename_gold(row) for row in log])
+        write_json(ctx.dir(names.stage) / "log_history.json", [_rename_gold(row) for row in log])
     kls = [m["kl"] for m in map(read_metrics, log) if m and "kl" in m]  # nats per sequence for every algorithm
-    health = _read_health(ctx.dir("rl"))
+    health = _read_health(ctx.dir(names.stage))
     metrics = {
         "algorithm": algorithm,
         "final_kl": kls[-1] if kls else None,
@@ -348,15 +397,19 @@ def stage_rl(ctx: StageContext) -> tuple[dict, dict]:
     return {"model_dir": str(result.model_dir)}, metrics
 
 
-def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
-    """PPO, GRPO, RLOO and rejection sampling: RL prompts, the reward model, gold logged beside it in the lab."""
+def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
+    """PPO, GRPO, RLOO and rejection sampling: RL prompts, the reward model, gold logged beside it in the lab. A
+    round's PPO starts from the last round's policy, its reference still the SFT model."""
     cfg, algorithm = ctx.cfg, ctx.cfg.rl.algorithm
     with ctx.main_process_first():
         prompts = [{"prompt": p} for p in rl_prompts(ctx)[0]]
-    rm = ctx.outputs["rm_eval"]["metrics"]
-    reward_model, sft_model = ctx.outputs["reward"]["model_dir"], ctx.outputs["sft"]["model_dir"]
+    rm = ctx.outputs[names.rm_eval]["metrics"]
+    reward_model, sft_model = ctx.outputs[names.reward]["model_dir"], ctx.outputs["sft"]["model_dir"]
+    start = ctx.outputs[names.start]["model_dir"]
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
-    config, run = cfg.trainer_config(algorithm), ALGORITHMS[algorithm].runner()
+    config, run = cfg.trainer_config(algorithm, names.stage), ALGORITHMS[algorithm].runner()
+    if start != sft_model and algorithm != "ppo":  # load_config refuses this; a guard for callers of run_rl
+        raise ConfigError(f"rl.algorithm={algorithm!r} cannot start apart from its reference; use ppo for rounds")
     if algorithm == "best_of_n":
         result = run(
             sft_model,
@@ -382,24 +435,28 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig):
         "reward_ensemble_coef": cfg.rl.reward_ensemble_coef,
     }
     if algorithm == "ppo":
-        result = run(sft_model, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common)
+        reference = {"reference_model": sft_model} if start != sft_model else {}
+        result = run(start, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common, **reference)
     else:
         weights = [1.0, 0.0] if gold else None  # gold is logged, never optimised
         result = run(sft_model, prompts, config, reward_funcs=gold, reward_weights=weights, **common)
     return result, {}, []
 
 
-def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
-    """DPO on the reward stage's (filtered) training pairs; its implicit reward reported on the held-out pairs."""
+def _run_dpo(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
+    """DPO on the reward stage's (filtered) training pairs (a round's: ``names.dpo_pairs``), from ``names.start``
+    with the SFT model as the reference; its implicit reward reported on the held-out pairs."""
     cfg = ctx.cfg
     columns = ("prompt", "chosen", "rejected")
-    train = [{k: r[k] for k in columns} for r in read_jsonl(ctx.outputs["preferences"]["train"])]
-    config = cfg.trainer_config("dpo")
-    sft_model = ctx.outputs["sft"]["model_dir"]
+    source = names.dpo_pairs or ctx.outputs[names.preferences]["train"]
+    train = [{k: r[k] for k in columns} for r in read_jsonl(source)]
+    config = cfg.trainer_config("dpo", names.stage)
+    sft_model, start = ctx.outputs["sft"]["model_dir"], ctx.outputs[names.start]["model_dir"]
+    reference = {"reference_model": sft_model} if start != sft_model else {}
     run = ALGORITHMS["dpo"].runner()
-    result = run(sft_model, train, config, preset=cfg.model.preset, monitor_config=monitor)
+    result = run(start, train, config, preset=cfg.model.preset, monitor_config=monitor, **reference)
     extra: dict[str, Any] = {}
-    held_out = read_jsonl(ctx.outputs["preferences"]["eval"])
+    held_out = read_jsonl(ctx.outputs[names.preferences]["eval"])
     if held_out and ctx.is_main:
         report = evaluate_implicit_reward(
             result.model_dir,
@@ -409,7 +466,7 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig):
             max_length=config.max_length,
             preset=cfg.model.preset,
         )
-        write_report(report, ctx.dir("rl") / "implicit_reward")
+        write_report(report, ctx.dir(names.stage) / "implicit_reward")
         extra = {
             "implicit_accuracy": report.accuracy,
             "implicit_auc": report.auc,
@@ -456,7 +513,8 @@ def eval_sampling(cfg) -> tuple[float, int]:
 
 
 def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
-    """Both policies on the held-out prompts, measured the same way (:func:`rlhfkit.rl.policy_eval.evaluate_policy`):
+    """Both policies (the last round's RL policy, the SFT one) on the held-out prompts, measured the same way
+    (:func:`rlhfkit.rl.policy_eval.evaluate_policy`):
     reward-model score (an ensemble's: its members' mean standardised score), the lab's gold reward, length, and the
     RL policy's KL to the SFT policy (nats/sequence). With a gold reward, ``gold_gain`` and ``gold_gain_sem``: the
     mean and standard error of the per-prompt gold difference RL - SFT (:func:`rlhfkit.rl.policy_eval.paired_gain`).
@@ -467,9 +525,9 @@ def stage_final_eval(ctx: StageContext) -> tuple[dict, dict]:
     cfg = ctx.cfg
     prompts = rl_prompts(ctx)[1]
     temperature, max_new = eval_sampling(cfg)
-    rm, rm_tokenizer = load_scorer(ctx.outputs["reward"]["model_dir"], cfg.model.preset)
+    rm, rm_tokenizer = load_scorer(ctx.latest("reward")["model_dir"], cfg.model.preset)  # the last round's
     sft, sft_tokenizer = load_for_sampling(ctx.outputs["sft"]["model_dir"], cfg.model.preset)
-    policy, tokenizer = load_for_sampling(ctx.outputs["rl"]["model_dir"], cfg.model.preset)
+    policy, tokenizer = load_for_sampling(ctx.latest("rl")["model_dir"], cfg.model.preset)
     common = {
         "reward_model": rm,
         "reward_tokenizer": rm_tokenizer,

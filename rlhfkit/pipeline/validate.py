@@ -56,7 +56,12 @@ COMPARE_FILES = (*RL_ALGORITHMS, "best_of_n_curve.json", "compare.json", "compar
 
 def is_run_entry(name: str) -> bool:
     """Whether a name at the top of a run folder is one rlhfkit writes there."""
-    return name in (*STAGES, *RUN_FOLDER_FILES, *COMPARE_FILES) or (name.startswith(".") and name.endswith(".tmp"))
+    rounds = name.startswith("round-") and name[len("round-") :].isdigit()  # iterative RLHF's round-<r>/ folders
+    return (
+        name in (*STAGES, *RUN_FOLDER_FILES, *COMPARE_FILES)
+        or rounds
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
 
 
 def output_dir_problems(path: str | os.PathLike, key: str = "output_dir") -> list[str]:

@@ -227,6 +227,7 @@ def run_dpo(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
     monitor_config=None,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """DPO on preference pairs with :class:`rlhfkit.rl.dpo.DPOTrainer` (TRL's, logging the KL on policy samples).
 
@@ -243,6 +244,8 @@ def run_dpo(
             samples;
             :data:`DPO_HEALTH_KEYS` are kept in the timeline; the reference is checked bit-identical at the end.
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig`.
+        reference_model: the reference when the policy starts elsewhere (iterative DPO: the SFT model while
+            ``model_name_or_path`` is the last round's policy); preset ``full`` only.
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]``.
     """
@@ -253,8 +256,11 @@ def run_dpo(
     eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
     model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
     reference = None
+    if reference_model is not None and method.lora is not None:
+        raise ConfigError("reference_model apart from the starting policy needs preset full (a LoRA policy's "
+                          "reference is its own start)")  # fmt: skip
     if method.lora is None:  # loaded as the policy is (same tokenizer fixes and dtype), frozen
-        reference, _ = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+        reference, _ = load_policy(reference_model or model_name_or_path, method, trust_remote_code=trust_remote_code)
         reference.eval().requires_grad_(False)
     trainer = DPOTrainer(
         model=model,

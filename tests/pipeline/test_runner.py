@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from rlhfkit.core.errors import ConfigError
-from rlhfkit.pipeline import runner
+from rlhfkit.pipeline import stages
 from rlhfkit.pipeline.config import STAGES, load_config
 from rlhfkit.pipeline.lock import LOCK_FILE, RunLock, read_lock
 from rlhfkit.pipeline.manifest import changed_files, folder_fingerprint
@@ -39,7 +39,7 @@ def fake_stages(monkeypatch):
         return fn
 
     for stage in STAGES:
-        monkeypatch.setitem(runner.STAGE_FUNCTIONS, stage, make(stage))
+        monkeypatch.setitem(stages.STAGE_FUNCTIONS, stage, make(stage))
     return ran
 
 
@@ -123,7 +123,7 @@ def test_the_lock_is_released_when_a_stage_fails(tmp_path, monkeypatch):
     def fail(ctx):
         raise ConfigError("boom")
 
-    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "sft", fail)
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "sft", fail)
     with pytest.raises(ConfigError, match="boom"):
         run_pipeline(config(tmp_path))
     assert read_lock(tmp_path / "run") is None

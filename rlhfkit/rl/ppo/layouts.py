@@ -401,6 +401,7 @@ def load_ppo_models(
     trust_remote_code: bool = False,
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
+    reference_model: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Load the models of either layout from the SFT folder and the reward stage's output, for :class:`PPOTrainer`.
 
@@ -418,6 +419,8 @@ def load_ppo_models(
         layout: ``separate`` | ``shared``; default: ``separate`` for ``full``, ``shared`` with LoRA.
         reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward
             (:func:`rlhfkit.models.scoring.aggregate_rewards`).
+        reference_model: the frozen reference (the KL leash) when it is not ``sft_model``, e.g. the SFT model while
+            the policy starts from an earlier round's (iterative RLHF): the separate layout of preset ``full`` only.
     Returns:
         keyword arguments for :class:`PPOTrainer`: ``processing_class``, ``model``, ``ref_model``,
         ``reward_model``, ``value_model``, ``reward_processing_class``.
@@ -432,6 +435,11 @@ def load_ppo_models(
         raise ConfigError("layout=shared keeps policy and value as LoRA adapters; use preset lora or qlora")
     if layout == "separate" and method.quantization is not None:
         raise ConfigError("layout=separate trains a full value model, which cannot be 4-bit; use layout=shared")
+    if reference_model is not None and (layout != "separate" or method.lora is not None):
+        raise ConfigError(
+            "reference_model apart from the starting policy needs layout=separate with preset full (a LoRA policy's "
+            "reference is its own start)"
+        )
     kw = {"trust_remote_code": trust_remote_code}
     members = read_ensemble(reward_model)
     ensemble = {"aggregation": reward_aggregation, "coef": reward_ensemble_coef}
@@ -453,7 +461,7 @@ def load_ppo_models(
         rm_tokenizer = rm.members[0].tokenizer
     if layout == "separate":
         if method.lora is None:
-            out["ref_model"] = load_policy(sft_model, "full", **kw)[0].requires_grad_(False)
+            out["ref_model"] = load_policy(reference_model or sft_model, "full", **kw)[0].requires_grad_(False)
         else:
             policy = get_peft_model(policy, method.lora)  # reference: the same weights with the adapter off
         value_source = members[0].model_dir if members else reward_model

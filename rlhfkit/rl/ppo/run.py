@@ -52,11 +52,13 @@ def run_ppo(
     reward_std: float | None = None,
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """RL against the reward model with rlhfkit's :class:`~rlhfkit.rl.ppo.trainer.PPOTrainer` (InstructGPT's PPO).
 
     Args:
-        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        model_name_or_path: the SFT model: the policy's starting point and (without ``reference_model``) the frozen
+            reference.
         train_dataset: rows with a ``prompt`` column (text or chat messages), or a list of prompt strings.
         config: a :class:`rlhfkit.rl.ppo.config.PPOConfig`; build it with :func:`stage_config` (presets, precision).
         reward_model: the reward stage's output folder (``run_reward``'s ``model_dir``). With the shared layout the
@@ -75,6 +77,8 @@ def run_ppo(
             (:func:`rlhfkit.models.scoring.aggregate_rewards`); the members' spread is logged as
             ``rewards/ensemble_std/mean``. With the shared layout the members are K reward adapters on the one
             base; the value model starts from member 0 (:func:`rlhfkit.rl.ppo.layouts.load_ppo_models`).
+        reference_model: the frozen reference when the policy starts elsewhere (iterative RLHF: the SFT model while
+            ``model_name_or_path`` is the last round's policy); the separate layout of preset ``full`` only.
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the policy (a LoRA policy merged into an unquantised copy
         of the SFT model, its adapter kept in ``<output_dir>/adapter``) -- after a stop alert, the average of the
@@ -94,6 +98,7 @@ def run_ppo(
         trust_remote_code=trust_remote_code,
         reward_aggregation=reward_aggregation,
         reward_ensemble_coef=reward_ensemble_coef,
+        reference_model=None if reference_model is None else str(reference_model),
     )
     metric_funcs = list(metric_funcs or [])
     if isinstance(models["reward_model"], EnsembleScorer):  # its members' spread, logged every update

@@ -1,0 +1,138 @@
+"""Iterative RLHF (``rounds:``): the keys checked at the door, a round's stages in the manifest, a lab run of three
+rounds end to end from ``rlhfkit run``, and a SIGKILL in round 2 resumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhfkit.cli import main
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.pipeline.config import STAGES, load_config, stage_digests
+from tests.pipeline.test_pipeline import run_and_kill, tiny
+
+
+def tiny_rounds(out: Path, **rounds) -> dict:
+    """The pipeline's smoke config with three rounds of 16 fresh lab prompts, 3 answers each."""
+    cfg = tiny(out)
+    cfg["data"] = {"eval_fraction": 0.25}  # a round's 48 pairs: about 12 held out for its rm_eval
+    cfg["preferences"] = {"max_new_tokens": 24}
+    cfg["rounds"] = {"count": 3, "prompts_per_round": 16, "k": 3, "reward_refresh": "continue", "mix": 0.5, **rounds}
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"rounds": {"count": 0}}, r"rounds.count=0: must be >= 1"),
+        ({"rounds": {"cuont": 2}}, r"unknown key\(s\) \['rounds.cuont'\]"),
+        ({"rounds": {"mix": 1.5}}, r"rounds.mix=1.5: must be"),
+        ({"rounds": {"k": 1}}, r"rounds.k=1: must be >= 2"),
+        ({"rounds": {"reward_refresh": "tune"}}, "rounds.reward_refresh='tune' must be one of continue, retrain"),
+        ({"rounds": {"labels_per_round": 2}}, r"rounds.labels_per_round=2 labels no prompt: .* at least 3"),
+        ({"rl": {"algorithm": "grpo"}}, r"rounds.count=3 runs rl.algorithm: ppo or dpo only .* grpo is not built"),
+        ({"rl": {"algorithm": "dpo"}, "reward": {"ensemble_size": 2}}, "dpo picks each prompt's best and worst"),
+        ({"model": {"preset": "lora"}}, r"rounds.count=3 needs model.preset: full \(and PPO's separate layout"),
+        ({"preferences": {"source": "comparisons", "labels": "people", "votes": "v.jsonl"}}, "labels: people is not"),
+        ({"data": {"preferences": "prefs.jsonl"}}, r"data.preferences='prefs.jsonl' cannot; set preferences.source"),
+        ({"reward": {"ensemble_size": 2}}, "rounds.reward_refresh=continue cannot continue a reward ensemble"),
+    ],
+)
+def test_rounds_keys_are_checked_at_the_door(tmp_path, patch, message):
+    cfg = tiny_rounds(tmp_path / "run")
+    for section, values in patch.items():
+        cfg.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(cfg)
+    assert len([p for p in caught.value.problems if "rounds" in p]) == 1  # one line for it
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_door_check_is_one_error_line_from_the_cli(tmp_path, capsys):
+    cfg = tiny_rounds(tmp_path / "run", mix=-0.1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] and "rounds.mix=-0.1" in err
+    assert "Traceback" not in err
+
+
+def test_rounds_are_stages_before_final_eval_and_one_round_is_the_pipeline(tmp_path):
+    cfg = load_config(tiny_rounds(tmp_path / "run"))
+    names = ("comparisons", "preferences", "reward", "rm_eval", "rl")
+    round_stages = [f"round-{r}/{s}" for r in (2, 3) for s in names]
+    assert cfg.stages() == (*STAGES[:-1], *round_stages, "final_eval")
+    assert cfg.trainer_config("ppo", "round-2/rl").output_dir == str(tmp_path / "run" / "round-2" / "rl")
+    one = tiny_rounds(tmp_path / "run", count=1)
+    plain = tiny_rounds(tmp_path / "run")
+    del plain["rounds"]
+    # count 1 is today's pipeline: the same stages, the same hashes (no stage redone by adding the section)
+    assert {s: d for s, (_, d) in stage_digests(load_config(one)).items()} == {
+        s: d for s, (_, d) in stage_digests(load_config(plain)).items()
+    }
+    # a rounds key changes the rounds' stages and final_eval, never round 1's
+    a, b = stage_digests(cfg), stage_digests(load_config(tiny_rounds(tmp_path / "run", mix=0.25)))
+    assert [s for s in a if a[s][1] != b[s][1]] == [*round_stages, "final_eval"]
+
+
+def _assert_finished(run: Path) -> dict:
+    manifest = json.loads((run / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert list(stages)[-1] == "final_eval" and all(s["status"] == "done" for s in stages.values())
+    for r in (2, 3):
+        for s in ("comparisons", "preferences", "reward", "rm_eval", "rl"):
+            assert f"round-{r}/{s}" in stages and (run / f"round-{r}" / s).is_dir()
+        rm = stages[f"round-{r}/rm_eval"]["metrics"]
+        assert 0 <= rm["accuracy_stale"] <= 1 and 0 <= rm["accuracy"] <= 1 and "accuracy_original" in rm
+        assert (
+            stages[f"round-{r}/comparisons"]["outputs"]["policy"]
+            == stages["rl" if r == 2 else f"round-{r - 1}/rl"]["outputs"]["model_dir"]
+        )
+    assert (run / "round-3" / "rl" / "model" / "model.safetensors").exists()
+    report = (run / "report.md").read_text()
+    assert "## Rounds" in report and "| 3 |" in report
+    return manifest
+
+
+@pytest.mark.slow
+def test_three_lab_rounds_end_to_end_then_a_sigkill_in_round_two_resumes(tmp_path):
+    """``rlhfkit run`` killed while round 2's PPO has a checkpoint, rerun: the finished stages are skipped, round 2's
+    rl resumes, rounds 3 and final_eval run; the report has the per-round table."""
+    cfg = tiny_rounds(tmp_path / "run")
+    cfg["ppo"].update(save_steps=1)
+    rl2 = tmp_path / "run" / "round-2" / "rl"
+    rerun = run_and_kill(cfg, tmp_path, rl2, "checkpoint-*/trainer_state.json")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["round-2/reward"]["status"] == "done"
+    assert manifest["stages"]["round-2/rl"]["status"] == "running"
+    done = rerun()
+    assert "[round-2/rm_eval] done earlier, skipping" in done.stdout and "[round-2/rl] resuming" in done.stdout
+    _assert_finished(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_iterative_dpo_two_rounds_best_vs_worst_by_the_refreshed_reward_model(tmp_path):
+    """rl.algorithm: dpo with two rounds: round 2 trains DPO from round 1's policy on best-vs-worst pairs."""
+    cfg = tiny_rounds(tmp_path / "run", count=2)
+    cfg["rl"]["algorithm"] = "dpo"
+    cfg["dpo"].update(max_steps=4, save_steps=2, logging_steps=2, kl_samples=4)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert all(s["status"] == "done" for s in stages.values()) and "round-2/rl" in stages
+    pairs = [
+        json.loads(line) for line in (tmp_path / "run" / "round-2" / "rl" / "pairs.jsonl").read_text().splitlines()
+    ]
+    prompts = {
+        json.dumps(r["prompt"]) for r in map(json.loads, open(stages["round-2/comparisons"]["outputs"]["comparisons"]))
+    }
+    assert pairs and all(p["chosen"] != p["rejected"] and json.dumps(p["prompt"]) in prompts for p in pairs)
+    assert (
+        stages["round-2/rl"]["metrics"]["algorithm"] == "dpo"
+        and "implicit_accuracy" in stages["round-2/rl"]["metrics"]
+    )
