@@ -205,9 +205,17 @@ class PreferencesArguments:
     constitution: str | None = _field(
         None, stages=("preferences",), help="source: judge: its principles, a YAML file (None: the default ones)."
     )
+    tie_margin: float = _field(
+        0.05, stages=("preferences",), help="source: judge: a vote is a tie when |p - 0.5| is below this."
+    )
+    principles_per_pair: int | None = _field(
+        None, stages=("preferences",), help="source: judge: a seeded sample of principles per pair (None: all)."
+    )
 
     RANGES: ClassVar[dict[str, Range]] = {
         "prompts": AT_LEAST_ONE,
+        "tie_margin": Range(0, 0.5, high_open=True, example="0.05"),
+        "principles_per_pair": AT_LEAST_ONE,
         "k": Range(2, example="4"),
         "temperature": Range(0, low_open=True, example="1.0"),
         "max_new_tokens": AT_LEAST_ONE,
@@ -230,7 +238,7 @@ class PreferencesArguments:
             problems.append(f"votes={self.votes!r} is read only with source: comparisons and labels: people")
         if self.source == "judge" and not (self.judge or "").strip():
             problems.append("source=judge needs judge: the judge model (a folder or hub id)")
-        for key in ("judge", "constitution"):
+        for key in ("judge", "constitution", "principles_per_pair"):
             if getattr(self, key) is not None and self.source != "judge":
                 problems.append(f"{key}={getattr(self, key)!r} is read only with source: judge")
         raise_problems(problems)

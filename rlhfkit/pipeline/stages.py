@@ -191,7 +191,14 @@ def label_comparisons(ctx: StageContext, comparisons: Path, votes: Path, stage: 
     rows = read_comparisons(comparisons)
     if pp.source == "judge":
         judged = judge_file(
-            comparisons, votes, model=pp.judge, constitution=pp.constitution, seed=cfg.seed, preset=cfg.model.preset
+            comparisons,
+            votes,
+            model=pp.judge,
+            constitution=pp.constitution,
+            tie_margin=pp.tie_margin,
+            principles_per_pair=pp.principles_per_pair,
+            seed=cfg.seed,
+            preset=cfg.model.preset,
         )
         ctx.say(f"[{stage}] the judge: {judged.n_written} judgements written, {judged.n_skipped} already there")
     elif pp.labels == "lab":

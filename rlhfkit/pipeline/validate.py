@@ -130,9 +130,15 @@ def _judge_problems(prefs: dict[str, Any]) -> list[str]:
     problems = model_problems(prefs["judge"], "preferences.judge")
     if prefs["constitution"] is None or isinstance(prefs["constitution"], str):
         try:
-            load_constitution(prefs["constitution"])
+            principles = load_constitution(prefs["constitution"])
         except ConfigError as e:
-            problems += [f"preferences.{p}" for p in e.problems]
+            return problems + [f"preferences.{p}" for p in e.problems]
+        per_pair = prefs.get("principles_per_pair")
+        if isinstance(per_pair, int) and per_pair > len(principles):
+            problems.append(
+                f"preferences.principles_per_pair={per_pair} is more than the constitution's {len(principles)} "
+                f"principles; lower it to at most {len(principles)} or add principles"
+            )
     return problems
 
 

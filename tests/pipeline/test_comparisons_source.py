@@ -42,6 +42,12 @@ def config(out, preferences=None, **sections) -> dict:
         ({"votes": "v.jsonl"}, {}, r"preferences.votes='v.jsonl' is read only with source: comparisons and labels: p"),
         ({"source": "judge"}, {}, r"preferences.source=judge needs judge: the judge model"),
         ({"judge": "j"}, {}, r"preferences.judge='j' is read only with source: judge"),
+        ({"principles_per_pair": 2}, {}, r"preferences.principles_per_pair=2 is read only with source: judge"),
+        (
+            {"source": "judge", "judge": "j", "tie_margin": 0.5},
+            {},
+            r"preferences.tie_margin=0.5: must be in \[0, 0.5\)",
+        ),
         ({"source": "judge", "judge": "j", "labels": "people"}, {}, r"labels=people is read only with source: comp"),
         ({}, {"reward": {"soft_labels": True}}, r"reward.soft_labels=true needs a judge's probabilities p"),
         ({"source": "crowd"}, {}, r"preferences.source='crowd' must be one of data, comparisons, judge"),
@@ -65,6 +71,14 @@ def test_the_judge_and_its_constitution_are_checked_at_the_door(tmp_path):
     judge, constitution = caught.value.problems
     assert judge.startswith("preferences.judge=") and "no-judge" in judge
     assert constitution.startswith(f"preferences.constitution {bad}: entry 1: name='two words' must be one word")
+    bad.write_text("- name: brief\n  text: be brief\n")
+    raw["preferences"]["principles_per_pair"] = 2
+    with pytest.raises(ConfigError) as caught:
+        check_pipeline(raw)
+    assert caught.value.problems[1] == (
+        "preferences.principles_per_pair=2 is more than the constitution's 1 principles; lower it to at most 1 or add "
+        "principles"
+    )
 
 
 def test_the_people_votes_file_is_checked_and_kept_out_of_the_stage_folder(tmp_path):
