@@ -13,6 +13,7 @@ does), and the accuracy of four rules that read no model on the same pairs: ``sh
 ``closer_to_n`` (item count nearer the requested count), ``fewer_wrong`` (fewer items outside the category) and
 ``right_minus_wrong``. A judge whose accuracy and longer-pick rate match ``shorter`` has learned only to count.
 
+``--pretrain-steps K`` runs K steps of (almost) only the judging prompts' LM loss first (a small pre-training).
 ``--equal-share q`` is a curriculum probe: the taught comparisons keep every pair of equal item counts (whose only
 signal is which items belong to the category) and a share ``q`` of the others.
 """
@@ -68,6 +69,20 @@ def _equal_share_examples(original, share: float):
     return examples
 
 
+def _with_pretraining(lab_judge, pretrain_steps: int):
+    """``_train`` preceded by ``pretrain_steps`` steps whose loss is the prompts' LM loss x 100 plus the answer's:
+    the model learns the lab's words (which items go with which category) before it learns to judge."""
+    original, weight = lab_judge._train, lab_judge.LM_WEIGHT
+
+    def train(model, ids, targets, pad_token_id, *, steps, learning_rate, seed):
+        lab_judge.LM_WEIGHT = 100.0
+        original(model, ids, targets, pad_token_id, steps=pretrain_steps, learning_rate=learning_rate, seed=seed)
+        lab_judge.LM_WEIGHT = weight
+        return original(model, ids, targets, pad_token_id, steps=steps, learning_rate=learning_rate, seed=seed + 1)
+
+    return train
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hidden", type=int, default=None, help="judge hidden size (default: TINY_SIZES['judge'])")
@@ -78,6 +93,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--lm-weight", type=float, default=None)
     ap.add_argument("--equal-share", type=float, default=None)
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="steps of (almost) only the prompts' LM loss first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-prompts", type=int, default=400, help="held-out prompts (seed 777), one pair each")
     args = ap.parse_args()
@@ -85,11 +101,11 @@ def main() -> None:
     import rlhfkit.feedback.lab_judge as lab_judge
     from rlhfkit import lab
 
-    base, lm_weight, examples = lab.TINY_SIZES["judge"], lab_judge.LM_WEIGHT, lab_judge.training_examples
+    saved = lab.TINY_SIZES["judge"], lab_judge.LM_WEIGHT, lab_judge.training_examples, lab_judge._train
     try:
-        _probe(args, base)
+        _probe(args, saved[0])
     finally:  # the overrides are this process's; put them back (the benchmark test runs it in pytest's process)
-        lab.TINY_SIZES["judge"], lab_judge.LM_WEIGHT, lab_judge.training_examples = base, lm_weight, examples
+        lab.TINY_SIZES["judge"], lab_judge.LM_WEIGHT, lab_judge.training_examples, lab_judge._train = saved
 
 
 def _probe(args, base) -> None:
@@ -117,6 +133,8 @@ def _probe(args, base) -> None:
         lab_judge.LM_WEIGHT = args.lm_weight
     if args.equal_share is not None:
         lab_judge.training_examples = _equal_share_examples(lab_judge.training_examples, args.equal_share)
+    if args.pretrain_steps:
+        lab_judge._train = _with_pretraining(lab_judge, args.pretrain_steps)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
