@@ -83,7 +83,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def judge_summary(report) -> str:
+def judge_lines(report) -> str:
     """The judge's run in three lines: what was written, its position statistics, where the votes went."""
     return (
         f"judged {report.n_pairs} pairs x principles with {report.model} ({report.n_written} new, {report.n_skipped} "
@@ -150,7 +150,7 @@ def _label(args: argparse.Namespace) -> int:
             preset=args.preset,
             answer_tokens=answers,
         )
-        Console(emoji=False, highlight=False).print(judge_summary(report))
+        Console(emoji=False, highlight=False).print(judge_lines(report))
         return 0
     try:
         import starlette  # noqa: F401
