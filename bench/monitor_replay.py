@@ -28,8 +28,11 @@ import argparse
 import functools
 import itertools
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py`: bench.* from the repo root
 
 from bench.overopt_protocol import CRITERIA, criteria, parse_split, pass_rates, rates_line, score
 

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py`: bench.* from the repo root
 
 from bench import overoptimization as grid
 from bench.monitor_replay import cells

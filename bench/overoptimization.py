@@ -122,7 +122,9 @@ COMMON = {"report_to": [], "lr_scheduler_type": "cosine", "warmup_steps": 10, "s
           "logging_steps": 100, "disable_tqdm": True}  # fmt: skip
 
 
-def sft_model(out: Path, seed: int) -> Path:
+def sft_model(out: Path, seed: int, common: dict | None = None) -> Path:
+    """The lab's SFT policy of ``seed`` (nano, 2000 demonstrations, 800 steps), trained once into ``<out>/sft``;
+    ``common``: the trainer settings besides steps, batch and learning rate (default :data:`COMMON`)."""
     from trl import SFTConfig
 
     from rlhfkit import lab
@@ -133,7 +135,7 @@ def sft_model(out: Path, seed: int) -> Path:
     if not (sft_dir / "model.safetensors").exists():
         nano = lab.build_tiny_model(out / "nano", size="nano", seed=seed)
         cfg = trainer_config(SFTConfig, "sft", out / "sft", max_steps=800, per_device_train_batch_size=32,
-                             learning_rate=3e-3, seed=seed, **COMMON)  # fmt: skip
+                             learning_rate=3e-3, seed=seed, **(COMMON if common is None else common))  # fmt: skip
         run_sft(nano, lab.demonstrations(2000, seed), cfg)
     return sft_dir
 

@@ -44,10 +44,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py`: bench.* from the repo root
+
+from bench import overoptimization as grid  # noqa: E402
 
 LABELS = ("people", "judge", "judge_soft", "judge_biased", "judge_biased_one_order")
 NOISE = [0.1, 0.15, 0.2, 0.25, 0.5]  # the demo's labelers
@@ -75,19 +80,8 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------------------------------ models
 def sft_model(out: Path, seed: int) -> Path:
-    from trl import SFTConfig
-
-    from rlhfkit import lab
-    from rlhfkit.core.arguments import trainer_config
-    from rlhfkit.sft import run_sft
-
-    sft_dir = out / "sft" / "model"
-    if not (sft_dir / "model.safetensors").exists():
-        nano = lab.build_tiny_model(out / "nano", size="nano", seed=seed)
-        cfg = trainer_config(SFTConfig, "sft", out / "sft", max_steps=800, per_device_train_batch_size=32,
-                             learning_rate=3e-3, seed=seed, **COMMON)  # fmt: skip
-        run_sft(nano, lab.demonstrations(2000, seed), cfg)
-    return sft_dir
+    """The over-optimisation grid's SFT policy, with this bench's warmup (:data:`COMMON`)."""
+    return grid.sft_model(out, seed, common=COMMON)
 
 
 def lab_judge(out: Path, seed: int, position_bias: float, steps: int) -> Path:
