@@ -15,6 +15,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run (or resume) the InstructGPT pipeline from a YAML config")
     run.add_argument("config", help="pipeline YAML (see configs/lab/pipeline.yaml)")
     _pipeline_flags(run)
+    run.add_argument(
+        "--min-votes",
+        type=int,
+        metavar="N",
+        help="preferences.labels: people: go on once the votes file holds N votes (default: every pair labelled once)",
+    )
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the whole pipeline on the built-in lab (CPU, no network, ~5 min)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
@@ -86,6 +92,8 @@ def _load_pipeline_config(source, args: argparse.Namespace):
     overrides = parse_overrides(args.set)
     if getattr(args, "out", None):
         overrides["output_dir"] = args.out
+    if getattr(args, "min_votes", None) is not None:
+        overrides["preferences.min_votes"] = args.min_votes
     cfg = check_pipeline(source, overrides)
     from_stage = getattr(args, "from_stage", None)
     if from_stage is not None and from_stage not in cfg.stages():  # a round's stage too: round-2/reward

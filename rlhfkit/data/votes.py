@@ -474,3 +474,32 @@ def from_vote_log(
 def vote_log_agreement(source: Any, **options: Any) -> dict[str, Any]:
     """:func:`agreement_summary` of a votes file (path or rows), without raising when no pair is left yet."""
     return agreement_summary(from_vote_log(source, require_pairs=False, **options))
+
+
+class LabellingProgress(NamedTuple):
+    """How far a comparisons file is labelled (:func:`labelling_progress`): standing votes on its items, and its pairs
+    of responses that at least one vote decides, of all of them."""
+
+    votes: int
+    pairs_labelled: int
+    pairs: int
+
+    def enough(self, min_votes: int | None) -> bool:
+        """``min_votes`` votes, or (None) every pair labelled at least once."""
+        return self.votes >= min_votes if min_votes is not None else self.pairs_labelled >= self.pairs
+
+    def summary(self) -> str:
+        return f"{self.votes} votes, {self.pairs_labelled} of {self.pairs} pairs labelled"
+
+
+def labelling_progress(votes: str | os.PathLike | None, items: Sequence[dict]) -> LabellingProgress:
+    """The standing votes of the votes file ``votes`` (None or a missing file: none yet) on the comparisons rows
+    ``items`` (votes on other items are not counted), and how many of their pairs those votes decide (a ranking vote
+    decides every pair of its item)."""
+    from rlhfkit.data.votelog import read_vote_log
+
+    k = {x["item_id"]: len(x["responses"]) for x in items}
+    rows = [] if votes is None or not os.path.exists(votes) else read_vote_log(votes)
+    rows = [v for v in rows if v["item_id"] in k]
+    decided = {(v["item_id"], i, j) for v in rows for i, j, _ in _pair_codes(v)}
+    return LabellingProgress(len(rows), len(decided), sum(n * (n - 1) // 2 for n in k.values()))

@@ -197,6 +197,12 @@ class PreferencesArguments:
         stages=("preferences",),
         help="labels: people: the votes file `rlhfkit label <output_dir>/preferences/comparisons.jsonl` writes.",
     )
+    min_votes: int | None = _field(
+        None,
+        stages=(),  # when to go on, not what is trained on (the votes the run read are kept in the stage's folder)
+        help="labels: people: votes needed before the stage goes on (None: every pair labelled once); until then the "
+        "run waits for labels (`rlhfkit run --min-votes N`).",
+    )
     judge: str | None = _field(
         None,
         stages=("preferences",),
@@ -216,6 +222,7 @@ class PreferencesArguments:
         "prompts": AT_LEAST_ONE,
         "tie_margin": Range(0, 0.5, high_open=True, example="0.05"),
         "principles_per_pair": AT_LEAST_ONE,
+        "min_votes": AT_LEAST_ONE,
         "k": Range(2, example="4"),
         "temperature": Range(0, low_open=True, example="1.0"),
         "max_new_tokens": AT_LEAST_ONE,
@@ -234,8 +241,10 @@ class PreferencesArguments:
                 "labels=people reads the votes people gave; set votes: to the file `rlhfkit label` writes (it may not "
                 "exist yet: the stage then samples the comparisons to label and stops)"
             )
-        if self.votes is not None and (self.source != "comparisons" or self.labels != "people"):
-            problems.append(f"votes={self.votes!r} is read only with source: comparisons and labels: people")
+        for key in ("votes", "min_votes"):
+            if getattr(self, key) is not None and (self.source != "comparisons" or self.labels != "people"):
+                value = getattr(self, key)
+                problems.append(f"{key}={value!r} is read only with source: comparisons and labels: people")
         if self.source == "judge" and not (self.judge or "").strip():
             problems.append("source=judge needs judge: the judge model (a folder or hub id)")
         for key in ("judge", "constitution", "principles_per_pair"):

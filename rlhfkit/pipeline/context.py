@@ -71,6 +71,16 @@ class GateFailed(RlhfkitError):
     """The reward model is too weak to steer RL (override with gate.override: true)."""
 
 
+class WaitingForLabels(Exception):  # noqa: N818 -- not an error: the run pauses for people
+    """A stage stopped for people's votes (``preferences.labels: people``). Not an error: the runner records the stage
+    as ``waiting for labels`` (:data:`rlhfkit.pipeline.manifest.WAITING`, with ``waiting``: these ``details``), stops,
+    and the CLI exits 0; the same ``rlhfkit run`` resumes the stage once enough votes exist."""
+
+    def __init__(self, message: str, details: dict[str, Any]):
+        super().__init__(message)
+        self.details = details
+
+
 def distributed_state():
     """accelerate's ``PartialState`` when launched with several processes (``torchrun``, ``accelerate launch``), else
     None. ``load_config`` has usually created the process group already, through the first TRL config it builds

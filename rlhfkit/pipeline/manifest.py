@@ -2,14 +2,16 @@
 
 ``<output_dir>/manifest.json`` holds one entry per stage::
 
-    {"status": "done" | "running" | "failed" | "stopped", "config_hash": "...", "outputs": {...},
+    {"status": "done" | "running" | "failed" | "waiting for labels", "config_hash": "...", "outputs": {...},
      "metrics": {...}, "files": {"model/model.safetensors": [size, mtime_ns, sha256 | null], ...},
      "started": "...", "finished": "..."}
 
 It is rewritten atomically after every change, so a killed run leaves a readable manifest whose
 interrupted stage says ``running``: rerunning the same command resumes that stage and skips the
-finished ones. ``files`` is the :func:`fingerprint` of the stage's folder when it finished (checkpoints left out):
-before a finished stage is skipped, :func:`changed_files` says whether what it wrote is still there, unchanged.
+finished ones. A stage waiting for people's votes says ``waiting for labels`` (its ``waiting`` entry holds the
+``rlhfkit label`` command); it resumes the same way. ``files`` is the :func:`fingerprint` of the stage's folder when
+it finished (checkpoints left out): before a finished stage is skipped, :func:`changed_files` says whether what it
+wrote is still there, unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from rlhfkit.core.io import write_json
 
 MANIFEST = "manifest.json"
+WAITING = "waiting for labels"  # a stage that sampled comparisons and waits for people's votes (it resumes)
 HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are also hashed (a copied run folder keeps them verifiable)
 
 
@@ -108,6 +111,10 @@ class Manifest:
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].get(name, {})
+
+    def waiting(self) -> tuple[str, dict[str, Any]] | None:
+        """``(stage, entry)`` of the stage that waits for people's votes (status :data:`WAITING`), or None."""
+        return next(((n, e) for n, e in self.data["stages"].items() if e.get("status") == WAITING), None)
 
     def update(self, name: str, **fields: Any) -> None:
         entry = self.data["stages"].setdefault(name, {})

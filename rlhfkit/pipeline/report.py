@@ -82,6 +82,10 @@ def stage_headlines(manifest) -> list[tuple[str, str, str]]:
         metrics = manifest.stage(stage).get("metrics", {})
         if key in metrics:
             rows.append((stage, label, rate_text(metrics, key, 3) if f"{key}_low" in metrics else _fmt(metrics[key])))
+    waiting = manifest.waiting()
+    if waiting is not None:  # a run stopped for people's votes
+        have = waiting[1]["waiting"]["have"]
+        rows.append((waiting[0], "waiting for labels", f"{have['pairs_labelled']} of {have['pairs']} pairs labelled"))
     return rows
 
 

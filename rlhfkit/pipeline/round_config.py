@@ -8,6 +8,7 @@ pipeline's rl stage and before final_eval (:meth:`rlhfkit.pipeline.config.Pipeli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rlhfkit.core.errors import raise_problems
@@ -70,31 +71,32 @@ def round_stage(r: int, stage: str) -> str:
     return stage if r == 1 else f"round-{r}/{stage}"
 
 
+def round_votes(votes: str, r: int) -> str:
+    """Where people's votes on round ``r``'s comparisons go: ``preferences.votes`` for round 1, beside it
+    ``<name>.round-<r><suffix>`` for the others (``votes.jsonl`` -> ``votes.round-2.jsonl``): one votes file per
+    comparisons file, as ``rlhfkit label`` serves one."""
+    if r == 1:
+        return votes
+    path = Path(votes)
+    return str(path.with_name(f"{path.stem}.round-{r}{path.suffix}"))
+
+
 def rounds_problems(raw: dict[str, Any], sections: dict[str, Any], model, rl) -> list[str]:
-    """What rounds r >= 2 cannot run with: labels only the lab, the judge or (not yet) people give; an RL start apart
-    from the reference only in PPO's separate layout; a reward ensemble cannot continue from the last one."""
+    """What rounds r >= 2 cannot run with: labels only the lab, the judge or people give; a policy that starts apart
+    from its reference (the SFT model) only in full fine-tuning (and PPO's separate layout); a reward ensemble cannot
+    continue from the last one."""
     prefs, data, rounds = sections["preferences"], sections["data"], sections["rounds"]
     problems = []
     if prefs.source == "data" and data.preferences != "lab":
         problems.append(
             f"rounds.count={rounds.count} labels each round's new answers, which data.preferences={data.preferences!r}"
-            " cannot; set preferences.source: comparisons (lab labelers) or judge, or rounds.count: 1"
+            " cannot; set preferences.source: comparisons (lab labelers or people) or judge, or rounds.count: 1"
         )
-    if prefs.labels == "people":
-        problems.append(
-            f"rounds.count={rounds.count} with preferences.labels: people is not built yet (a round would wait for "
-            "people's votes); use labels: lab or preferences.source: judge, or rounds.count: 1"
-        )
-    if rl.algorithm not in ("ppo", "dpo"):
-        problems.append(
-            f"rounds.count={rounds.count} runs rl.algorithm: ppo or dpo only (the reference stays at the SFT model "
-            f"while the policy starts from the last round's; {rl.algorithm} is not built for rounds); set "
-            "rl.algorithm: ppo or dpo, or rounds.count: 1"
-        )
-    elif model.preset != "full" or (rl.algorithm == "ppo" and rl.layout == "shared"):
+    if model.preset != "full" or (rl.algorithm == "ppo" and rl.layout == "shared"):
         problems.append(
             f"rounds.count={rounds.count} needs model.preset: full (and PPO's separate layout; got preset "
-            f"{model.preset!r}, layout {rl.layout!r}): a LoRA policy's reference is its own start, not the SFT model"
+            f"{model.preset!r}, layout {rl.layout!r}): round r's policy starts from round r-1's and its reference "
+            "stays the SFT model, while a LoRA policy's reference is its own start (the adapter turned off)"
         )
     reward = raw.get("reward") if isinstance(raw.get("reward"), dict) else {}
     if rl.algorithm == "dpo" and int(reward.get("ensemble_size") or 1) > 1:

@@ -6,16 +6,19 @@ and folders ``round-<r>/<stage>`` (so a killed run resumes the round where it st
 * ``comparisons``: round r-1's returned policy answers ``rounds.k`` times per fresh prompt
   (:func:`rlhfkit.feedback.sample.sample_comparisons`; with the lab's gold reward, ``gold_mean`` is the gold of that
   policy's answers);
-* ``preferences``: the answers labelled as round 1's were (the lab's pool or the AI judge,
-  :func:`rlhfkit.pipeline.stages.label_comparisons`), filtered by agreement, split; the reward model's training pairs
+* ``preferences``: the answers labelled as round 1's were (the lab's pool, the AI judge or people,
+  :func:`rlhfkit.pipeline.stages.label_comparisons`; people's votes go to
+  :func:`~rlhfkit.pipeline.round_config.round_votes`, and until there are enough the run stops, ``waiting for
+  labels``, and resumes the round when run again), filtered by agreement, split; the reward model's training pairs
   are the new ones plus a ``rounds.mix`` share of the earlier rounds' (``train.jsonl``; the new alone: ``new.jsonl``);
 * ``reward``: the reward model refreshed: trained on them from round r-1's reward model (``continue``) or from the
   SFT model (``retrain``);
 * ``rm_eval``: the refreshed model on the held-out pairs of the new answers (gold-labelled in the lab), which the gate
   judges, and on round 1's held-out set (``accuracy_original``); round r-1's stale model on the new answers
   (``accuracy_stale``): what the refresh recovered;
-* ``rl``: PPO from round r-1's policy, its reference (the KL leash) still the SFT model (RLHFlow), monitors on, the
-  healthy model returned; ``rl.algorithm: dpo``: iterative DPO the RLHFlow way, from round r-1's policy with the SFT
+* ``rl``: the configured algorithm (PPO, GRPO, RLOO, best-of-N) from round r-1's policy, its reference (the KL
+  leash; best-of-N's measured KL) still the SFT model (RLHFlow), monitors on, the healthy model returned;
+  ``rl.algorithm: dpo``: iterative DPO the RLHFlow way, from round r-1's policy with the SFT
   model as the reference, on the best vs worst of each prompt's answers by the refreshed reward model
   (``pairs.jsonl``).
 
@@ -37,6 +40,7 @@ from rlhfkit.data.tables import LAB
 from rlhfkit.feedback.sample import sample_prompts
 from rlhfkit.pipeline.config import round_stage
 from rlhfkit.pipeline.context import StageContext
+from rlhfkit.pipeline.round_config import round_votes
 from rlhfkit.pipeline.stages import (
     STAGE_FUNCTIONS,
     RLStage,
@@ -99,7 +103,8 @@ def round_preferences(ctx: StageContext, r: int) -> tuple[dict, dict]:
     cfg, stage = ctx.cfg, round_stage(r, "preferences")
     folder = ctx.dir(stage)
     comparisons = ctx.outputs[round_stage(r, "comparisons")]["comparisons"]
-    new, held_out, metrics = label_comparisons(ctx, comparisons, folder / "votes.jsonl", stage)
+    people = round_votes(cfg.preferences.votes, r) if cfg.preferences.labels == "people" else None
+    new, held_out, metrics = label_comparisons(ctx, comparisons, folder / "votes.jsonl", stage, people)
     old = read_jsonl(ctx.outputs["preferences"]["train"])
     for q in range(2, r):
         old += read_jsonl(ctx.outputs[round_stage(q, "preferences")]["new"])

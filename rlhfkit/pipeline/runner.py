@@ -19,9 +19,9 @@ from typing import Any
 
 from rlhfkit.core.errors import ConfigError, RlhfkitError
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, stage_digests
-from rlhfkit.pipeline.context import StageContext, distributed_state
+from rlhfkit.pipeline.context import StageContext, WaitingForLabels, distributed_state
 from rlhfkit.pipeline.lock import RunLock
-from rlhfkit.pipeline.manifest import Manifest, changed_files, changed_keys, folder_fingerprint
+from rlhfkit.pipeline.manifest import WAITING, Manifest, changed_files, changed_keys, folder_fingerprint
 from rlhfkit.pipeline.report import print_summary, write_pipeline_report
 from rlhfkit.pipeline.rounds import stage_function
 from rlhfkit.runs import remove_checkpoints
@@ -42,6 +42,10 @@ def run_pipeline(
     the same folder is refused), removes temporary files that a killed run left in it, and checks that every
     finished stage's files are still the ones it recorded (a stage whose files changed or went missing is redone,
     with every stage after it, and the reason is said).
+
+    A stage that waits for people's votes (``preferences.labels: people``) is recorded ``waiting for labels``
+    (:data:`~rlhfkit.pipeline.manifest.WAITING`, with the ``rlhfkit label`` command under ``waiting``) and the run
+    stops there, without an error (:meth:`Manifest.waiting`); calling this again resumes that stage.
 
     Under ``torchrun`` / ``accelerate launch`` every process calls this: the training stages (sft, reward, rl) run
     on all of them (DDP), the data and evaluation stages on the main process while the others wait, and only the
@@ -138,7 +142,7 @@ def _run_stages(ctx: StageContext, until: str | None) -> None:
             ctx.say(f"[{stage}] done earlier, skipping")
             ctx.outputs[stage] = {**entry.get("outputs", {}), "metrics": entry.get("metrics", {})}
         else:
-            resuming = entry.get("status") in ("running", "failed")
+            resuming = entry.get("status") in ("running", "failed", WAITING)
             if resuming and entry.get("config_hash") != digest:  # never resume checkpoints of another config
                 keys = changed_keys(entry.get("config", {}), inputs) or ["an earlier stage"]
                 ctx.say(f"[{stage}] config changed since the interrupted run ({', '.join(keys)}): starting over")
@@ -149,7 +153,11 @@ def _run_stages(ctx: StageContext, until: str | None) -> None:
                 manifest.start(stage, inputs, digest)
             ctx.say(f"[{stage}] {'resuming' if resuming else 'starting'}")
             ctx.barrier()
-            ctx.outputs[stage] = _run_stage(ctx, stage, stage_function(stage))
+            try:
+                ctx.outputs[stage] = _run_stage(ctx, stage, stage_function(stage))
+            except WaitingForLabels as e:  # people label; the same command goes on from here
+                ctx.say(str(e))
+                return
             # The final model is saved: checkpoints only cost disk now. An RL stage with monitor alerts keeps them
             # (an alert names the last healthy checkpoint to fall back to).
             if ctx.is_main and not ctx.outputs[stage]["metrics"].get("alerts"):
@@ -168,6 +176,10 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
                 manifest.finish(
                     stage, outputs, metrics, files=folder_fingerprint(ctx.dir(stage)), folder=ctx.dir(stage)
                 )
+        except WaitingForLabels as e:  # not a failure: recorded, then raised on every process after the barrier
+            if ctx.is_main:
+                manifest.update(stage, status=WAITING, waiting={**e.details, "message": str(e)})
+            error = e
         except BaseException as e:  # SIGKILL skips this: the stage then stays "running" and resumes
             if ctx.is_main:
                 manifest.update(stage, status="failed")
@@ -179,6 +191,9 @@ def _run_stage(ctx: StageContext, stage: str, fn: Callable) -> dict[str, Any]:
         raise error
     if not ctx.is_main:
         manifest.reload()
+        waiting = manifest.stage(stage).get("waiting")
+        if manifest.stage(stage).get("status") == WAITING:
+            raise WaitingForLabels(waiting["message"], waiting)
         if manifest.stage(stage).get("status") != "done":
             raise RlhfkitError(f"stage '{stage}' failed on the main process; see its error above")
     entry = manifest.stage(stage)
@@ -217,6 +232,9 @@ def run_and_report(cfg: PipelineConfig, *, from_stage: str | None = None, until:
         paths = write_pipeline_report(cfg, manifest)
         print_summary(console, manifest, wall_seconds=time.perf_counter() - start)
         console.print(f"report: {paths['markdown']}", soft_wrap=True)
+        waiting = manifest.waiting()
+        if waiting is not None:  # said when it happened; again last, where it is seen
+            console.print(waiting[1]["waiting"]["message"], markup=False, highlight=False, soft_wrap=True)
     return manifest
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,13 @@ from rlhfkit.data.comparisons import read_comparisons
 from rlhfkit.data.preferences import detect_format, load_preferences
 from rlhfkit.data.tables import LAB, lab_preferences, load_prompts, load_sft_data, preference_source, split_eval
 from rlhfkit.data.votelog import read_vote_log
-from rlhfkit.data.votes import agreement_summary
+from rlhfkit.data.votes import agreement_summary, labelling_progress
 from rlhfkit.feedback.judge import judge_file
 from rlhfkit.feedback.sample import sample_comparisons, sample_prompts
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.monitors import MonitorConfig, read_metrics
-from rlhfkit.pipeline.context import GateFailed, StageContext
+from rlhfkit.pipeline.context import GateFailed, StageContext, WaitingForLabels
 from rlhfkit.reward.ensemble import MEMBER_DIR, read_ensemble
 from rlhfkit.reward.evaluate import evaluate_ensemble, evaluate_reward_model
 from rlhfkit.reward.gate import rm_gate
@@ -181,10 +182,13 @@ def sample_answers(ctx: StageContext, model_dir: str, prompts: list, out: Path, 
     return sampled
 
 
-def label_comparisons(ctx: StageContext, comparisons: Path, votes: Path, stage: str) -> tuple[list, list, dict]:
-    """A comparisons file labelled by the lab's pool, read from the people's votes file or labelled by the AI judge
-    (``votes``; the judge's resumed), filtered by the agreement section and split (:func:`_split_pairs`, into
-    ``stage``'s folder). On lab prompts the held-out pairs are relabelled by the gold reward (gold ties dropped), so
+def label_comparisons(
+    ctx: StageContext, comparisons: Path, votes: Path, stage: str, people: str | None = None
+) -> tuple[list, list, dict]:
+    """A comparisons file labelled by the lab's pool, read from the people's votes file ``people`` or labelled by the
+    AI judge (into ``votes``; the judge's resumed), filtered by the agreement section and split (:func:`_split_pairs`,
+    into ``stage``'s folder). People's votes are read once there are enough (:func:`wait_for_votes`; else the stage
+    waits for labels). On lab prompts the held-out pairs are relabelled by the gold reward (gold ties dropped), so
     rm_eval measures accuracy against the truth, and ``gold_agreement_filtered`` is the share of the pairs whose
     chosen answer has the higher gold reward. Returns ``(train, held_out, metrics)``."""
     cfg, pp = ctx.cfg, ctx.cfg.preferences
@@ -206,14 +210,9 @@ def label_comparisons(ctx: StageContext, comparisons: Path, votes: Path, stage: 
         pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
         write_jsonl(votes, pool.answer(rows, labelers_per_item=la.labelers_per_item, seed=cfg.seed))
     else:
-        people = Path(pp.votes).expanduser()
-        if not people.is_file():
-            raise ConfigError(
-                f"preferences.votes={pp.votes!r} does not exist yet: label the comparisons with `rlhfkit label "
-                f"{comparisons} --out {pp.votes}`, then run again (the sampled comparisons are kept)"
-            )
+        wait_for_votes(ctx, comparisons, rows, people or pp.votes, stage)
         with atomic_path(votes) as tmp:  # the run keeps the votes it trained on
-            shutil.copyfile(people, tmp)
+            shutil.copyfile(Path(people or pp.votes).expanduser(), tmp)
     loaded = _read_preferences(votes, cfg, "votes")
     train, held_out, metrics = _split_pairs(loaded, cfg, ctx.dir(stage))
     metrics.update(
@@ -228,6 +227,32 @@ def label_comparisons(ctx: StageContext, comparisons: Path, votes: Path, stage: 
         metrics["n_held_out"] = len(held_out)
         ctx.say(f"[{stage}] agreement-filtered labels agree with gold: {metrics['gold_agreement_filtered']:.3f}")
     return train, held_out, metrics
+
+
+def wait_for_votes(ctx: StageContext, comparisons: Path, rows: list[dict], people: str, stage: str) -> None:
+    """Go on when the people's votes file ``people`` holds enough votes on the comparisons ``rows``
+    (``preferences.min_votes``; None: every pair labelled once), else raise :class:`WaitingForLabels` with the exact
+    ``rlhfkit label`` command: the run stops there (exit 0) and the same ``rlhfkit run`` resumes the stage."""
+    need = ctx.cfg.preferences.min_votes
+    progress = labelling_progress(Path(people).expanduser(), rows)
+    if progress.enough(need):
+        ctx.say(f"[{stage}] people's votes in {people}: {progress.summary()}")
+        return
+    command = f"rlhfkit label {shlex.quote(str(Path(comparisons).resolve()))} --out {shlex.quote(str(people))}"
+    wanted = f"{need} votes (preferences.min_votes)" if need is not None else "every pair labelled once"
+    message = (
+        f"[{stage}] waiting for labels: {progress.summary()}, the run needs {wanted}. Label the comparisons with\n"
+        f"    {command}\n"
+        f"then run the same `rlhfkit run` again to go on (`--min-votes N` goes on with N votes)"
+    )
+    details = {
+        "comparisons": str(Path(comparisons).resolve()),
+        "votes": str(people),
+        "command": command,
+        "have": progress._asdict(),
+        "min_votes": need,
+    }
+    raise WaitingForLabels(message, details)
 
 
 def gold_share(pairs: list[dict]) -> float:
@@ -406,7 +431,8 @@ def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
 
 def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     """PPO, GRPO, RLOO and rejection sampling: RL prompts, the reward model, gold logged beside it in the lab. A
-    round's PPO starts from the last round's policy, its reference still the SFT model."""
+    round's policy starts from the last round's, its reference (the KL leash; best-of-N: the KL measured) still the
+    SFT model."""
     cfg, algorithm = ctx.cfg, ctx.cfg.rl.algorithm
     with ctx.main_process_first():
         prompts = [{"prompt": p} for p in rl_prompts(ctx)[0]]
@@ -415,17 +441,17 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     start = ctx.outputs[names.start]["model_dir"]
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
     config, run = cfg.trainer_config(algorithm, names.stage), ALGORITHMS[algorithm].runner()
-    if start != sft_model and algorithm != "ppo":  # load_config refuses this; a guard for callers of run_rl
-        raise ConfigError(f"rl.algorithm={algorithm!r} cannot start apart from its reference; use ppo for rounds")
+    reference = {"reference_model": sft_model} if start != sft_model else {}  # a round: the leash stays at SFT
     if algorithm == "best_of_n":
         result = run(
-            sft_model,
+            start,
             prompts,
             config,
             reward_model=reward_model,
             preset=cfg.model.preset,
             monitor_config=monitor,
             metric_funcs=gold,
+            **reference,
         )
         notes = [
             "reward normalisation (rm_eval's reward_mean / reward_std): the best sample of a prompt is picked by rank",
@@ -442,11 +468,10 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
         "reward_ensemble_coef": cfg.rl.reward_ensemble_coef,
     }
     if algorithm == "ppo":
-        reference = {"reference_model": sft_model} if start != sft_model else {}
         result = run(start, prompts, config, layout=cfg.rl.layout, metric_funcs=gold, **common, **reference)
     else:
         weights = [1.0, 0.0] if gold else None  # gold is logged, never optimised
-        result = run(sft_model, prompts, config, reward_funcs=gold, reward_weights=weights, **common)
+        result = run(start, prompts, config, reward_funcs=gold, reward_weights=weights, **common, **reference)
     return result, {}, []
 
 

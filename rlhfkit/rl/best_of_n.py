@@ -280,6 +280,7 @@ def run_best_of_n(
     preset="full",
     monitor_config: MonitorConfig | None = None,
     metric_funcs: Sequence[Callable] | None = None,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """Rejection-sampling fine-tuning: ``config.rounds`` x (sample N per prompt, keep the reward model's best, SFT).
 
@@ -294,6 +295,9 @@ def run_best_of_n(
             healthy step's rounds (``round-<k>/model``; 0: the SFT model). ``reward_kl_race`` is off: a step is a
             round, not an optimiser step.
         metric_funcs: functions logged beside the reward model (e.g. the lab's gold reward), never used to select.
+        reference_model: the model each round's KL is measured to when the first round samples another one
+            (iterative RLHF: ``model_name_or_path`` is round r-1's policy, this the SFT model); a stop before the
+            first round returns ``model_name_or_path``.
     Returns:
         a :class:`~rlhfkit.runs.RunResult` (trainer ``best_of_n``) whose ``log_history`` has one row per round
         (``step`` = round) plus one for the final policy, and ``metrics`` with ``rounds_done``, ``monitor_alerts``
@@ -307,7 +311,7 @@ def run_best_of_n(
     prompts = [row["prompt"] if isinstance(row, dict) else row for row in train_dataset]
     if not prompts:
         raise ConfigError("run_best_of_n needs prompts; train_dataset is empty")
-    out, sft_dir = Path(config.output_dir), str(model_name_or_path)
+    out, start, sft_dir = Path(config.output_dir), str(model_name_or_path), str(reference_model or model_name_or_path)
     process = PartialState()  # several processes: the main one samples and writes, all of them fine-tune (DDP)
     # reward_kl_race judges KL gained per optimiser step; here a logged step is a round of many: it does not apply.
     # A stop returns one round's policy, not an average (consecutive rounds are many updates apart)
@@ -317,7 +321,7 @@ def run_best_of_n(
     monitor = HealthMonitor(monitor_config, checkpoint_name=f"round-{{}}/{MODEL_SUBDIR}")
     state, control = TrainerState(is_world_process_zero=process.is_main_process), TrainerControl()
     monitor.on_train_begin(config, state, control)
-    policy, history = sft_dir, []
+    policy, history = start, []
     for r in range(1, config.rounds + 2):  # round R + 1's samples measure the final policy (nothing is trained)
         round_dir = out / f"round-{r}"
         round_prompts = _round_prompts(prompts, config, r)
@@ -347,7 +351,7 @@ def run_best_of_n(
     returned, reason = state.global_step, "no stop alert: the final weights"
     if monitor.stop_step is not None:  # the policy after the last healthy step's rounds (0: the SFT model)
         returned, reason = monitor.returned_step, monitor.returned_reason
-        policy = str(out / f"round-{returned}" / MODEL_SUBDIR) if returned else sft_dir
+        policy = str(out / f"round-{returned}" / MODEL_SUBDIR) if returned else start
         logger.warning("monitor: %s", reason)
     if process.is_main_process:
         copy_model(policy, out / MODEL_SUBDIR)

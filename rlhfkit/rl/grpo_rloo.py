@@ -53,13 +53,15 @@ def run_grpo(
     reward_std: float | None = None,
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
 
     :func:`run_rloo` takes the same arguments (both signatures are kept identical on purpose).
 
     Args:
-        model_name_or_path: the SFT model: the policy's starting point and the frozen reference.
+        model_name_or_path: the SFT model: the policy's starting point and the frozen reference (unless
+            ``reference_model`` says otherwise).
         train_dataset: rows with a ``prompt`` column (text, or a list of chat messages); a plain list of
             prompt strings is accepted too. Other columns are passed to ``reward_funcs`` as keyword arguments.
         config: a ``trl.GRPOConfig``; build it with :func:`grpo_config` (presets, precision, ``beta=0.04``).
@@ -83,6 +85,9 @@ def run_grpo(
         reward_mean, reward_std: normalise the reward model's score as ``(score - mean) / std``.
         reward_aggregation, reward_ensemble_coef: how an ensemble's members make one reward, ``mean`` | ``min`` |
             ``mean_minus_std`` (:func:`rlhfkit.models.scoring.aggregate_rewards`); ignored for one reward model.
+        reference_model: the frozen reference (the KL leash) when it is not the starting policy: iterative RLHF's
+            round r starts from round r-1's policy and keeps the SFT model here (full fine-tuning only: a LoRA
+            policy's reference is its own start with the adapter turned off).
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the average of
         the last healthy checkpoints; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,
@@ -108,6 +113,7 @@ def run_grpo(
         reward_std=reward_std,
         reward_aggregation=reward_aggregation,
         reward_ensemble_coef=reward_ensemble_coef,
+        reference_model=reference_model,
     )
 
 
@@ -128,6 +134,7 @@ def run_rloo(
     reward_std: float | None = None,
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
 
@@ -158,6 +165,7 @@ def run_rloo(
         reward_std=reward_std,
         reward_aggregation=reward_aggregation,
         reward_ensemble_coef=reward_ensemble_coef,
+        reference_model=reference_model,
     )
 
 
@@ -180,6 +188,7 @@ def _run_sampling_rl(
     reward_std: float | None = None,
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
+    reference_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (the arguments
     :func:`run_grpo` documents)."""
@@ -210,16 +219,27 @@ def _run_sampling_rl(
             "reward function(s); give one per function, the reward model first"
         )
 
+    if reference_model is not None and method.lora is not None:
+        raise ConfigError(
+            f"run_{name}: reference_model={str(reference_model)!r} with a LoRA preset: the reference of a LoRA policy "
+            "is its own start (the adapter turned off); use preset full, or leave reference_model out"
+        )
     model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
-    trainer = trainer_cls(
-        model=model,
-        reward_funcs=funcs,
-        args=config,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=method.lora,
-        callbacks=list(callbacks or []),
-    )
+    start = model.config._name_or_path
+    if reference_model is not None:  # TRL builds the frozen reference from the policy config's model id
+        model.config._name_or_path = str(reference_model)
+    try:
+        trainer = trainer_cls(
+            model=model,
+            reward_funcs=funcs,
+            args=config,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=method.lora,
+            callbacks=list(callbacks or []),
+        )
+    finally:
+        model.config._name_or_path = start
     if reward_model is not None:
         place_reward_function(funcs[0], trainer.accelerator.device)
     # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.

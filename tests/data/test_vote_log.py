@@ -140,3 +140,28 @@ def test_soft_labels_at_the_door_take_a_judges_votes_file(tmp_path):
     assert soft_label_problems(str(judged), "data.preferences", "auto") == []
     (problem,) = soft_label_problems(str(people), "data.preferences", "votes")
     assert "carry no judge probability 'p'" in problem
+
+
+def test_labelling_progress_counts_votes_and_decided_pairs_of_these_comparisons(tmp_path):
+    from rlhfkit.data.votes import labelling_progress
+
+    four = comparison_row("p4", ["a", "b", "c", "d"])  # 6 pairs
+    items, path = [TWO, THREE, four], tmp_path / "votes.jsonl"
+    assert labelling_progress(path, items) == (0, 0, 1 + 3 + 6)  # no file yet: nothing labelled
+    other = comparison_row("elsewhere", ["q", "r"])
+    undone = pairwise_vote(four, "ann", (0, 3), "a", [0, 1, 2, 3])
+    rows = [
+        pairwise_vote(TWO, "ann", (1, 0), "b", [1, 0]),
+        pairwise_vote(TWO, "bob", (0, 1), "a", [0, 1]),  # the same pair again: one pair, two votes
+        ranking_vote(THREE, "ann", [[2], [0, 1]], [0, 1, 2]),  # a ranking decides its 3 pairs
+        pairwise_vote(four, "ann", (2, 1), "tie", [0, 1, 2, 3]),  # a tie decides its pair
+        undone,
+        undo_row(undone),
+        pairwise_vote(other, "ann", (0, 1), "a", [0, 1]),  # not one of these comparisons
+    ]
+    with AppendLog(path) as log:
+        log.append(*rows)
+    progress = labelling_progress(path, items)
+    assert progress == (4, 1 + 3 + 1, 10) and progress.summary() == "4 votes, 5 of 10 pairs labelled"
+    assert not progress.enough(None) and progress.enough(4) and not progress.enough(5)
+    assert labelling_progress(path, [TWO, THREE]).enough(None)  # every pair of these labelled once

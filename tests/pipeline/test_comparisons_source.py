@@ -127,8 +127,8 @@ def test_sample_lab_labels_agreement_reward_model_then_people_then_a_judge(tmp_p
 
     people = tmp_path / "votes.jsonl"  # outside the run folder
     cfg = load_config(_lab_loop(out, labels="people", votes=str(people)))
-    with pytest.raises(ConfigError, match=r"preferences.votes=.* does not exist yet: label the comparisons with"):
-        run_pipeline(cfg, from_stage="preferences", until="preferences", say=lambda _: None)
+    waiting = run_pipeline(cfg, from_stage="preferences", until="preferences", say=lambda _: None).waiting()
+    assert waiting[0] == "preferences" and waiting[1]["waiting"]["command"].startswith("rlhfkit label ")
     resampled = read_comparisons(stage / "comparisons.jsonl")
     assert [r["item_id"] for r in resampled] == [r["item_id"] for r in rows]  # seeded: the same answers
     names = {f"lab:{j}": name for j, name in enumerate(("alice", "bob", "carol"))}

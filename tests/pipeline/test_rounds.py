@@ -4,6 +4,7 @@ rounds end to end from ``rlhfkit run``, and a SIGKILL in round 2 resumed."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,14 @@ def tiny_rounds(out: Path, **rounds) -> dict:
         ({"rounds": {"k": 1}}, r"rounds.k=1: must be >= 2"),
         ({"rounds": {"reward_refresh": "tune"}}, "rounds.reward_refresh='tune' must be one of continue, retrain"),
         ({"rounds": {"labels_per_round": 2}}, r"rounds.labels_per_round=2 labels no prompt: .* at least 3"),
-        ({"rl": {"algorithm": "grpo"}}, r"rounds.count=3 runs rl.algorithm: ppo or dpo only .* grpo is not built"),
+        ({"rl": {"algorithm": "grpo", "layout": "shared"}}, None),  # layout is PPO's: GRPO rounds run
         ({"rl": {"algorithm": "dpo"}, "reward": {"ensemble_size": 2}}, "dpo picks each prompt's best and worst"),
         ({"model": {"preset": "lora"}}, r"rounds.count=3 needs model.preset: full \(and PPO's separate layout"),
-        ({"preferences": {"source": "comparisons", "labels": "people", "votes": "v.jsonl"}}, "labels: people is not"),
+        ({"preferences": {"source": "comparisons", "labels": "people", "votes": "v.jsonl"}}, None),  # rounds wait
+        ({"preferences": {"source": "comparisons", "labels": "people"}}, r"labels=people reads the votes people gave"),
+        ({"preferences": {"source": "comparisons", "min_votes": 10}}, r"min_votes=10 is read only with .* people"),
+        ({"preferences": {"source": "comparisons", "labels": "people", "votes": "v", "min_votes": 0}}, "min_votes=0"),
+        ({"rl": {"algorithm": "ppo", "layout": "shared"}}, r"needs model.preset: full \(and PPO's separate layout"),
         ({"data": {"preferences": "prefs.jsonl"}}, r"data.preferences='prefs.jsonl' cannot; set preferences.source"),
         ({"reward": {"ensemble_size": 2}}, "rounds.reward_refresh=continue cannot continue a reward ensemble"),
     ],
@@ -45,9 +50,12 @@ def test_rounds_keys_are_checked_at_the_door(tmp_path, patch, message):
     cfg = tiny_rounds(tmp_path / "run")
     for section, values in patch.items():
         cfg.setdefault(section, {}).update(values)
+    if message is None:  # allowed with rounds
+        assert load_config(cfg).rounds.count == 3
+        return
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(cfg)
-    assert len([p for p in caught.value.problems if "rounds" in p]) == 1  # one line for it
+    assert len([p for p in caught.value.problems if re.search(message, p)]) == 1  # one line for it
     assert not (tmp_path / "run").exists()
 
 
@@ -136,3 +144,117 @@ def test_iterative_dpo_two_rounds_best_vs_worst_by_the_refreshed_reward_model(tm
         stages["round-2/rl"]["metrics"]["algorithm"] == "dpo"
         and "implicit_accuracy" in stages["round-2/rl"]["metrics"]
     )
+
+
+def _people(cfg: dict, votes: Path) -> dict:
+    cfg["preferences"] = {
+        "source": "comparisons",
+        "labels": "people",
+        "votes": str(votes),
+        "prompts": 16,
+        "k": 3,
+        "max_new_tokens": 24,
+    }
+    return cfg
+
+
+def _label(comparisons: str, votes: Path, share: float = 1.0) -> int:
+    """The lab's labelers ("people" here) vote on the first ``share`` of the comparisons, into ``votes``."""
+    from rlhfkit import lab
+    from rlhfkit.data.comparisons import AppendLog, read_comparisons
+
+    rows = read_comparisons(comparisons)
+    rows = rows[: max(1, int(len(rows) * share))]
+    labelled = lab.LabelerPool(3, noise=0.1, seed=1).answer(rows, seed=2)
+    with AppendLog(votes) as log:
+        log.append(*labelled)
+    return len(labelled)
+
+
+def _run(path: Path, capsys, *flags: str) -> tuple[dict, str]:
+    assert main(["run", str(path), *flags]) == 0
+    out = capsys.readouterr().out
+    return json.loads((Path(yaml.safe_load(path.read_text())["output_dir"]) / "manifest.json").read_text()), out
+
+
+def test_people_labels_pause_the_run_and_the_same_command_resumes_it(tmp_path, capsys):
+    """``labels: people``: the preferences stage samples its comparisons, then stops -- exit 0, the manifest says
+    ``waiting for labels`` with the exact `rlhfkit label` command -- until the votes file has enough votes; the same
+    `rlhfkit run` goes on (``--min-votes``: with fewer)."""
+    votes = tmp_path / "people" / "votes.jsonl"
+    cfg = _people(tiny(tmp_path / "run"), votes)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    manifest, out = _run(path, capsys, "--until", "preferences")
+    entry = manifest["stages"]["preferences"]
+    comparisons = tmp_path / "run" / "preferences" / "comparisons.jsonl"
+    assert entry["status"] == "waiting for labels" and manifest["stages"]["sft"]["status"] == "done"
+    command = f"rlhfkit label {comparisons} --out {votes}"
+    assert entry["waiting"]["command"] == command and command in out and "waiting for labels" in out
+    assert entry["waiting"]["have"] == {"votes": 0, "pairs_labelled": 0, "pairs": entry["waiting"]["have"]["pairs"]}
+    assert out.rstrip().endswith("goes on with N votes)")  # said again last, after the summary
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| preferences | waiting for labels | 0 of 48 pairs labelled |" in report
+    before = comparisons.read_bytes()
+
+    n = _label(str(comparisons), votes, share=0.5)  # half labelled: still waiting, the comparisons kept
+    manifest, out = _run(path, capsys, "--until", "preferences")
+    entry = manifest["stages"]["preferences"]
+    assert entry["status"] == "waiting for labels" and entry["waiting"]["have"]["votes"] == n
+    assert "[preferences] resuming" in out and comparisons.read_bytes() == before
+
+    manifest, out = _run(path, capsys, "--until", "preferences", "--min-votes", str(n))  # enough for the user
+    entry = manifest["stages"]["preferences"]
+    assert entry["status"] == "done" and entry["metrics"]["n_votes"] == n and "waiting" not in out
+    assert manifest["stages"]["sft"]["status"] == "done"  # --min-votes redid nothing
+
+
+@pytest.mark.slow
+def test_people_label_each_round_between_runs_of_the_same_command(tmp_path, capsys):
+    """Two rounds labelled by "people" (the lab's labelers writing the votes files between runs): the run waits in
+    round 1's preferences, then in round 2's (its votes file beside the first, named in the command), then
+    finishes; each wait is exit 0 and the manifest's ``waiting for labels``."""
+    votes = tmp_path / "people" / "votes.jsonl"
+    cfg = _people(tiny_rounds(tmp_path / "run", count=2), votes)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    manifest, _ = _run(path, capsys)
+    assert manifest["stages"]["preferences"]["status"] == "waiting for labels"
+    _label(manifest["stages"]["preferences"]["waiting"]["comparisons"], votes)
+    manifest, out = _run(path, capsys)
+    entry = manifest["stages"]["round-2/preferences"]
+    assert entry["status"] == "waiting for labels" and manifest["stages"]["round-2/comparisons"]["status"] == "done"
+    round_votes = tmp_path / "people" / "votes.round-2.jsonl"
+    assert entry["waiting"]["votes"] == str(round_votes) and f"--out {round_votes}" in out
+    assert entry["waiting"]["comparisons"] == manifest["stages"]["round-2/comparisons"]["outputs"]["comparisons"]
+    assert "final_eval" not in manifest["stages"] and manifest["stages"]["rl"]["status"] == "done"
+    _label(entry["waiting"]["comparisons"], round_votes)
+    manifest, out = _run(path, capsys)
+    stages = manifest["stages"]
+    assert all(s["status"] == "done" for s in stages.values()) and "final_eval" in stages
+    assert "[rl] done earlier, skipping" in out and "[round-2/preferences] resuming" in out
+    assert stages["round-2/preferences"]["metrics"]["n_votes"] > 0
+    assert "## Rounds" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "best_of_n"])
+def test_two_rounds_of_each_sampling_algorithm_keep_the_sft_model_as_the_reference(tmp_path, algorithm):
+    """GRPO, RLOO and best-of-N rounds: round 2's RL starts from round 1's policy; its first KL, measured before any
+    update, is to the SFT model, so it is round 1's distance from SFT, not 0."""
+    cfg = tiny_rounds(tmp_path / "run", count=2)
+    cfg["rl"]["algorithm"] = algorithm
+    cfg.setdefault(algorithm, {}).update(
+        {"best_of_n": {"rounds": 1, "prompts_per_round": 8, "num_samples": 2, "max_steps": 2}}.get(
+            algorithm, {"max_steps": 4, "logging_steps": 1, "learning_rate": 5e-3}
+        )
+    )
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert all(s["status"] == "done" for s in stages.values())
+    assert stages["round-2/rl"]["metrics"]["algorithm"] == algorithm
+    first = json.loads((tmp_path / "run" / "round-2" / "rl" / "log_history.json").read_text())[0]
+    kl = first.get("kl_per_sequence", first.get("kl"))
+    assert kl is not None and kl > 0, first

@@ -194,3 +194,19 @@ def test_a_stop_returns_the_last_healthy_round(nano_model, tmp_path):
     assert (m["stop_step"], m["last_healthy_step"], m["returned_step"]) == (1, 0, 0)
     assert "returns the starting policy (step 0)" in m["returned_reason"]
     assert os.path.samefile(result.model_dir / "model.safetensors", os.path.join(nano_model, "model.safetensors"))
+
+
+def test_a_reference_apart_from_the_start_is_what_kl_is_measured_to(nano_model, tmp_path):
+    """A round of iterative RLHF: the first round samples the start policy and measures KL to the SFT model."""
+    from rlhfkit.lab import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", size="nano", seed=1)
+    kw = {"rounds": 1, "num_samples": 2, "prompts_per_round": 4, "max_completion_length": 6, "max_steps": 1,
+          "per_device_train_batch_size": 4, "report_to": [], "disable_tqdm": True}  # fmt: skip
+    prompts = lab.make_prompts(8, seed=0)
+    same = run_best_of_n(nano_model, prompts, best_of_n_config(tmp_path / "same", **kw), reward_model=nano_model)
+    apart = run_best_of_n(
+        nano_model, prompts, best_of_n_config(tmp_path / "apart", **kw), reward_model=nano_model, reference_model=other
+    )
+    assert same.log_history[0]["kl_per_sequence"] == 0  # step 0: the start policy, measured to itself
+    assert apart.log_history[0]["kl_per_sequence"] > 0.01  # to the reference: two random nano models apart

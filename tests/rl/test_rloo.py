@@ -7,8 +7,8 @@ import pytest
 from rlhfkit import lab
 from rlhfkit.core.errors import ConfigError
 from rlhfkit.monitors import read_metrics
-from rlhfkit.rl.configs import rloo_config
-from rlhfkit.rl.grpo_rloo import run_rloo
+from rlhfkit.rl.configs import grpo_config, rloo_config
+from rlhfkit.rl.grpo_rloo import run_grpo, run_rloo
 from tests.conftest import REPO
 
 
@@ -78,3 +78,25 @@ def test_rloo_recipe_runs_on_the_lab(nano_model, tmp_path):
     health = [json.loads(line) for line in (tmp_path / "out" / "health.jsonl").read_text().splitlines()]
     assert metrics["monitor_alerts"] == sum(len(h["alerts"]) for h in health)  # the monitors of the lab config ran
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("run", [run_rloo, run_grpo], ids=["rloo", "grpo"])
+def test_a_reference_apart_from_the_start_is_the_kl_leash(nano_model, tmp_path, run):
+    """Iterative RLHF's round r starts from round r-1's policy with the SFT model as the reference: the first step's
+    KL (before any update) is ~0 when the reference is the start, and large when it is another model."""
+    from rlhfkit.lab import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", size="nano", seed=1)
+    common = {"reward_model": nano_model, "reward_funcs": [lab.lab_gold], "reward_weights": [1.0, 0.0]}
+    make = grpo_config if run is run_grpo else rloo_config
+    kw = {"max_steps": 1, "per_device_train_batch_size": 16, "num_generations": 4, "max_completion_length": 12,
+          "logging_steps": 1, "save_steps": 10_000, "report_to": [], "seed": 0, "disable_tqdm": True}  # fmt: skip
+    same = run(nano_model, lab.make_prompts(16), make(tmp_path / "same", **kw), **common)
+    apart = run(nano_model, lab.make_prompts(16), make(tmp_path / "apart", **kw), reference_model=other, **common)
+    kl_same, kl_apart = (next(r["kl"] for r in x.log_history if "kl" in r) for x in (same, apart))
+    assert kl_same == 0 and kl_apart > 0.01  # two random nano models: 0.03 nats per token apart
+    config = json.loads((apart.model_dir / "config.json").read_text())
+    assert config.get("_name_or_path", str(nano_model)) != str(other)  # the policy's own id is put back
+    with pytest.raises(ConfigError, match=r"reference_model=.* with a LoRA preset"):
+        run(nano_model, lab.make_prompts(8), make(tmp_path / "lora", preset="lora", **kw), reference_model=other,
+            preset="lora", **common)  # fmt: skip
