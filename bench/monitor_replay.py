@@ -39,10 +39,10 @@ from bench.overopt_protocol import CRITERIA, criteria, parse_split, pass_rates, 
 # candidate settings for --search, the defaults before issue 28 first (ties keep the earlier: a change must earn its
 # place on the tuning runs)
 SEARCH = [
-    {"kl_limit": kl, "reward_kl_slope": slope, "reward_kl_min_steps": steps,
+    {"kl_limit": kl, "reward_kl_slope": slope, "reward_kl_min_steps": steps, "gain_flattening_min_steps": gain,
      "gate": {"min_accuracy": acc, "max_pair_length_bias": pair}}
-    for acc, pair, steps, kl, slope in itertools.product(
-        (0.6, 0.65), (None, 0.5, 0.4), (0, 30, 15), (0.12, 0.1, 0.15), (0.006, 0.008)
+    for acc, pair, steps, kl, slope, gain in itertools.product(
+        (0.6, 0.65), (None, 0.5, 0.4), (0, 30, 15), (0.12, 0.1, 0.15), (0.006, 0.008), (0, 30, 15)
     )
 ]  # fmt: skip
 

@@ -23,6 +23,7 @@ KL_LIMIT = 0.15
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
+GAIN_MIN_STEPS = 0  # global steps before the gain is judged
 MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
 # KL per starting token gained per optimiser step, on average since the start (replayed, docs/overoptimisation.md):
 # the labelers' length bias 0.5 runs of the grid reach 0.008-0.02 in their first 15 steps, the bias-0.3 runs and the
@@ -102,6 +103,8 @@ class MonitorConfig:
             turns, while the proxy keeps rising, ever more slowly).
         gain_flattening_min_kl (`float`, defaults to `GAIN_MIN_KL`): KL per token of the starting length below which
             the gain is not judged (near the start sqrt(KL) is too small for a slope).
+        gain_flattening_min_steps (`int`, defaults to `GAIN_MIN_STEPS`): global steps before the gain is judged:
+            the first half of a short curve is a few noisy logs, so its gain, and the ratio to it, is noise.
         reward_gain_flattening_action (`str`, defaults to `"stop"`).
         healthy_checkpoint_steps (`int`, defaults to `1`): save a checkpoint at a healthy logged step when the last
             one the monitor asked for is at least this many global steps old (0: only the trainer's ``save_steps``),
@@ -202,6 +205,9 @@ class MonitorConfig:
     gain_flattening_min_kl: float = field(
         default=GAIN_MIN_KL, metadata={"help": "KL per starting token below which the gain is not judged."}
     )
+    gain_flattening_min_steps: int = field(
+        default=GAIN_MIN_STEPS, metadata={"help": "Global steps before the gain is judged (0: from the start)."}
+    )
     reward_gain_flattening_action: Action = field(default="stop", metadata={"help": "warn | stop | off."})
     healthy_checkpoint_steps: int = field(
         default=1,
@@ -262,8 +268,9 @@ class MonitorConfig:
             problems.append(f"trend_window={self.trend_window} must be >= 2 (a slope needs two points)")
         if self.length_drift_ratio <= 1:
             problems.append(f"length_drift_ratio={self.length_drift_ratio} must be > 1")
-        if self.reward_kl_min_steps < 0:
-            problems.append(f"reward_kl_min_steps={self.reward_kl_min_steps} must be >= 0 (0: judged from the start)")
+        for name in ("reward_kl_min_steps", "gain_flattening_min_steps"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0 (0: judged from the start)")
         problems += self._no_harm_problems()
         if self.frozen_check_steps < 0:
             problems.append(f"frozen_check_steps={self.frozen_check_steps} must be >= 0 (0: begin and end only)")

@@ -101,14 +101,16 @@ def gain_flattening(timeline: Sequence[Mapping[str, Any]], config: MonitorConfig
     ``gain_flattening_fraction`` x what it gained over the first half (``0 -> d/2``). A proxy linear in sqrt(KL)
     gains as much in both halves; the concave curves of Gao et al. less and less in the second.
 
-    Judged once the KL per starting token is above ``gain_flattening_min_kl`` and the first half gained (a proxy
-    that never rose has no curve to turn).
+    Judged from global step ``gain_flattening_min_steps`` on, once the KL per starting token is above
+    ``gain_flattening_min_kl`` and the first half gained (a proxy that never rose has no curve to turn).
     """
     c = config
     length0 = start(timeline, "length", c)
     kl, proxy = dict(smoothed(timeline, "kl", c)), dict(smoothed(timeline, "reward", c))
     p0 = start(timeline, "reward", c)
     now = timeline[-1]["step"]
+    if now < c.gain_flattening_min_steps:
+        return None
     if not length0 or now not in kl or now not in proxy or kl[now] / length0 < c.gain_flattening_min_kl:
         return None
     d = {s: math.sqrt(max(v, 0.0) / length0) for s, v in kl.items() if s in proxy}

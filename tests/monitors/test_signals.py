@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from rlhfkit.core.errors import ConfigError
 from rlhfkit.monitors import MonitorConfig
 from rlhfkit.monitors.signals import (
     baseline,
@@ -102,6 +103,21 @@ def test_gain_flattening_needs_distance_and_a_rising_proxy():
     assert gain_flattening(_timeline(kl, [float(t) for t in range(20)]), CFG) is None
     kl = [0.01 * t * 10 for t in range(1, 21)]
     assert gain_flattening(_timeline(kl, [1.0] * 20), CFG) is None  # a proxy that never rose has no curve to turn
+
+
+def test_gain_flattening_waits_for_min_steps():
+    """The stalled curve above fires at step 40; with ``gain_flattening_min_steps`` 41 it is not judged yet, and the
+    same curve logged every 2 steps (step 80) is judged again."""
+    import dataclasses
+
+    kl = [0.01 * t * 10 for t in range(1, 41)]
+    stalled = [1.0 + 2.0 * min(math.sqrt(0.01 * t), 0.33) for t in range(1, 41)]
+    late = dataclasses.replace(CFG, gain_flattening_min_steps=41)
+    assert gain_flattening(_timeline(kl, stalled), CFG) is not None
+    assert gain_flattening(_timeline(kl, stalled), late) is None
+    assert gain_flattening(_timeline(kl, stalled, every=2), late) == gain_flattening(_timeline(kl, stalled), CFG)
+    with pytest.raises(ConfigError, match=r"gain_flattening_min_steps=-1 must be >= 0"):
+        MonitorConfig(gain_flattening_min_steps=-1)
 
 
 def test_kl_rate_is_the_kl_per_starting_token_per_step_since_the_start():
