@@ -82,9 +82,9 @@ def round_votes(votes: str, r: int) -> str:
 
 
 def rounds_problems(raw: dict[str, Any], sections: dict[str, Any], model, rl) -> list[str]:
-    """What rounds r >= 2 cannot run with: labels only the lab, the judge or people give; a policy that starts apart
-    from its reference (the SFT model) only in full fine-tuning (and PPO's separate layout); a reward ensemble cannot
-    continue from the last one."""
+    """What rounds r >= 2 cannot run with: labels only the lab, the judge or people give; PPO's policy starts apart
+    from its reference (the SFT model) only in full fine-tuning with the separate layout (the other algorithms' LoRA
+    rounds train round r-1's adapter further on the SFT model); a reward ensemble cannot continue from the last one."""
     prefs, data, rounds = sections["preferences"], sections["data"], sections["rounds"]
     problems = []
     if prefs.source == "data" and data.preferences != "lab":
@@ -92,11 +92,12 @@ def rounds_problems(raw: dict[str, Any], sections: dict[str, Any], model, rl) ->
             f"rounds.count={rounds.count} labels each round's new answers, which data.preferences={data.preferences!r}"
             " cannot; set preferences.source: comparisons (lab labelers or people) or judge, or rounds.count: 1"
         )
-    if model.preset != "full" or (rl.algorithm == "ppo" and rl.layout == "shared"):
+    if rl.algorithm == "ppo" and (model.preset != "full" or rl.layout == "shared"):
         problems.append(
-            f"rounds.count={rounds.count} needs model.preset: full (and PPO's separate layout; got preset "
-            f"{model.preset!r}, layout {rl.layout!r}): round r's policy starts from round r-1's and its reference "
-            "stays the SFT model, while a LoRA policy's reference is its own start (the adapter turned off)"
+            f"rounds.count={rounds.count} with rl.algorithm: ppo needs model.preset: full and PPO's separate layout "
+            f"(got preset {model.preset!r}, layout {rl.layout!r}): round r's policy starts from round r-1's with the "
+            "SFT model as its reference, and PPO's LoRA layout shares one base with the reward adapter it trained "
+            "on; use preset full, or grpo / rloo / dpo / best_of_n (their LoRA rounds train round r-1's adapter on)"
         )
     reward = raw.get("reward") if isinstance(raw.get("reward"), dict) else {}
     if rl.algorithm == "dpo" and int(reward.get("ensemble_size") or 1) > 1:

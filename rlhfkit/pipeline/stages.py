@@ -27,6 +27,7 @@ from rlhfkit.data.votelog import read_vote_log
 from rlhfkit.data.votes import agreement_summary, labelling_progress
 from rlhfkit.feedback.judge import judge_file
 from rlhfkit.feedback.sample import sample_comparisons, sample_prompts
+from rlhfkit.models.loading import ADAPTER_SUBDIR
 from rlhfkit.models.sampling import load_for_sampling
 from rlhfkit.models.scoring import load_reward_function, load_scorer, place_reward_function
 from rlhfkit.monitors import MonitorConfig, read_metrics
@@ -426,7 +427,34 @@ def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
         },
         **extra,
     }
-    return {"model_dir": str(result.model_dir)}, metrics
+    return {"model_dir": str(result.model_dir), **_returned_adapter(ctx, names, result, metrics)}, metrics
+
+
+def _returned_adapter(ctx: StageContext, names: RLStage, result, metrics: dict) -> dict[str, str]:
+    """LoRA presets: ``{"adapter": folder}``, the adapter that on the SFT model makes the returned policy (a round
+    under LoRA trains it further), or ``{}`` when the returned policy is the SFT model itself. The run's own adapter
+    unless it returned its starting policy (then the start's); best-of-N merges a fresh adapter every round: none."""
+    if ctx.cfg.model.preset == "full" or ctx.cfg.rl.algorithm == "best_of_n":
+        return {}
+    own = Path(result.model_dir).parent / ADAPTER_SUBDIR
+    if metrics.get("returned_step") != 0 and own.is_dir():
+        return {"adapter": str(own)}
+    start = ctx.outputs[names.start]
+    return {"adapter": start["adapter"]} if start.get("adapter") else {}
+
+
+def _start(ctx: StageContext, names: RLStage) -> dict[str, str]:
+    """How the policy starts apart from the SFT model (a round): full fine-tuning from the last policy with the SFT
+    model as the reference; LoRA from the SFT model with the last round's adapter trained further (the reference:
+    the adapter turned off, i.e. the SFT model)."""
+    sft_model, start = ctx.outputs["sft"]["model_dir"], ctx.outputs[names.start]
+    if start["model_dir"] == sft_model:
+        return {}
+    if ctx.cfg.model.preset == "full" or ctx.cfg.rl.algorithm == "best_of_n":
+        return {"reference_model": sft_model}
+    if not start.get("adapter"):  # the last round returned the SFT model: a fresh adapter, as round 1
+        return {}
+    return {"start_adapter": start["adapter"], "start_model": start["model_dir"]}
 
 
 def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
@@ -438,10 +466,10 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
         prompts = [{"prompt": p} for p in rl_prompts(ctx)[0]]
     rm = ctx.outputs[names.rm_eval]["metrics"]
     reward_model, sft_model = ctx.outputs[names.reward]["model_dir"], ctx.outputs["sft"]["model_dir"]
-    start = ctx.outputs[names.start]["model_dir"]
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
     config, run = cfg.trainer_config(algorithm, names.stage), ALGORITHMS[algorithm].runner()
-    reference = {"reference_model": sft_model} if start != sft_model else {}  # a round: the leash stays at SFT
+    reference = _start(ctx, names)  # a round: the leash stays at the SFT model
+    start = sft_model if "start_adapter" in reference else ctx.outputs[names.start]["model_dir"]
     if algorithm == "best_of_n":
         result = run(
             start,
@@ -483,8 +511,9 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     source = names.dpo_pairs or ctx.outputs[names.preferences]["train"]
     train = [{k: r[k] for k in columns} for r in read_jsonl(source)]
     config = cfg.trainer_config("dpo", names.stage)
-    sft_model, start = ctx.outputs["sft"]["model_dir"], ctx.outputs[names.start]["model_dir"]
-    reference = {"reference_model": sft_model} if start != sft_model else {}
+    sft_model = ctx.outputs["sft"]["model_dir"]
+    reference = _start(ctx, names)  # a round: the reference stays the SFT model
+    start = sft_model if "start_adapter" in reference else ctx.outputs[names.start]["model_dir"]
     run = ALGORITHMS["dpo"].runner()
     result = run(start, train, config, preset=cfg.model.preset, monitor_config=monitor, **reference)
     extra: dict[str, Any] = {}

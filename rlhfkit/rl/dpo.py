@@ -228,6 +228,8 @@ def run_dpo(
     callbacks: list | None = None,
     monitor_config=None,
     reference_model: str | os.PathLike | None = None,
+    start_adapter: str | os.PathLike | None = None,
+    start_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """DPO on preference pairs with :class:`rlhfkit.rl.dpo.DPOTrainer` (TRL's, logging the KL on policy samples).
 
@@ -246,6 +248,9 @@ def run_dpo(
         monitor_config: a :class:`rlhfkit.monitors.MonitorConfig`.
         reference_model: the reference when the policy starts elsewhere (iterative DPO: the SFT model while
             ``model_name_or_path`` is the last round's policy); preset ``full`` only.
+        start_adapter, start_model: LoRA presets: a trained adapter to train further on ``model_name_or_path``, which
+            stays the reference (the adapter turned off), and that policy saved (as in
+            :func:`rlhfkit.rl.grpo_rloo.run_grpo`).
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy; ``metrics["monitor_alerts"]``.
     """
@@ -254,11 +259,15 @@ def run_dpo(
     cols = ("prompt", "chosen", "rejected")
     train_dataset = as_dataset(train_dataset, "train_dataset", cols)
     eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
-    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
-    reference = None
     if reference_model is not None and method.lora is not None:
         raise ConfigError("reference_model apart from the starting policy needs preset full (a LoRA policy's "
-                          "reference is its own start)")  # fmt: skip
+                          "reference is its own start; start_adapter continues an adapter)")  # fmt: skip
+    if start_adapter is not None and method.lora is None:
+        raise ConfigError(f"run_dpo: start_adapter={str(start_adapter)!r} needs preset lora or qlora")
+    model, tokenizer = load_policy(
+        model_name_or_path, method, trust_remote_code=trust_remote_code, adapter=start_adapter
+    )
+    reference = None
     if method.lora is None:  # loaded as the policy is (same tokenizer fixes and dtype), frozen
         reference, _ = load_policy(reference_model or model_name_or_path, method, trust_remote_code=trust_remote_code)
         reference.eval().requires_grad_(False)
@@ -269,8 +278,10 @@ def run_dpo(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=method.lora,
+        peft_config=method.lora if start_adapter is None else None,  # a loaded adapter trains on
         callbacks=list(callbacks or []),
     )
     monitor = dpo_monitor_config(monitor_config)
-    return train_monitored(trainer, tokenizer, config, "dpo", str(model_name_or_path), monitor, eval_dataset)
+    return train_monitored(
+        trainer, tokenizer, config, "dpo", str(model_name_or_path), monitor, eval_dataset, start_model=start_model
+    )

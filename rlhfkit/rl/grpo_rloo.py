@@ -54,6 +54,8 @@ def run_grpo(
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
     reference_model: str | os.PathLike | None = None,
+    start_adapter: str | os.PathLike | None = None,
+    start_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """RL against the reward model with TRL's ``GRPOTrainer`` (group-relative advantages, KL to the SFT model).
 
@@ -88,6 +90,10 @@ def run_grpo(
         reference_model: the frozen reference (the KL leash) when it is not the starting policy: iterative RLHF's
             round r starts from round r-1's policy and keeps the SFT model here (full fine-tuning only: a LoRA
             policy's reference is its own start with the adapter turned off).
+        start_adapter, start_model: LoRA presets: a trained adapter (``<run>/adapter``) to train further on
+            ``model_name_or_path``, which stays the reference (the adapter turned off) -- iterative RLHF's round r
+            under LoRA: the SFT model plus round r-1's adapter; ``start_model`` is that policy saved (round r-1's
+            ``model/``), what a stop before any healthy checkpoint returns.
     Returns:
         a :class:`RunResult` whose ``model_dir`` holds the (merged) policy -- after a stop alert, the average of
         the last healthy checkpoints; ``metrics`` says so (:func:`return_healthy`: ``monitor_alerts``,
@@ -114,6 +120,8 @@ def run_grpo(
         reward_aggregation=reward_aggregation,
         reward_ensemble_coef=reward_ensemble_coef,
         reference_model=reference_model,
+        start_adapter=start_adapter,
+        start_model=start_model,
     )
 
 
@@ -135,6 +143,8 @@ def run_rloo(
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
     reference_model: str | os.PathLike | None = None,
+    start_adapter: str | os.PathLike | None = None,
+    start_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """RL against the reward model with TRL's ``RLOOTrainer`` (REINFORCE with a leave-one-out baseline).
 
@@ -166,6 +176,8 @@ def run_rloo(
         reward_aggregation=reward_aggregation,
         reward_ensemble_coef=reward_ensemble_coef,
         reference_model=reference_model,
+        start_adapter=start_adapter,
+        start_model=start_model,
     )
 
 
@@ -189,6 +201,8 @@ def _run_sampling_rl(
     reward_aggregation: str = "mean",
     reward_ensemble_coef: float = 1.0,
     reference_model: str | os.PathLike | None = None,
+    start_adapter: str | os.PathLike | None = None,
+    start_model: str | os.PathLike | None = None,
 ) -> RunResult:
     """GRPO and RLOO: TRL trainers that sample completions and score them with reward functions (the arguments
     :func:`run_grpo` documents)."""
@@ -222,9 +236,13 @@ def _run_sampling_rl(
     if reference_model is not None and method.lora is not None:
         raise ConfigError(
             f"run_{name}: reference_model={str(reference_model)!r} with a LoRA preset: the reference of a LoRA policy "
-            "is its own start (the adapter turned off); use preset full, or leave reference_model out"
+            "is its own start (the adapter turned off); use preset full, or start_adapter to continue an adapter"
         )
-    model, tokenizer = load_policy(model_name_or_path, method, trust_remote_code=trust_remote_code)
+    if start_adapter is not None and method.lora is None:
+        raise ConfigError(f"run_{name}: start_adapter={str(start_adapter)!r} needs preset lora or qlora")
+    model, tokenizer = load_policy(
+        model_name_or_path, method, trust_remote_code=trust_remote_code, adapter=start_adapter
+    )
     start = model.config._name_or_path
     if reference_model is not None:  # TRL builds the frozen reference from the policy config's model id
         model.config._name_or_path = str(reference_model)
@@ -235,7 +253,7 @@ def _run_sampling_rl(
             args=config,
             train_dataset=train_dataset,
             processing_class=tokenizer,
-            peft_config=method.lora,
+            peft_config=method.lora if start_adapter is None else None,  # a loaded adapter trains on
             callbacks=list(callbacks or []),
         )
     finally:
@@ -243,4 +261,6 @@ def _run_sampling_rl(
     if reward_model is not None:
         place_reward_function(funcs[0], trainer.accelerator.device)
     # Monitors are always on; built after the trainer, which creates the reference model they check stays frozen.
-    return train_monitored(trainer, tokenizer, config, name, str(model_name_or_path), monitor_config)
+    return train_monitored(
+        trainer, tokenizer, config, name, str(model_name_or_path), monitor_config, start_model=start_model
+    )

@@ -172,10 +172,13 @@ def save_starting_policy(trainer, model_name_or_path: str | os.PathLike, output_
 
 
 def train_monitored(
-    trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None
+    trainer, tokenizer, config, name: str, base_model: str, monitor_config, eval_dataset=None, start_model=None
 ) -> RunResult:
     """Add the monitors (:func:`rlhfkit.monitors.build_monitors`), train (resuming), save -- after a stop alert the
-    average of the last healthy checkpoints (:func:`return_healthy`, whose metrics the result carries)."""
+    average of the last healthy checkpoints (:func:`return_healthy`, whose metrics the result carries).
+
+    ``base_model``: what a LoRA adapter is merged into, and the starting policy; ``start_model``: the starting policy
+    when it is not ``base_model`` (a trained adapter trained further: ``base_model`` plus that adapter, saved)."""
     frozen, frozen_exclude = frozen_check_targets(trainer)
     monitors = build_monitors(monitor_config or MonitorConfig(), frozen=frozen, frozen_exclude=frozen_exclude)
     for callback in monitors:
@@ -186,11 +189,12 @@ def train_monitored(
     metrics.update(resume_and_train(trainer, config, name))
     metrics.update(return_healthy(trainer, health))
     metrics.update(eval_metrics(trainer, eval_dataset))
+    start = start_model or base_model
     if returns_start(metrics):
-        model_dir = save_starting_policy(trainer, base_model, config.output_dir)
+        model_dir = save_starting_policy(trainer, start, config.output_dir)
     else:
         model_dir = save_final(trainer, tokenizer, config.output_dir, base_model=base_model, model_kind="causal")
-    model_dir = apply_no_harm(trainer, metrics, model_dir, base_model, monitor_config or MonitorConfig())
+    model_dir = apply_no_harm(trainer, metrics, model_dir, start, monitor_config or MonitorConfig())
     return run_result(trainer, name, model_dir, metrics)
 
 

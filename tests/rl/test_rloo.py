@@ -100,3 +100,26 @@ def test_a_reference_apart_from_the_start_is_the_kl_leash(nano_model, tmp_path, 
     with pytest.raises(ConfigError, match=r"reference_model=.* with a LoRA preset"):
         run(nano_model, lab.make_prompts(8), make(tmp_path / "lora", preset="lora", **kw), reference_model=other,
             preset="lora", **common)  # fmt: skip
+
+
+@pytest.mark.parametrize("run", [run_rloo, run_grpo], ids=["rloo", "grpo"])
+def test_lora_trains_a_given_adapter_further_with_the_base_as_the_reference(nano_model, tmp_path, run):
+    """LoRA rounds: round r trains round r-1's adapter further on the SFT model, whose (adapter-off) self stays the
+    reference: the first step's KL is the adapter's distance from the base, not exactly 0 as with a fresh adapter (its
+    B matrices are 0)."""
+    make = grpo_config if run is run_grpo else rloo_config
+    kw = {"max_steps": 1, "per_device_train_batch_size": 16, "num_generations": 4, "max_completion_length": 12,
+          "logging_steps": 1, "save_steps": 10_000, "report_to": [], "seed": 0, "disable_tqdm": True,
+          "learning_rate": 0.05, "preset": "lora"}  # fmt: skip
+    common = {"reward_model": nano_model, "reward_funcs": [lab.lab_gold], "reward_weights": [1.0, 0.0]}
+    common["preset"] = "lora"
+    first = run(nano_model, lab.make_prompts(16), make(tmp_path / "r1", **kw), **common)  # a fresh adapter: KL 0
+    adapter = tmp_path / "r1" / "adapter"
+    assert next(r["kl"] for r in first.log_history if "kl" in r) == 0 and adapter.is_dir()
+    second = run(nano_model, lab.make_prompts(16), make(tmp_path / "r2", **kw), start_adapter=adapter,
+                 start_model=first.model_dir, **common)  # fmt: skip
+    assert next(r["kl"] for r in second.log_history if "kl" in r) != 0  # round 1's adapter, measured to the base
+    assert (tmp_path / "r2" / "adapter").is_dir() and (second.model_dir / "model.safetensors").exists()
+    with pytest.raises(ConfigError, match=r"start_adapter=.* needs preset lora or qlora"):
+        run(nano_model, lab.make_prompts(8), make(tmp_path / "full", **{**kw, "preset": "full"}),
+            start_adapter=adapter, **{**common, "preset": "full"})  # fmt: skip
