@@ -23,7 +23,7 @@ KL_LIMIT = 0.15
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
-GAIN_MIN_STEPS = 0  # global steps before the gain is judged
+GAIN_MIN_STEPS = 30  # global steps before the gain is judged (as reward_kl_min_steps: two smoothing windows)
 MAX_KL_PER_TOKEN = 2.0  # kl_caution / kl_limit above this are per-sequence levels (the old scale)
 # KL per starting token gained per optimiser step, on average since the start (replayed, docs/overoptimisation.md):
 # the labelers' length bias 0.5 runs of the grid reach 0.008-0.02 in their first 15 steps, the bias-0.3 runs and the

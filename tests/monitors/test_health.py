@@ -119,14 +119,15 @@ SYMPTOMS = {
 }
 
 
+EVERY_STEP = {"smoothing_steps": 1, "reward_kl_min_steps": 0, "gain_flattening_min_steps": 0}
+
+
 def _run(logs_by_step, tmp_path, config=None, monitor=None, start=0):
     args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
     state.global_step, state.train_batch_size = start, BATCH
-    # levels judged on each log alone (smoothing_steps=1) and the KL rate from the start (reward_kl_min_steps=0): these
-    # tests are about when each condition holds
-    monitor = monitor or HealthMonitor(
-        config or MonitorConfig(health_plots=False, smoothing_steps=1, reward_kl_min_steps=0)
-    )
+    # levels judged on each log alone (smoothing_steps=1) and the trends from the start (reward_kl_min_steps=0,
+    # gain_flattening_min_steps=0): these tests are about when each condition holds
+    monitor = monitor or HealthMonitor(config or MonitorConfig(health_plots=False, **EVERY_STEP))
     monitor.on_train_begin(args, state, control)
     for step, logs in logs_by_step:
         state.global_step = step
@@ -160,7 +161,7 @@ def test_healthy_run_stays_quiet(style, tmp_path):
 )
 def test_each_signal_fires_on_its_symptom(signal, style, tmp_path):
     warn_only = {f"{s}_action": "warn" for s in SIGNALS}  # another signal's stop must not end the run first
-    config = MonitorConfig(health_plots=False, smoothing_steps=1, reward_kl_min_steps=0, **warn_only)
+    config = MonitorConfig(health_plots=False, **EVERY_STEP, **warn_only)
     monitor, _ = _run(_series(style, SYMPTOMS[signal][style]), tmp_path, config)
     fired = [a for a in monitor.alerts if a.signal == signal]
     assert fired, f"{signal} did not fire; alerts: {[a.signal for a in monitor.alerts]}"
