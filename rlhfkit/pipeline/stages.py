@@ -193,7 +193,7 @@ def label_comparisons(
     rm_eval measures accuracy against the truth, and ``gold_agreement_filtered`` is the share of the pairs whose
     chosen answer has the higher gold reward. Returns ``(train, held_out, metrics)``."""
     cfg, pp = ctx.cfg, ctx.cfg.preferences
-    rows = read_comparisons(comparisons)
+    rows, people = read_comparisons(comparisons), people or pp.votes
     if pp.source == "judge":
         judged = judge_file(
             comparisons,
@@ -211,9 +211,9 @@ def label_comparisons(
         pool = lab.LabelerPool(la.labelers, noise=la.noise, length_bias=la.length_bias, seed=cfg.seed)
         write_jsonl(votes, pool.answer(rows, labelers_per_item=la.labelers_per_item, seed=cfg.seed))
     else:
-        wait_for_votes(ctx, comparisons, rows, people or pp.votes, stage)
+        wait_for_votes(ctx, comparisons, rows, people, stage)
         with atomic_path(votes) as tmp:  # the run keeps the votes it trained on
-            shutil.copyfile(Path(people or pp.votes).expanduser(), tmp)
+            shutil.copyfile(Path(people).expanduser(), tmp)
     loaded = _read_preferences(votes, cfg, "votes")
     train, held_out, metrics = _split_pairs(loaded, cfg, ctx.dir(stage))
     metrics.update(
@@ -430,11 +430,17 @@ def run_rl(ctx: StageContext, names: RLStage) -> tuple[dict, dict]:
     return {"model_dir": str(result.model_dir), **_returned_adapter(ctx, names, result, metrics)}, metrics
 
 
+def _chains_adapters(cfg) -> bool:
+    """Whether the RL stages carry a LoRA adapter from round to round (LoRA presets; best-of-N merges a fresh adapter
+    every round of its own instead)."""
+    return cfg.model.preset != "full" and cfg.rl.algorithm != "best_of_n"
+
+
 def _returned_adapter(ctx: StageContext, names: RLStage, result, metrics: dict) -> dict[str, str]:
-    """LoRA presets: ``{"adapter": folder}``, the adapter that on the SFT model makes the returned policy (a round
-    under LoRA trains it further), or ``{}`` when the returned policy is the SFT model itself. The run's own adapter
-    unless it returned its starting policy (then the start's); best-of-N merges a fresh adapter every round: none."""
-    if ctx.cfg.model.preset == "full" or ctx.cfg.rl.algorithm == "best_of_n":
+    """``{"adapter": folder}``: the adapter that on the SFT model makes the returned policy (a round under LoRA
+    trains it further) -- the run's own unless it returned its starting policy (then the start's); ``{}`` when there
+    is none (full fine-tuning, best-of-N, or the returned policy is the SFT model itself)."""
+    if not _chains_adapters(ctx.cfg):
         return {}
     own = Path(result.model_dir).parent / ADAPTER_SUBDIR
     if metrics.get("returned_step") != 0 and own.is_dir():
@@ -443,18 +449,18 @@ def _returned_adapter(ctx: StageContext, names: RLStage, result, metrics: dict) 
     return {"adapter": start["adapter"]} if start.get("adapter") else {}
 
 
-def _start(ctx: StageContext, names: RLStage) -> dict[str, str]:
-    """How the policy starts apart from the SFT model (a round): full fine-tuning from the last policy with the SFT
-    model as the reference; LoRA from the SFT model with the last round's adapter trained further (the reference:
-    the adapter turned off, i.e. the SFT model)."""
+def _start(ctx: StageContext, names: RLStage) -> tuple[str, dict[str, str]]:
+    """``(model the policy loads, keyword arguments of the RL run)``: the SFT model as it is; in a round, full
+    fine-tuning from the last policy with the SFT model as the reference, LoRA from the SFT model with the last round's
+    adapter trained further (the reference: the adapter turned off, i.e. the SFT model)."""
     sft_model, start = ctx.outputs["sft"]["model_dir"], ctx.outputs[names.start]
     if start["model_dir"] == sft_model:
-        return {}
-    if ctx.cfg.model.preset == "full" or ctx.cfg.rl.algorithm == "best_of_n":
-        return {"reference_model": sft_model}
+        return sft_model, {}
+    if not _chains_adapters(ctx.cfg):
+        return start["model_dir"], {"reference_model": sft_model}
     if not start.get("adapter"):  # the last round returned the SFT model: a fresh adapter, as round 1
-        return {}
-    return {"start_adapter": start["adapter"], "start_model": start["model_dir"]}
+        return start["model_dir"], {}
+    return sft_model, {"start_adapter": start["adapter"], "start_model": start["model_dir"]}
 
 
 def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
@@ -465,11 +471,10 @@ def _run_on_prompts(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     with ctx.main_process_first():
         prompts = [{"prompt": p} for p in rl_prompts(ctx)[0]]
     rm = ctx.outputs[names.rm_eval]["metrics"]
-    reward_model, sft_model = ctx.outputs[names.reward]["model_dir"], ctx.outputs["sft"]["model_dir"]
+    reward_model = ctx.outputs[names.reward]["model_dir"]
     gold = [lab.lab_gold] if cfg.data.prompts == LAB else None  # the gold reward, logged and never optimised
     config, run = cfg.trainer_config(algorithm, names.stage), ALGORITHMS[algorithm].runner()
-    reference = _start(ctx, names)  # a round: the leash stays at the SFT model
-    start = sft_model if "start_adapter" in reference else ctx.outputs[names.start]["model_dir"]
+    start, reference = _start(ctx, names)  # a round: the leash stays at the SFT model
     if algorithm == "best_of_n":
         result = run(
             start,
@@ -512,8 +517,7 @@ def _run_dpo(ctx: StageContext, monitor: MonitorConfig, names: RLStage):
     train = [{k: r[k] for k in columns} for r in read_jsonl(source)]
     config = cfg.trainer_config("dpo", names.stage)
     sft_model = ctx.outputs["sft"]["model_dir"]
-    reference = _start(ctx, names)  # a round: the reference stays the SFT model
-    start = sft_model if "start_adapter" in reference else ctx.outputs[names.start]["model_dir"]
+    start, reference = _start(ctx, names)  # a round: the reference stays the SFT model
     run = ALGORITHMS["dpo"].runner()
     result = run(start, train, config, preset=cfg.model.preset, monitor_config=monitor, **reference)
     extra: dict[str, Any] = {}

@@ -38,7 +38,7 @@ from rlhfkit.models.loading import load_policy
 from rlhfkit.models.sampling import generate_ids, load_for_sampling, sequence_kl, sequence_logprobs
 from rlhfkit.monitors.config import MonitorConfig
 from rlhfkit.reward.evaluate import RewardModelReport, report_from_scores, response_length
-from rlhfkit.rl.healthy import train_monitored
+from rlhfkit.rl.healthy import load_start_policy, train_monitored
 from rlhfkit.runs import RunResult, as_dataset
 
 
@@ -259,14 +259,10 @@ def run_dpo(
     cols = ("prompt", "chosen", "rejected")
     train_dataset = as_dataset(train_dataset, "train_dataset", cols)
     eval_dataset = as_dataset(eval_dataset, "eval_dataset", cols)
-    if reference_model is not None and method.lora is not None:
-        raise ConfigError("reference_model apart from the starting policy needs preset full (a LoRA policy's "
-                          "reference is its own start; start_adapter continues an adapter)")  # fmt: skip
-    if start_adapter is not None and method.lora is None:
-        raise ConfigError(f"run_dpo: start_adapter={str(start_adapter)!r} needs preset lora or qlora")
-    model, tokenizer = load_policy(
-        model_name_or_path, method, trust_remote_code=trust_remote_code, adapter=start_adapter
-    )
+    model, tokenizer, peft_config = load_start_policy(
+        "dpo", model_name_or_path, method, reference_model=reference_model, start_adapter=start_adapter,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     reference = None
     if method.lora is None:  # loaded as the policy is (same tokenizer fixes and dtype), frozen
         reference, _ = load_policy(reference_model or model_name_or_path, method, trust_remote_code=trust_remote_code)
@@ -278,7 +274,7 @@ def run_dpo(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=method.lora if start_adapter is None else None,  # a loaded adapter trains on
+        peft_config=peft_config,
         callbacks=list(callbacks or []),
     )
     monitor = dpo_monitor_config(monitor_config)

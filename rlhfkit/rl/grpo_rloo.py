@@ -11,15 +11,12 @@ from collections.abc import Sequence
 
 from rlhfkit.core.errors import ConfigError
 from rlhfkit.core.presets import GRPO_BETA, method_preset
-from rlhfkit.models.loading import (
-    load_policy,
-)
 from rlhfkit.models.scoring import (
     RewardModelScorer,
     load_reward_function,
     place_reward_function,
 )
-from rlhfkit.rl.healthy import train_monitored
+from rlhfkit.rl.healthy import load_start_policy, train_monitored
 from rlhfkit.runs import RunResult, prompt_dataset
 
 logger = logging.getLogger(__name__)
@@ -233,16 +230,10 @@ def _run_sampling_rl(
             "reward function(s); give one per function, the reward model first"
         )
 
-    if reference_model is not None and method.lora is not None:
-        raise ConfigError(
-            f"run_{name}: reference_model={str(reference_model)!r} with a LoRA preset: the reference of a LoRA policy "
-            "is its own start (the adapter turned off); use preset full, or start_adapter to continue an adapter"
-        )
-    if start_adapter is not None and method.lora is None:
-        raise ConfigError(f"run_{name}: start_adapter={str(start_adapter)!r} needs preset lora or qlora")
-    model, tokenizer = load_policy(
-        model_name_or_path, method, trust_remote_code=trust_remote_code, adapter=start_adapter
-    )
+    model, tokenizer, peft_config = load_start_policy(
+        name, model_name_or_path, method, reference_model=reference_model, start_adapter=start_adapter,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     start = model.config._name_or_path
     if reference_model is not None:  # TRL builds the frozen reference from the policy config's model id
         model.config._name_or_path = str(reference_model)
@@ -253,7 +244,7 @@ def _run_sampling_rl(
             args=config,
             train_dataset=train_dataset,
             processing_class=tokenizer,
-            peft_config=method.lora if start_adapter is None else None,  # a loaded adapter trains on
+            peft_config=peft_config,
             callbacks=list(callbacks or []),
         )
     finally:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.models.loading import MODEL_SUBDIR, copy_model, save_final
+from rlhfkit.core.errors import ConfigError
+from rlhfkit.models.loading import MODEL_SUBDIR, copy_model, load_policy, save_final
 from rlhfkit.monitors import HealthMonitor
 from rlhfkit.monitors.config import MonitorConfig
 from rlhfkit.monitors.frozen import frozen_models
@@ -153,6 +154,27 @@ def load_average(trainer, checkpoints: list[Path]) -> None:
     with torch.no_grad():
         for name, param in trainable() if sums else []:
             param.copy_((sums[name] / len(checkpoints)).to(param.device, param.dtype))
+
+
+def load_start_policy(
+    name: str, model_name_or_path, method, *, reference_model=None, start_adapter=None, trust_remote_code: bool = False
+):
+    """The policy an RL run starts from and the ``peft_config`` to give its TRL trainer: ``model_name_or_path``, with
+    a trained LoRA ``start_adapter`` loaded trainable on it (iterative RLHF under LoRA: the SFT model plus round r-1's
+    adapter, the reference the adapter turned off) -- then no new adapter (``None``), else ``method.lora``.
+    ``reference_model`` (a frozen reference apart from the start) needs preset full; ``start_adapter`` a LoRA preset:
+    each refused with one line naming ``run_<name>``. Returns ``(model, tokenizer, peft_config)``."""
+    if reference_model is not None and method.lora is not None:
+        raise ConfigError(
+            f"run_{name}: reference_model={str(reference_model)!r} with a LoRA preset: the reference of a LoRA policy "
+            "is its own start (the adapter turned off); use preset full, or start_adapter to continue an adapter"
+        )
+    if start_adapter is not None and method.lora is None:
+        raise ConfigError(f"run_{name}: start_adapter={str(start_adapter)!r} needs preset lora or qlora")
+    model, tokenizer = load_policy(
+        model_name_or_path, method, trust_remote_code=trust_remote_code, adapter=start_adapter
+    )
+    return model, tokenizer, method.lora if start_adapter is None else None
 
 
 def returns_start(metrics: dict[str, Any]) -> bool:

@@ -242,7 +242,7 @@ def test_people_label_each_round_between_runs_of_the_same_command(tmp_path, caps
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "best_of_n"])
 def test_two_rounds_of_each_sampling_algorithm_keep_the_sft_model_as_the_reference(tmp_path, algorithm):
     """GRPO, RLOO and best-of-N rounds: round 2's RL starts from round 1's policy; its first KL, measured before any
-    update, is to the SFT model, so it is round 1's distance from SFT, not 0."""
+    update, is to the SFT model, so it is round 1's distance from SFT, not exactly 0."""
     cfg = tiny_rounds(tmp_path / "run", count=2)
     cfg["rl"]["algorithm"] = algorithm
     cfg.setdefault(algorithm, {}).update(
@@ -258,7 +258,7 @@ def test_two_rounds_of_each_sampling_algorithm_keep_the_sft_model_as_the_referen
     assert stages["round-2/rl"]["metrics"]["algorithm"] == algorithm
     first = json.loads((tmp_path / "run" / "round-2" / "rl" / "log_history.json").read_text())[0]
     kl = first.get("kl_per_sequence", first.get("kl"))
-    assert kl is not None and kl > 0, first
+    assert kl is not None and kl != 0, first  # exactly 0 against its own start (RLOO's k1 estimate may be negative)
 
 
 @pytest.mark.slow
