@@ -7,18 +7,22 @@ so a setting can be judged on ``bench/overoptimization.py``'s twins without trai
     python bench/monitor_replay.py --grid GRID '{"kl_limit": 0.1}' --score --healthy runs/demo/rl/health.jsonl
 
 A setting is a JSON object of :class:`rlhfkit.monitors.MonitorConfig` fields, plus ``"gate"`` (keyword arguments of
-:func:`rlhfkit.reward.gate.rm_gate`, judged on each cell's stored rm_eval report). Per cell: where the gate refuses,
-the first stop is the gate's at step 0 and the SFT model is returned; else the stop, the last healthy step and the
-checkpoints the stopped run averages follow from the twin's timeline (:func:`overoptimization.stopped_from_twin`).
+:func:`rlhfkit.reward.gate.rm_gate`, judged on each cell's stored rm_eval report) and ``"no_harm": true`` (the
+do-no-harm check on, the grid's validation member standing in for ``monitor.no_harm_reward``). Per cell: where the
+gate refuses, the first stop is the gate's at step 0 and the SFT model is returned; else the stop, the last healthy
+step and the checkpoints the stopped run averages follow from the twin's timeline
+(:func:`overoptimization.stopped_from_twin`).
 The returned model's gold is, with ``--score``, its held-out gold (the average rebuilt from the twin's checkpoints
-and scored on the grid's held-out prompts, cached per set of steps; the do-no-harm check of
-:func:`rlhfkit.rl.healthy.no_harm_verdict` applied with the setting's ``no_harm_margin`` on the validation member's
-paired scores); without it an estimate: the twin's smoothed training-batch gold at the newest averaged step.
+and scored on the grid's held-out prompts, cached per set of steps; with ``"no_harm": true`` (off by default, as
+``monitor.no_harm_reward`` is in rlhfkit), the do-no-harm check of :func:`rlhfkit.rl.healthy.no_harm_verdict` applied
+with the setting's ``no_harm_margin`` on the validation member's paired scores);
+without it an estimate: the twin's smoothed training-batch gold at the newest averaged step.
 
-The criteria and pass rates are ``bench/overopt_protocol.py``'s. ``--search`` replays a small grid of candidate
+The criteria and pass rates are ``bench/overopt_protocol.py``'s. ``--search`` replays a grid of candidate
 settings (:data:`SEARCH`) on the tuning runs, keeps the one with the most criterion passes (ties: the fewest alerts on
-the healthy runs, then the earlier in :data:`SEARCH`, the old defaults first) and reports it and the defaults on the
-test runs. Healthy runs (``--healthy``):
+the healthy runs, then the earlier in :data:`SEARCH`, the defaults now first) and reports it and the defaults on the
+test runs; with ``--score`` the tuning runs' returned models are scored too (the training-curve estimate misjudges
+returned averages by a few hundredths either way, as much as the criteria's margins). Healthy runs (``--healthy``):
 every alert each setting would raise there (there should be none).
 """
 
@@ -36,15 +40,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.
 
 from bench.overopt_protocol import CRITERIA, criteria, parse_split, pass_rates, rates_line, score
 
-# candidate settings for --search, the defaults before issue 28 first (ties keep the earlier: a change must earn its
-# place on the tuning runs)
+# candidate settings for --search, the defaults now first (ties keep the earlier: a change must earn its place on the
+# tuning runs). KL pairs (kl_limit, kl_caution): a step above kl_caution is not healthy, so the returned model comes
+# from below kl_caution whatever kl_limit stops at; they are searched together, kl_caution <= kl_limit.
+KL_PAIRS = ((0.15, 0.1), (0.15, 0.12), (0.15, 0.15), (0.12, 0.1), (0.12, 0.12), (0.1, 0.1), (0.2, 0.1), (0.2, 0.12),
+            (0.2, 0.15), (0.2, 0.2))  # fmt: skip
 SEARCH = [
-    {"kl_limit": kl, "reward_kl_slope": slope, "reward_kl_min_steps": steps, "gain_flattening_min_steps": gain,
-     "gate": {"min_accuracy": acc, "max_pair_length_bias": pair}}
-    for acc, pair, steps, kl, slope, gain in itertools.product(
-        (0.6, 0.65), (None, 0.5, 0.4), (0, 30, 15), (0.12, 0.1, 0.15), (0.006, 0.008), (0, 30, 15)
+    {"kl_limit": kl, "kl_caution": caution, "reward_kl_slope": slope, "reward_kl_min_steps": steps,
+     "gain_flattening_min_steps": gain, "gate": {"min_accuracy": acc, "max_pair_length_bias": pair}}
+    for acc, pair, steps, (kl, caution), slope, gain in itertools.product(
+        (0.6, 0.65), (0.5, None, 0.4), (30, 0, 15), KL_PAIRS, (0.006, 0.008), (30, 0, 15)
     )
 ]  # fmt: skip
+
+
+def monitor_fields(setting: dict) -> dict:
+    """The MonitorConfig fields of a setting (without ``gate`` and ``no_harm``)."""
+    return {k: v for k, v in setting.items() if k not in ("gate", "no_harm")}
 
 
 def load(path: str | Path) -> list[dict]:
@@ -80,7 +92,7 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
     from rlhfkit.reward.gate import rm_gate
 
     rec = json.loads((cell / "record.json").read_text())
-    monitor = {k: v for k, v in setting.items() if k != "gate"}
+    monitor = monitor_fields(setting)
     config = MonitorConfig(health_plots=False, **monitor)
     gate = rm_gate(RewardModelReport(**rec["gate"]["report"]), **setting.get("gate", {}))
     row = {k: rec[k] for k in ("algorithm", "length_bias", "seed", "threads", "reward", "gold_sft", "gold_peak",
@@ -102,7 +114,7 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
             curve = dict(zip(rec["curve"]["steps"], rec["curve"]["gold_smooth"]))
             row["gold_returned"] = curve[steps[-1]]
     if scoring is not None and row["returned"] != "sft":
-        row.update(_scored_return(cell, rec, steps, config, scoring))
+        row.update(_scored_return(cell, rec, steps, config if setting.get("no_harm") else None, scoring))
     return row
 
 
@@ -115,8 +127,9 @@ def _stopped(cell: Path, monitor: str) -> dict:
     return grid.stopped_from_twin(grid.load_timeline(cell / "unstopped"), config)
 
 
-def _scored_return(cell: Path, rec: dict, steps: list[int] | None, config, scoring) -> dict:
-    """The held-out gold of the returned model (rebuilt from the twin) and the do-no-harm check's verdict."""
+def _scored_return(cell: Path, rec: dict, steps: list[int] | None, no_harm, scoring) -> dict:
+    """The held-out gold of the returned model (rebuilt from the twin) and, with ``no_harm`` (the setting's
+    MonitorConfig, or None: off), the do-no-harm check's verdict."""
     from bench import overoptimization as grid
     from rlhfkit.rl.healthy import no_harm_verdict
 
@@ -130,9 +143,9 @@ def _scored_return(cell: Path, rec: dict, steps: list[int] | None, config, scori
         cache = model / "scored.json"
     mine = grid.scored(model, cache, seed, rm_dir, scoring)
     out = {"gold_returned": mine["gold"]}
-    if config.no_harm_margin is not None:
+    if no_harm is not None:
         sft = grid.scored(sft_dir, cell.parent / "sft-scored.json", seed, rm_dir, scoring)
-        verdict = no_harm_verdict(mine["check"], sft["check"], config.no_harm_margin)
+        verdict = no_harm_verdict(mine["check"], sft["check"], no_harm.no_harm_margin)
         out["no_harm"] = verdict
         if not verdict["keep"]:
             out.update(
@@ -200,18 +213,18 @@ def main(argv=None) -> dict:
     tune = {k: v for k, v in groups.items() if k == "tune"}
     result = {"split": args.split, "settings": {}}
     chosen = base
+    scoring = SimpleNamespace(eval_prompts=args.eval_prompts, check_prompts=args.check_prompts) if args.score else None
     if args.search:
         ranked = []
         for candidate in SEARCH:
             setting = {**base, **candidate}
-            rates = evaluate(tune, setting, None)["tune"]["rates"]
-            monitor = MonitorConfig(health_plots=False, **{k: v for k, v in setting.items() if k != "gate"})
+            rates = evaluate(tune, setting, scoring)["tune"]["rates"]
+            monitor = MonitorConfig(health_plots=False, **monitor_fields(setting))
             alerts = sum(len(replay(load(path), monitor)[0].alerts) for path in args.healthy)
             ranked.append((score(rates), -alerts, setting))
             print(f"tune {json.dumps(setting)}: {score(rates)} passes, {alerts} alerts on the healthy runs; "
                   f"{rates_line(rates)}", flush=True)  # fmt: skip
         chosen = max(ranked, key=lambda r: r[:2])[2]  # most passes, then fewest healthy alerts, then the first
-    scoring = SimpleNamespace(eval_prompts=args.eval_prompts, check_prompts=args.check_prompts) if args.score else None
     settings = {"defaults": {}, **({"chosen" if args.search else "given": chosen} if chosen else {})}
     for label, setting in settings.items():
         result["settings"][label] = {"setting": setting, "groups": evaluate(groups, setting, scoring)}
@@ -220,7 +233,7 @@ def main(argv=None) -> dict:
                 print(json.dumps({k: v for k, v in row.items() if k != "no_harm"}), flush=True)
             print(f"{label} on {name}: {rates_line(g['rates'])}")
             print(f"{label} on {name}, past the gate: {rates_line(g['rates_gate_passed'])}")
-        monitor = MonitorConfig(health_plots=False, **{k: v for k, v in setting.items() if k != "gate"})
+        monitor = MonitorConfig(health_plots=False, **monitor_fields(setting))
         for path in args.healthy:
             alerts = replay(load(path), monitor)[0].alerts
             print(f"{label}: {path}: {len(alerts)} alerts {[(a.step, a.signal, a.action) for a in alerts]}")
