@@ -19,8 +19,9 @@ with the setting's ``no_harm_margin`` on the validation member's paired scores);
 without it an estimate: the twin's smoothed training-batch gold at the newest averaged step.
 
 The criteria and pass rates are ``bench/overopt_protocol.py``'s. ``--search`` replays a grid of candidate
-settings (:data:`SEARCH`) on the tuning runs, keeps the one with the most criterion passes (ties: the fewest alerts on
-the healthy runs, then the earlier in :data:`SEARCH`, the defaults now first) and reports it and the defaults on the
+settings (:data:`SEARCH`) on the tuning runs, keeps the one with the most passes of the criteria about the returned
+model (``near_peak``, ``not_below_sft``, ``no_false_stop``; ties: the fewest alerts on the healthy runs, then the most
+stops ``in_time``, then the earlier in :data:`SEARCH`, the defaults now first) and reports it and the defaults on the
 test runs; with ``--score`` the tuning runs' returned models are scored too (the training-curve estimate misjudges
 returned averages by a few hundredths either way, as much as the criteria's margins). Healthy runs (``--healthy``):
 every alert each setting would raise there (there should be none).
@@ -221,10 +222,13 @@ def main(argv=None) -> dict:
             rates = evaluate(tune, setting, scoring)["tune"]["rates"]
             monitor = MonitorConfig(health_plots=False, **monitor_fields(setting))
             alerts = sum(len(replay(load(path), monitor)[0].alerts) for path in args.healthy)
-            ranked.append((score(rates), -alerts, setting))
-            print(f"tune {json.dumps(setting)}: {score(rates)} passes, {alerts} alerts on the healthy runs; "
-                  f"{rates_line(rates)}", flush=True)  # fmt: skip
-        chosen = max(ranked, key=lambda r: r[:2])[2]  # most passes, then fewest healthy alerts, then the first
+            (model, in_time) = score(rates)
+            ranked.append(((model, -alerts, in_time), setting))
+            print(f"tune {json.dumps(setting)}: {model} model passes, {alerts} alerts on the healthy runs, {in_time} "
+                  f"in time; {rates_line(rates)}", flush=True)  # fmt: skip
+        # the most passes of the returned-model criteria, then the fewest alerts on healthy runs, then the most stops
+        # in time, then the first
+        chosen = max(ranked, key=lambda r: r[0])[1]
     settings = {"defaults": {}, **({"chosen" if args.search else "given": chosen} if chosen else {})}
     for label, setting in settings.items():
         result["settings"][label] = {"setting": setting, "groups": evaluate(groups, setting, scoring)}

@@ -65,7 +65,7 @@ def test_pass_rates_count_only_judged_rows_with_wilson_intervals():
     assert (rates["no_false_stop"]["passed"], rates["no_false_stop"]["n"]) == (1, 2)
     lo, hi = rates["near_peak"]["ci95"]
     assert lo == pytest.approx(0.2077, abs=1e-4) and hi == pytest.approx(0.9385, abs=1e-4)  # Wilson, 2 of 3
-    assert score(rates) == 3 + 2 + 2 + 1
+    assert score(rates) == (2 + 2 + 1, 3)  # the returned model's criteria first, then in_time
     assert "near_peak 2/3 (0.21-0.94)" in rates_line(rates)
     assert wilson(0, 0) == (0.0, 1.0)
     assert wilson(16, 16)[0] == pytest.approx(0.8063, abs=1e-4)
