@@ -44,7 +44,7 @@ from bench.overopt_protocol import CRITERIA, criteria, parse_split, pass_rates, 
 # candidate settings for --search, the defaults now first (ties keep the earlier: a change must earn its place on the
 # tuning runs). KL pairs (kl_limit, kl_caution): a step above kl_caution is not healthy, so the returned model comes
 # from below kl_caution whatever kl_limit stops at; they are searched together, kl_caution <= kl_limit.
-KL_PAIRS = ((0.12, 0.1), (0.12, 0.12), (0.15, 0.1), (0.15, 0.12), (0.15, 0.15), (0.1, 0.1), (0.2, 0.1), (0.2, 0.12),
+KL_PAIRS = ((0.15, 0.1), (0.15, 0.12), (0.15, 0.15), (0.12, 0.1), (0.12, 0.12), (0.1, 0.1), (0.2, 0.1), (0.2, 0.12),
             (0.2, 0.15), (0.2, 0.2))  # fmt: skip
 SEARCH = [
     {"kl_limit": kl, "kl_caution": caution, "reward_kl_slope": slope, "reward_kl_min_steps": steps,

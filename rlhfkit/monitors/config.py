@@ -17,10 +17,10 @@ ACTIONS = ("warn", "stop", "off")
 # (bench/overoptimization.py, bench/monitor_replay.py --search); docs/overoptimisation.md judges them on its test runs.
 SMOOTHING_STEPS = 15  # global steps whose logs are averaged before a level is judged
 KL_CAUTION = 0.1  # nats per token of the starting answer length
-# chosen by the scored search on four tuning runs of the over-optimisation grid (seeds 0-3, one thread: 94 of 97
-# criterion passes, 0.15: 93; kl_caution 0.12 / 0.15 and kl_limit 0.2 fewer) and judged on fresh seeds 6-11
-# (docs/overoptimisation.md#four-tuning-runs-and-six-fresh-ones); the demo peaks at 0.092
-KL_LIMIT = 0.12
+# chosen by the scored search on four tuning runs of the over-optimisation grid (seeds 0-3, one thread), ranked by the
+# criteria about the returned model (63 of 65 passes; 0.12: 62, a false stop; kl_caution above 0.1 fewer), judged on
+# fresh seeds 6-11 (docs/overoptimisation.md#the-defaults-judged-on-fresh-seeds); the demo peaks at 0.092
+KL_LIMIT = 0.15
 DISAGREEMENT_GROWTH = 1.5  # x the reward ensemble's starting member spread
 GAIN_FLATTENING = 0.25  # x the proxy's gain over the first half of the sqrt(KL) travelled
 GAIN_MIN_KL = 0.01  # nats per token of the starting length before the gain is judged
