@@ -60,6 +60,14 @@ def monitor_fields(setting: dict) -> dict:
     return {k: v for k, v in setting.items() if k not in ("gate", "no_harm")}
 
 
+def monitor_config(setting: dict):
+    """The :class:`rlhfkit.monitors.MonitorConfig` of a setting (no plots)."""
+    from rlhfkit.monitors import MonitorConfig
+
+    return MonitorConfig(health_plots=False, **monitor_fields(setting))
+
+
+@functools.cache  # read once per run of this script: a search replays every timeline for each candidate
 def load(path: str | Path) -> list[dict]:
     """A ``health.jsonl`` timeline without what the monitor wrote (alerts, active signals, stop)."""
     with open(path) as f:
@@ -88,13 +96,10 @@ def cells(grid: str, runs: list[tuple[int, int]]) -> list[Path]:
 def judge(cell: Path, setting: dict, scoring) -> dict:
     """One cell under ``setting``: the record's fields the criteria read, ``signal``, ``gate_passed`` and
     ``returned`` (``sft`` / ``final`` / ``avg a,b,c``, with ``(no_harm -> sft)`` when the check refused it)."""
-    from rlhfkit.monitors import MonitorConfig
     from rlhfkit.reward.evaluate import RewardModelReport
     from rlhfkit.reward.gate import rm_gate
 
-    rec = json.loads((cell / "record.json").read_text())
-    monitor = monitor_fields(setting)
-    config = MonitorConfig(health_plots=False, **monitor)
+    rec = _record(cell)
     gate = rm_gate(RewardModelReport(**rec["gate"]["report"]), **setting.get("gate", {}))
     row = {k: rec[k] for k in ("algorithm", "length_bias", "seed", "threads", "reward", "gold_sft", "gold_peak",
                                "gold_10pct_below_peak_step", "gold_final_unstopped", "eval_prompts",
@@ -102,7 +107,7 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
     row["gate_passed"] = gate.passed
     if not gate.passed:
         return {**row, "stop_step": 0, "signal": "rm_gate", "returned": "sft", "gold_returned": rec["gold_sft"]}
-    stopped = _stopped(cell, json.dumps(monitor, sort_keys=True))
+    stopped = _stopped(cell, json.dumps(monitor_fields(setting), sort_keys=True))
     steps = stopped["averaged_steps"]
     row.update(stop_step=stopped["stop_step"], signal=stopped["first_alert"])
     if steps is None:
@@ -115,17 +120,28 @@ def judge(cell: Path, setting: dict, scoring) -> dict:
             curve = dict(zip(rec["curve"]["steps"], rec["curve"]["gold_smooth"]))
             row["gold_returned"] = curve[steps[-1]]
     if scoring is not None and row["returned"] != "sft":
-        row.update(_scored_return(cell, rec, steps, config if setting.get("no_harm") else None, scoring))
+        no_harm = monitor_config(setting) if setting.get("no_harm") else None
+        row.update(_scored_return(cell, rec, steps, no_harm, scoring))
     return row
+
+
+@functools.cache  # a cell's record (read-only here), read once for all the settings of a search
+def _record(cell: Path) -> dict:
+    return json.loads((cell / "record.json").read_text())
 
 
 @functools.cache  # a monitor setting's replay of a cell: the same for every gate setting of a search
 def _stopped(cell: Path, monitor: str) -> dict:
     from bench import overoptimization as grid
-    from rlhfkit.monitors import MonitorConfig
 
-    config = MonitorConfig(health_plots=False, **json.loads(monitor))
-    return grid.stopped_from_twin(grid.load_timeline(cell / "unstopped"), config)
+    return grid.stopped_from_twin(grid.load_timeline(cell / "unstopped"), monitor_config(json.loads(monitor)))
+
+
+@functools.cache  # the same for every gate setting of a search
+def _healthy_alerts(monitor: str, paths: tuple[str, ...]) -> tuple[list, ...]:
+    """The alerts a monitor setting (its fields as JSON) raises on each healthy run's timeline."""
+    config = monitor_config(json.loads(monitor))
+    return tuple(replay(load(path), config)[0].alerts for path in paths)
 
 
 def _scored_return(cell: Path, rec: dict, steps: list[int] | None, no_harm, scoring) -> dict:
@@ -207,7 +223,6 @@ def main(argv=None) -> dict:
     p.add_argument("--healthy", nargs="*", default=[], help="health.jsonl files of runs that must raise no alert")
     p.add_argument("--out", help="write the rows and pass rates here (json)")
     args = p.parse_args(argv)
-    from rlhfkit.monitors import MonitorConfig
 
     base = json.loads(args.settings)
     groups = {name: cells(args.grid, runs) for name, runs in parse_split(args.split).items()}
@@ -220,8 +235,8 @@ def main(argv=None) -> dict:
         for candidate in SEARCH:
             setting = {**base, **candidate}
             rates = evaluate(tune, setting, scoring)["tune"]["rates"]
-            monitor = MonitorConfig(health_plots=False, **monitor_fields(setting))
-            alerts = sum(len(replay(load(path), monitor)[0].alerts) for path in args.healthy)
+            key = json.dumps(monitor_fields(setting), sort_keys=True)
+            alerts = sum(map(len, _healthy_alerts(key, tuple(args.healthy))))
             (model, in_time) = score(rates)
             ranked.append(((model, -alerts, in_time), setting))
             print(f"tune {json.dumps(setting)}: {model} model passes, {alerts} alerts on the healthy runs, {in_time} "
@@ -237,9 +252,8 @@ def main(argv=None) -> dict:
                 print(json.dumps({k: v for k, v in row.items() if k != "no_harm"}), flush=True)
             print(f"{label} on {name}: {rates_line(g['rates'])}")
             print(f"{label} on {name}, past the gate: {rates_line(g['rates_gate_passed'])}")
-        monitor = MonitorConfig(health_plots=False, **monitor_fields(setting))
-        for path in args.healthy:
-            alerts = replay(load(path), monitor)[0].alerts
+        key = json.dumps(monitor_fields(setting), sort_keys=True)
+        for path, alerts in zip(args.healthy, _healthy_alerts(key, tuple(args.healthy))):
             print(f"{label}: {path}: {len(alerts)} alerts {[(a.step, a.signal, a.action) for a in alerts]}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
